@@ -1,0 +1,329 @@
+"""``apply(state, command)``: the deterministic, total transition function of the coordinator.
+
+Contract (every replica relies on it):
+
+* Deterministic: the outcome depends only on ``state`` and ``command``; no clock, randomness or
+  I/O, no iteration over unordered collections.
+* Total: it never raises. A malformed or invalid command becomes a :class:`Rejected` value.
+* Atomic: each handler checks everything before it changes anything, so a rejection leaves the
+  state exactly as it was (its digest included).
+* Idempotent per request id: a write whose ``request_id`` was applied before is answered with the
+  remembered outcome and changes nothing.
+
+``apply`` mutates ``state`` in place when the command is accepted and returns the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from hacoord.core import commands as c
+from hacoord.core.events import Event
+from hacoord.core.model import (
+    NODE_STATUSES,
+    REQUEST_HISTORY,
+    ClusterState,
+    Node,
+    Partition,
+    Resource,
+    valid_address,
+    valid_id,
+)
+from hacoord.core.results import Applied, Outcome, Rejected, outcome_from_dict
+
+log = logging.getLogger(__name__)
+
+MAX_PARTITIONS = 100_000
+MAX_REPLICATION_FACTOR = 15
+MAX_TAGS = 64
+MAX_TEXT = 256
+MAX_REQUEST_ID = 128
+
+
+class _Reject(Exception):
+    """Raised by the checks inside a handler, before any mutation, and turned into Rejected."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _require(condition: bool, code: str, message: str) -> None:
+    if not condition:
+        raise _Reject(code, message)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_node_id(state: ClusterState, node_id: object, must_exist: bool = True) -> Node:
+    _require(valid_id(node_id), "invalid_argument", f"malformed node id {node_id!r}")
+    node = state.nodes.get(node_id)  # type: ignore[arg-type]
+    if must_exist:
+        _require(node is not None, "not_found", f"unknown node {node_id!r}")
+    return node  # type: ignore[return-value]
+
+
+def _check_capacity(capacity: object) -> None:
+    _require(_number(capacity) and 0 < capacity <= 1e6,  # type: ignore[operator]
+             "invalid_argument", "capacity must be a number in (0, 1e6]")
+
+
+def _check_zone(zone: object) -> None:
+    _require(valid_id(zone), "invalid_argument", f"malformed zone {zone!r}")
+
+
+def _check_map(values: object, what: str, allow_none: bool, value_ok: Callable[[Any], bool]) -> None:
+    _require(isinstance(values, dict), "invalid_argument", f"{what} must be an object")
+    assert isinstance(values, dict)
+    _require(len(values) <= MAX_TAGS, "invalid_argument", f"at most {MAX_TAGS} {what}")
+    for key, value in values.items():
+        _require(valid_id(key), "invalid_argument", f"malformed {what} key {key!r}")
+        _require((allow_none and value is None) or value_ok(value), "invalid_argument",
+                 f"bad value for {what} {key!r}")
+
+
+def _tag_value(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT
+
+
+def _partition(state: ClusterState, resource: object, index: object) -> tuple[Resource, Partition]:
+    _require(valid_id(resource), "invalid_argument", f"malformed resource name {resource!r}")
+    res = state.resources.get(resource)  # type: ignore[arg-type]
+    _require(res is not None, "not_found", f"unknown resource {resource!r}")
+    assert res is not None
+    _require(isinstance(index, int) and not isinstance(index, bool)
+             and 0 <= index < len(res.partitions), "not_found",
+             f"resource {resource!r} has no partition {index!r}")
+    return res, res.partitions[index]  # type: ignore[index]
+
+
+def _up_successor(state: ClusterState, partition: Partition, excluding: str) -> str | None:
+    """First other replica that is up, in replica order (deterministic)."""
+    for node_id in partition.replicas:
+        if node_id != excluding and state.nodes[node_id].status == "up":
+            return node_id
+    return None
+
+
+def _partition_event(rev: int, resource: str, index: int, part: Partition, reason: str) -> Event:
+    return Event("PartitionChanged", rev, {
+        "resource": resource, "partition": index, "replicas": list(part.replicas),
+        "leader": part.leader, "epoch": part.epoch, "reason": reason,
+    })
+
+
+# --- handlers: check first, then mutate, then describe ---------------------------------------
+
+def _register_node(state: ClusterState, cmd: c.RegisterNode, rev: int) -> Applied:
+    _check_node_id(state, cmd.node_id, must_exist=False)
+    _require(cmd.node_id not in state.nodes, "already_exists", f"node {cmd.node_id!r} exists")
+    _require(valid_address(cmd.address), "invalid_argument",
+             f"malformed address {cmd.address!r} (expected host:port)")
+    _check_zone(cmd.zone)
+    _check_capacity(cmd.capacity)
+    _check_map(cmd.tags, "tags", False, _tag_value)
+    node = Node(id=cmd.node_id, address=cmd.address, zone=cmd.zone, capacity=float(cmd.capacity),
+                tags=dict(cmd.tags), registered_at=cmd.time, updated_at=cmd.time)
+    state.nodes[node.id] = node
+    return Applied(rev, {"node": node.to_dict()}, (Event("NodeRegistered", rev, node.to_dict()),))
+
+
+def _remove_node(state: ClusterState, cmd: c.RemoveNode, rev: int) -> Applied:
+    _check_node_id(state, cmd.node_id)
+    _require(isinstance(cmd.force, bool), "invalid_argument", "force must be a boolean")
+    held = [(res, i, p) for res in state.resources.values()
+            for i, p in enumerate(res.partitions) if cmd.node_id in p.replicas]
+    _require(not held or cmd.force, "node_not_empty",
+             f"node {cmd.node_id!r} holds {len(held)} replicas; move them first or force")
+    _require(isinstance(cmd.replacements, dict), "invalid_argument", "replacements must be an object")
+    plan: list[tuple[Resource, int, Partition, str | None]] = []
+    for res, i, part in held:
+        by_partition = cmd.replacements.get(res.name, {})
+        _require(isinstance(by_partition, dict) and str(i) in by_partition, "stale_plan",
+                 f"no replacement given for {res.name}/{i}")
+        new = by_partition[str(i)]
+        candidates = [n for n in state.nodes if n != cmd.node_id and n not in part.replicas]
+        if new is None:
+            _require(not candidates, "stale_plan", f"{res.name}/{i} can be re-replicated")
+        else:
+            _require(new in candidates, "stale_plan", f"replacement {new!r} unfit for {res.name}/{i}")
+        plan.append((res, i, part, new))
+    events = []
+    for res, i, part, new in plan:
+        slot = part.replicas.index(cmd.node_id)
+        if new is None:
+            del part.replicas[slot]
+        else:
+            part.replicas[slot] = new
+        if part.leader == cmd.node_id:
+            part.leader = _up_successor(state, part, new or "") or (
+                part.replicas[0] if part.replicas else None)
+        part.epoch += 1
+        events.append(_partition_event(rev, res.name, i, part, "node removed"))
+    del state.nodes[cmd.node_id]
+    events.append(Event("NodeRemoved", rev, {"node_id": cmd.node_id}))
+    return Applied(rev, {"node_id": cmd.node_id, "moved": len(plan)}, tuple(events))
+
+
+def _set_node_state(state: ClusterState, cmd: c.SetNodeState, rev: int) -> Applied:
+    node = _check_node_id(state, cmd.node_id)
+    if cmd.status is not None:
+        _require(cmd.status in NODE_STATUSES, "invalid_argument",
+                 f"status must be one of {', '.join(NODE_STATUSES)}")
+    if cmd.address is not None:
+        _require(valid_address(cmd.address), "invalid_argument", f"malformed address {cmd.address!r}")
+    if cmd.zone is not None:
+        _check_zone(cmd.zone)
+    if cmd.capacity is not None:
+        _check_capacity(cmd.capacity)
+    if cmd.tags is not None:
+        _check_map(cmd.tags, "tags", True, _tag_value)
+    if cmd.metrics is not None:
+        _check_map(cmd.metrics, "metrics", True, _number)
+    merged_tags = _merge(node.tags, cmd.tags)
+    _require(len(merged_tags) <= MAX_TAGS, "invalid_argument", f"at most {MAX_TAGS} tags")
+    merged_metrics = _merge(node.metrics, cmd.metrics)
+    _require(len(merged_metrics) <= MAX_TAGS, "invalid_argument", f"at most {MAX_TAGS} metrics")
+
+    old_status = node.status
+    node.status = cmd.status if cmd.status is not None else node.status
+    node.address = cmd.address if cmd.address is not None else node.address
+    node.zone = cmd.zone if cmd.zone is not None else node.zone
+    node.capacity = float(cmd.capacity) if cmd.capacity is not None else node.capacity
+    node.tags = merged_tags
+    node.metrics = {k: float(v) for k, v in merged_metrics.items()}
+    node.updated_at = cmd.time
+    events = [Event("NodeStateChanged", rev, node.to_dict())]
+    if old_status != node.status:
+        events.extend(_follow_status(state, node, rev))
+    return Applied(rev, {"node": node.to_dict()}, tuple(events))
+
+
+def _merge(old: dict[str, Any], changes: dict[str, Any] | None) -> dict[str, Any]:
+    merged = dict(old)
+    for key, value in (changes or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _follow_status(state: ClusterState, node: Node, rev: int) -> list[Event]:
+    """Leadership follows a status change: away from a node going down (to another up replica),
+    onto a node coming up for partitions left without a leader. Each change bumps the epoch."""
+    events = []
+    for res in state.resources.values():
+        for i, part in enumerate(res.partitions):
+            new_leader = part.leader
+            if node.status == "down" and part.leader == node.id:
+                new_leader = _up_successor(state, part, node.id) or part.leader
+            elif node.status == "up" and node.id in part.replicas and (
+                    part.leader is None or state.nodes[part.leader].status != "up"):
+                new_leader = node.id
+            if new_leader != part.leader:
+                part.leader = new_leader
+                part.epoch += 1
+                events.append(_partition_event(rev, res.name, i, part, f"node {node.status}"))
+    return events
+
+
+def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Applied:
+    _require(valid_id(cmd.name), "invalid_argument", f"malformed resource name {cmd.name!r}")
+    _require(cmd.name not in state.resources, "already_exists", f"resource {cmd.name!r} exists")
+    _require(isinstance(cmd.partitions, int) and not isinstance(cmd.partitions, bool)
+             and 1 <= cmd.partitions <= MAX_PARTITIONS, "invalid_argument",
+             f"partitions must be an integer in 1..{MAX_PARTITIONS}")
+    rf = cmd.replication_factor
+    _require(isinstance(rf, int) and not isinstance(rf, bool) and 1 <= rf <= MAX_REPLICATION_FACTOR,
+             "invalid_argument", f"replicas must be an integer in 1..{MAX_REPLICATION_FACTOR}")
+    _require(rf <= len(state.nodes), "not_enough_nodes",
+             f"{rf} replicas requested but the cluster has {len(state.nodes)} nodes")
+    _require(isinstance(cmd.assignment, list) and len(cmd.assignment) == cmd.partitions,
+             "stale_plan", "assignment does not cover every partition")
+    for replicas in cmd.assignment:
+        _require(isinstance(replicas, list) and len(replicas) == rf
+                 and len(set(map(str, replicas))) == rf
+                 and all(isinstance(n, str) and n in state.nodes for n in replicas),
+                 "stale_plan", "assignment names unknown or repeated nodes")
+    partitions = [Partition(replicas=list(r), leader=r[0], epoch=1) for r in cmd.assignment]
+    resource = Resource(cmd.name, rf, partitions, created_at=cmd.time)
+    state.resources[cmd.name] = resource
+    summary = {"name": cmd.name, "partitions": cmd.partitions, "replication_factor": rf}
+    return Applied(rev, {"resource": summary}, (Event("ResourceCreated", rev, resource.to_dict()),))
+
+
+def _delete_resource(state: ClusterState, cmd: c.DeleteResource, rev: int) -> Applied:
+    _require(valid_id(cmd.name), "invalid_argument", f"malformed resource name {cmd.name!r}")
+    _require(cmd.name in state.resources, "not_found", f"unknown resource {cmd.name!r}")
+    del state.resources[cmd.name]
+    return Applied(rev, {"name": cmd.name}, (Event("ResourceDeleted", rev, {"name": cmd.name}),))
+
+
+def _move_partition(state: ClusterState, cmd: c.MovePartition, rev: int) -> Applied:
+    res, part = _partition(state, cmd.resource, cmd.partition)
+    _check_node_id(state, cmd.from_node)
+    _check_node_id(state, cmd.to_node)
+    _require(cmd.from_node in part.replicas, "invalid_argument",
+             f"{cmd.from_node!r} holds no replica of {res.name}/{cmd.partition}")
+    _require(cmd.to_node not in part.replicas, "invalid_argument",
+             f"{cmd.to_node!r} already holds a replica of {res.name}/{cmd.partition}")
+    part.replicas[part.replicas.index(cmd.from_node)] = cmd.to_node
+    if part.leader == cmd.from_node:
+        # The new replica starts empty: leadership goes to a surviving replica if there is one.
+        part.leader = _up_successor(state, part, cmd.to_node) or cmd.to_node
+    part.epoch += 1
+    event = _partition_event(rev, res.name, cmd.partition, part, "moved")
+    return Applied(rev, {"partition": event.data}, (event,))
+
+
+_HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = {
+    c.RegisterNode: _register_node,
+    c.RemoveNode: _remove_node,
+    c.SetNodeState: _set_node_state,
+    c.CreateResource: _create_resource,
+    c.DeleteResource: _delete_resource,
+    c.MovePartition: _move_partition,
+}
+
+
+def apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
+    """Apply ``command`` to ``state`` (in place when accepted). Never raises; see module doc."""
+    try:
+        return _apply(state, command)
+    except Exception as exc:  # a bug, not a user error: still must not stall the Raft log
+        log.exception("internal error applying %r", command)
+        return Rejected("internal_error", f"internal error: {type(exc).__name__}", state.revision)
+
+
+def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
+    if isinstance(command, c.DecodeError):
+        return Rejected("invalid_argument", command.message, state.revision)
+    rid = command.request_id
+    if not isinstance(rid, str) or len(rid) > MAX_REQUEST_ID:
+        return Rejected("invalid_argument", "request_id must be a string of at most 128 characters",
+                        state.revision)
+    if rid and rid in state.requests:
+        return outcome_from_dict(state.requests[rid], duplicate=True)
+    if isinstance(command, c.Barrier):
+        return Applied(state.revision, {"revision": state.revision})
+    handler = _HANDLERS.get(type(command))
+    if handler is None:
+        return Rejected("invalid_argument", f"unsupported command {command.TYPE}", state.revision)
+    try:
+        outcome = handler(state, command, state.revision + 1)
+    except _Reject as rejection:
+        return Rejected(rejection.code, rejection.message, state.revision)
+    state.revision = outcome.revision
+    state.last_time = max(state.last_time, float(command.time))
+    if rid:
+        state.requests[rid] = outcome.to_dict()
+        while len(state.requests) > REQUEST_HISTORY:
+            del state.requests[next(iter(state.requests))]
+    return outcome

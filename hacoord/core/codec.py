@@ -1,0 +1,29 @@
+"""Canonical encoding of the state: the bytes every member must agree on, and their digest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from hacoord.core.model import ClusterState
+
+
+def canonical_json(data: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_state(state: ClusterState) -> bytes:
+    """The state's canonical bytes (schema version included)."""
+    return canonical_json(state.to_dict())
+
+
+def decode_state(raw: bytes) -> ClusterState:
+    """Inverse of :func:`encode_state`. Raises ``ValueError`` on a malformed or foreign snapshot."""
+    return ClusterState.from_dict(json.loads(raw))
+
+
+def digest(state: ClusterState) -> str:
+    """A short hex digest of the canonical state; equal on members that applied the same log."""
+    return hashlib.blake2b(encode_state(state), digest_size=16).hexdigest()

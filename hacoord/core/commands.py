@@ -1,0 +1,172 @@
+"""Commands: the only way the replicated state changes.
+
+Each command is an imperative (``RegisterNode``), carries the ``request_id`` the client chose (a
+retried write reuses it and is applied once) and the ``time`` at which the leader accepted it: time
+enters the state machine only through this field, never from a clock.
+
+Commands that place replicas carry the placement the leader computed (``assignment``); ``apply``
+checks it against the state it is applied to and rejects it if it no longer fits, which keeps
+``apply`` free of placement policy and makes the decision visible in the log.
+
+``encode``/``decode`` give the wire form replicated through Raft: canonical JSON. ``decode``
+never raises on bad input; it returns a :class:`DecodeError` value instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Command:
+    """Base of all commands. ``TYPE`` names the command on the wire."""
+
+    TYPE: ClassVar[str] = ""
+    request_id: str = ""
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class RegisterNode(Command):
+    """Add a data node to the cluster."""
+
+    TYPE: ClassVar[str] = "RegisterNode"
+    node_id: str = ""
+    address: str = ""
+    zone: str = "default"
+    capacity: float = 1.0
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoveNode(Command):
+    """Remove a node. A node that still holds replicas is refused unless ``force`` is set, and
+    then ``replacements`` (resource -> partition index -> node id) says where its replicas go."""
+
+    TYPE: ClassVar[str] = "RemoveNode"
+    node_id: str = ""
+    force: bool = False
+    replacements: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetNodeState(Command):
+    """Change a node's status and metadata. Fields left ``None`` are unchanged; ``tags`` and
+    ``metrics`` are merged, a ``None`` value deleting that key."""
+
+    TYPE: ClassVar[str] = "SetNodeState"
+    node_id: str = ""
+    status: str | None = None
+    address: str | None = None
+    zone: str | None = None
+    capacity: float | None = None
+    tags: dict[str, str | None] | None = None
+    metrics: dict[str, float | None] | None = None
+
+
+@dataclass(frozen=True)
+class CreateResource(Command):
+    """Create a resource with the replicas the leader placed: ``assignment[p]`` lists partition
+    p's replicas, its leader first."""
+
+    TYPE: ClassVar[str] = "CreateResource"
+    name: str = ""
+    partitions: int = 0
+    replication_factor: int = 0
+    assignment: list[list[str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DeleteResource(Command):
+    """Delete a resource and all its partitions."""
+
+    TYPE: ClassVar[str] = "DeleteResource"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class MovePartition(Command):
+    """Move one replica of a partition from one node to another (the new replica takes the old
+    one's place, leadership included)."""
+
+    TYPE: ClassVar[str] = "MovePartition"
+    resource: str = ""
+    partition: int = -1
+    from_node: str = ""
+    to_node: str = ""
+
+
+@dataclass(frozen=True)
+class Barrier(Command):
+    """Change nothing; its result is the revision at the point it was applied. Used for
+    linearizable reads through the log."""
+
+    TYPE: ClassVar[str] = "Barrier"
+
+
+COMMAND_TYPES: dict[str, type[Command]] = {
+    cls.TYPE: cls
+    for cls in (
+        RegisterNode,
+        RemoveNode,
+        SetNodeState,
+        CreateResource,
+        DeleteResource,
+        MovePartition,
+        Barrier,
+    )
+}
+
+
+@dataclass(frozen=True)
+class DecodeError:
+    """A command that could not be decoded; ``apply`` turns it into a rejection."""
+
+    message: str
+    request_id: str = ""
+
+
+def to_dict(command: Command) -> dict[str, Any]:
+    """The command as a plain dict with its ``type``."""
+    data = asdict(command)
+    data["type"] = command.TYPE
+    return data
+
+
+def encode(command: Command) -> bytes:
+    """Canonical JSON bytes of ``command``."""
+    return json.dumps(to_dict(command), sort_keys=True, separators=(",", ":")).encode()
+
+
+def from_dict(data: Any) -> Command | DecodeError:
+    """Build a command from its dict form; wrong shapes come back as :class:`DecodeError`."""
+    if not isinstance(data, dict):
+        return DecodeError("command is not an object")
+    request_id = data.get("request_id", "")
+    if not isinstance(request_id, str):
+        return DecodeError("request_id must be a string")
+    cls = COMMAND_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        return DecodeError(f"unknown command type {data.get('type')!r}", request_id)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names - {"type"})
+    if unknown:
+        return DecodeError(f"unknown fields for {cls.TYPE}: {', '.join(unknown)}", request_id)
+    kwargs = {k: v for k, v in data.items() if k != "type"}
+    if not isinstance(kwargs.get("time", 0.0), int | float):
+        return DecodeError("time must be a number", request_id)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # defensive: dataclass construction with bad arguments
+        return DecodeError(f"malformed {cls.TYPE}: {exc}", request_id)
+
+
+def decode(raw: bytes | str) -> Command | DecodeError:
+    """Parse wire bytes into a command, or a :class:`DecodeError` (never raises)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        return DecodeError(f"command is not valid JSON: {exc}")
+    return from_dict(data)

@@ -1,0 +1,189 @@
+"""The replicated record: nodes, resources, partitions, replicas, leaders and fencing epochs.
+
+Everything here is plain data. ``ClusterState`` is mutated only by :func:`hacoord.core.apply.apply`,
+which checks a command completely before it changes anything, so a rejected command leaves the
+state untouched. Dictionaries keep insertion order, which every replica reproduces exactly because
+they all apply the same commands in the same order; nothing here iterates over a set of strings or
+uses the per-process salted ``hash()``.
+
+Serialisation: ``to_dict``/``from_dict`` round-trip exactly; :mod:`hacoord.core.codec` turns the
+dict into a canonical byte string (sorted keys, no whitespace) and a digest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: Identifiers of nodes and resources: a letter or digit, then letters, digits, ``.``, ``_``, ``-``.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+#: ``host:port``; the host is a DNS name, an IPv4 address or a bracketed IPv6 address.
+ADDRESS_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})$")
+
+NODE_STATUSES = ("up", "down")
+
+#: How many request ids the state remembers for de-duplication of retried writes (FIFO).
+REQUEST_HISTORY = 50_000
+
+
+def valid_id(value: object) -> bool:
+    """True if ``value`` is a well-formed node or resource identifier."""
+    return isinstance(value, str) and ID_PATTERN.match(value) is not None
+
+
+def valid_address(value: object) -> bool:
+    """True if ``value`` is ``host:port`` with a port in 1..65535."""
+    if not isinstance(value, str):
+        return False
+    match = ADDRESS_PATTERN.match(value)
+    return match is not None and 1 <= int(match.group(2)) <= 65535
+
+
+@dataclass
+class Node:
+    """A data node: where it listens, where it stands, how much it can hold."""
+
+    id: str
+    address: str
+    zone: str = "default"
+    capacity: float = 1.0
+    status: str = "up"
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    registered_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "address": self.address,
+            "zone": self.zone,
+            "capacity": self.capacity,
+            "status": self.status,
+            "tags": dict(sorted(self.tags.items())),
+            "metrics": dict(sorted(self.metrics.items())),
+            "registered_at": self.registered_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Node:
+        return cls(
+            id=data["id"],
+            address=data["address"],
+            zone=data["zone"],
+            capacity=data["capacity"],
+            status=data["status"],
+            tags=dict(data["tags"]),
+            metrics=dict(data["metrics"]),
+            registered_at=data["registered_at"],
+            updated_at=data["updated_at"],
+        )
+
+
+@dataclass
+class Partition:
+    """One partition of a resource: its replicas (leader first), its leader and fencing epoch.
+
+    The epoch grows by one whenever the replica set or the leader changes, so a data node can
+    refuse a request stamped with an older epoch.
+    """
+
+    replicas: list[str]
+    leader: str | None
+    epoch: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"replicas": list(self.replicas), "leader": self.leader, "epoch": self.epoch}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Partition:
+        return cls(replicas=list(data["replicas"]), leader=data["leader"], epoch=data["epoch"])
+
+
+@dataclass
+class Resource:
+    """A named data set split into ``len(partitions)`` partitions of ``replication_factor`` copies."""
+
+    name: str
+    replication_factor: int
+    partitions: list[Partition]
+    created_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "replication_factor": self.replication_factor,
+            "partitions": [p.to_dict() for p in self.partitions],
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Resource:
+        return cls(
+            name=data["name"],
+            replication_factor=data["replication_factor"],
+            partitions=[Partition.from_dict(p) for p in data["partitions"]],
+            created_at=data["created_at"],
+        )
+
+
+@dataclass
+class ClusterState:
+    """The whole replicated record, at one ``revision``.
+
+    ``revision`` grows by one with every applied change (rejections and barriers do not change
+    it). ``requests`` maps the request id of each recent write to its outcome, oldest first, so
+    that a write retried across a failover is applied once and answered the same way.
+    """
+
+    revision: int = 0
+    nodes: dict[str, Node] = field(default_factory=dict)
+    resources: dict[str, Resource] = field(default_factory=dict)
+    requests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_time: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "revision": self.revision,
+            "last_time": self.last_time,
+            "nodes": [self.nodes[k].to_dict() for k in sorted(self.nodes)],
+            "resources": [self.resources[k].to_dict() for k in sorted(self.resources)],
+            # Insertion order matters here (eviction is oldest-first), so it is kept as a list.
+            "requests": [[rid, outcome] for rid, outcome in self.requests.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClusterState:
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise ValueError(f"unsupported state schema {schema!r} (this build reads {SCHEMA_VERSION})")
+        return cls(
+            revision=data["revision"],
+            last_time=data["last_time"],
+            nodes={n["id"]: Node.from_dict(n) for n in data["nodes"]},
+            resources={r["name"]: Resource.from_dict(r) for r in data["resources"]},
+            requests={rid: dict(outcome) for rid, outcome in data["requests"]},
+        )
+
+    def replica_counts(self) -> dict[str, int]:
+        """Replicas held by each known node (nodes holding none included, with 0)."""
+        counts = {node_id: 0 for node_id in self.nodes}
+        for resource in self.resources.values():
+            for partition in resource.partitions:
+                for node_id in partition.replicas:
+                    counts[node_id] = counts.get(node_id, 0) + 1
+        return counts
+
+    def leader_counts(self) -> dict[str, int]:
+        """Partition leaderships held by each known node (0 for nodes leading none)."""
+        counts = {node_id: 0 for node_id in self.nodes}
+        for resource in self.resources.values():
+            for partition in resource.partitions:
+                if partition.leader is not None:
+                    counts[partition.leader] = counts.get(partition.leader, 0) + 1
+        return counts

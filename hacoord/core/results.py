@@ -1,0 +1,51 @@
+"""Outcomes of applying a command: :class:`Applied` or :class:`Rejected` (errors as values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hacoord.core.events import Event
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The command changed the state (or, for a barrier, observed it) at ``revision``."""
+
+    revision: int
+    result: dict[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+    duplicate: bool = False
+
+    ok = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "revision": self.revision, "result": self.result}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The command was refused; the state is unchanged. ``code`` is machine-readable."""
+
+    code: str
+    message: str
+    revision: int = 0
+    duplicate: bool = False
+
+    ok = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": False, "code": self.code, "message": self.message, "revision": self.revision}
+
+
+Outcome = Applied | Rejected
+
+
+def outcome_from_dict(data: dict[str, Any], duplicate: bool = False) -> Outcome:
+    """Rebuild a remembered outcome (events are not kept for de-duplicated answers)."""
+    if data.get("ok"):
+        return Applied(revision=data["revision"], result=data.get("result", {}), duplicate=duplicate)
+    return Rejected(
+        code=data["code"], message=data["message"], revision=data.get("revision", 0),
+        duplicate=duplicate,
+    )

@@ -1,0 +1,67 @@
+"""Invariants of :class:`~hacoord.core.model.ClusterState`, checked after every applied change in
+tests and by the leader in the background. ``validate`` returns the violations (empty when sound);
+``validate_transition`` adds the rules that compare two successive states."""
+
+from __future__ import annotations
+
+import math
+
+from hacoord.core.model import NODE_STATUSES, ClusterState, valid_address, valid_id
+
+
+def validate(state: ClusterState) -> list[str]:
+    """Every broken invariant of ``state``, as readable sentences."""
+    problems: list[str] = []
+    if state.revision < 0:
+        problems.append(f"negative revision {state.revision}")
+    for node_id, node in state.nodes.items():
+        if node.id != node_id or not valid_id(node_id):
+            problems.append(f"node key {node_id!r} does not match a valid id {node.id!r}")
+        if not valid_address(node.address):
+            problems.append(f"node {node_id}: malformed address {node.address!r}")
+        if node.status not in NODE_STATUSES:
+            problems.append(f"node {node_id}: unknown status {node.status!r}")
+        if not (math.isfinite(node.capacity) and node.capacity > 0):
+            problems.append(f"node {node_id}: capacity {node.capacity} is not positive")
+    for name, res in state.resources.items():
+        if res.name != name:
+            problems.append(f"resource key {name!r} does not match its name {res.name!r}")
+        rf = res.replication_factor
+        for i, part in enumerate(res.partitions):
+            where = f"{name}/{i}"
+            if len(set(part.replicas)) != len(part.replicas):
+                problems.append(f"{where}: repeated replica in {part.replicas}")
+            unknown = [n for n in part.replicas if n not in state.nodes]
+            if unknown:
+                problems.append(f"{where}: replicas on unknown nodes {unknown}")
+            if len(part.replicas) > rf:
+                problems.append(f"{where}: {len(part.replicas)} replicas exceed factor {rf}")
+            elif len(part.replicas) < rf and len(state.nodes) >= rf:
+                problems.append(f"{where}: {len(part.replicas)} of {rf} replicas with "
+                                f"{len(state.nodes)} nodes known")
+            if part.leader is not None and part.leader not in part.replicas:
+                problems.append(f"{where}: leader {part.leader!r} is not a replica")
+            if part.leader is None and part.replicas:
+                problems.append(f"{where}: replicas but no leader")
+            if part.epoch < 1:
+                problems.append(f"{where}: epoch {part.epoch} < 1")
+    return problems
+
+
+def validate_transition(before: ClusterState, after: ClusterState) -> list[str]:
+    """Rules across one step: the revision never goes back, a partition's epoch never goes back,
+    and any change of its replicas or leader comes with a higher epoch."""
+    problems: list[str] = []
+    if after.revision < before.revision:
+        problems.append(f"revision went back from {before.revision} to {after.revision}")
+    for name, old in before.resources.items():
+        new = after.resources.get(name)
+        if new is None or new.created_at != old.created_at:
+            continue
+        for i, (p_old, p_new) in enumerate(zip(old.partitions, new.partitions, strict=False)):
+            if p_new.epoch < p_old.epoch:
+                problems.append(f"{name}/{i}: epoch went back {p_old.epoch} -> {p_new.epoch}")
+            changed = p_new.replicas != p_old.replicas or p_new.leader != p_old.leader
+            if changed and p_new.epoch <= p_old.epoch:
+                problems.append(f"{name}/{i}: ownership changed without a new epoch")
+    return problems

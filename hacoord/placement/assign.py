@@ -1,0 +1,122 @@
+"""Initial placement of a new resource, and replacement replicas for a node that leaves.
+
+Pure and deterministic: the same state and arguments give the same answer on any machine. Ties
+are broken by rendezvous hashing (blake2b of resource, partition and node), never by ``hash()``.
+
+Policy, in order of precedence for each replica slot:
+
+1. a node that is up and does not already hold a replica of this partition;
+2. a zone this partition does not use yet, while such a zone has a candidate;
+3. the lowest load after placement relative to capacity, ``(replicas + 1) / capacity``;
+4. the rendezvous score.
+
+Leaders are chosen among a partition's replicas by the lowest ``(leaderships + 1) / capacity``.
+The rebalancer (a later stage) starts from the assignment this produces and moves as little as it
+can; this module only ever adds replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from hacoord.core.model import ClusterState, Node
+
+
+def rendezvous(resource: str, partition: int, node_id: str) -> int:
+    """Stable 64-bit score of a node for one partition (higher wins)."""
+    key = f"{resource}\x00{partition}\x00{node_id}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+
+
+class _Loads:
+    """Replica and leadership counts that grow as placement proceeds."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.replicas = state.replica_counts()
+        self.leaders = state.leader_counts()
+
+
+def _eligible(nodes: Iterable[Node]) -> list[Node]:
+    return [n for n in nodes if n.status == "up"]
+
+
+def _pick(candidates: list[Node], used_zones: set[str], loads: _Loads,
+          resource: str, partition: int) -> Node | None:
+    if not candidates:
+        return None
+    fresh = [n for n in candidates if n.zone not in used_zones]
+    pool = fresh or candidates
+    return min(pool, key=lambda n: ((loads.replicas[n.id] + 1) / n.capacity,
+                                    -rendezvous(resource, partition, n.id)))
+
+
+def _choose_replicas(state: ClusterState, loads: _Loads, resource: str, partition: int,
+                     count: int, keep: list[str]) -> list[str]:
+    chosen = list(keep)
+    used_zones = {state.nodes[n].zone for n in chosen}
+    pool = _eligible(state.nodes.values())
+    # Fall back to nodes that are down only if the up ones cannot fill the slots.
+    fallback = [n for n in state.nodes.values() if n.status != "up"]
+    for _ in range(count):
+        candidates = [n for n in pool if n.id not in chosen]
+        if not candidates:
+            candidates = [n for n in fallback if n.id not in chosen]
+        node = _pick(candidates, used_zones, loads, resource, partition)
+        if node is None:
+            break
+        chosen.append(node.id)
+        used_zones.add(node.zone)
+        loads.replicas[node.id] += 1
+    return chosen[len(keep):]
+
+
+def _choose_leader(state: ClusterState, loads: _Loads, replicas: list[str]) -> str:
+    def score(node_id: str) -> tuple[int, float, int]:
+        node = state.nodes[node_id]
+        return (0 if node.status == "up" else 1, (loads.leaders[node_id] + 1) / node.capacity,
+                replicas.index(node_id))
+
+    leader = min(replicas, key=score)
+    loads.leaders[leader] += 1
+    return leader
+
+
+def place_resource(state: ClusterState, name: str, partitions: int,
+                   replication_factor: int) -> list[list[str]]:
+    """Replicas for each partition of a new resource, leader first.
+
+    Returns fewer than ``replication_factor`` replicas per partition only when the cluster has
+    fewer nodes; the caller (``apply``) rejects that case.
+    """
+    loads = _Loads(state)
+    assignment = []
+    for p in range(partitions):
+        replicas = _choose_replicas(state, loads, name, p, replication_factor, [])
+        if not replicas:
+            assignment.append([])
+            continue
+        leader = _choose_leader(state, loads, replicas)
+        replicas.remove(leader)
+        assignment.append([leader, *replicas])
+    return assignment
+
+
+def replacements_for(state: ClusterState, node_id: str) -> dict[str, dict[str, str | None]]:
+    """Where each replica held by ``node_id`` should go if the node is removed.
+
+    Maps resource name -> partition index (as a string) -> the replacement node, or ``None``
+    when no other node can take it.
+    """
+    loads = _Loads(state)
+    loads.replicas.pop(node_id, None)
+    plan: dict[str, dict[str, str | None]] = {}
+    without = ClusterState(nodes={k: v for k, v in state.nodes.items() if k != node_id})
+    for res in state.resources.values():
+        for i, part in enumerate(res.partitions):
+            if node_id not in part.replicas:
+                continue
+            keep = [n for n in part.replicas if n != node_id]
+            new = _choose_replicas(without, loads, res.name, i, 1, keep)
+            plan.setdefault(res.name, {})[str(i)] = new[0] if new else None
+    return plan

@@ -1,0 +1,98 @@
+"""The replication interface the server talks to, and its errors.
+
+Two implementations: :class:`~hacoord.replication.raft.RaftReplicator` (PySyncObj, the real one)
+and :class:`~hacoord.replication.memory.MemoryReplicator` (one process, for fast tests). Both are
+driven from one asyncio event loop: every method here is called on that loop's thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hacoord.core.commands import Command
+from hacoord.core.model import ClusterState
+from hacoord.core.results import Outcome
+
+
+class ReplicationError(Exception):
+    """Base of the errors :meth:`Replicator.submit` raises."""
+
+
+class NotLeaderError(ReplicationError):
+    """This member does not lead; ``leader_id`` names the member that does, if known."""
+
+    def __init__(self, leader_id: str | None) -> None:
+        super().__init__(f"not the leader (leader: {leader_id or 'unknown'})")
+        self.leader_id = leader_id
+
+
+class NotAppliedError(ReplicationError):
+    """The command was certainly not applied (leadership changed before it committed, or the
+    queue was full). Retrying with the same request id is safe."""
+
+
+class OutcomeUnknownError(ReplicationError):
+    """No answer in time: the command may or may not be applied. Retrying with the same request
+    id is safe (the state machine de-duplicates it)."""
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """One coordinator member as configured: its id, Raft address and API URL."""
+
+    id: str
+    raft_address: str
+    api_url: str
+
+
+@dataclass
+class MemberStatus:
+    """What a member knows about itself and the Raft group, for ``status`` and readiness."""
+
+    member_id: str
+    role: str
+    term: int
+    leader_id: str | None
+    commit_index: int
+    applied_index: int
+    revision: int
+    ready: bool
+    has_quorum: bool
+    log_length: int = 0
+    tick_failures: int = 0
+    in_flight: int = 0
+    peers: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Replicator(Protocol):
+    """What the server needs from replication. All methods run on the event loop's thread."""
+
+    member_id: str
+    members: dict[str, MemberInfo]
+
+    @property
+    def state(self) -> ClusterState:
+        """The locally applied state. Treat as read-only; it changes between awaits."""
+
+    async def start(self) -> None:
+        """Open files and sockets and begin taking part in the group."""
+
+    async def stop(self) -> None:
+        """Leave cleanly: flush, close sockets."""
+
+    def is_leader(self) -> bool:
+        """True while this member believes it leads (it may be deposed without knowing)."""
+
+    def leader_id(self) -> str | None:
+        """The member this one believes leads, if any."""
+
+    async def submit(self, command: Command, timeout: float) -> Outcome:
+        """Replicate ``command`` and return its outcome once applied here. Leader only; raises
+        :class:`NotLeaderError`, :class:`NotAppliedError` or :class:`OutcomeUnknownError`."""
+
+    def status(self) -> MemberStatus:
+        """A snapshot of this member's Raft and state-machine status."""

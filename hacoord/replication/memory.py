@@ -1,0 +1,57 @@
+"""An in-process replicator with the same interface as the Raft one, for fast tests.
+
+It applies each command at once through :func:`hacoord.core.apply` and always leads (unless a
+test says otherwise with :meth:`MemoryReplicator.set_leader`).
+"""
+
+from __future__ import annotations
+
+from hacoord.core.apply import apply
+from hacoord.core.commands import Command
+from hacoord.core.model import ClusterState
+from hacoord.core.results import Outcome
+from hacoord.replication.base import MemberInfo, MemberStatus, NotLeaderError
+
+
+class MemoryReplicator:
+    """A single-member "group" held in memory. See :class:`~hacoord.replication.base.Replicator`."""
+
+    def __init__(self, member_id: str = "m1", members: dict[str, MemberInfo] | None = None) -> None:
+        self.member_id = member_id
+        self.members = members or {member_id: MemberInfo(member_id, "127.0.0.1:0", "http://127.0.0.1:0")}
+        self._state = ClusterState()
+        self._leader: str | None = member_id
+        self._index = 1
+
+    @property
+    def state(self) -> ClusterState:
+        return self._state
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    def set_leader(self, leader_id: str | None) -> None:
+        """Pretend another member (or none) leads, to exercise forwarding and errors."""
+        self._leader = leader_id
+
+    def is_leader(self) -> bool:
+        return self._leader == self.member_id
+
+    def leader_id(self) -> str | None:
+        return self._leader
+
+    async def submit(self, command: Command, timeout: float) -> Outcome:
+        if not self.is_leader():
+            raise NotLeaderError(self._leader)
+        self._index += 1
+        return apply(self._state, command)
+
+    def status(self) -> MemberStatus:
+        return MemberStatus(
+            member_id=self.member_id, role="leader" if self.is_leader() else "follower", term=1,
+            leader_id=self._leader, commit_index=self._index, applied_index=self._index,
+            revision=self._state.revision, ready=True, has_quorum=True, log_length=self._index,
+        )

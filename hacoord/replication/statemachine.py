@@ -1,0 +1,87 @@
+"""The replicated state machine: one PySyncObj consumer whose only replicated method applies a
+batch of encoded commands through :func:`hacoord.core.apply`.
+
+Runs on whatever thread ticks PySyncObj (in hacoord, the member's event loop). The replicated
+method is total: PySyncObj re-applies an entry forever if its method raises, so nothing escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from pysyncobj import SyncObjConsumer, replicated
+
+from hacoord.core.apply import apply
+from hacoord.core.commands import Command, DecodeError, from_dict
+from hacoord.core.model import ClusterState
+from hacoord.core.results import Outcome
+from hacoord.replication.snapshot import read_snapshot, write_snapshot
+
+log = logging.getLogger(__name__)
+
+AppliedHook = Callable[[str, Outcome], None]
+
+
+def encode_batch(encoded_commands: list[bytes]) -> bytes:
+    """Join already-encoded commands into one log entry's payload (a JSON array)."""
+    return b"[" + b",".join(encoded_commands) + b"]"
+
+
+def decode_batch(payload: bytes | str) -> list[Command | DecodeError]:
+    """Split a batch payload back into commands; a malformed payload gives one DecodeError."""
+    try:
+        items = json.loads(payload)
+    except (ValueError, TypeError) as exc:
+        return [DecodeError(f"batch is not valid JSON: {exc}")]
+    if not isinstance(items, list):
+        return [DecodeError("batch is not a list")]
+    return [from_dict(item) for item in items]
+
+
+class StateMachine(SyncObjConsumer):
+    """Holds the :class:`ClusterState` and applies committed batches to it.
+
+    ``on_applied(request_id, outcome)`` is called after each command, on the ticking thread;
+    ``on_restored()`` after a snapshot replaced the state (a follower installing one, or a
+    restart). A snapshot that cannot be read sets ``load_error`` instead of silently starting
+    empty; the replicator treats that as fatal.
+    """
+
+    def __init__(self, on_applied: AppliedHook, on_restored: Callable[[], None]) -> None:
+        super().__init__()
+        self.state = ClusterState()
+        self.applied_commands = 0
+        self.load_error: str | None = None
+        self._on_applied = on_applied
+        self._on_restored = on_restored
+
+    @replicated
+    def apply_batch(self, payload: bytes) -> None:
+        """Apply every command of a committed batch, in order (replicated; never raises)."""
+        for command in decode_batch(payload):
+            outcome = apply(self.state, command)
+            self.applied_commands += 1
+            try:
+                self._on_applied(getattr(command, "request_id", ""), outcome)
+            except Exception:  # a waiter's failure must not stall the log
+                log.exception("on_applied hook failed")
+
+    # --- snapshot hooks handed to PySyncObj (conf.serializer / conf.deserializer) ------------
+
+    def write_snapshot(self, path: str, raft_data: tuple) -> None:
+        """PySyncObj's ``serializer`` hook: dump the state at the last applied entry."""
+        write_snapshot(path, self.state, raft_data)
+
+    def read_snapshot(self, path: str) -> tuple:
+        """PySyncObj's ``deserializer`` hook: restore the state and hand back the Raft data."""
+        try:
+            state, raft_data = read_snapshot(path)
+        except Exception as exc:
+            self.load_error = f"cannot load snapshot {path}: {exc}"
+            log.critical(self.load_error)
+            raise
+        self.state = state
+        self._on_restored()
+        return raft_data

@@ -1,0 +1,215 @@
+"""The HTTP/JSON API of one member (FastAPI). Handlers translate; the coordinator decides.
+
+Any member accepts any call. Writes, and reads asked with ``consistent=true``, are served by the
+leader: a follower forwards them over HTTP (once; a forwarded request that lands on a non-leader
+is answered ``not_leader`` with a hint, and the client library retries). Ordinary reads are served
+from the member's own applied state and say which revision they reflect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from hacoord import __version__
+from hacoord.replication.base import Replicator
+from hacoord.server.coordinator import Coordinator
+from hacoord.server.errors import ApiError, install_error_handlers
+from hacoord.server.schemas import NodeCreate, NodeUpdate, PartitionMove, ResourceCreate
+from hacoord.server.views import node_view, resource_summary, routing
+
+FORWARDED_HEADER = "x-hacoord-forwarded"
+REQUEST_ID_HEADER = "x-request-id"
+REVISION_HEADER = "x-hacoord-revision"
+
+
+def _request_id(request: Request) -> str:
+    rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    if len(rid) > 128:
+        raise ApiError("invalid_argument", "X-Request-Id longer than 128 characters")
+    return rid
+
+
+def create_app(replicator: Replicator, submit_timeout: float = 5.0,
+               manage_replicator: bool = True) -> FastAPI:
+    """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
+    and stops it; otherwise the caller does."""
+    coordinator = Coordinator(replicator, submit_timeout)
+    http: dict[str, httpx.AsyncClient] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        http["client"] = httpx.AsyncClient(timeout=submit_timeout + 2.0)
+        if manage_replicator:
+            await replicator.start()
+        try:
+            yield
+        finally:
+            if manage_replicator:
+                await replicator.stop()
+            await http["client"].aclose()
+
+    app = FastAPI(title="hacoord", version=__version__, lifespan=lifespan,
+                  description="Partition coordinator API: nodes, resources, routing, status.")
+    install_error_handlers(app)
+    app.state.replicator = replicator
+    app.state.coordinator = coordinator
+
+    async def leader_or_forward(request: Request) -> Response | None:
+        """None if this member leads; otherwise the leader's answer to the same request."""
+        if replicator.is_leader():
+            return None
+        leader = replicator.leader_id()
+        if request.headers.get(FORWARDED_HEADER):
+            raise ApiError("not_leader", f"{replicator.member_id} does not lead", leader=leader)
+        if leader is None or leader == replicator.member_id:
+            raise ApiError("no_leader", "no leader is elected right now; retry shortly")
+        target = replicator.members[leader].api_url.rstrip("/") + request.url.path
+        if request.url.query:
+            target += "?" + request.url.query
+        headers = {FORWARDED_HEADER: replicator.member_id}
+        for name in ("content-type", REQUEST_ID_HEADER):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        try:
+            answer = await http["client"].request(request.method, target, headers=headers,
+                                                  content=await request.body())
+        except httpx.HTTPError as exc:
+            raise ApiError("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
+                           leader=leader) from None
+        passed = {k: v for k, v in answer.headers.items() if k.startswith("x-hacoord-")}
+        return Response(answer.content, status_code=answer.status_code,
+                        media_type="application/json", headers=passed)
+
+    async def read_point(request: Request, consistent: bool) -> Response | None:
+        """For a consistent read: forward to the leader, or on the leader pass a barrier."""
+        if not consistent:
+            return None
+        forwarded = await leader_or_forward(request)
+        if forwarded is None:
+            await coordinator.barrier()
+        return forwarded
+
+    def reply(body: dict[str, Any], status: int = 200) -> JSONResponse:
+        revision = body.get("revision", replicator.state.revision)
+        return JSONResponse(body, status_code=status, headers={REVISION_HEADER: str(revision)})
+
+    # --- health and status --------------------------------------------------------------------
+
+    @app.get("/livez", tags=["health"])
+    async def livez() -> dict[str, str]:
+        """The process and its event loop answer."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Ready: in a quorum, a leader known, applied index caught up, Raft ticking."""
+        status = replicator.status()
+        body = {"ready": status.ready, "member": status.to_dict()}
+        return JSONResponse(body, status_code=200 if status.ready else 503)
+
+    @app.get("/v1/status", tags=["status"])
+    async def get_status() -> JSONResponse:
+        """This member's Raft view and the configured members."""
+        status = replicator.status()
+        members = {m.id: {"api_url": m.api_url, "raft_address": m.raft_address}
+                   for m in replicator.members.values()}
+        return reply({"revision": status.revision, "member": status.to_dict(),
+                      "leader": status.leader_id, "members": members})
+
+    # --- nodes --------------------------------------------------------------------------------
+
+    @app.get("/v1/nodes", tags=["nodes"])
+    async def list_nodes(request: Request, consistent: bool = False) -> Response:
+        if (fwd := await read_point(request, consistent)) is not None:
+            return fwd
+        state = replicator.state
+        return reply({"revision": state.revision,
+                      "nodes": [state.nodes[n].to_dict() for n in sorted(state.nodes)]})
+
+    @app.get("/v1/nodes/{node_id}", tags=["nodes"])
+    async def show_node(node_id: str, request: Request, consistent: bool = False) -> Response:
+        if (fwd := await read_point(request, consistent)) is not None:
+            return fwd
+        state = replicator.state
+        if node_id not in state.nodes:
+            raise ApiError("not_found", f"unknown node {node_id!r}")
+        return reply({"revision": state.revision, "node": node_view(state, node_id)})
+
+    @app.post("/v1/nodes", tags=["nodes"], status_code=201)
+    async def add_node(body: NodeCreate, request: Request) -> Response:
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.register_node(
+            _request_id(request), node_id=body.id, address=body.address, zone=body.zone,
+            capacity=body.capacity, tags=body.tags)
+        return reply({"revision": applied.revision, **applied.result}, 201)
+
+    @app.patch("/v1/nodes/{node_id}", tags=["nodes"])
+    async def set_node_state(node_id: str, body: NodeUpdate, request: Request) -> Response:
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.set_node_state(
+            _request_id(request), node_id, **body.model_dump(exclude_unset=True))
+        return reply({"revision": applied.revision, **applied.result})
+
+    @app.delete("/v1/nodes/{node_id}", tags=["nodes"])
+    async def remove_node(node_id: str, request: Request, force: bool = False) -> Response:
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.remove_node(_request_id(request), node_id, force)
+        return reply({"revision": applied.revision, **applied.result})
+
+    # --- resources ----------------------------------------------------------------------------
+
+    @app.get("/v1/resources", tags=["resources"])
+    async def list_resources(request: Request, consistent: bool = False) -> Response:
+        if (fwd := await read_point(request, consistent)) is not None:
+            return fwd
+        state = replicator.state
+        return reply({"revision": state.revision,
+                      "resources": [resource_summary(state.resources[n])
+                                    for n in sorted(state.resources)]})
+
+    @app.post("/v1/resources", tags=["resources"], status_code=201)
+    async def create_resource(body: ResourceCreate, request: Request) -> Response:
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.create_resource(_request_id(request), body.name,
+                                                    body.partitions, body.replicas)
+        return reply({"revision": applied.revision, **applied.result}, 201)
+
+    @app.delete("/v1/resources/{name}", tags=["resources"])
+    async def delete_resource(name: str, request: Request) -> Response:
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.delete_resource(_request_id(request), name)
+        return reply({"revision": applied.revision, **applied.result})
+
+    @app.post("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"])
+    async def move_partition(name: str, partition: int, body: PartitionMove,
+                             request: Request) -> Response:
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.move_partition(_request_id(request), name, partition,
+                                                   body.from_node, body.to_node)
+        return reply({"revision": applied.revision, **applied.result})
+
+    @app.get("/v1/routing", tags=["routing"])
+    async def get_routing(request: Request, consistent: bool = False,
+                          resource: str | None = Query(None)) -> Response:
+        """Routing table: partition -> replicas, leader, fencing epoch; with the revision."""
+        if (fwd := await read_point(request, consistent)) is not None:
+            return fwd
+        state = replicator.state
+        if resource is not None and resource not in state.resources:
+            raise ApiError("not_found", f"unknown resource {resource!r}")
+        return reply(routing(state, resource))
+
+    return app

@@ -1,0 +1,98 @@
+"""The coordinator service on the leader: turns API intents into commands (placing replicas
+where needed), submits them, and maps outcomes to results or :class:`ApiError`.
+
+It is the only place that decides; HTTP handlers only translate. Placement is computed from the
+leader's current state; if the state moved on before the command applied, ``apply`` rejects the
+plan as stale and it is computed again (a bounded number of times).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from hacoord.core import commands as c
+from hacoord.core.results import Applied, Rejected
+from hacoord.placement import place_resource, replacements_for
+from hacoord.replication.base import (
+    NotAppliedError,
+    NotLeaderError,
+    OutcomeUnknownError,
+    Replicator,
+)
+from hacoord.server.errors import ApiError
+
+STALE_PLAN_RETRIES = 3
+
+
+class Coordinator:
+    """Leader-side write path. ``submit_timeout`` bounds every wait for an outcome."""
+
+    def __init__(self, replicator: Replicator, submit_timeout: float = 5.0) -> None:
+        self.replicator = replicator
+        self.submit_timeout = submit_timeout
+
+    async def submit(self, command: c.Command) -> Applied:
+        """Submit one command, stamped with the leader's clock; raise ApiError unless applied."""
+        command = dataclasses.replace(command, time=time.time())
+        try:
+            outcome = await self.replicator.submit(command, self.submit_timeout)
+        except NotLeaderError as exc:
+            raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
+        except NotAppliedError as exc:
+            raise ApiError("unavailable", str(exc)) from None
+        except OutcomeUnknownError as exc:
+            raise ApiError("timeout", str(exc)) from None
+        if isinstance(outcome, Rejected):
+            raise ApiError.from_rejection(outcome)
+        return outcome
+
+    async def _submit_planned(self, request_id: str, plan: Any) -> Applied:
+        """Submit ``plan()``'s command, re-planning while apply calls the plan stale."""
+        for attempt in range(STALE_PLAN_RETRIES):
+            try:
+                return await self.submit(plan())
+            except ApiError as exc:
+                if exc.code != "stale_plan" or attempt == STALE_PLAN_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def register_node(self, request_id: str, **fields: Any) -> Applied:
+        return await self.submit(c.RegisterNode(request_id=request_id, **fields))
+
+    async def remove_node(self, request_id: str, node_id: str, force: bool) -> Applied:
+        def plan() -> c.RemoveNode:
+            state = self.replicator.state
+            replacements = replacements_for(state, node_id) if force and node_id in state.nodes else {}
+            return c.RemoveNode(request_id=request_id, node_id=node_id, force=force,
+                                replacements=replacements)
+
+        return await self._submit_planned(request_id, plan)
+
+    async def set_node_state(self, request_id: str, node_id: str, **fields: Any) -> Applied:
+        return await self.submit(c.SetNodeState(request_id=request_id, node_id=node_id, **fields))
+
+    async def create_resource(self, request_id: str, name: str, partitions: int,
+                              replicas: int) -> Applied:
+        def plan() -> c.CreateResource:
+            assignment = place_resource(self.replicator.state, name, partitions, replicas)
+            return c.CreateResource(request_id=request_id, name=name, partitions=partitions,
+                                    replication_factor=replicas, assignment=assignment)
+
+        return await self._submit_planned(request_id, plan)
+
+    async def delete_resource(self, request_id: str, name: str) -> Applied:
+        return await self.submit(c.DeleteResource(request_id=request_id, name=name))
+
+    async def move_partition(self, request_id: str, resource: str, partition: int,
+                             from_node: str, to_node: str) -> Applied:
+        return await self.submit(c.MovePartition(request_id=request_id, resource=resource,
+                                                 partition=partition, from_node=from_node,
+                                                 to_node=to_node))
+
+    async def barrier(self) -> int:
+        """Linearizable read point: returns the revision once everything committed before the
+        barrier is applied on this (leading) member."""
+        outcome = await self.submit(c.Barrier())
+        return outcome.revision

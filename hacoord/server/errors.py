@@ -1,0 +1,81 @@
+"""API errors: one JSON shape, ``{"code": ..., "message": ...}``, for every failure.
+
+Codes come from core rejections (``invalid_argument``, ``not_found``, ``already_exists``, ...) and
+from the edges (``not_leader``, ``unavailable``, ``timeout``). The HTTP status says whether a retry
+can help: 4xx never, 503/504 yes (with the same request id).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hacoord.core.results import Rejected
+
+STATUS_BY_CODE = {
+    "invalid_argument": 400,
+    "not_found": 404,
+    "already_exists": 409,
+    "node_not_empty": 409,
+    "not_enough_nodes": 409,
+    "stale_plan": 409,
+    "conflict": 409,
+    "not_leader": 503,
+    "no_leader": 503,
+    "unavailable": 503,
+    "timeout": 504,
+    "internal_error": 500,
+}
+
+
+class ApiError(Exception):
+    """Raised by handlers and the coordinator service; rendered as the JSON error body."""
+
+    def __init__(self, code: str, message: str, status: int | None = None,
+                 leader: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or STATUS_BY_CODE.get(code, 400)
+        self.leader = leader
+
+    @classmethod
+    def from_rejection(cls, rejected: Rejected) -> ApiError:
+        return cls(rejected.code, rejected.message)
+
+
+def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
+    return {"code": code, "message": message, **extra}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every failure as the JSON error body (no HTML, no tracebacks)."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        extra = {"leader": exc.leader} if exc.leader else {}
+        return JSONResponse(error_body(exc.code, exc.message, **extra), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_argument", _validation_message(exc)), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body("internal_error", f"internal error: {type(exc).__name__}"),
+                            status_code=500)

@@ -1,0 +1,48 @@
+"""Request bodies of the HTTP API (pydantic; unknown fields are refused)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeCreate(_Body):
+    """Register a data node."""
+
+    id: str = Field(pattern=ID)
+    address: str = Field(min_length=3, max_length=260, description="host:port")
+    zone: str = Field("default", pattern=ID)
+    capacity: float = Field(1.0, gt=0, le=1e6)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class NodeUpdate(_Body):
+    """Change a node's status and metadata; omitted fields stay as they are, a ``null`` tag or
+    metric value deletes it."""
+
+    status: str | None = Field(None, pattern="^(up|down)$")
+    address: str | None = Field(None, min_length=3, max_length=260)
+    zone: str | None = Field(None, pattern=ID)
+    capacity: float | None = Field(None, gt=0, le=1e6)
+    tags: dict[str, str | None] | None = None
+    metrics: dict[str, float | None] | None = None
+
+
+class ResourceCreate(_Body):
+    """Create a resource; the leader places its replicas."""
+
+    name: str = Field(pattern=ID)
+    partitions: int = Field(ge=1, le=100_000)
+    replicas: int = Field(ge=1, le=15)
+
+
+class PartitionMove(_Body):
+    """Move one replica of a partition."""
+
+    from_node: str = Field(alias="from", pattern=ID)
+    to_node: str = Field(alias="to", pattern=ID)

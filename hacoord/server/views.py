@@ -1,0 +1,47 @@
+"""Read models: the JSON the API returns for parts of the state. Every read says which revision
+it reflects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hacoord.core.model import ClusterState, Resource
+
+
+def resource_summary(resource: Resource) -> dict[str, Any]:
+    return {
+        "name": resource.name,
+        "partitions": len(resource.partitions),
+        "replication_factor": resource.replication_factor,
+        "created_at": resource.created_at,
+    }
+
+
+def routing(state: ClusterState, resource_name: str | None = None) -> dict[str, Any]:
+    """Partition -> replicas, leader and fencing epoch, with the replicas' addresses."""
+    names = [resource_name] if resource_name else sorted(state.resources)
+    resources = {}
+    used: set[str] = set()
+    for name in names:
+        res = state.resources[name]
+        parts = []
+        for i, part in enumerate(res.partitions):
+            parts.append({"partition": i, "replicas": list(part.replicas), "leader": part.leader,
+                          "epoch": part.epoch})
+            used.update(part.replicas)
+        resources[name] = {"replication_factor": res.replication_factor, "partitions": parts}
+    addresses = {n: state.nodes[n].address for n in sorted(used) if n in state.nodes}
+    return {"revision": state.revision, "resources": resources, "addresses": addresses}
+
+
+def node_view(state: ClusterState, node_id: str) -> dict[str, Any]:
+    """A node with the replicas and leaderships it holds."""
+    node = state.nodes[node_id].to_dict()
+    held = []
+    for res in state.resources.values():
+        for i, part in enumerate(res.partitions):
+            if node_id in part.replicas:
+                held.append({"resource": res.name, "partition": i, "leader": part.leader == node_id,
+                             "epoch": part.epoch})
+    node["replicas"] = held
+    return node
