@@ -9,6 +9,7 @@ from the member's own applied state and say which revision they reflect.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from hacoord import __version__
+from hacoord.core.codec import digest as state_digest
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.errors import ApiError, install_error_handlers
@@ -115,13 +117,17 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return JSONResponse(body, status_code=200 if status.ready else 503)
 
     @app.get("/v1/status", tags=["status"])
-    async def get_status() -> JSONResponse:
-        """This member's Raft view and the configured members."""
+    async def get_status(digest: bool = False) -> JSONResponse:
+        """This member's Raft view and the configured members; with ``digest=true`` also the
+        digest of its applied state (equal on members at the same revision)."""
         status = replicator.status()
         members = {m.id: {"api_url": m.api_url, "raft_address": m.raft_address}
                    for m in replicator.members.values()}
-        return reply({"revision": status.revision, "member": status.to_dict(),
-                      "leader": status.leader_id, "members": members})
+        body = {"revision": status.revision, "member": status.to_dict(), "leader": status.leader_id,
+                "members": members, "pid": os.getpid()}
+        if digest:
+            body["digest"] = state_digest(replicator.state)
+        return reply(body)
 
     # --- nodes --------------------------------------------------------------------------------
 

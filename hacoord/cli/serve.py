@@ -1,0 +1,211 @@
+"""``hacoord serve`` (one member) and ``hacoord cluster up`` (a local cluster of members).
+
+Settings come from flags, then ``HACOORD_*`` environment variables, then the ``--config`` TOML
+file (click's ``default_map``), then defaults. A bad setting prints one line naming its key and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import httpx
+
+from hacoord.server.settings import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_DATA_DIR,
+    LOOPBACK,
+    ConfigError,
+    MemberSettings,
+    ensure_secret,
+    local_members,
+    parse_peer,
+    read_toml,
+)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s {member} %(name)s: %(message)s"
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(status)
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> str | None:
+    """Eager: turn the TOML file into click's default_map before other options resolve."""
+    if path:
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **read_toml(path)}
+        except ConfigError as exc:
+            _fail(f"config error: {exc}")
+    return path
+
+
+def _setup_logging(member_id: str, level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format=LOG_FORMAT.format(member=member_id), stream=sys.stderr)
+    logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+
+
+@click.command()
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config, envvar="HACOORD_CONFIG", help="TOML file with these settings.")
+@click.option("--member-id", envvar="HACOORD_MEMBER_ID", help="This member's id, e.g. m1.")
+@click.option("--raft-address", envvar="HACOORD_RAFT_ADDRESS", help="HOST:PORT the Raft peer port binds.")
+@click.option("--api-address", envvar="HACOORD_API_ADDRESS", help="HOST:PORT the HTTP API binds.")
+@click.option("--advertise-api-url", envvar="HACOORD_ADVERTISE_API_URL",
+              help="URL peers use to reach this API (default http://API_ADDRESS).")
+@click.option("--peer", "peers", multiple=True, envvar="HACOORD_PEERS",
+              help="Another member: ID=RAFT_HOST:PORT,API_URL (repeat; env: space-separated).")
+@click.option("--data-dir", envvar="HACOORD_DATA_DIR", type=click.Path(file_okay=False),
+              help="Directory for the journal and snapshots.")
+@click.option("--secret-file", envvar="HACOORD_SECRET_FILE", type=click.Path(dir_okay=False),
+              help="File holding the cluster secret (mode 0600).")
+@click.option("--insecure", is_flag=True, envvar="HACOORD_INSECURE",
+              help="Run without a secret (loopback addresses only).")
+@click.option("--submit-timeout", type=float, default=5.0, envvar="HACOORD_SUBMIT_TIMEOUT",
+              show_default=True, help="Seconds a write may wait for its outcome.")
+@click.option("--election-timeout-min", type=float, default=0.3, envvar="HACOORD_ELECTION_TIMEOUT_MIN",
+              show_default=True)
+@click.option("--election-timeout-max", type=float, default=0.6, envvar="HACOORD_ELECTION_TIMEOUT_MAX",
+              show_default=True)
+@click.option("--log-compaction-min-entries", type=int, default=5000,
+              envvar="HACOORD_LOG_COMPACTION_MIN_ENTRIES", show_default=True,
+              help="Snapshot and compact the log after this many entries.")
+@click.option("--log-level", default="info", envvar="HACOORD_LOG_LEVEL", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(member_id: str | None, raft_address: str | None, api_address: str | None,
+          advertise_api_url: str | None, peers: tuple[str, ...], data_dir: str | None,
+          secret_file: str | None, insecure: bool, submit_timeout: float,
+          election_timeout_min: float, election_timeout_max: float,
+          log_compaction_min_entries: int, log_level: str) -> None:
+    """Run one coordinator member (for deployments across hosts)."""
+    missing = [name for name, value in (("member_id", member_id), ("raft_address", raft_address),
+                                        ("api_address", api_address), ("data_dir", data_dir))
+               if not value]
+    if missing:
+        _fail(f"config error: {missing[0]}: required (flag --{missing[0].replace('_', '-')}, "
+              f"env HACOORD_{missing[0].upper()} or the TOML file)")
+    try:
+        settings = MemberSettings(
+            member_id=str(member_id), raft_address=str(raft_address), api_address=str(api_address),
+            data_dir=Path(str(data_dir)), peers=[parse_peer(p) for p in _split_peers(peers)],
+            secret_file=Path(secret_file) if secret_file else None, insecure=insecure,
+            advertise_api_url=advertise_api_url, submit_timeout=submit_timeout,
+            election_timeout_min=election_timeout_min, election_timeout_max=election_timeout_max,
+            log_compaction_min_entries=log_compaction_min_entries)
+        settings.validate()
+        settings.read_secret()
+    except ConfigError as exc:
+        _fail(f"config error: {exc}")
+    _setup_logging(settings.member_id, log_level)
+    from hacoord.server.member import serve_member  # the server stack loads only to serve
+
+    sys.exit(asyncio.run(serve_member(settings)))
+
+
+def _split_peers(peers: tuple[str, ...]) -> list[str]:
+    # From the environment click hands one string; peers are then separated by spaces.
+    return [p for item in peers for p in item.split()]
+
+
+@click.group()
+def cluster() -> None:
+    """Run a local cluster of members on one host."""
+
+
+@cluster.command("up")
+@click.option("--members", "count", type=click.Choice(["3", "5"]), default="3", show_default=True,
+              help="How many members.")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, envvar="HACOORD_DATA_DIR",
+              type=click.Path(file_okay=False), help="Each member keeps its data in DIR/<member>.")
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=DEFAULT_BASE_PORT,
+              show_default=True, envvar="HACOORD_BASE_PORT",
+              help="Member k serves its API on BASE+k and Raft on BASE+100+k.")
+@click.option("--host", default=LOOPBACK, show_default=True, help="Address every member binds.")
+def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
+    """Start a local cluster and supervise it until Ctrl-C; running it again resumes its state."""
+    members = local_members(int(count), base_port, host)
+    root = Path(data_dir).absolute()
+    secret = ensure_secret(root / "secret")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    click.echo(f"hacoord: starting {count} members (data in {root}, secret {secret})")
+    for member in members.values():
+        member_dir = root / member.id
+        member_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "hacoord", "serve", "--member-id", member.id,
+                "--raft-address", member.raft_address,
+                "--api-address", member.api_url.removeprefix("http://"),
+                "--data-dir", str(member_dir), "--secret-file", str(secret)]
+        for peer in members.values():
+            if peer.id != member.id:
+                argv += ["--peer", f"{peer.id}={peer.raft_address},{peer.api_url}"]
+        log_file = open(member_dir / "member.log", "ab")  # noqa: SIM115 (child keeps it open)
+        procs[member.id] = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        click.echo(f"  {member.id}: api {member.api_url}  raft {member.raft_address}  "
+                   f"pid {procs[member.id].pid}  log {member_dir / 'member.log'}")
+    if base_port != DEFAULT_BASE_PORT or host != LOOPBACK:
+        urls = ",".join(m.api_url for m in members.values())
+        click.echo(f"  export HACOORD_ENDPOINTS={urls}")
+    try:
+        _report_leader(members, procs)
+        _supervise(procs)
+    except KeyboardInterrupt:
+        click.echo("\nhacoord: stopping members")
+    finally:
+        _stop_all(procs)
+
+
+def _report_leader(members: dict[str, Any], procs: dict[str, subprocess.Popen[bytes]],
+                   timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=1.0) as http:
+        while time.monotonic() < deadline:
+            if all(p.poll() is not None for p in procs.values()):
+                return
+            for member in members.values():
+                try:
+                    status = http.get(member.api_url + "/v1/status").json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                leader = status.get("leader")
+                if leader:
+                    click.echo(f"hacoord: leader is {leader} (term {status['member']['term']}); "
+                               "Ctrl-C stops the cluster")
+                    return
+            time.sleep(0.2)
+    click.echo(f"hacoord: no leader after {timeout:.0f}s; see the member logs", err=True)
+
+
+def _supervise(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    reported: set[str] = set()
+    while len(reported) < len(procs):
+        for member_id, proc in procs.items():
+            code = proc.poll()
+            if code is not None and member_id not in reported:
+                reported.add(member_id)
+                click.echo(f"hacoord: member {member_id} exited with status {code}", err=True)
+        time.sleep(0.5)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
