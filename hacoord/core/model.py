@@ -151,9 +151,11 @@ class ClusterState:
             "schema": SCHEMA_VERSION,
             "revision": self.revision,
             "last_time": self.last_time,
-            "nodes": [self.nodes[k].to_dict() for k in sorted(self.nodes)],
-            "resources": [self.resources[k].to_dict() for k in sorted(self.resources)],
-            # Insertion order matters here (eviction is oldest-first), so it is kept as a list.
+            # Lists in insertion order, which every replica reproduces (same log, same order) and
+            # from_dict restores: a member restored from a snapshot iterates exactly like one
+            # that applied the log. Request eviction is oldest-first, so order matters there too.
+            "nodes": [node.to_dict() for node in self.nodes.values()],
+            "resources": [res.to_dict() for res in self.resources.values()],
             "requests": [[rid, outcome] for rid, outcome in self.requests.items()],
         }
 
