@@ -1,1 +1,67 @@
-"""hacoord."""
+"""The hacoord client: what services embed to talk to a coordinator cluster.
+
+    from hacoord.client import Client, NotFound
+
+    with Client(["http://10.0.0.1:7401", "http://10.0.0.2:7401"]) as client:
+        client.node_add("n1", "10.0.1.1:9000", zone="a")
+        table = client.routing("orders")
+
+This package imports nothing from the server or replication layers (a data node embedding the
+client must not pull in the coordinator). See :class:`Client` for routing and retry behaviour and
+:mod:`hacoord.client.errors` for the error tree.
+"""
+
+from hacoord.client.client import DEFAULT_ENDPOINTS, ENDPOINTS_ENV, Client, parse_endpoints
+from hacoord.client.errors import (
+    ApiError,
+    Conflict,
+    HacoordError,
+    InvalidArgument,
+    NotFound,
+    NotLeader,
+    ProtocolError,
+    ServerError,
+    ServiceUnavailable,
+    UnavailableError,
+)
+from hacoord.client.models import (
+    ClusterStatus,
+    MemberStatus,
+    NodeInfo,
+    NodeReplica,
+    PartitionRoute,
+    ResourceInfo,
+    RoutingTable,
+    WriteResult,
+)
+
+__all__ = [
+    "DEFAULT_ENDPOINTS",
+    "ENDPOINTS_ENV",
+    "ApiError",
+    "Client",
+    "ClusterStatus",
+    "Conflict",
+    "HacoordError",
+    "InvalidArgument",
+    "MemberStatus",
+    "NodeInfo",
+    "NodeReplica",
+    "NotFound",
+    "NotLeader",
+    "PartitionRoute",
+    "ProtocolError",
+    "ResourceInfo",
+    "RoutingTable",
+    "ServerError",
+    "ServiceUnavailable",
+    "UnavailableError",
+    "WriteResult",
+    "parse_endpoints",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("hacoord.client."):
+        _obj.__module__ = "hacoord.client"
+del _name, _obj

@@ -1,0 +1,333 @@
+"""The ``hacoord`` command: click commands over :class:`hacoord.client.Client`.
+
+Exit statuses: 0 success; 2 bad input (usage error, malformed ``--tag``, or a 4xx answer such as an
+unknown node), with one ``error: ...`` line on stderr; 1 when the cluster cannot be reached or
+answers with a server error, also one line. Output goes through :mod:`hacoord.cli.output`.
+
+The client comes from :attr:`CliState.client_factory` (default :func:`make_client`); tests pass
+``obj=CliState(client_factory=...)`` to ``CliRunner.invoke`` to run the commands against an
+in-process app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from hacoord import __version__
+from hacoord.cli import output
+from hacoord.client import ApiError, Client, HacoordError
+
+
+@dataclass
+class CliState:
+    """Settings shared by every command of one invocation, and its (lazily made) client."""
+
+    endpoints: str | None = None
+    timeout: float = 5.0
+    deadline: float = 15.0
+    as_json: bool = False
+    client_factory: Callable[[CliState], Client] | None = None
+    _client: Client | None = field(default=None, repr=False)
+
+    def client(self) -> Client:
+        """The client for this invocation, made on first use and closed when the command ends."""
+        if self._client is None:
+            factory = self.client_factory or make_client
+            try:
+                self._client = factory(self)
+            except ValueError as exc:  # the settings (endpoints, timeouts) are unusable
+                raise click.BadParameter(str(exc), param_hint="'--endpoints'") from None
+            click.get_current_context().find_root().call_on_close(self._client.close)
+        return self._client
+
+    @property
+    def out(self) -> output.Output:
+        return output.Output(self.as_json)
+
+
+def make_client(state: CliState) -> Client:
+    """The default factory: a network client over ``--endpoints`` (or ``HACOORD_ENDPOINTS``, or the
+    local default cluster). Raises ``ValueError`` for unusable endpoints."""
+    return Client(state.endpoints, timeout=state.timeout, deadline=state.deadline)
+
+
+class CliError(click.ClickException):
+    """A failure reported as one ``error: ...`` line on stderr with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        output.error(self.message)
+
+
+def _usage(exc: click.UsageError) -> CliError:
+    hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return CliError(exc.format_message() + hint, exc.exit_code)
+
+
+class _Main(click.Group):
+    """The root group: turns usage errors and client errors into one line and an exit status."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _usage(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _usage(exc) from None
+        except ApiError as exc:
+            raise CliError(exc.message, 2 if 400 <= exc.status < 500 else 1) from None
+        except HacoordError as exc:
+            raise CliError(str(exc), 1) from None
+
+
+def _state() -> CliState:
+    return click.get_current_context().ensure_object(CliState)
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(CliState).as_json = True
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` on a command; the same as the group's ``--json``."""
+    return click.option("--json", is_flag=True, expose_value=False, callback=_set_json,
+                        help="Print JSON instead of a table.")(f)
+
+
+def consistent_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--consistent", is_flag=True,
+                        help="Linearizable read through the leader (slower).")(f)
+
+
+def _pairs(option: str, values: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=f"'{option}'")
+        pairs[key.strip()] = value
+    return pairs
+
+
+def _parse_tags(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    return _pairs("--tag", values)
+
+
+def _parse_metrics(_ctx: click.Context, _param: click.Parameter,
+                   values: tuple[str, ...]) -> dict[str, float]:
+    metrics = {}
+    for key, value in _pairs("--metric", values).items():
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{key}: {value!r} is not a number", param_hint="'--metric'") from None
+    return metrics
+
+
+# --- the group --------------------------------------------------------------------------------
+
+@click.group(cls=_Main)
+@click.option("--endpoints", envvar="HACOORD_ENDPOINTS", metavar="URL[,URL...]",
+              help="Members' API URLs, comma-separated (default: the local cluster, 127.0.0.1:7401-7403).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              envvar="HACOORD_TIMEOUT", help="Seconds per HTTP attempt.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
+              envvar="HACOORD_DEADLINE", help="Seconds per command, retries included.")
+@json_option
+@click.version_option(__version__, prog_name="hacoord")
+def main(endpoints: str | None, timeout: float, deadline: float) -> None:
+    """hacoord: a highly-available partition coordinator.
+
+    Manage data nodes, resources and their partitions, and read the routing table. Exit status 2
+    means bad input, 1 means the cluster could not be reached."""
+    state = _state()
+    state.endpoints = endpoints
+    state.timeout = timeout
+    state.deadline = deadline
+
+
+@main.command()
+@json_option
+def status() -> None:
+    """Every member's role, term, commit/applied index and revision, and the leader."""
+    state = _state()
+    state.out.status(state.client().status())
+
+
+# --- nodes ------------------------------------------------------------------------------------
+
+@main.group()
+def node() -> None:
+    """Register, inspect, change and remove data nodes."""
+
+
+@node.command("add")
+@click.argument("node_id", metavar="ID")
+@click.option("--address", required=True, metavar="HOST:PORT", help="Where the node serves.")
+@click.option("--zone", help="Failure zone (replicas of a partition spread over zones).")
+@click.option("--capacity", type=float, help="Relative weight (default 1).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", callback=_parse_tags,
+              help="A tag (repeatable).")
+@json_option
+def node_add(node_id: str, address: str, zone: str | None, capacity: float | None,
+             tags: dict[str, str]) -> None:
+    """Register data node ID."""
+    state = _state()
+    result = state.client().node_add(node_id, address, zone=zone, capacity=capacity, tags=tags)
+    state.out.written(result, f"node {node_id} added")
+
+
+@node.command("remove")
+@click.argument("node_id", metavar="ID")
+@click.option("--force", is_flag=True, help="Remove even if it holds replicas (they are re-placed).")
+@json_option
+def node_remove(node_id: str, force: bool) -> None:
+    """Remove data node ID."""
+    state = _state()
+    result = state.client().node_remove(node_id, force=force)
+    moved = result.data.get("moved", 0)
+    state.out.written(result, f"node {node_id} removed" + (f", {moved} replicas re-placed" if moved else ""))
+
+
+@node.command("list")
+@consistent_option
+@json_option
+def node_list(consistent: bool) -> None:
+    """List data nodes."""
+    state = _state()
+    state.out.nodes(state.client().node_list(consistent=consistent))
+
+
+@node.command("show")
+@click.argument("node_id", metavar="ID")
+@consistent_option
+@json_option
+def node_show(node_id: str, consistent: bool) -> None:
+    """Show node ID and the replicas it holds."""
+    state = _state()
+    state.out.node(state.client().node_show(node_id, consistent=consistent))
+
+
+@node.command("set-state")
+@click.argument("node_id", metavar="ID")
+@click.option("--status", "status_", type=click.Choice(["up", "down"]),
+              help="Mark the node up or down (partition leadership follows).")
+@click.option("--address", metavar="HOST:PORT")
+@click.option("--zone")
+@click.option("--capacity", type=float)
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", callback=_parse_tags,
+              help="Set a tag (repeatable).")
+@click.option("--untag", "untags", multiple=True, metavar="KEY", help="Delete a tag (repeatable).")
+@click.option("--metric", "metrics", multiple=True, metavar="KEY=NUMBER", callback=_parse_metrics,
+              help="Set a metric (repeatable).")
+@json_option
+def node_set_state(node_id: str, status_: str | None, address: str | None, zone: str | None,
+                   capacity: float | None, tags: dict[str, str], untags: tuple[str, ...],
+                   metrics: dict[str, float]) -> None:
+    """Change node ID's status and metadata."""
+    both = sorted(set(tags) & set(untags))
+    if both:
+        raise click.UsageError(f"--tag and --untag both name {', '.join(both)}")
+    tag_changes: dict[str, str | None] = {**tags, **{k: None for k in untags}}
+    if not (status_ or address or zone or capacity is not None or tag_changes or metrics):
+        raise click.UsageError("nothing to change: give --status, --address, --zone, --capacity, "
+                               "--tag, --untag or --metric")
+    state = _state()
+    result = state.client().node_set_state(node_id, status=status_, address=address, zone=zone,
+                                           capacity=capacity, tags=tag_changes or None,
+                                           metrics=dict(metrics) or None)
+    state.out.written(result, f"node {node_id} updated")
+
+
+# --- resources, partitions, routing -----------------------------------------------------------
+
+@main.group()
+def resource() -> None:
+    """Create, list and delete resources."""
+
+
+@resource.command("create")
+@click.argument("name")
+@click.option("--partitions", type=click.IntRange(min=1), required=True, help="Number of partitions.")
+@click.option("--replicas", type=click.IntRange(min=1), required=True, help="Copies of each partition.")
+@json_option
+def resource_create(name: str, partitions: int, replicas: int) -> None:
+    """Create resource NAME; the leader places its replicas."""
+    state = _state()
+    result = state.client().resource_create(name, partitions, replicas)
+    state.out.written(result, f"resource {name} created: {partitions} partitions x {replicas} replicas")
+
+
+@resource.command("list")
+@consistent_option
+@json_option
+def resource_list(consistent: bool) -> None:
+    """List resources."""
+    state = _state()
+    state.out.resources(state.client().resource_list(consistent=consistent))
+
+
+@resource.command("delete")
+@click.argument("name")
+@json_option
+def resource_delete(name: str) -> None:
+    """Delete resource NAME and all its partitions."""
+    state = _state()
+    result = state.client().resource_delete(name)
+    state.out.written(result, f"resource {name} deleted")
+
+
+@main.group()
+def partition() -> None:
+    """Move partition replicas."""
+
+
+@partition.command("move")
+@click.argument("resource_name", metavar="RESOURCE")
+@click.argument("partition_index", metavar="PARTITION", type=click.IntRange(min=0))
+@click.option("--from", "from_node", required=True, metavar="NODE", help="Node giving up the replica.")
+@click.option("--to", "to_node", required=True, metavar="NODE", help="Node taking it.")
+@json_option
+def partition_move(resource_name: str, partition_index: int, from_node: str, to_node: str) -> None:
+    """Move the replica of RESOURCE's PARTITION from one node to another (the epoch grows)."""
+    state = _state()
+    result = state.client().partition_move(resource_name, partition_index, from_node, to_node)
+    summary = f"{resource_name}/{partition_index} moved from {from_node} to {to_node}"
+    if (route := result.partition) is not None:
+        summary += f": replicas {','.join(route.replicas)}, leader {route.leader}, epoch {route.epoch}"
+    state.out.written(result, summary)
+
+
+@main.command()
+@click.argument("resource_name", metavar="[RESOURCE]", required=False)
+@consistent_option
+@json_option
+def routing(resource_name: str | None, consistent: bool) -> None:
+    """Partition -> replicas, leader and epoch (of RESOURCE, or of all), with the revision."""
+    state = _state()
+    state.out.routing(state.client().routing(resource_name, consistent=consistent))
+
+
+# --- serving (hacoord/cli/serve.py) -----------------------------------------------------------
+
+from hacoord.cli.serve import cluster, serve  # noqa: E402  (registered last, as the layout asks)
+
+main.add_command(serve)
+main.add_command(cluster)

@@ -1,0 +1,141 @@
+"""Exceptions raised by :class:`hacoord.client.Client`.
+
+The tree::
+
+    HacoordError                     anything this package raises on purpose
+    ├── ApiError                     a member answered with an error body (.code, .message, .status)
+    │   ├── InvalidArgument          400 invalid_argument: the request is malformed
+    │   ├── NotFound                 404 not_found: no such node, resource or partition
+    │   ├── Conflict                 409 already_exists, node_not_empty, not_enough_nodes, stale_plan
+    │   ├── ServiceUnavailable       503 no_leader / unavailable, 504 timeout: retried by the client
+    │   │   └── NotLeader            503 not_leader: .leader names the member that leads, if known
+    │   └── ServerError              500 internal_error and any other unexpected status
+    ├── UnavailableError             no endpoint answered usefully before the deadline (.cause)
+    └── ProtocolError                an answer that is not the JSON the API promises
+
+Only :class:`ServiceUnavailable` (with :class:`NotLeader`) and transport failures (refused
+connections, timeouts) are retried, and only inside the client: when the retry budget is spent the
+caller gets :class:`UnavailableError` whose ``cause`` is the last failure. Every 4xx is final: the
+same request would be refused again. A 4xx answer to a retried write can also mean the first try
+was applied (for example ``already_exists`` after a lost answer to ``node_add``), but writes carry a
+request id the state machine de-duplicates, so a retried write normally gets the first answer back.
+"""
+
+from __future__ import annotations
+
+
+class HacoordError(Exception):
+    """Base of every error the client raises on purpose."""
+
+
+class ApiError(HacoordError):
+    """A member answered with an error body.
+
+    ``code`` is machine-readable (``not_found``, ``already_exists``, ...), ``message`` is for
+    people, ``status`` is the HTTP status, ``leader`` the leader hint the member gave (if any) and
+    ``endpoint`` the base URL that answered.
+    """
+
+    retryable = False
+
+    def __init__(self, code: str, message: str, status: int, *, leader: str | None = None,
+                 endpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.leader = leader
+        self.endpoint = endpoint
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, status={self.status})"
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable despite the keyword-only arguments
+        return (type(self), (self.code, self.message, self.status),
+                {"leader": self.leader, "endpoint": self.endpoint})
+
+
+class InvalidArgument(ApiError):
+    """400: the request is malformed (bad id, address, capacity, field...)."""
+
+
+class NotFound(ApiError):
+    """404: the node, resource or partition does not exist."""
+
+
+class Conflict(ApiError):
+    """409: the request clashes with the current state (``already_exists``, ``node_not_empty``,
+    ``not_enough_nodes``, ``stale_plan``)."""
+
+
+class ServiceUnavailable(ApiError):
+    """503/504: the cluster cannot serve the request right now (no leader, leader unreachable,
+    commit timed out). The client retries these itself; callers see them only as the ``cause`` of
+    an :class:`UnavailableError`."""
+
+    retryable = True
+
+
+class NotLeader(ServiceUnavailable):
+    """503 ``not_leader``: the member that got the request does not lead; ``leader`` names the
+    member it believes does (or is None)."""
+
+
+class ServerError(ApiError):
+    """500 or any status the API does not document: a bug on the server side. Not retried."""
+
+
+class UnavailableError(HacoordError):
+    """No endpoint gave a usable answer before the deadline (all unreachable, or the cluster kept
+    answering 503/504). ``cause`` is the last failure (an :class:`httpx.TransportError` or a
+    :class:`ServiceUnavailable`), ``attempts`` how many requests were tried."""
+
+    def __init__(self, message: str, *, cause: BaseException | None = None, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cause = cause
+        self.attempts = attempts
+
+
+class ProtocolError(HacoordError):
+    """The answer was not what the API promises (not JSON, missing fields): probably not a hacoord
+    member at that address, or a version mismatch."""
+
+
+#: The exception class for each documented error code; unknown codes fall back on the status.
+_CLASS_BY_CODE: dict[str, type[ApiError]] = {
+    "invalid_argument": InvalidArgument,
+    "not_found": NotFound,
+    "already_exists": Conflict,
+    "node_not_empty": Conflict,
+    "not_enough_nodes": Conflict,
+    "stale_plan": Conflict,
+    "conflict": Conflict,
+    "not_leader": NotLeader,
+    "no_leader": ServiceUnavailable,
+    "unavailable": ServiceUnavailable,
+    "timeout": ServiceUnavailable,
+    "internal_error": ServerError,
+}
+
+_CLASS_BY_STATUS: dict[int, type[ApiError]] = {
+    400: InvalidArgument,
+    404: NotFound,
+    409: Conflict,
+    503: ServiceUnavailable,
+    504: ServiceUnavailable,
+}
+
+
+def error_for(code: str, message: str, status: int, *, leader: str | None = None,
+              endpoint: str | None = None) -> ApiError:
+    """The typed exception for an error answer. The status decides whether it is retryable: a
+    503/504 is always a :class:`ServiceUnavailable`, whatever its code says."""
+    cls = _CLASS_BY_CODE.get(code) or _CLASS_BY_STATUS.get(status)
+    if cls is None:
+        cls = ApiError if 400 <= status < 500 else ServerError
+    if status in (503, 504) and not issubclass(cls, ServiceUnavailable):
+        cls = ServiceUnavailable
+    elif status not in (503, 504) and issubclass(cls, ServiceUnavailable):
+        cls = ApiError if 400 <= status < 500 else ServerError
+    return cls(code, message, status, leader=leader, endpoint=endpoint)

@@ -1,0 +1,209 @@
+"""Typed results of :class:`hacoord.client.Client` calls: frozen dataclasses built from the API's JSON.
+
+Each ``from_api`` constructor reads the shape one route answers with and raises ``KeyError`` or
+``TypeError`` on anything else (the client turns that into :class:`~hacoord.client.ProtocolError`).
+``to_dict`` gives plain JSON-ready data. Mapping fields are excluded from hashing (dicts are not
+hashable); compare instances with ``==``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _no_hash_dict() -> Any:
+    return field(default_factory=dict, hash=False)
+
+
+class _Model:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready data (tuples become lists)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass(frozen=True)
+class NodeReplica(_Model):
+    """A replica a node holds: ``partition`` of ``resource``, whether it leads it, and its epoch."""
+
+    resource: str
+    partition: int
+    leader: bool
+    epoch: int
+
+
+@dataclass(frozen=True)
+class NodeInfo(_Model):
+    """A data node as registered. ``replicas`` is filled only by ``node_show``."""
+
+    id: str
+    address: str
+    zone: str
+    capacity: float
+    status: str
+    tags: Mapping[str, str] = _no_hash_dict()
+    metrics: Mapping[str, float] = _no_hash_dict()
+    registered_at: float = 0.0
+    updated_at: float = 0.0
+    replicas: tuple[NodeReplica, ...] = ()
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> NodeInfo:
+        return cls(
+            id=data["id"], address=data["address"], zone=data["zone"],
+            capacity=float(data["capacity"]), status=data["status"], tags=dict(data.get("tags", {})),
+            metrics=dict(data.get("metrics", {})), registered_at=data.get("registered_at", 0.0),
+            updated_at=data.get("updated_at", 0.0),
+            replicas=tuple(NodeReplica(r["resource"], r["partition"], bool(r["leader"]), r["epoch"])
+                           for r in data.get("replicas", ())),
+        )
+
+
+@dataclass(frozen=True)
+class ResourceInfo(_Model):
+    """A resource: its name, number of partitions and copies of each."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    created_at: float | None = None
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> ResourceInfo:
+        return cls(name=data["name"], partitions=int(data["partitions"]),
+                   replication_factor=int(data["replication_factor"]), created_at=data.get("created_at"))
+
+
+@dataclass(frozen=True)
+class PartitionRoute(_Model):
+    """Where one partition lives: its replicas (leader first when placed), leader and fencing epoch.
+
+    A data node must refuse requests stamped with an epoch older than the one it holds."""
+
+    resource: str
+    partition: int
+    replicas: tuple[str, ...]
+    leader: str | None
+    epoch: int
+
+    @classmethod
+    def from_api(cls, resource: str, data: Mapping[str, Any]) -> PartitionRoute:
+        return cls(resource=resource, partition=int(data["partition"]),
+                   replicas=tuple(data["replicas"]), leader=data["leader"], epoch=int(data["epoch"]))
+
+
+@dataclass(frozen=True)
+class RoutingTable(_Model):
+    """Partition -> replicas, leader and epoch for some resources, as of ``revision``.
+
+    ``partitions`` lists every partition, resource by resource (sorted by name) and in partition
+    order, so for a table of one resource ``partitions[p]`` is partition ``p``.
+    ``replication_factors`` gives each resource's number of copies; ``addresses`` the ``host:port``
+    of every node the table names."""
+
+    revision: int
+    partitions: tuple[PartitionRoute, ...] = ()
+    replication_factors: Mapping[str, int] = _no_hash_dict()
+    addresses: Mapping[str, str] = _no_hash_dict()
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> RoutingTable:
+        resources = data["resources"]
+        partitions = tuple(PartitionRoute.from_api(name, p)
+                           for name in sorted(resources) for p in resources[name]["partitions"])
+        factors = {name: int(resources[name]["replication_factor"]) for name in sorted(resources)}
+        return cls(revision=int(data["revision"]), partitions=partitions, replication_factors=factors,
+                   addresses=dict(data.get("addresses", {})))
+
+    def __iter__(self) -> Iterator[PartitionRoute]:
+        return iter(self.partitions)
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        """The resources in the table, sorted."""
+        return tuple(self.replication_factors)
+
+    def for_resource(self, resource: str) -> tuple[PartitionRoute, ...]:
+        """The routes of one resource in partition order (empty if the table lacks it)."""
+        return tuple(r for r in self.partitions if r.resource == resource)
+
+    def route(self, resource: str, partition: int) -> PartitionRoute:
+        """The route of one partition; ``KeyError`` if the table lacks it."""
+        for r in self.partitions:
+            if r.resource == resource and r.partition == partition:
+                return r
+        raise KeyError(f"{resource}/{partition}")
+
+    def leader_address(self, resource: str, partition: int) -> str | None:
+        """``host:port`` of the partition's leader, or None if it has none."""
+        leader = self.route(resource, partition).leader
+        return self.addresses.get(leader) if leader is not None else None
+
+
+@dataclass(frozen=True)
+class MemberStatus(_Model):
+    """One coordinator member as seen through ``endpoint``. When ``reachable`` is false only
+    ``endpoint`` (and ``member_id`` if known from another member) and ``error`` are set."""
+
+    endpoint: str
+    reachable: bool
+    member_id: str | None = None
+    role: str | None = None
+    term: int | None = None
+    leader: str | None = None
+    commit_index: int | None = None
+    applied_index: int | None = None
+    revision: int | None = None
+    ready: bool = False
+    has_quorum: bool = False
+    error: str | None = None
+
+    @classmethod
+    def from_api(cls, endpoint: str, data: Mapping[str, Any]) -> MemberStatus:
+        member = data["member"]
+        return cls(endpoint=endpoint, reachable=True, member_id=member["member_id"], role=member["role"],
+                   term=member["term"], leader=data.get("leader", member.get("leader_id")),
+                   commit_index=member["commit_index"], applied_index=member["applied_index"],
+                   revision=member["revision"], ready=bool(member.get("ready")),
+                   has_quorum=bool(member.get("has_quorum")))
+
+
+@dataclass(frozen=True)
+class ClusterStatus(_Model):
+    """Every member the client could ask, with the leader and highest revision they report.
+
+    ``leader`` is the member that reports itself leader in the highest term (or, failing that,
+    the leader named by the reachable member with the highest term); ``member_urls`` maps member
+    ids to their API URLs as configured on the members."""
+
+    members: tuple[MemberStatus, ...]
+    leader: str | None
+    revision: int | None
+    member_urls: Mapping[str, str] = _no_hash_dict()
+
+    @property
+    def reachable(self) -> tuple[MemberStatus, ...]:
+        """The members that answered."""
+        return tuple(m for m in self.members if m.reachable)
+
+    @property
+    def healthy(self) -> bool:
+        """A leader is known and a majority of the members answered and are ready."""
+        ready = sum(1 for m in self.members if m.reachable and m.ready)
+        return self.leader is not None and ready * 2 > len(self.members)
+
+
+@dataclass(frozen=True)
+class WriteResult(_Model):
+    """What a write returned: the ``revision`` it produced and the ``request_id`` it carried (a
+    retry with that id is applied once). ``data`` is the raw answer; ``node``, ``resource`` and
+    ``partition`` are set by the writes that return one."""
+
+    revision: int
+    request_id: str
+    data: Mapping[str, Any] = _no_hash_dict()
+    node: NodeInfo | None = None
+    resource: ResourceInfo | None = None
+    partition: PartitionRoute | None = None

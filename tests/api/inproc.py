@@ -1,0 +1,145 @@
+"""An in-process hacoord cluster for API, client and CLI tests: no sockets, no processes.
+
+Each member is the real FastAPI app (``create_app``) over its own :class:`MemoryReplicator`, all
+driven by one event loop in a background thread (an anyio blocking portal). Members are reached by
+URL (``http://m1.test`` ...) through :attr:`InProcessCluster.transport`, a synchronous httpx
+transport, so a plain ``httpx.Client`` or a ``hacoord.client.Client`` can talk to them. A
+follower's forwarding to its leader goes through the same in-process routing: the app's own
+``httpx.AsyncClient`` is created (at lifespan start) with an async transport over the apps.
+
+Each member keeps its own state, as a lagging follower would: writes apply on the member that
+leads, non-consistent reads answer from the member asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+import hacoord.server.app as app_module
+from hacoord.replication.base import MemberInfo
+from hacoord.replication.memory import MemoryReplicator
+from hacoord.server.app import create_app
+
+FORWARDED_HEADER = "x-hacoord-forwarded"
+
+
+class InProcessCluster:
+    """Members ``m1..m<size>`` at ``http://m<k>.test``; every member believes ``leader`` leads."""
+
+    def __init__(self, size: int = 3, leader: str | None = "m1") -> None:
+        self.members = {f"m{k}": MemberInfo(f"m{k}", f"127.0.0.1:{7500 + k}", f"http://m{k}.test")
+                        for k in range(1, size + 1)}
+        self.replicators = {m: MemoryReplicator(m, dict(self.members)) for m in self.members}
+        self.apps = {m: create_app(r) for m, r in self.replicators.items()}
+        self.down: set[str] = set()
+        #: (member id, request) for every request a member received, forwarded ones included.
+        self.received: list[tuple[str, httpx.Request]] = []
+        self.set_leader(leader)
+        self._stack = contextlib.ExitStack()
+        self._portal: BlockingPortal | None = None
+        self.transport = _SyncTransport(self)
+
+    # --- control ------------------------------------------------------------------------------
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.api_url for m in self.members.values()]
+
+    def url(self, member_id: str) -> str:
+        return self.members[member_id].api_url
+
+    def set_leader(self, leader: str | None) -> None:
+        """Every member now believes ``leader`` leads (``leader`` itself then leads)."""
+        for replicator in self.replicators.values():
+            replicator.set_leader(leader)
+
+    def state(self, member_id: str) -> Any:
+        return self.replicators[member_id].state
+
+    def hits(self, member_id: str, method: str | None = None,
+             forwarded: bool | None = None) -> list[httpx.Request]:
+        """Requests ``member_id`` received, optionally only one method / only (not) forwarded ones."""
+        return [r for m, r in self.received if m == member_id
+                and (method is None or r.method == method)
+                and (forwarded is None or (FORWARDED_HEADER in r.headers) == forwarded)]
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> InProcessCluster:
+        portal = self._stack.enter_context(start_blocking_portal())
+        self._portal = portal
+        # The apps build their forwarding client at lifespan start; hand them one over the apps.
+        fake_httpx = types.SimpleNamespace(**vars(httpx))
+        fake_httpx.AsyncClient = lambda **kw: httpx.AsyncClient(transport=_AsyncTransport(self), **kw)
+        original = app_module.httpx
+        app_module.httpx = fake_httpx  # type: ignore[assignment]
+        try:
+            for app in self.apps.values():
+                self._stack.enter_context(portal.wrap_async_context_manager(app.router.lifespan_context(app)))
+        finally:
+            app_module.httpx = original
+        return self
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> InProcessCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- dispatch -----------------------------------------------------------------------------
+
+    async def dispatch(self, request: httpx.Request) -> httpx.Response:
+        """Deliver ``request`` to the member its URL names; refuse it if that member is down."""
+        member = next((m for m, info in self.members.items()
+                       if httpx.URL(info.api_url).host == request.url.host), None)
+        if member is None or member in self.down:
+            raise httpx.ConnectError(f"connection refused: {request.url.host}", request=request)
+        body = await request.aread()
+        copy = httpx.Request(request.method, request.url, headers=request.headers, content=body)
+        self.received.append((member, copy))
+        transport = httpx.ASGITransport(app=self.apps[member], raise_app_exceptions=False)
+        response = await transport.handle_async_request(copy)
+        content = await response.aread()
+        return httpx.Response(response.status_code, headers=response.headers, content=content,
+                              request=request)
+
+
+class _SyncTransport(httpx.BaseTransport):
+    def __init__(self, cluster: InProcessCluster) -> None:
+        self.cluster = cluster
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        portal = self.cluster._portal
+        assert portal is not None, "start the cluster first"
+        body = request.read()
+        copy = httpx.Request(request.method, request.url, headers=request.headers, content=body,
+                             extensions=request.extensions)
+        response = portal.call(self.cluster.dispatch, copy)
+        return httpx.Response(response.status_code, headers=response.headers, content=response.content,
+                              request=request)
+
+    def close(self) -> None:
+        """Clients come and go; the cluster outlives them."""
+
+
+class _AsyncTransport(httpx.AsyncBaseTransport):
+    def __init__(self, cluster: InProcessCluster) -> None:
+        self.cluster = cluster
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.cluster.dispatch(request)
+
+
+@contextlib.contextmanager
+def running_cluster(size: int = 3, leader: str | None = "m1") -> Iterator[InProcessCluster]:
+    with InProcessCluster(size, leader) as cluster:
+        yield cluster
