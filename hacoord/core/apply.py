@@ -309,6 +309,10 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     if not isinstance(rid, str) or len(rid) > MAX_REQUEST_ID:
         return Rejected("invalid_argument", "request_id must be a string of at most 128 characters",
                         state.revision)
+    # Checked before any handler runs: a bad time found after the handler mutated the state
+    # would turn into an internal error with the state already changed.
+    if not _number(command.time):
+        return Rejected("invalid_argument", "time must be a finite number", state.revision)
     if rid and rid in state.requests:
         return outcome_from_dict(state.requests[rid], duplicate=True)
     if isinstance(command, c.Barrier):

@@ -34,11 +34,10 @@ def validate(state: ClusterState) -> list[str]:
             unknown = [n for n in part.replicas if n not in state.nodes]
             if unknown:
                 problems.append(f"{where}: replicas on unknown nodes {unknown}")
+            # Fewer than ``rf`` replicas is reachable (a forced removal with no node left to take a
+            # replica, then a new node registering), so it is checked per step, not here.
             if len(part.replicas) > rf:
                 problems.append(f"{where}: {len(part.replicas)} replicas exceed factor {rf}")
-            elif len(part.replicas) < rf and len(state.nodes) >= rf:
-                problems.append(f"{where}: {len(part.replicas)} of {rf} replicas with "
-                                f"{len(state.nodes)} nodes known")
             if part.leader is not None and part.leader not in part.replicas:
                 problems.append(f"{where}: leader {part.leader!r} is not a replica")
             if part.leader is None and part.replicas:
@@ -50,7 +49,8 @@ def validate(state: ClusterState) -> list[str]:
 
 def validate_transition(before: ClusterState, after: ClusterState) -> list[str]:
     """Rules across one step: the revision never goes back, a partition's epoch never goes back,
-    and any change of its replicas or leader comes with a higher epoch."""
+    any change of its replicas or leader comes with a higher epoch, and it loses a replica only
+    when no other node could hold one."""
     problems: list[str] = []
     if after.revision < before.revision:
         problems.append(f"revision went back from {before.revision} to {after.revision}")
@@ -64,4 +64,7 @@ def validate_transition(before: ClusterState, after: ClusterState) -> list[str]:
             changed = p_new.replicas != p_old.replicas or p_new.leader != p_old.leader
             if changed and p_new.epoch <= p_old.epoch:
                 problems.append(f"{name}/{i}: ownership changed without a new epoch")
+            spare = [n for n in after.nodes if n not in p_new.replicas]
+            if len(p_new.replicas) < len(p_old.replicas) and spare:
+                problems.append(f"{name}/{i}: lost a replica while {spare[0]!r} could hold it")
     return problems
