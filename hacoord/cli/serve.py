@@ -157,6 +157,7 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
     if base_port != DEFAULT_BASE_PORT or host != LOOPBACK:
         urls = ",".join(m.api_url for m in members.values())
         click.echo(f"  export HACOORD_ENDPOINTS={urls}")
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         _report_leader(members, procs)
         _supervise(procs)
@@ -164,6 +165,10 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
         click.echo("\nhacoord: stopping members")
     finally:
         _stop_all(procs)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _report_leader(members: dict[str, Any], procs: dict[str, subprocess.Popen[bytes]],

@@ -34,7 +34,8 @@ class HacoordSyncObj(SafeSyncObj):
         finally:
             _syncobj_module.createPoller = original
 
-    def _SyncObj__sendNextNodeIdx(self, *args: Any, **kwargs: Any) -> None:  # noqa: N802
+    def _safe_send_ack(self, *args: Any, **kwargs: Any) -> None:
+        """Every follower acknowledgement goes through here: make the entries durable first."""
         if self.before_ack is not None:
             self.before_ack()
-        super()._SyncObj__sendNextNodeIdx(*args, **kwargs)
+        super()._safe_send_ack(*args, **kwargs)

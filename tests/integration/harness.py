@@ -141,10 +141,13 @@ class LocalCluster:
         return self.members[member_id].get("/v1/status?digest=true")
 
     def leader(self, timeout: float = 20.0, among: list[str] | None = None) -> str:
-        """The member every live member (of ``among``) agrees leads."""
+        """The member every live member (of ``among``) agrees leads, itself among them."""
+        voters = among or self.live()
+
         def probe() -> str | None:
-            views = {self.status(m)["leader"] for m in among or self.live()}
-            return views.pop() if len(views) == 1 and None not in views else None
+            views = {self.status(m)["leader"] for m in voters}
+            leader = views.pop() if len(views) == 1 else None
+            return leader if leader in voters else None
 
         return wait_for("one agreed leader", probe, timeout)
 
