@@ -127,9 +127,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput point")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument("--member-arg", action="append", default=[],
+                        help="extra argument for every member (e.g. --member-arg=--no-fsync)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hacoord-bench-") as tmp:
-        cluster = LocalCluster(Path(tmp), 3)
+        cluster = LocalCluster(Path(tmp), 3, tuple(args.member_arg))
         cluster.start()
         try:
             cluster.leader()

@@ -7,7 +7,6 @@ exits with status 2.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -81,13 +80,16 @@ def _setup_logging(member_id: str, level: str) -> None:
 @click.option("--log-compaction-min-entries", type=int, default=5000,
               envvar="HACOORD_LOG_COMPACTION_MIN_ENTRIES", show_default=True,
               help="Snapshot and compact the log after this many entries.")
+@click.option("--fsync/--no-fsync", default=True, envvar="HACOORD_FSYNC", show_default=True,
+              help="Sync the journal to disk before acknowledging (off: a power loss may lose "
+                   "acknowledged writes).")
 @click.option("--log-level", default="info", envvar="HACOORD_LOG_LEVEL", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(member_id: str | None, raft_address: str | None, api_address: str | None,
           advertise_api_url: str | None, peers: tuple[str, ...], data_dir: str | None,
           secret_file: str | None, insecure: bool, submit_timeout: float,
           election_timeout_min: float, election_timeout_max: float,
-          log_compaction_min_entries: int, log_level: str) -> None:
+          log_compaction_min_entries: int, fsync: bool, log_level: str) -> None:
     """Run one coordinator member (for deployments across hosts)."""
     missing = [name for name, value in (("member_id", member_id), ("raft_address", raft_address),
                                         ("api_address", api_address), ("data_dir", data_dir))
@@ -102,15 +104,15 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
             secret_file=Path(secret_file) if secret_file else None, insecure=insecure,
             advertise_api_url=advertise_api_url, submit_timeout=submit_timeout,
             election_timeout_min=election_timeout_min, election_timeout_max=election_timeout_max,
-            log_compaction_min_entries=log_compaction_min_entries)
+            log_compaction_min_entries=log_compaction_min_entries, fsync=fsync)
         settings.validate()
         settings.read_secret()
     except ConfigError as exc:
         _fail(f"config error: {exc}")
     _setup_logging(settings.member_id, log_level)
-    from hacoord.server.member import serve_member  # the server stack loads only to serve
+    from hacoord.server.member import run_event_loop, serve_member  # loaded only to serve
 
-    sys.exit(asyncio.run(serve_member(settings)))
+    sys.exit(run_event_loop(serve_member(settings)))
 
 
 def _split_peers(peers: tuple[str, ...]) -> list[str]:

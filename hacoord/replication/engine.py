@@ -2,40 +2,65 @@
 
 On top of :class:`~hacoord.replication.raft_safety.SafeSyncObj` (the Raft-safety fixes) it
 * builds the library over an :class:`~hacoord.replication.poller.EpollPoller`, so the member's
-  event loop can watch Raft's sockets through one descriptor, and
-* calls ``before_ack()`` before a follower acknowledges appended entries, which is where the
-  journal is synced (see :mod:`hacoord.replication.durability`).
+  event loop can watch Raft's sockets through one descriptor;
+* stores the log in a :class:`~hacoord.replication.journal.HacoordJournal` (checksummed,
+  fdatasync'd) instead of the library's unflushed mmap journal;
+* syncs that journal before a follower acknowledges appended entries; and
+* lets the replicator send new entries right after the tick that added them.
 
 This module and its neighbours in ``hacoord.replication`` are the only code that imports pysyncobj.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pysyncobj.syncobj as _syncobj_module
 
+from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.poller import EpollPoller
 from hacoord.replication.raft_safety import SafeSyncObj
 
 
 class HacoordSyncObj(SafeSyncObj):
-    """A SafeSyncObj over an epoll poller, with a durability hook before acknowledgements."""
+    """A SafeSyncObj over an epoll poller and hacoord's journal (``durable``: fdatasync it).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``conf.journalFile`` must be set. ``journal`` is the :class:`HacoordJournal` in use.
+    """
+
+    def __init__(self, *args: Any, durable: bool = True, **kwargs: Any) -> None:
         self.poller = EpollPoller()
-        self.before_ack: Callable[[], None] | None = None
-        original = _syncobj_module.createPoller
-        # The library creates its poller inside __init__; hand it ours for the duration.
+        self.journal: HacoordJournal | None = None
+        self._sent_up_to = 0
+
+        def make_journal(path: str | None) -> HacoordJournal:
+            if path is None:
+                raise ValueError("hacoord needs a journal file (conf.journalFile)")
+            self.journal = HacoordJournal(path, durable=durable)
+            return self.journal
+
+        # The library creates its poller and journal inside __init__ (and may tick from there):
+        # hand it ours for the duration.
+        originals = (_syncobj_module.createPoller, _syncobj_module.createJournal)
         _syncobj_module.createPoller = lambda _kind: self.poller
+        _syncobj_module.createJournal = make_journal
         try:
             super().__init__(*args, **kwargs)
         finally:
-            _syncobj_module.createPoller = original
+            _syncobj_module.createPoller, _syncobj_module.createJournal = originals
+
+    def send_new_entries(self) -> None:
+        """On the leader, send log entries added since the last call now, rather than at the
+        next heartbeat (the library's batch mode waits ``appendEntriesPeriod``)."""
+        if not self._isLeader():
+            return
+        last = self._SyncObj__raftLog[-1][1]
+        if last != self._sent_up_to:
+            self._sent_up_to = last
+            self._SyncObj__sendAppendEntries()
 
     def _safe_send_ack(self, *args: Any, **kwargs: Any) -> None:
         """Every follower acknowledgement goes through here: make the entries durable first."""
-        if self.before_ack is not None:
-            self.before_ack()
+        if self.journal is not None:
+            self.journal.sync()
         super()._safe_send_ack(*args, **kwargs)

@@ -13,8 +13,8 @@ Design (see ARCHITECTURE.md for what it absorbs from PySyncObj 0.3.17):
 * Waiters resolve from the applied command itself (by request id), not from PySyncObj's
   callbacks, which never fire for entries a follower received inside a snapshot; every wait has
   a timeout, after which the outcome is unknown and a retry with the same request id is safe.
-* Journal plus snapshot, always together, in hacoord's own JSON snapshot format; the journal is
-  synced before anything is acknowledged (see :mod:`hacoord.replication.durability`).
+* Journal plus snapshot, always together: hacoord's checksummed journal, synced before anything
+  is acknowledged (:mod:`hacoord.replication.journal`), and its own JSON snapshot format.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from hacoord.replication.base import (
     OutcomeUnknownError,
     ReplicationError,
 )
-from hacoord.replication.durability import SyncingJournal, make_durable
 from hacoord.replication.engine import HacoordSyncObj
+from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.statemachine import StateMachine, encode_batch
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,11 @@ class RaftTuning:
             "leaderFallbackTimeout": self.leader_fallback_timeout,
             "logCompactionMinEntries": self.log_compaction_min_entries,
             "logCompactionMinTime": self.log_compaction_min_time,
-            # Every entry is sent as soon as it is in the log (group commit happens above).
-            "appendEntriesUseBatch": False,
+            # Batch mode, but the replicator sends new entries right after the tick that added
+            # them (HacoordSyncObj.send_new_entries): one message per follower per group-commit
+            # batch, instead of the library's choice between a message per command and a wait
+            # for the next heartbeat.
+            "appendEntriesUseBatch": True,
             "appendEntriesBatchSizeBytes": 4 * self.max_batch_bytes,
         }
 
@@ -117,7 +120,7 @@ class RaftReplicator:
         self._by_raft_address = {m.raft_address: m.id for m in members.values()}
         self._sm = StateMachine(self._on_applied, self._on_restored)
         self._obj: HacoordSyncObj | None = None
-        self._journal: SyncingJournal | None = None
+        self._journal: HacoordJournal | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tick_scheduled = False
@@ -157,10 +160,9 @@ class RaftReplicator:
             **self.tuning.conf_kwargs(),
         )
         others = [m.raft_address for m in self.members.values() if m.id != self.member_id]
-        self._obj = HacoordSyncObj(me.raft_address, others, conf, consumers=[self._sm])
-        if self.tuning.fsync:
-            self._journal = make_durable(self._obj)
-            self._obj.before_ack = self._journal.sync
+        self._obj = HacoordSyncObj(me.raft_address, others, conf, consumers=[self._sm],
+                                   durable=self.tuning.fsync)
+        self._journal = self._obj.journal
         self._loop.add_reader(self._obj.poller.fileno(), self._schedule_tick)
         self._timer = self._loop.call_later(self.tuning.tick_period, self._on_timer)
         self._tick()
@@ -199,10 +201,14 @@ class RaftReplicator:
         obj = self._obj
         if obj is None:
             return
+        self._propose()
         if self._journal is not None:
+            # Entries the leader added in the previous tick become durable before this tick
+            # counts the leader's own copy towards a commit.
             self._journal.sync()
         try:
             obj.doTick(0.0)
+            obj.send_new_entries()
             self.consecutive_tick_failures = 0
         except Exception:
             self.tick_failures += 1
@@ -212,8 +218,7 @@ class RaftReplicator:
         if self._sm.load_error and self.fatal is None:
             self.fatal = self._sm.load_error
         self._note_leader()
-        self._propose()
-        if obj.poller.last_events:
+        if obj.poller.last_events or (self._queue and len(self._batches) < self.tuning.max_in_flight):
             # Acks handled at the end of this tick move the commit index only in the next one.
             self._schedule_tick()
 
@@ -269,7 +274,6 @@ class RaftReplicator:
             future = self._loop.create_future()
             self._waiting[rid] = future
             self._queue.append((rid, encode(command)))
-            self._propose()
             self._schedule_tick()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -303,6 +307,7 @@ class RaftReplicator:
             self._batches[batch_id] = _Batch(rids, time.monotonic() + 30.0)
             self._sm.apply_batch(encode_batch(raws),
                                  callback=lambda res, err, b=batch_id: self._on_batch_done(b, err))
+            self._schedule_tick()
 
     def _on_batch_done(self, batch_id: int, err: int) -> None:
         batch = self._batches.pop(batch_id, None)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
 
@@ -17,6 +19,17 @@ from hacoord.server.app import create_app
 from hacoord.server.settings import MemberSettings
 
 log = logging.getLogger(__name__)
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop where available (less CPU per request, so the Raft ticks sharing
+    the loop wait less), else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def build_replicator(settings: MemberSettings) -> RaftReplicator:
@@ -52,7 +65,8 @@ async def serve_member(settings: MemberSettings) -> int:
     host, port = settings.api_address.rsplit(":", 1)
     app = create_app(replicator, settings.submit_timeout, manage_replicator=False)
     config = uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",
-                            access_log=False, lifespan="on", workers=1, timeout_graceful_shutdown=2)
+                            access_log=False, http="httptools", lifespan="on", workers=1,
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     watcher = asyncio.create_task(_watch_fatal(replicator, server))
     log.info("member %s (pid %d): api %s, raft %s, data %s", settings.member_id, os.getpid(),
