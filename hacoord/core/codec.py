@@ -21,7 +21,13 @@ def encode_state(state: ClusterState) -> bytes:
 
 def decode_state(raw: bytes) -> ClusterState:
     """Inverse of :func:`encode_state`. Raises ``ValueError`` on a malformed or foreign snapshot."""
-    return ClusterState.from_dict(json.loads(raw))
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("state snapshot is not a JSON object")
+    try:
+        return ClusterState.from_dict(data)
+    except (KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong shape
+        raise ValueError(f"malformed state snapshot: {type(exc).__name__}: {exc}") from exc
 
 
 def digest(state: ClusterState) -> str:
