@@ -26,7 +26,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check hacoord tests bench
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -qq wrk >/dev/null) || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

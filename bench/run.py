@@ -3,9 +3,10 @@
 Run with ``make bench`` (or ``python -m bench.run --help``). It starts real members on
 127.0.0.1 in a temporary directory, exactly as ``hacoord serve`` runs them, and reports:
 
-* committed writes/s with p50/p99 latency for 1, 8 and 32 concurrent HTTP clients, each against
-  a baseline measured in the same run on the same members: ``GET /livez`` at the same
-  concurrency (the HTTP stack without Raft), so the ratio shows what replication costs here;
+* committed writes/s with p50/p99 latency for 1, 8 and 32 concurrent HTTP connections (wrk,
+  small ``PATCH /v1/nodes/{id}`` writes with unique request ids), each against a baseline
+  measured in the same run on the same leader: ``GET /livez`` at the same concurrency (the HTTP
+  stack without Raft), so the ratio shows what replication costs here;
 * failover: SIGKILL the leader while a client writes, time from the kill to the first
   acknowledged write (min/median/max over ``--kills`` rounds), the killed member restarted
   between rounds.
@@ -16,13 +17,15 @@ The machine is shared and noisy: compare ratios, not absolute figures across run
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
+import shutil
 import signal
 import statistics
+import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,46 +33,24 @@ import httpx
 
 from tests.integration.harness import LocalCluster, wait_for
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+WRK_DIR = Path(__file__).parent / "wrk"
 
 
-async def _load(url: str, clients: int, seconds: float, write: bool) -> dict[str, float]:
-    latencies: list[float] = []
-    failures = 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=10.0, limits=limits) as http:
-        async def worker(w: int) -> None:
-            nonlocal failures
-            i = 0
-            while time.perf_counter() < deadline:
-                i += 1
-                started = time.perf_counter()
-                if write:
-                    r = await http.patch(f"/v1/nodes/bench-{w % 16}",
-                                         json={"metrics": {"seq": i}},
-                                         headers={"x-request-id": f"b{clients}-{w}-{i}"})
-                else:
-                    r = await http.get("/livez")
-                if r.status_code == 200:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    failures += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        elapsed = time.perf_counter() - started
+def _wrk(url: str, clients: int, seconds: float, script: str, token: str) -> dict[str, float]:
+    """One wrk run (C load generator: the client must not eat the members' CPU)."""
+    argv = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s",
+            "-s", str(WRK_DIR / f"{script}.lua"), url, "--", token]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {out[-500:]}")
+    raw = json.loads(line.removeprefix("RESULT "))
     return {
-        "ops_per_s": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "ops": len(latencies),
-        "failures": failures,
+        "ops_per_s": (raw["requests"] - raw["non_2xx"]) / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "ops": raw["requests"],
+        "failures": raw["non_2xx"] + raw["socket_errors"],
     }
 
 
@@ -79,9 +60,10 @@ def throughput(cluster: LocalCluster, seconds: float) -> list[dict[str, Any]]:
         for w in range(16):
             http.post("/v1/nodes", json={"id": f"bench-{w}", "address": "127.0.0.1:1"})
     rows = []
+    token = uuid.uuid4().hex[:8]
     for clients in (1, 8, 32):
-        writes = asyncio.run(_load(leader.url, clients, seconds, write=True))
-        baseline = asyncio.run(_load(leader.url, clients, seconds, write=False))
+        writes = _wrk(leader.url, clients, seconds, "write", f"{token}-{clients}")
+        baseline = _wrk(leader.url + "/livez", clients, seconds, "read", token)
         rows.append({"clients": clients, "writes": writes, "baseline_livez": baseline,
                      "write_vs_livez_throughput": writes["ops_per_s"] / baseline["ops_per_s"]})
     return rows
@@ -130,6 +112,8 @@ def main() -> None:
     parser.add_argument("--member-arg", action="append", default=[],
                         help="extra argument for every member (e.g. --member-arg=--no-fsync)")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench needs wrk (Debian package 'wrk'); `make bench` installs it as root")
     with tempfile.TemporaryDirectory(prefix="hacoord-bench-") as tmp:
         cluster = LocalCluster(Path(tmp), 3, tuple(args.member_arg))
         cluster.start()

@@ -15,6 +15,7 @@ Contract (every replica relies on it):
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -327,7 +328,7 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     state.revision = outcome.revision
     state.last_time = max(state.last_time, float(command.time))
     if rid:
-        state.requests[rid] = outcome.to_dict()
+        state.requests[rid] = copy.deepcopy(outcome.to_dict())  # callers may touch the result
         while len(state.requests) > REQUEST_HISTORY:
             del state.requests[next(iter(state.requests))]
     return outcome

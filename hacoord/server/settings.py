@@ -119,7 +119,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"peers[{i}]", "needs id, raft_address and api_url")
         peer_texts.append(f"{peer['id']}={peer['raft_address']},{peer['api_url']}")
     if peer_texts:
-        flat["peer"] = peer_texts
+        flat["peers"] = peer_texts  # the name of the --peer option's parameter
     return flat
 
 

@@ -1,0 +1,130 @@
+"""``hacoord serve`` settings: precedence (flag > env > TOML > default) and clear refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+import hacoord.server.member as member_module
+from hacoord.cli.main import main
+from hacoord.server.settings import MemberSettings
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[MemberSettings]:
+    """Replace the member runner: record the settings serve would run with, exit 0."""
+    seen: list[MemberSettings] = []
+
+    async def fake_serve(settings: MemberSettings) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(member_module, "serve_member", fake_serve)
+    return seen
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    path = tmp_path / "secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("s" * 32)
+    return path
+
+
+def serve(*args: str, env: dict[str, Any] | None = None) -> Result:
+    clean = {k: None for k in os.environ if k.startswith("HACOORD_")}
+    return CliRunner().invoke(main, ["serve", *args], env={**clean, **(env or {})})
+
+
+def one_error_line(result: Result, fragment: str) -> None:
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+BASE = ["--member-id", "m1", "--raft-address", "127.0.0.1:7501", "--api-address", "127.0.0.1:7401"]
+
+
+def test_flags_beat_env_which_beat_toml(tmp_path: Path, secret: Path,
+                                        captured: list[MemberSettings]) -> None:
+    toml = tmp_path / "member.toml"
+    toml.write_text(f"""
+member_id = "from-toml"
+raft_address = "127.0.0.1:7601"
+api_address = "127.0.0.1:7602"
+data_dir = "{tmp_path / 'toml-data'}"
+secret_file = "{secret}"
+submit_timeout = 9.0
+
+[[peers]]
+id = "m2"
+raft_address = "127.0.0.1:7502"
+api_url = "http://127.0.0.1:7402"
+""")
+    result = serve("--config", str(toml), "--member-id", "from-flag",
+                   env={"HACOORD_MEMBER_ID": "from-env", "HACOORD_API_ADDRESS": "127.0.0.1:7700"})
+    assert result.exit_code == 0, (result.output, result.exception)
+    settings = captured[0]
+    assert settings.member_id == "from-flag"                 # flag over env and TOML
+    assert settings.api_address == "127.0.0.1:7700"          # env over TOML
+    assert settings.raft_address == "127.0.0.1:7601"         # TOML over default
+    assert settings.submit_timeout == 9.0
+    assert settings.data_dir == tmp_path / "toml-data"
+    assert [p.id for p in settings.peers] == ["m2"]
+    assert settings.members()["m2"].api_url == "http://127.0.0.1:7402"
+
+
+def test_peers_from_environment_are_space_separated(tmp_path: Path, secret: Path,
+                                                    captured: list[MemberSettings]) -> None:
+    peers = "m2=127.0.0.1:7502,http://127.0.0.1:7402 m3=127.0.0.1:7503,http://127.0.0.1:7403"
+    result = serve(*BASE, "--data-dir", str(tmp_path), "--secret-file", str(secret),
+                   env={"HACOORD_PEERS": peers})
+    assert result.exit_code == 0, result.output
+    assert [p.id for p in captured[0].peers] == ["m2", "m3"]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--member-id", "m1"], "raft_address: required"),
+    ([*BASE, "--data-dir", "d"], "secret_file"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--raft-address", "10.1.2.3:7501"],
+     "insecure: refused"),
+    (["--member-id", "bad id!", "--raft-address", "127.0.0.1:1", "--api-address", "127.0.0.1:2",
+      "--data-dir", "d", "--insecure"], "member_id"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--peer", "m2"], "peer: expected ID=RAFT_HOST:PORT,API_URL"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--peer", "m1=127.0.0.1:1,http://x"], "peer: member ids"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--election-timeout-min", "2"], "election_timeout_min"),
+])
+def test_bad_settings_are_one_line_naming_the_key(args: list[str], fragment: str,
+                                                 captured: list[MemberSettings]) -> None:
+    one_error_line(serve(*args), fragment)
+    assert captured == []
+
+
+def test_secret_readable_by_others_is_refused(tmp_path: Path, captured: list[MemberSettings]) -> None:
+    loose = tmp_path / "secret"
+    loose.write_text("s" * 32)
+    loose.chmod(0o644)
+    one_error_line(serve(*BASE, "--data-dir", str(tmp_path), "--secret-file", str(loose)), "chmod 600")
+    assert captured == []
+
+
+def test_broken_toml_names_the_file(tmp_path: Path, captured: list[MemberSettings]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("member_id = \n")
+    one_error_line(serve("--config", str(bad)), "config: ")
+    one_error_line(serve("--config", str(tmp_path / "missing.toml")), "cannot read")
+    peers = tmp_path / "peers.toml"
+    peers.write_text("[[peers]]\nid = \"m2\"\n")
+    one_error_line(serve("--config", str(peers)), "peers[0]: needs id, raft_address and api_url")
+
+
+def test_insecure_on_loopback_is_allowed(tmp_path: Path, captured: list[MemberSettings]) -> None:
+    result = serve(*BASE, "--data-dir", str(tmp_path), "--insecure")
+    assert result.exit_code == 0, result.output
+    assert captured[0].read_secret() is None
