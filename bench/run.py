@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import signal
@@ -119,10 +120,15 @@ def main() -> None:
         cluster.start()
         try:
             cluster.leader()
+            term_before = cluster.status(cluster.leader())["member"]["term"]
+            rows = throughput(cluster, args.seconds)
+            term_after = cluster.status(cluster.leader())["member"]["term"]
             result = {
                 "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                            "cpus": __import__("os").cpu_count()},
-                "throughput": throughput(cluster, args.seconds),
+                            "cpus": os.cpu_count()},
+                "member_args": args.member_arg,
+                "throughput": rows,
+                "elections_during_load": term_after - term_before,
                 "failover": failover(cluster, args.kills),
             }
         finally:
@@ -134,6 +140,7 @@ def main() -> None:
         w, b = row["writes"], row["baseline_livez"]
         print(f"{row['clients']:>7} {w['ops_per_s']:>9.0f} {w['p50_ms']:>7.1f} {w['p99_ms']:>7.1f} "
               f"{b['ops_per_s']:>8.0f} {row['write_vs_livez_throughput']:>6.2f}")
+    print(f"elections during the fault-free load: {result['elections_during_load']}")
     fo = result["failover"]
     print(f"failover over {fo['kills']} leader SIGKILLs: min {fo['min_s']:.3f}s "
           f"median {fo['median_s']:.3f}s max {fo['max_s']:.3f}s")
