@@ -26,6 +26,7 @@ from hacoord.core.events import Event
 from hacoord.core.model import (
     NODE_STATUSES,
     REQUEST_HISTORY,
+    REQUEST_RETENTION,
     ClusterState,
     Node,
     Partition,
@@ -33,7 +34,7 @@ from hacoord.core.model import (
     valid_address,
     valid_id,
 )
-from hacoord.core.results import Applied, Outcome, Rejected, outcome_from_dict
+from hacoord.core.results import Applied, Outcome, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     if not _number(command.time):
         return Rejected("invalid_argument", "time must be a finite number", state.revision)
     if rid and rid in state.requests:
-        return outcome_from_dict(state.requests[rid], duplicate=True)
+        return _recall(state, state.requests[rid])
     if isinstance(command, c.Barrier):
         return Applied(state.revision, {"revision": state.revision})
     handler = _HANDLERS.get(type(command))
@@ -328,7 +329,48 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     state.revision = outcome.revision
     state.last_time = max(state.last_time, float(command.time))
     if rid:
-        state.requests[rid] = copy.deepcopy(outcome.to_dict())  # callers may touch the result
-        while len(state.requests) > REQUEST_HISTORY:
-            del state.requests[next(iter(state.requests))]
+        state.requests[rid] = _remember(command, outcome)
+        _forget_old_requests(state, float(command.time))
     return outcome
+
+
+def _remember(command: c.Command, outcome: Applied) -> dict[str, Any]:
+    """What a request id keeps: its revision and time, and enough to answer a retry. Node and
+    partition results are re-read from the state instead of copied (they dominate the table)."""
+    record: dict[str, Any] = {"revision": outcome.revision, "time": float(command.time)}
+    if isinstance(command, c.RegisterNode | c.SetNodeState):
+        record["node"] = command.node_id
+    elif isinstance(command, c.MovePartition):
+        record["partition"] = [command.resource, command.partition]
+    else:
+        record["result"] = copy.deepcopy(outcome.result)
+    return record
+
+
+def _recall(state: ClusterState, record: dict[str, Any]) -> Applied:
+    """The answer to a retried request: its original revision, the result as it stands now."""
+    if "node" in record:
+        node = state.nodes.get(record["node"])
+        result = {"node": node.to_dict()} if node else {"node_id": record["node"]}
+    elif "partition" in record:
+        name, index = record["partition"]
+        res = state.resources.get(name)
+        if res is not None and 0 <= index < len(res.partitions):
+            result = {"partition": _partition_event(record["revision"], name, index,
+                                                    res.partitions[index], "moved").data}
+        else:
+            result = {"resource": name, "partition": index}
+    else:
+        result = copy.deepcopy(record.get("result", {}))
+    return Applied(record["revision"], result, duplicate=True)
+
+
+def _forget_old_requests(state: ClusterState, now: float) -> None:
+    """Keep request ids for ``REQUEST_RETENTION`` seconds of leader time, at most
+    ``REQUEST_HISTORY`` of them, oldest dropped first (deterministic: command time only)."""
+    requests = state.requests
+    while requests:
+        oldest = next(iter(requests))
+        if len(requests) <= REQUEST_HISTORY and requests[oldest]["time"] >= now - REQUEST_RETENTION:
+            break
+        del requests[oldest]

@@ -25,7 +25,9 @@ ADDRESS_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,2
 
 NODE_STATUSES = ("up", "down")
 
-#: How many request ids the state remembers for de-duplication of retried writes (FIFO).
+#: Request ids are remembered (for de-duplication of retried writes) for this many seconds of
+#: leader time, and at most ``REQUEST_HISTORY`` of them, oldest forgotten first.
+REQUEST_RETENTION = 300.0
 REQUEST_HISTORY = 50_000
 
 
@@ -136,8 +138,9 @@ class ClusterState:
     """The whole replicated record, at one ``revision``.
 
     ``revision`` grows by one with every applied change (rejections and barriers do not change
-    it). ``requests`` maps the request id of each recent write to its outcome, oldest first, so
-    that a write retried across a failover is applied once and answered the same way.
+    it). ``requests`` maps the request id of each recent write to a small record of it (revision,
+    time, and what to answer a retry with), oldest first, so that a write retried across a
+    failover is applied once and answered with its original revision.
     """
 
     revision: int = 0

@@ -33,9 +33,10 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObjConf
 
+from hacoord.core.apply import apply
 from hacoord.core.commands import Command, encode
 from hacoord.core.model import ClusterState
-from hacoord.core.results import Outcome, outcome_from_dict
+from hacoord.core.results import Outcome
 from hacoord.replication.base import (
     MemberInfo,
     MemberStatus,
@@ -97,6 +98,12 @@ class RaftTuning:
 
 
 @dataclass
+class _Waiter:
+    future: asyncio.Future[Outcome]
+    command: Command
+
+
+@dataclass
 class _Batch:
     request_ids: list[str]
     deadline: float
@@ -125,7 +132,7 @@ class RaftReplicator:
         self._timer: asyncio.TimerHandle | None = None
         self._tick_scheduled = False
         self._queue: deque[tuple[str, bytes]] = deque()
-        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
+        self._waiting: dict[str, _Waiter] = {}
         self._batches: dict[int, _Batch] = {}
         self._batch_ids = itertools.count(1)
         self.tick_failures = 0
@@ -172,9 +179,9 @@ class RaftReplicator:
             self._loop.remove_reader(self._obj.poller.fileno())
         if self._timer is not None:
             self._timer.cancel()
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(NotAppliedError("member is shutting down"))
+        for waiter in self._waiting.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(NotAppliedError("member is shutting down"))
         self._waiting.clear()
         if self._obj is not None:
             if self._journal is not None:
@@ -263,25 +270,24 @@ class RaftReplicator:
         if not command.request_id:
             command = dataclasses.replace(command, request_id=uuid.uuid4().hex)
         rid = command.request_id
-        remembered = self.state.requests.get(rid)
-        if remembered is not None:
-            return outcome_from_dict(remembered, duplicate=True)
-        future = self._waiting.get(rid)
-        if future is None:
+        if rid in self.state.requests:
+            return apply(self.state, command)  # a duplicate: answered from memory, no change
+        waiter = self._waiting.get(rid)
+        if waiter is None:
             if len(self._waiting) >= self.tuning.max_pending:
                 raise NotAppliedError("too many commands in flight; retry later")
             assert self._loop is not None
-            future = self._loop.create_future()
-            self._waiting[rid] = future
+            waiter = self._waiting[rid] = _Waiter(self._loop.create_future(), command)
             self._queue.append((rid, encode(command)))
             self._schedule_tick()
+        future = waiter.future
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise OutcomeUnknownError(f"no outcome within {timeout:.1f}s; retry with the same "
                                       "request id") from None
         finally:
-            if future.done() and self._waiting.get(rid) is future:
+            if future.done() and self._waiting.get(rid) is waiter:
                 del self._waiting[rid]
 
     def _propose(self) -> None:
@@ -325,22 +331,22 @@ class RaftReplicator:
             del self._batches[batch_id]
 
     def _fail(self, rid: str, error: Exception) -> None:
-        future = self._waiting.pop(rid, None)
-        if future is not None and not future.done():
-            future.set_exception(error)
-            future.exception()  # mark retrieved: the waiter may have timed out already
+        waiter = self._waiting.pop(rid, None)
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_exception(error)
+            waiter.future.exception()  # mark retrieved: the caller may have timed out already
 
     # --- applying -----------------------------------------------------------------------------
 
     def _on_applied(self, rid: str, outcome: Outcome) -> None:
-        future = self._waiting.pop(rid, None) if rid else None
-        if future is not None and not future.done():
-            future.set_result(outcome)
+        waiter = self._waiting.pop(rid, None) if rid else None
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_result(outcome)
 
     def _on_restored(self) -> None:
         """A snapshot replaced the state: answer waiters whose commands it already contains."""
         for rid in [r for r in self._waiting if r in self.state.requests]:
-            self._on_applied(rid, outcome_from_dict(self.state.requests[rid], duplicate=True))
+            self._on_applied(rid, apply(self.state, self._waiting[rid].command))
 
     # --- status -------------------------------------------------------------------------------
 
