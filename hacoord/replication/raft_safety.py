@@ -1,0 +1,430 @@
+"""Raft safety fixes for PySyncObj 0.3.17: :class:`SafeSyncObj` and the version guard.
+
+Why this module exists
+======================
+PySyncObj 0.3.17 can lose writes it acknowledged.  The leader pipelines several
+``append_entries`` batches per tick and moves ``nextIndex`` past each batch as it sends.  A
+success ack (``next_node_idx``) for an *older* batch then sets ``nextIndex`` back behind batches
+already sent, so they are sent again, while the acks of the later batches raise ``matchIndex``.
+When the follower receives such a resend it deletes every entry after the message's
+``prevLogIdx`` whenever its log is longer - even entries that match - and re-adds only the
+message's entries; it acknowledges ``last entry of the message + 1`` and advances its commit
+index to ``min(leaderCommit, its own last index)``.  The leader still counts the follower as
+holding the deleted entries, commits them and reports SUCCESS.  If the leader then dies and the
+third member lagged, the survivors elect a leader without those entries and reuse their indexes
+for other commands (reproduced step by step in ``tests/adapter/test_raft_safety.py``).
+
+What :class:`SafeSyncObj` changes
+=================================
+Only two message types are handled here; every other message goes to the library unchanged.
+
+* Follower, ``append_entries`` (regular, chunked ``transmission`` and ``serialized`` snapshot
+  forms) follows the receiver rules of the Raft paper (Figure 2):
+
+  - reject (reset ack) when the entry at ``prevLogIdx`` is missing (hint: own log end + 1) or
+    has another term (hint: first index of that term's run, above the commit index); a
+    ``prevLogIdx`` before the first entry kept by log compaction is committed, so it matches
+    (0.3.17 rejects it, and the leader falls back to sending a snapshot);
+  - skip every entry the log already holds with the same index and term;
+  - delete only from the first index whose term differs, and never at or below the commit
+    index: such a conflict means safety was already broken elsewhere, so it is logged CRITICAL,
+    counted in :attr:`SafeSyncObj.refused_truncations` and the message is refused;
+  - acknowledge only what the message covered (``prevLogIdx + len(entries) + 1``), never the
+    follower's own log end, and advance the commit index to
+    ``min(leaderCommit, last index covered)``, never backwards;
+  - a snapshot older than the commit index is not installed (it would move the commit index
+    and the applied state backwards); the ack then covers the snapshot's last index, which the
+    follower holds because it is committed;
+  - a chunked entry whose ``finish`` chunk does not yet complete the pickle (0.3.17's sender
+    labels chunks by the command's length, not the pickle's) waits for the next chunk instead
+    of raising.
+
+  The other effects of the library's branch are kept: election deadline (unless a leadership
+  transfer is pending), leader tracking and ``onLeaderChanged``, term update, switch to
+  follower, membership changes (``dynamicMembershipChange``), leader-commit bookkeeping and
+  persisting the commit index in the journal's meta.
+
+* Acks (``next_node_idx``) carry the sender's current term.  On the leader an ack from another
+  term is ignored; a success ack only raises ``matchIndex`` and never moves ``nextIndex``
+  backwards.  A failure with reset moves ``nextIndex`` back to retry, never forward: with
+  pipelining, 0.3.17 receives one rejection per batch, each with its own hint (say 19, then
+  20), and setting ``nextIndex`` to each in turn can alternate forever between the same two
+  values.  A reset at or below ``matchIndex`` can only come from a follower that lost
+  acknowledged entries (restart without its journal; acks on one link arrive in order), so it
+  lowers ``matchIndex`` too.  Every member of a cluster must run ``SafeSyncObj``: acks from an
+  unpatched member carry no term and are ignored.
+
+Restart between full dump and journal compaction
+================================================
+The library writes the full dump first and compacts the journal on a later tick; a restart in
+between cleared the whole journal, losing entries after the dump that the member may already
+have acknowledged.  ``SafeSyncObj`` compacts such a journal to the dump instead.
+
+Tick-loop health
+================
+0.3.17 can leave a member with an empty log, after which every tick raises ``IndexError``
+forever while the process looks alive.  The fixes above remove the truncation that led there in
+our tests; :class:`SafeSyncObj` also counts failed ticks (:attr:`SafeSyncObj.tick_failures`,
+:attr:`SafeSyncObj.consecutive_tick_failures`, :attr:`SafeSyncObj.last_tick_error`) and exposes
+:attr:`SafeSyncObj.log_is_empty`, so the adapter can report such a member as not ready.
+
+Threads: every method here runs on the member's tick thread (or the caller of ``doTick``).
+
+The patch reaches into SyncObj's name-mangled private members, so it is only valid for the
+exact version it was written against: :func:`check_pysyncobj_version` refuses any other.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from typing import Any
+
+import pysyncobj.pickle as pysyncobj_pickle
+import pysyncobj.syncobj as _syncobj
+from pysyncobj.node import Node, TCPNode
+from pysyncobj.transport import TCPTransport
+from pysyncobj.version import VERSION as _LIBRARY_VERSION
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_PYSYNCOBJ_VERSION = "0.3.17"
+
+# Private members of SyncObj the patch relies on; checked so that a change fails at start.
+_REQUIRED_PRIVATE_METHODS = (
+    "_SyncObj__onMessageReceived",
+    "_SyncObj__getEntries",
+    "_SyncObj__deleteEntriesFrom",
+    "_SyncObj__setCurrentTerm",
+    "_SyncObj__setState",
+    "_SyncObj__onLeaderChanged",
+    "_SyncObj__generateRaftTimeout",
+    "_SyncObj__loadDumpFile",
+    "_SyncObj__parseChangeClusterRequest",
+    "_SyncObj__doChangeCluster",
+)
+
+
+def check_pysyncobj_version() -> None:
+    """Raise ``RuntimeError`` unless the installed pysyncobj is exactly the supported version.
+
+    Both the distribution metadata and ``pysyncobj.version.VERSION`` are checked (either may be
+    missing in odd installs, not both), and so are the private members the patch overrides.
+    """
+    try:
+        dist_version: str | None = importlib.metadata.version("pysyncobj")
+    except importlib.metadata.PackageNotFoundError:
+        dist_version = None
+    found = {v for v in (dist_version, _LIBRARY_VERSION) if v is not None}
+    if found != {SUPPORTED_PYSYNCOBJ_VERSION}:
+        raise RuntimeError(
+            f"hacoord's Raft safety patch (hacoord.replication.raft_safety) supports pysyncobj "
+            f"=={SUPPORTED_PYSYNCOBJ_VERSION} only, found distribution {dist_version!r} / "
+            f"module {_LIBRARY_VERSION!r}. Re-check the patch against the new version's "
+            f"syncobj.py before changing the pin.")
+    missing = [name for name in _REQUIRED_PRIVATE_METHODS if not hasattr(_syncobj.SyncObj, name)]
+    if missing:
+        raise RuntimeError(f"pysyncobj.SyncObj lacks private members the patch needs: {missing}")
+
+
+class SafeSyncObj(_syncobj.SyncObj):
+    """``pysyncobj.SyncObj`` with Raft's follower append rules and term-checked, monotonic acks.
+
+    Same constructor as ``SyncObj``; raises ``RuntimeError`` if pysyncobj is not
+    :data:`SUPPORTED_PYSYNCOBJ_VERSION`.  See the module docstring for what changes and why.
+
+    Public attributes (read from any thread; written only by the tick thread):
+
+    * ``tick_failures`` - ticks that raised since start;
+    * ``consecutive_tick_failures`` - ticks that raised since the last good one (non-zero means
+      the tick loop is failing: report the member as not ready);
+    * ``last_tick_error`` - ``"ExcType: message"`` of the last failed tick, or ``None``;
+    * ``refused_truncations`` - conflicting entries at or below the commit index refused.
+    """
+
+    def __init__(self, selfNode: Node | str | None, otherNodes: Any,
+                 conf: _syncobj.SyncObjConf | None = None, consumers: Any = None,
+                 nodeClass: type[Node] = TCPNode, transport: Any = None,
+                 transportClass: Any = TCPTransport) -> None:
+        check_pysyncobj_version()
+        # Set before SyncObj.__init__: the base records the attribute names present at init and
+        # puts every attribute added later into full-dump snapshots; the tick thread may also
+        # start inside SyncObj.__init__.
+        self.tick_failures = 0
+        self.consecutive_tick_failures = 0
+        self.last_tick_error: str | None = None
+        self.refused_truncations = 0
+        self._safe_empty_log_reported = False
+        super().__init__(selfNode, otherNodes, conf=conf, consumers=consumers,
+                         nodeClass=nodeClass, transport=transport,
+                         transportClass=transportClass)
+
+    # -- health -----------------------------------------------------------------------------
+    @property
+    def log_is_empty(self) -> bool:
+        """True when the Raft log holds no entry at all (0.3.17 then fails every tick)."""
+        return len(self._SyncObj__raftLog) == 0
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        """The library's tick, counting failures (re-raised: the tick thread logs them)."""
+        try:
+            super()._onTick(timeToWait)
+        except Exception as exc:
+            self.tick_failures += 1
+            self.consecutive_tick_failures += 1
+            self.last_tick_error = f"{type(exc).__name__}: {exc}"
+            if self.log_is_empty and not self._safe_empty_log_reported:
+                self._safe_empty_log_reported = True
+                logger.critical("Raft log of %s is empty: every tick fails until the member is "
+                                "rebuilt from a snapshot", self.selfNode)
+            raise
+        self.consecutive_tick_failures = 0
+
+    # -- message dispatch -------------------------------------------------------------------
+    def _SyncObj__onMessageReceived(self, node: Node, message: Any) -> None:
+        """Overrides SyncObj's private handler (bound by name at init): see module docstring."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries":
+            self._safe_on_append_entries(node, message)
+        elif kind == "next_node_idx":
+            self._safe_on_next_node_idx(node, message)
+        else:
+            _syncobj.SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    # -- leader side ------------------------------------------------------------------------
+    def _safe_on_next_node_idx(self, node: Node, message: dict[str, Any]) -> None:
+        if not self._isLeader() or message.get("term") != self.raftCurrentTerm:
+            return
+        match_index = self._SyncObj__raftMatchIndex
+        next_index = self._SyncObj__raftNextIndex
+        if node not in match_index or node not in next_index:
+            return
+        acked = message["next_node_idx"]
+        if message["success"]:
+            # An ack covers what one message carried; an older batch's ack must not pull
+            # nextIndex back behind batches already sent (that resend is what lost data).
+            match_index[node] = max(match_index[node], acked - 1)
+            next_index[node] = max(next_index[node], acked)
+        elif message["reset"]:
+            if acked <= match_index[node]:
+                # Acks of one link arrive in order, and a follower never deletes entries it
+                # acknowledged in this term: it lost them (restarted without its log).
+                logger.warning("%s no longer holds entries up to %d it acknowledged; resending "
+                               "from %d", node, match_index[node], acked)
+                match_index[node] = acked - 1
+                next_index[node] = acked
+            else:
+                # Pipelined rejections answer messages with growing prevLogIdx, and each hint
+                # is at most its message's prevLogIdx: keep the lowest, or the leader would
+                # alternate between hints forever.
+                next_index[node] = min(next_index[node], acked)
+        self._SyncObj__lastResponseTime[node] = _syncobj.monotonicTime()
+
+    # -- follower side ----------------------------------------------------------------------
+    def _safe_on_append_entries(self, node: Node, message: dict[str, Any]) -> None:
+        term = message["term"]
+        if term < self.raftCurrentTerm:
+            return  # a deposed leader's message: ignored, as by the library
+        if term > self.raftCurrentTerm:
+            self._SyncObj__transferInProgress = False
+        if not self._SyncObj__transferInProgress:
+            # During a leadership transfer the outgoing leader must not postpone the election.
+            self._SyncObj__raftElectionDeadline = (
+                _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
+        if self._SyncObj__raftLeader != node:
+            self._SyncObj__onLeaderChanged()
+        self._SyncObj__raftLeader = node
+        if term > self.raftCurrentTerm:
+            self._SyncObj__setCurrentTerm(term, None)
+        self._SyncObj__setState(_syncobj._RAFT_STATE.FOLLOWER)
+        leader_commit = message["commit_index"]
+        self._SyncObj__leaderCommitIndex = leader_commit
+
+        covered: int | None = None
+        if "prevLogIdx" in message:
+            entries = message.get("entries", [])
+            if message.get("transmission") is not None:
+                entries = self._safe_receive_chunk(node, message)
+                if entries is None:
+                    return
+            covered = self._safe_append(node, message["prevLogIdx"], message["prevLogTerm"],
+                                        entries)
+        elif message.get("serialized") is not None:
+            covered = self._safe_install_snapshot(node, message["serialized"])
+
+        if covered is not None:
+            target = min(leader_commit, covered)
+            if target > self._SyncObj__raftCommitIndex:
+                self._SyncObj__raftCommitIndex = target
+        self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
+
+    def _safe_receive_chunk(self, node: Node, message: dict[str, Any]) -> list[Any] | None:
+        """Collect one chunk of a large entry; return ``[entry]`` once complete, else None."""
+        stage, data = message["transmission"], message["data"]
+        if stage == "start":
+            self._SyncObj__recvTransmission = data
+        elif stage in ("process", "finish") and isinstance(
+                self._SyncObj__recvTransmission, bytes):
+            self._SyncObj__recvTransmission += data
+        elif stage not in ("process", "finish"):
+            raise ValueError(f"unknown append_entries transmission stage {stage!r}")
+        else:
+            # A chunk without its start (lost, or a surplus 'finish'): nothing to add it to.
+            self._safe_send_ack(node, success=False, reset=False)
+            return None
+        if stage == "finish":
+            try:
+                entry = pysyncobj_pickle.loads(self._SyncObj__recvTransmission)
+            except Exception:
+                pass  # labelled 'finish' before the last chunk: wait for the rest
+            else:
+                self._SyncObj__recvTransmission = ""
+                return [entry]
+        self._safe_send_ack(node, success=False, reset=False)
+        return None
+
+    def _safe_append(self, node: Node, prev_idx: int | None, prev_term: int | None,
+                     entries: list[Any]) -> int | None:
+        """Raft receiver steps 2-4; return the last index the message covered, None if refused."""
+        if prev_idx is None:
+            self._safe_send_ack(node, success=False, reset=True)
+            return None
+        commit_index = self._SyncObj__raftCommitIndex
+        # An entry before the first one kept after log compaction is committed, hence matches.
+        if prev_idx >= self._SyncObj__raftLog[0][1]:
+            prev = self._SyncObj__getEntries(prev_idx, 1)
+            if not prev:  # beyond our log end: retry from our end (hint <= prevLogIdx)
+                self._safe_send_ack(node, success=False, reset=True)
+                return None
+            if prev[0][2] != prev_term:
+                hint = self._safe_conflict_start(prev_idx, prev[0][2])
+                self._safe_send_ack(node, next_idx=hint, success=False, reset=True)
+                return None
+
+        append_from = len(entries)
+        for pos, entry in enumerate(entries):
+            idx, term = entry[1], entry[2]
+            if idx > self._safe_last_index():
+                append_from = pos
+                break
+            existing = self._SyncObj__getEntries(idx, 1)
+            if not existing or existing[0][2] == term:
+                continue  # already held (or compacted, hence committed)
+            if idx <= commit_index:
+                self.refused_truncations += 1
+                logger.critical(
+                    "refusing append_entries from %s: entry %d (term %d) conflicts with "
+                    "committed entry of term %d (commit index %d); a committed entry can only "
+                    "differ if Raft safety was already violated", node, idx, term,
+                    existing[0][2], commit_index)
+                self._safe_send_ack(node, success=False, reset=False)
+                return None
+            self._safe_truncate_from(idx)
+            append_from = pos
+            break
+
+        dynamic = self.conf.dynamicMembershipChange
+        for entry in entries[append_from:]:
+            self._SyncObj__raftLog.add(*entry)
+            if dynamic:
+                request = self._SyncObj__parseChangeClusterRequest(entry[0])
+                if request is not None:
+                    self._SyncObj__doChangeCluster(request)
+
+        covered = prev_idx + len(entries)
+        self._safe_send_ack(node, next_idx=covered + 1, success=True)
+        return covered
+
+    def _safe_conflict_start(self, idx: int, term: int) -> int:
+        """First index of the run of ``term`` entries ending at ``idx`` (not below the commit).
+
+        The leader retries from there instead of one index per round trip (Raft section 5.3).
+        """
+        floor = max(self._SyncObj__raftCommitIndex, self._SyncObj__raftLog[0][1]) + 1
+        while idx > floor:
+            before = self._SyncObj__getEntries(idx - 1, 1)
+            if not before or before[0][2] != term:
+                break
+            idx -= 1
+        return idx
+
+    def _safe_truncate_from(self, idx: int) -> None:
+        """Delete uncommitted entries from ``idx`` on, undoing membership changes they made."""
+        if self.conf.dynamicMembershipChange:
+            for entry in reversed(self._SyncObj__getEntries(idx)):
+                request = self._SyncObj__parseChangeClusterRequest(entry[0])
+                if request is not None:
+                    self._SyncObj__doChangeCluster(request, reverse=True)
+        self._SyncObj__deleteEntriesFrom(idx)
+
+    def _safe_install_snapshot(self, node: Node, serialized: Any) -> int | None:
+        """Take one snapshot chunk; when complete, install it unless older than the commit."""
+        if not self._SyncObj__serializer.setTransmissionData(serialized):
+            return None  # more chunks to come (the library does not ack chunks either)
+        try:
+            last_entry = tuple(self._SyncObj__serializer.deserialize()[1])
+        except Exception:
+            logger.exception("received snapshot from %s cannot be read", node)
+            self._safe_send_ack(node, success=False, reset=True)
+            return None
+        snapshot_idx = last_entry[1]
+        if snapshot_idx <= self._SyncObj__raftCommitIndex:
+            # Installing would move commit index and applied state backwards; the follower
+            # already holds everything up to its commit index.  Note: the library has already
+            # replaced the local full-dump file with this snapshot.
+            logger.warning("ignoring snapshot from %s ending at %d: commit index is %d",
+                           node, snapshot_idx, self._SyncObj__raftCommitIndex)
+            self._safe_send_ack(node, next_idx=snapshot_idx + 1, success=True)
+            return snapshot_idx
+        self._SyncObj__loadDumpFile(clearJournal=True)
+        if tuple(self._SyncObj__raftLog[-1]) != last_entry:
+            logger.error("snapshot from %s was not installed", node)
+            self._safe_send_ack(node, success=False, reset=True)
+            return None
+        self._safe_send_ack(node, next_idx=snapshot_idx + 1, success=True)
+        return snapshot_idx
+
+    # -- restart ----------------------------------------------------------------------------
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
+        """Load the full dump; at start, keep journal entries that follow the dump's last entry.
+
+        The library writes the dump first and compacts the journal on a later tick.  A restart
+        in between finds a journal that does not start with the dump's two entries, and the
+        library then clears the whole journal - entries after the dump that this member may
+        already have acknowledged included.  Compact such a journal to the dump first instead.
+        """
+        if not clearJournal:
+            self._safe_compact_journal_to_dump()
+        _syncobj.SyncObj._SyncObj__loadDumpFile(self, clearJournal)
+
+    def _safe_compact_journal_to_dump(self) -> None:
+        try:
+            data = self._SyncObj__serializer.deserialize()
+            before, last = tuple(data[2]), tuple(data[1])
+        except Exception:
+            return  # the library's loader reports an unreadable dump
+        log = self._SyncObj__raftLog
+        if len(log) < 2:
+            return
+        pos = before[1] - log[0][1]
+        if 0 < pos < len(log) - 1 and tuple(log[pos]) == before and tuple(log[pos + 1]) == last:
+            logger.info("journal not yet compacted to the full dump at %d: compacting it, "
+                        "keeping %d entries after it", last[1], len(log) - pos - 2)
+            log.deleteEntriesTo(pos)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _safe_last_index(self) -> int:
+        return self._SyncObj__raftLog[-1][1]
+
+    def _safe_send_ack(self, node: Node, success: bool, reset: bool = False,
+                       next_idx: int | None = None) -> None:
+        """Send ``next_node_idx``; without ``next_idx`` it is the follower's own log end + 1."""
+        if next_idx is None:
+            next_idx = self._safe_last_index() + 1
+        self._SyncObj__transport.send(node, {
+            "type": "next_node_idx",
+            "next_node_idx": next_idx,
+            "reset": reset,
+            "success": success,
+            "term": self.raftCurrentTerm,
+        })
