@@ -89,8 +89,8 @@ def test_leader_sigkill_loses_no_acknowledged_write(make_cluster) -> None:
     assert not thread.is_alive()
     assert errors == [], f"the client surfaced errors instead of riding through: {errors[:3]}"
     survivors = cluster.live()
+    cluster.converged()  # followers serve local reads: let them catch up before reading
     final = {m: node_ids(cluster.members[m].url) for m in survivors}
-    cluster.converged()
     for member_id, present in final.items():
         missing = [n for n in acked if n not in present]
         assert not missing, f"{member_id} lost acknowledged writes {missing[:5]}"
