@@ -159,7 +159,9 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
     if base_port != DEFAULT_BASE_PORT or host != LOOPBACK:
         urls = ",".join(m.api_url for m in members.values())
         click.echo(f"  export HACOORD_ENDPOINTS={urls}")
+    # Both, explicitly: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         _report_leader(members, procs)
         _supervise(procs)
