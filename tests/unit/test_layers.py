@@ -1,0 +1,70 @@
+"""Imports only go down: core <- placement <- replication <- server; client never pulls in the
+coordinator. Checked on the source (every import statement) and at run time (what importing the
+client actually loads)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hacoord
+
+ROOT = Path(hacoord.__file__).parent
+
+# room -> rooms (and third-party coordinator packages) it may import
+ALLOWED = {
+    "core": {"core"},
+    "placement": {"core", "placement"},
+    "replication": {"core", "replication", "pysyncobj"},
+    "server": {"core", "placement", "replication", "server", "fastapi", "uvicorn"},
+    "client": {"client"},
+    "cli": {"cli", "client", "server", "core"},
+}
+COORDINATOR_ONLY = {"pysyncobj", "fastapi", "uvicorn"}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Top-level names imported by a module: 'core' for hacoord.core..., else the package."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "hacoord" and len(parts) > 1:
+                found.add(parts[1])
+            elif parts[0] in COORDINATOR_ONLY:
+                found.add(parts[0])
+    return found
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED))
+def test_room_imports_only_what_it_may(room: str) -> None:
+    bad = {}
+    for path in sorted((ROOT / room).rglob("*.py")):
+        extra = imports_of(path) - ALLOWED[room] - {"__init__", "__version__"}
+        if extra:
+            bad[str(path.relative_to(ROOT))] = sorted(extra)
+    assert not bad, f"{room} imports beyond its layer: {bad}"
+
+
+def test_only_replication_imports_pysyncobj() -> None:
+    users = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                   if "pysyncobj" in imports_of(p))
+    assert users and all(u.startswith("replication/") for u in users), users
+
+
+def test_importing_the_client_loads_no_coordinator_code() -> None:
+    code = ("import sys, hacoord; from hacoord import Client; import hacoord.client; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'pysyncobj', 'fastapi', 'uvicorn'} or m.startswith(('hacoord.server', "
+            "'hacoord.replication'))); print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the client pulled in: {out.stdout.strip()}"
