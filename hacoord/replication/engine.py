@@ -31,6 +31,7 @@ class HacoordSyncObj(SafeSyncObj):
     def __init__(self, *args: Any, durable: bool = True, **kwargs: Any) -> None:
         self.poller = EpollPoller()
         self.journal: HacoordJournal | None = None
+        self.loading_snapshot = False
         self._sent_up_to = 0
 
         def make_journal(path: str | None) -> HacoordJournal:
@@ -48,6 +49,15 @@ class HacoordSyncObj(SafeSyncObj):
             super().__init__(*args, **kwargs)
         finally:
             _syncobj_module.createPoller, _syncobj_module.createJournal = originals
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802,N803
+        """The library's one real snapshot install: while it runs, the state may be replaced
+        (``loading_snapshot``); other reads of the snapshot file are look-ups only."""
+        self.loading_snapshot = True
+        try:
+            super()._SyncObj__loadDumpFile(clearJournal)
+        finally:
+            self.loading_snapshot = False
 
     def send_new_entries(self) -> None:
         """On the leader, send log entries added since the last call now, rather than at the

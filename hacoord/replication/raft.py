@@ -170,6 +170,8 @@ class RaftReplicator:
         self._obj = HacoordSyncObj(me.raft_address, others, conf, consumers=[self._sm],
                                    durable=self.tuning.fsync)
         self._journal = self._obj.journal
+        obj = self._obj
+        self._sm.install_gate = lambda: obj.loading_snapshot
         self._loop.add_reader(self._obj.poller.fileno(), self._schedule_tick)
         self._timer = self._loop.call_later(self.tuning.tick_period, self._on_timer)
         self._tick()

@@ -52,6 +52,10 @@ class StateMachine(SyncObjConsumer):
     def __init__(self, on_applied: AppliedHook, on_restored: Callable[[], None]) -> None:
         super().__init__()
         self.state = ClusterState()
+        #: Asked before a read snapshot replaces the state. The library also reads a snapshot
+        #: just to look at its last entry (SafeSyncObj does, before deciding to install it);
+        #: only a real install may touch the state. None: always install.
+        self.install_gate: Callable[[], bool] | None = None
         self.applied_commands = 0
         self.load_error: str | None = None
         self._on_applied = on_applied
@@ -82,6 +86,7 @@ class StateMachine(SyncObjConsumer):
             self.load_error = f"cannot load snapshot {path}: {exc}"
             log.critical(self.load_error)
             raise
-        self.state = state
-        self._on_restored()
+        if self.install_gate is None or self.install_gate():
+            self.state = state
+            self._on_restored()
         return raft_data

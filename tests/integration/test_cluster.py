@@ -142,3 +142,21 @@ def test_five_members_keep_working_with_two_dead(make_cluster) -> None:
     cluster.converged()
     for member_id in cluster.live():
         assert {"a", "b"} <= node_ids(cluster.members[member_id].url)
+
+
+def test_member_far_behind_catches_up_from_a_snapshot(make_cluster) -> None:
+    cluster = make_cluster(3, "--log-compaction-min-entries", "20")
+    leader = cluster.leader()
+    lagger = next(m for m in cluster.members if m != leader)
+    client = Client(cluster.endpoints, timeout=2.0, deadline=20.0)
+    client.node_add("early", address="127.0.0.1:9000")
+    cluster.converged()
+    cluster.kill(lagger, signal.SIGKILL)
+    for i in range(120):  # several compactions on the live members while the lagger is down
+        client.node_add(f"late{i}", address="127.0.0.1:9000")
+    cluster.start(lagger)
+    cluster.converged(timeout=40)
+    present = node_ids(cluster.members[lagger].url)
+    assert {"early", *(f"late{i}" for i in range(120))} <= present
+    client.node_add("after", address="127.0.0.1:9000")
+    cluster.converged()
