@@ -383,6 +383,7 @@ class RaftReplicator:
             has_quorum=raw["has_quorum"],
             log_length=raw["log_len"],
             tick_failures=self.tick_failures,
+            leader_changes=self.leader_changes,
             in_flight=len(self._waiting),
             peers=peers,
         )

@@ -20,9 +20,11 @@ from fastapi.responses import JSONResponse
 
 from hacoord import __version__
 from hacoord.core.codec import digest as state_digest
+from hacoord.core.health import summary as health_summary
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.errors import ApiError, install_error_handlers
+from hacoord.server.metrics import install_metrics
 from hacoord.server.schemas import NodeCreate, NodeUpdate, PartitionMove, ResourceCreate
 from hacoord.server.views import node_view, resource_summary, routing
 
@@ -60,6 +62,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     app = FastAPI(title="hacoord", version=__version__, lifespan=lifespan,
                   description="Partition coordinator API: nodes, resources, routing, status.")
     install_error_handlers(app)
+    watching = {"open": 0}
+    install_metrics(app, replicator, lambda: watching["open"])
     app.state.replicator = replicator
     app.state.coordinator = coordinator
 
@@ -124,7 +128,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         members = {m.id: {"api_url": m.api_url, "raft_address": m.raft_address}
                    for m in replicator.members.values()}
         body = {"revision": status.revision, "member": status.to_dict(), "leader": status.leader_id,
-                "members": members, "pid": os.getpid()}
+                "members": members, "pid": os.getpid(), "health": health_summary(replicator.state)}
         if digest:
             body["digest"] = state_digest(replicator.state)
         return reply(body)

@@ -1,0 +1,46 @@
+"""Health of partitions and nodes, read off the state (pure).
+
+A partition is, in order of severity:
+
+* ``unavailable``: no replica is on a node that is up;
+* ``leaderless``: it has no leader, or its leader's node is down, while some replica is up;
+* ``under_replicated``: fewer replicas than its replication factor, or some on nodes that are down;
+* ``healthy``: otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hacoord.core.model import ClusterState, Partition
+
+PARTITION_HEALTH = ("healthy", "under_replicated", "leaderless", "unavailable")
+
+
+def partition_health(state: ClusterState, partition: Partition, replication_factor: int) -> str:
+    up = [n for n in partition.replicas if state.nodes[n].status == "up"]
+    if not up:
+        return "unavailable"
+    if partition.leader is None or state.nodes[partition.leader].status != "up":
+        return "leaderless"
+    if len(up) < replication_factor:
+        return "under_replicated"
+    return "healthy"
+
+
+def summary(state: ClusterState) -> dict[str, Any]:
+    """Counts of nodes by status and partitions by health, and the unhealthy partitions (at most
+    100 listed)."""
+    nodes = {"up": 0, "down": 0}
+    for node in state.nodes.values():
+        nodes[node.status] = nodes.get(node.status, 0) + 1
+    partitions = dict.fromkeys(PARTITION_HEALTH, 0)
+    unhealthy = []
+    for res in state.resources.values():
+        for i, part in enumerate(res.partitions):
+            health = partition_health(state, part, res.replication_factor)
+            partitions[health] += 1
+            if health != "healthy" and len(unhealthy) < 100:
+                unhealthy.append({"resource": res.name, "partition": i, "health": health})
+    worst = next((h for h in reversed(PARTITION_HEALTH) if partitions[h]), "healthy")
+    return {"nodes": nodes, "partitions": partitions, "status": worst, "unhealthy": unhealthy}

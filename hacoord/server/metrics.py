@@ -1,0 +1,84 @@
+"""Prometheus metrics of one member (prometheus-client; one registry per app).
+
+Gauges are read from the replicator and the state at scrape time; API latency is a histogram
+filled by a middleware, labelled by route template (not raw path), method and status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from hacoord.core.health import summary
+from hacoord.replication.base import Replicator
+
+ROLES = ("follower", "candidate", "leader", "stopped")
+
+
+class MemberCollector(Collector):
+    """Raft and state figures of one member, computed when scraped."""
+
+    def __init__(self, replicator: Replicator, watchers: Callable[[], int]) -> None:
+        self.replicator = replicator
+        self.watchers = watchers
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        status = self.replicator.status()
+        role = GaugeMetricFamily("hacoord_raft_role", "1 for this member's current Raft role",
+                                 labels=["role"])
+        for name in ROLES:
+            role.add_metric([name], 1.0 if status.role == name else 0.0)
+        yield role
+        yield GaugeMetricFamily("hacoord_raft_term", "Current Raft term", value=status.term)
+        yield GaugeMetricFamily("hacoord_raft_commit_index", "Raft commit index",
+                                value=status.commit_index)
+        yield GaugeMetricFamily("hacoord_raft_applied_index", "Last applied Raft index",
+                                value=status.applied_index)
+        yield CounterMetricFamily("hacoord_raft_leader_changes", "Leaders seen by this member",
+                                  value=status.leader_changes)
+        yield CounterMetricFamily("hacoord_raft_tick_failures", "Raft ticks that raised",
+                                  value=status.tick_failures)
+        yield GaugeMetricFamily("hacoord_ready", "1 when this member is ready",
+                                value=1.0 if status.ready else 0.0)
+        yield GaugeMetricFamily("hacoord_state_revision", "Revision of the applied state",
+                                value=status.revision)
+        yield GaugeMetricFamily("hacoord_commands_in_flight", "Writes waiting for their outcome",
+                                value=status.in_flight)
+        yield GaugeMetricFamily("hacoord_watchers", "Open watch requests", value=self.watchers())
+        health = summary(self.replicator.state)
+        nodes = GaugeMetricFamily("hacoord_nodes", "Data nodes by status", labels=["status"])
+        for name, count in sorted(health["nodes"].items()):
+            nodes.add_metric([name], count)
+        yield nodes
+        parts = GaugeMetricFamily("hacoord_partitions", "Partitions by health", labels=["health"])
+        for name, count in health["partitions"].items():
+            parts.add_metric([name], count)
+        yield parts
+
+
+def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[], int]) -> None:
+    """Add ``GET /metrics`` and the API latency middleware to ``app``."""
+    registry = CollectorRegistry()
+    registry.register(MemberCollector(replicator, watchers))
+    latency = Histogram("hacoord_api_request_seconds", "API request latency",
+                        ["route", "method", "status"], registry=registry,
+                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        latency.labels(template, request.method, str(response.status_code)).observe(
+            time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

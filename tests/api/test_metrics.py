@@ -1,0 +1,55 @@
+"""``/metrics`` parsed with prometheus_client's own parser; health in ``/v1/status``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.api.inproc import InProcessCluster
+
+
+@pytest.fixture
+def api() -> Iterator[httpx.Client]:
+    with InProcessCluster(1) as single, httpx.Client(transport=single.transport,
+                                                      base_url=single.url("m1")) as client:
+        yield client
+
+
+def scrape(api: httpx.Client) -> dict[str, list]:
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {f.name: f.samples for f in text_string_to_metric_families(response.text)}
+
+
+def value(samples: list, **labels: str) -> float:
+    return next(s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_follow_the_state_and_the_api(api: httpx.Client) -> None:
+    api.post("/v1/nodes", json={"id": "a", "address": "127.0.0.1:1", "zone": "z1"})
+    api.post("/v1/nodes", json={"id": "b", "address": "127.0.0.1:2", "zone": "z2"})
+    api.post("/v1/resources", json={"name": "r", "partitions": 4, "replicas": 2})
+    api.post("/v1/nodes", json={"id": "bad id"})  # a 400, counted under its route
+    metrics = scrape(api)
+    assert value(metrics["hacoord_raft_role"], role="leader") == 1.0
+    assert value(metrics["hacoord_raft_role"], role="follower") == 0.0
+    assert value(metrics["hacoord_state_revision"]) == 3.0
+    assert value(metrics["hacoord_nodes"], status="up") == 2.0
+    assert value(metrics["hacoord_partitions"], health="healthy") == 4.0
+    assert value(metrics["hacoord_ready"]) == 1.0
+    latency = metrics["hacoord_api_request_seconds"]
+    assert value(latency, route="/v1/nodes", method="POST", status="201") >= 1
+    assert any(s.labels.get("status") == "400" and s.name.endswith("_count") for s in latency)
+
+    api.patch("/v1/nodes/a", json={"status": "down"})
+    metrics = scrape(api)
+    assert value(metrics["hacoord_nodes"], status="down") == 1.0
+    assert value(metrics["hacoord_partitions"], health="under_replicated") == 4.0
+    health = api.get("/v1/status").json()["health"]
+    assert health["status"] == "under_replicated" and health["partitions"]["under_replicated"] == 4
+    api.patch("/v1/nodes/b", json={"status": "down"})
+    assert api.get("/v1/status").json()["health"]["partitions"]["unavailable"] == 4
