@@ -325,6 +325,20 @@ def routing(resource_name: str | None, consistent: bool) -> None:
     state.out.routing(state.client().routing(resource_name, consistent=consistent))
 
 
+@main.command()
+@click.option("--since", type=click.IntRange(min=0), default=None,
+              help="Last revision already seen (default: only changes from now on).")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N events.")
+@json_option
+def watch(since: int | None, count: int | None) -> None:
+    """Print every change, in order, as it happens (Ctrl-C stops); rides through failovers."""
+    state = _state()
+    for seen, event in enumerate(state.client().watch(since), start=1):
+        state.out.event(event)
+        if count is not None and seen >= count:
+            return
+
+
 # --- serving (hacoord/cli/serve.py) -----------------------------------------------------------
 
 from hacoord.cli.serve import cluster, serve  # noqa: E402  (registered last, as the layout asks)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from hacoord.client import ClusterStatus, NodeInfo, ResourceInfo, RoutingTable, WriteResult
+from hacoord.client import ClusterStatus, NodeInfo, ResourceInfo, RoutingTable, WatchEvent, WriteResult
 
 
 def error(message: str) -> None:
@@ -119,6 +119,15 @@ class Output:
         click.echo(table(["NAME", "PARTITIONS", "REPLICAS", "CREATED"],
                          [[r.name, r.partitions, r.replication_factor, _time(r.created_at)]
                           for r in resources]))
+
+    def event(self, event: WatchEvent) -> None:
+        """One watch event a line: JSON lines with ``--json``, else revision, type and data."""
+        if self.as_json:
+            click.echo(json.dumps(event.to_dict(), sort_keys=True))
+            return
+        details = " ".join(f"{k}={_cell(v)}" for k, v in sorted(event.data.items())
+                           if not isinstance(v, dict | list))
+        click.echo(f"{event.revision:>8}  {event.type:<18} {details}".rstrip(), nl=True)
 
     def routing(self, routing: RoutingTable) -> None:
         if self.as_json:

@@ -14,6 +14,7 @@ client must not pull in the coordinator). See :class:`Client` for routing and re
 from hacoord.client.client import DEFAULT_ENDPOINTS, ENDPOINTS_ENV, Client, parse_endpoints
 from hacoord.client.errors import (
     ApiError,
+    Compacted,
     Conflict,
     HacoordError,
     InvalidArgument,
@@ -32,6 +33,7 @@ from hacoord.client.models import (
     PartitionRoute,
     ResourceInfo,
     RoutingTable,
+    WatchEvent,
     WriteResult,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "ApiError",
     "Client",
     "ClusterStatus",
+    "Compacted",
     "Conflict",
     "HacoordError",
     "InvalidArgument",
@@ -56,6 +59,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailable",
     "UnavailableError",
+    "WatchEvent",
     "WriteResult",
     "parse_endpoints",
 ]

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -44,6 +44,7 @@ from hacoord.client.models import (
     PartitionRoute,
     ResourceInfo,
     RoutingTable,
+    WatchEvent,
     WriteResult,
 )
 
@@ -124,6 +125,7 @@ class _Call:
     body: Any = None
     to_leader: bool = False
     request_id: str | None = None
+    attempt_timeout: float | None = None
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0
     redirects: int = 0
@@ -329,6 +331,32 @@ class Client:
         data = self._read("/v1/routing", consistent, params)
         return self._parse(lambda: RoutingTable.from_api(data))
 
+    def watch(self, since: int | None = None, *, poll: float = 25.0,
+              stop: Callable[[], bool] | None = None) -> Iterator[WatchEvent]:
+        """Every change after revision ``since`` (default: from now), in order, with no gaps or
+        repeats, for as long as the caller iterates (or until ``stop()`` returns True, checked
+        between polls of at most ``poll`` seconds).
+
+        It long-polls any member (each has the same history, since each applies the same log)
+        and resumes from the last revision it yielded after a failover or a reconnect. Raises
+        :class:`Compacted` if ``since`` is older than the members keep: re-read the state and
+        watch from its revision; :class:`UnavailableError` if no member answers in ``deadline``.
+        """
+        last = since
+        while stop is None or not stop():
+            params: dict[str, Any] = {"timeout": poll}
+            if last is not None:
+                params["since"] = last
+            call = _Call("GET", "/v1/watch", params=params, attempt_timeout=poll + self.timeout)
+            data = self._json(self._run(call))
+            if last is None:
+                last = int(data["since"])
+            events = self._parse(lambda d=data: [WatchEvent.from_api(raw) for raw in d["events"]])
+            # The member sends only events after ``last``, whole revisions, in order.
+            for event in events:
+                last = max(last, event.revision)
+                yield event
+
     # --- plumbing -----------------------------------------------------------------------------
 
     def _read(self, path: str, consistent: bool, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -388,7 +416,7 @@ class Client:
         try:
             response = self._http.request(
                 call.method, endpoint + call.path, params=call.params, json=call.body, headers=headers,
-                timeout=max(MIN_ATTEMPT_TIMEOUT, min(self.timeout, remaining)))
+                timeout=max(MIN_ATTEMPT_TIMEOUT, min(call.attempt_timeout or self.timeout, remaining)))
         except httpx.TransportError:
             self._passed_over(endpoint)
             raise

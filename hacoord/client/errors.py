@@ -7,6 +7,7 @@ The tree::
     │   ├── InvalidArgument          400 invalid_argument: the request is malformed
     │   ├── NotFound                 404 not_found: no such node, resource or partition
     │   ├── Conflict                 409 already_exists, node_not_empty, not_enough_nodes, stale_plan
+    │   ├── Compacted                410 compacted: watch asked for history no longer kept
     │   ├── ServiceUnavailable       503 no_leader / unavailable, 504 timeout: retried by the client
     │   │   └── NotLeader            503 not_leader: .leader names the member that leads, if known
     │   └── ServerError              500 internal_error and any other unexpected status
@@ -68,6 +69,11 @@ class Conflict(ApiError):
     ``not_enough_nodes``, ``stale_plan``)."""
 
 
+class Compacted(ApiError):
+    """410: the watch asked for events older than the member keeps; re-read the state (its
+    revision) and watch from there."""
+
+
 class ServiceUnavailable(ApiError):
     """503/504: the cluster cannot serve the request right now (no leader, leader unreachable,
     commit timed out). The client retries these itself; callers see them only as the ``cause`` of
@@ -111,6 +117,7 @@ _CLASS_BY_CODE: dict[str, type[ApiError]] = {
     "not_enough_nodes": Conflict,
     "stale_plan": Conflict,
     "conflict": Conflict,
+    "compacted": Compacted,
     "not_leader": NotLeader,
     "no_leader": ServiceUnavailable,
     "unavailable": ServiceUnavailable,
@@ -122,6 +129,7 @@ _CLASS_BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidArgument,
     404: NotFound,
     409: Conflict,
+    410: Compacted,
     503: ServiceUnavailable,
     504: ServiceUnavailable,
 }

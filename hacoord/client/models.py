@@ -207,3 +207,18 @@ class WriteResult(_Model):
     node: NodeInfo | None = None
     resource: ResourceInfo | None = None
     partition: PartitionRoute | None = None
+
+
+@dataclass(frozen=True)
+class WatchEvent(_Model):
+    """One change, as the watch feed reports it: ``type`` in the past tense (``NodeRegistered``,
+    ``PartitionChanged``, ...), the ``revision`` it happened at, and its ``data``."""
+
+    type: str
+    revision: int
+    data: Mapping[str, Any] = _no_hash_dict()
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> WatchEvent:
+        return cls(type=str(data["type"]), revision=int(data["revision"]),
+                   data=dict(data.get("data", {})))

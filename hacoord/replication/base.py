@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from hacoord.core.commands import Command
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
+from hacoord.replication.feed import ChangeFeed
 
 
 class ReplicationError(Exception):
@@ -74,6 +75,7 @@ class Replicator(Protocol):
 
     member_id: str
     members: dict[str, MemberInfo]
+    feed: ChangeFeed
 
     @property
     def state(self) -> ClusterState:

@@ -11,6 +11,7 @@ from hacoord.core.commands import Command
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
 from hacoord.replication.base import MemberInfo, MemberStatus, NotLeaderError
+from hacoord.replication.feed import ChangeFeed
 
 
 class MemoryReplicator:
@@ -22,6 +23,7 @@ class MemoryReplicator:
         self._state = ClusterState()
         self._leader: str | None = member_id
         self._index = 1
+        self.feed = ChangeFeed()
 
     @property
     def state(self) -> ClusterState:
@@ -47,7 +49,10 @@ class MemoryReplicator:
         if not self.is_leader():
             raise NotLeaderError(self._leader)
         self._index += 1
-        return apply(self._state, command)
+        outcome = apply(self._state, command)
+        if outcome.ok and outcome.events:
+            self.feed.record(outcome.events)
+        return outcome
 
     def status(self) -> MemberStatus:
         return MemberStatus(

@@ -46,6 +46,7 @@ from hacoord.replication.base import (
     ReplicationError,
 )
 from hacoord.replication.engine import HacoordSyncObj
+from hacoord.replication.feed import ChangeFeed
 from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.statemachine import StateMachine, encode_batch
 
@@ -126,6 +127,7 @@ class RaftReplicator:
         self._secret = secret
         self._by_raft_address = {m.raft_address: m.id for m in members.values()}
         self._sm = StateMachine(self._on_applied, self._on_restored)
+        self.feed = ChangeFeed()
         self._obj: HacoordSyncObj | None = None
         self._journal: HacoordJournal | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -341,12 +343,15 @@ class RaftReplicator:
     # --- applying -----------------------------------------------------------------------------
 
     def _on_applied(self, rid: str, outcome: Outcome) -> None:
+        if outcome.ok and outcome.events:
+            self.feed.record(outcome.events)
         waiter = self._waiting.pop(rid, None) if rid else None
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(outcome)
 
     def _on_restored(self) -> None:
         """A snapshot replaced the state: answer waiters whose commands it already contains."""
+        self.feed.reset(self.state.revision)
         for rid in [r for r in self._waiting if r in self.state.requests]:
             self._on_applied(rid, apply(self.state, self._waiting[rid].command))
 

@@ -22,6 +22,7 @@ from hacoord import __version__
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.health import summary as health_summary
 from hacoord.replication.base import Replicator
+from hacoord.replication.feed import Compacted
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.errors import ApiError, install_error_handlers
 from hacoord.server.metrics import install_metrics
@@ -210,6 +211,30 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         applied = await coordinator.move_partition(_request_id(request), name, partition,
                                                    body.from_node, body.to_node)
         return reply({"revision": applied.revision, **applied.result})
+
+    # --- watch --------------------------------------------------------------------------------
+
+    @app.get("/v1/watch", tags=["watch"])
+    async def watch(since: int | None = Query(None, ge=0, description="last revision seen"),
+                    timeout: float = Query(25.0, ge=0, le=60, description="seconds to wait"),
+                    limit: int = Query(1000, ge=1, le=10_000)) -> Response:
+        """Long poll: the events after revision ``since`` (whole revisions, in order), waiting up
+        to ``timeout`` seconds for one. Without ``since``, from the current revision. A revision
+        older than this member keeps is answered 410 ``compacted``: re-read the state (its
+        revision) and watch from there."""
+        feed = replicator.feed
+        start = replicator.state.revision if since is None else since
+        watching["open"] += 1
+        try:
+            await feed.wait(start, timeout)
+        finally:
+            watching["open"] -= 1
+        try:
+            events = feed.since(start, limit)
+        except Compacted as exc:
+            raise ApiError("compacted", str(exc), status=410) from None
+        return reply({"revision": replicator.state.revision, "since": start,
+                      "events": [e.to_dict() for e in events]})
 
     @app.get("/v1/routing", tags=["routing"])
     async def get_routing(request: Request, consistent: bool = False,

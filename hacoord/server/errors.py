@@ -22,6 +22,7 @@ STATUS_BY_CODE = {
     "not_enough_nodes": 409,
     "stale_plan": 409,
     "conflict": 409,
+    "compacted": 410,
     "not_leader": 503,
     "no_leader": 503,
     "unavailable": 503,

@@ -160,3 +160,39 @@ def test_member_far_behind_catches_up_from_a_snapshot(make_cluster) -> None:
     assert {"early", *(f"late{i}" for i in range(120))} <= present
     client.node_add("after", address="127.0.0.1:9000")
     cluster.converged()
+
+
+def test_watch_has_no_gap_or_repeat_across_a_leader_kill(make_cluster) -> None:
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    writer = Client(cluster.endpoints, timeout=2.0, deadline=20.0)
+    writer.node_add("first", address="127.0.0.1:9000")
+    # Watch through the leader first, so the kill also cuts the watcher's connection.
+    leader_url = cluster.members[leader].url
+    watcher = Client([leader_url, *[u for u in cluster.endpoints if u != leader_url]],
+                     timeout=2.0, deadline=20.0)
+    events: list = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        for event in watcher.watch(since=0, poll=0.5, stop=stop.is_set):
+            events.append(event)
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        for i in range(30):
+            writer.node_add(f"a{i}", address="127.0.0.1:9000")
+        cluster.kill(leader, signal.SIGKILL)
+        for i in range(30):
+            writer.node_add(f"b{i}", address="127.0.0.1:9000")
+        final = cluster.converged()["revision"]
+        wait_for("the watcher to reach the last revision",
+                 lambda: events and events[-1].revision == final, timeout=30)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    revisions = [e.revision for e in events]
+    assert revisions == list(range(1, final + 1)), "gap or repeat in the watched revisions"
+    assert [e.data["id"] for e in events] == ["first", *(f"a{i}" for i in range(30)),
+                                              *(f"b{i}" for i in range(30))]
