@@ -16,7 +16,8 @@ for other commands (reproduced step by step in ``tests/adapter/test_raft_safety.
 
 What :class:`SafeSyncObj` changes
 =================================
-Only two message types are handled here; every other message goes to the library unchanged.
+Two message types are handled here; every other message goes to the library unchanged (the
+start-up dump load and the tick are wrapped too, see the next sections).
 
 * Follower, ``append_entries`` (regular, chunked ``transmission`` and ``serialized`` snapshot
   forms) follows the receiver rules of the Raft paper (Figure 2):
@@ -34,7 +35,7 @@ Only two message types are handled here; every other message goes to the library
     ``min(leaderCommit, last index covered)``, never backwards;
   - a snapshot older than the commit index is not installed (it would move the commit index
     and the applied state backwards); the ack then covers the snapshot's last index, which the
-    follower holds because it is committed;
+    follower holds because it is committed, and the member's own dump is written again;
   - a chunked entry whose ``finish`` chunk does not yet complete the pickle (0.3.17's sender
     labels chunks by the command's length, not the pickle's) waits for the next chunk instead
     of raising.
@@ -49,10 +50,11 @@ Only two message types are handled here; every other message goes to the library
   backwards.  A failure with reset moves ``nextIndex`` back to retry, never forward: with
   pipelining, 0.3.17 receives one rejection per batch, each with its own hint (say 19, then
   20), and setting ``nextIndex`` to each in turn can alternate forever between the same two
-  values.  A reset at or below ``matchIndex`` can only come from a follower that lost
-  acknowledged entries (restart without its journal; acks on one link arrive in order), so it
-  lowers ``matchIndex`` too.  Every member of a cluster must run ``SafeSyncObj``: acks from an
-  unpatched member carry no term and are ignored.
+  values; nor below ``matchIndex + 1``.  Acks also carry the follower's last log index: one
+  below ``matchIndex`` can only come from a follower that lost acknowledged entries (restart
+  without its journal; acks on one link arrive in order), so ``matchIndex`` is lowered too.
+  Every member of a cluster must run ``SafeSyncObj``: acks from an unpatched member carry no
+  term and are ignored.
 
 Restart between full dump and journal compaction
 ================================================
@@ -206,18 +208,20 @@ class SafeSyncObj(_syncobj.SyncObj):
             match_index[node] = max(match_index[node], acked - 1)
             next_index[node] = max(next_index[node], acked)
         elif message["reset"]:
-            if acked <= match_index[node]:
+            last = message.get("last_log_idx", acked - 1)
+            if last < match_index[node]:
                 # Acks of one link arrive in order, and a follower never deletes entries it
                 # acknowledged in this term: it lost them (restarted without its log).
                 logger.warning("%s no longer holds entries up to %d it acknowledged; resending "
                                "from %d", node, match_index[node], acked)
-                match_index[node] = acked - 1
+                match_index[node] = min(last, acked - 1)
                 next_index[node] = acked
             else:
                 # Pipelined rejections answer messages with growing prevLogIdx, and each hint
                 # is at most its message's prevLogIdx: keep the lowest, or the leader would
-                # alternate between hints forever.
-                next_index[node] = min(next_index[node], acked)
+                # alternate between hints forever.  Entries up to matchIndex are known to
+                # match, so a hint below it (a conflicting term's run) restarts after it.
+                next_index[node] = max(min(next_index[node], acked), match_index[node] + 1)
         self._SyncObj__lastResponseTime[node] = _syncobj.monotonicTime()
 
     # -- follower side ----------------------------------------------------------------------
@@ -370,10 +374,12 @@ class SafeSyncObj(_syncobj.SyncObj):
         snapshot_idx = last_entry[1]
         if snapshot_idx <= self._SyncObj__raftCommitIndex:
             # Installing would move commit index and applied state backwards; the follower
-            # already holds everything up to its commit index.  Note: the library has already
-            # replaced the local full-dump file with this snapshot.
+            # already holds everything up to its commit index.  The serializer has already
+            # replaced this member's own dump with the older one: write ours again.
             logger.warning("ignoring snapshot from %s ending at %d: commit index is %d",
                            node, snapshot_idx, self._SyncObj__raftCommitIndex)
+            self._SyncObj__lastSerializedEntry = None
+            self.forceLogCompaction()
             self._safe_send_ack(node, next_idx=snapshot_idx + 1, success=True)
             return snapshot_idx
         self._SyncObj__loadDumpFile(clearJournal=True)
@@ -427,4 +433,5 @@ class SafeSyncObj(_syncobj.SyncObj):
             "reset": reset,
             "success": success,
             "term": self.raftCurrentTerm,
+            "last_log_idx": self._safe_last_index(),
         })

@@ -87,7 +87,13 @@ def describe(src: str, dst: str, message: dict[str, Any]) -> str:
 class Network:
     """Per-link FIFO queues between in-memory transports; the test decides what moves when."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None, send_cost: float = 0.001) -> None:
+        # Each send moves the clock by ``send_cost``: 0.3.17's leader loops in one tick until
+        # ``appendEntriesPeriod`` has passed when a follower needs a snapshot that is still
+        # being written (it sends ``serialized: None`` again and again); a frozen clock would
+        # make that loop endless.
+        self.clock = clock
+        self.send_cost = send_cost
         self.transports: dict[str, InMemoryTransport] = {}
         self.queues: dict[tuple[str, str], deque[bytes]] = {}
         self.cut: set[frozenset[str]] = set()
@@ -145,6 +151,8 @@ class Network:
 
     # -- traffic ----------------------------------------------------------------------------
     def send(self, src: str, dst: str, message: dict[str, Any]) -> bool:
+        if self.clock is not None:
+            self.clock.advance(self.send_cost)
         if not self.linked(src, dst):
             return False
         self.queues.setdefault((src, dst), deque()).append(pickle.dumps(message))
@@ -232,7 +240,7 @@ class Cluster:
         self.cls = cls
         self.clock = clock
         self.names = [f"n{i}" for i in range(size)]
-        self.network = Network()
+        self.network = Network(clock)
         self.journal_dir = journal_dir
         self.full_dump = full_dump
         self.conf = conf
@@ -282,6 +290,8 @@ class Cluster:
         """Stop a member abruptly: its links drop, in-flight messages are lost."""
         obj = self.objs.pop(name)
         self.logs.pop(name)
+        if self.network.record:
+            self.network.transcript.append(f"crash {name}")
         obj.destroy()  # autoTick=False: closes transport (detach) and journal at once
 
     def restart(self, name: str) -> SyncObj:
@@ -299,6 +309,8 @@ class Cluster:
     def tick(self, *names: str) -> None:
         for name in names or self.alive:
             if name in self.objs:
+                if self.network.record:
+                    self.network.transcript.append(f"tick {name} (clock {self.clock.now:.3f})")
                 self.objs[name].doTick(0)
 
     def step(self, dt: float = 0.11, rounds: int = 1) -> None:

@@ -170,9 +170,11 @@ def test_leader_ack_rules() -> None:
         assert next_idx == match + 1
         term = obj.raftCurrentTerm
 
-        def ack(next_node_idx: int, success: bool, reset: bool, term: int = term) -> None:
+        def ack(next_node_idx: int, success: bool, reset: bool, term: int = term,
+                last: int = match) -> None:
             net.send(follower, leader, {"type": "next_node_idx", "next_node_idx": next_node_idx,
-                                        "success": success, "reset": reset, "term": term})
+                                        "success": success, "reset": reset, "term": term,
+                                        "last_log_idx": last})
             net.deliver(follower, leader, 1)
 
         ack(3, success=True, reset=False)  # an old batch's ack: moves nothing back
@@ -181,10 +183,27 @@ def test_leader_ack_rules() -> None:
         assert indexes() == (next_idx, match)
         ack(next_idx + 3, success=False, reset=True)  # a reset never moves nextIndex forward
         assert indexes() == (next_idx, match)
-        ack(2, success=False, reset=True)  # the follower lost what it acknowledged
+        ack(3, success=False, reset=True)  # a hint below matchIndex: retry after matchIndex
+        assert indexes() == (match + 1, match)
+        ack(2, success=False, reset=True, last=1)  # the follower lost what it acknowledged
         assert indexes() == (2, 1)
         assert cluster.run_until(lambda: indexes() == (next_idx, match))
         assert all(len(cluster.applied(n)) == 6 for n in cluster.names)
+        cluster.destroy()
+
+
+def test_member_restarted_without_its_log_catches_up() -> None:
+    """In-memory journal: a restarted follower lost entries it acknowledged; its reset ack
+    (last log index below matchIndex) lowers matchIndex and replication starts over."""
+    with controlled_time(seed=10) as clock:
+        cluster = Cluster(SafeSyncObj, clock)
+        leader, follower, _ = elect(cluster)
+        for i in range(10):
+            cluster.submit(leader, i)
+        cluster.step(rounds=3)
+        cluster.crash(follower)
+        cluster.restart(follower)
+        assert cluster.run_until(lambda: cluster.applied(follower) == list(range(10)))
         cluster.destroy()
 
 
@@ -290,7 +309,7 @@ def run_schedule(seed: int, schedule: list[tuple[Any, ...]], journal_dir: Path,
     With ``compaction`` members compact their log every few entries (journal + full dump), so
     followers also catch up through snapshots.
     """
-    conf: dict[str, Any] = {"logCompactionMinEntries": 8} if compaction else {}
+    conf: dict[str, Any] = {"logCompactionMinEntries": 3} if compaction else {}
     with controlled_time(seed=seed) as clock:
         cluster = Cluster(SafeSyncObj, clock, journal_dir=journal_dir, full_dump=compaction,
                           **conf)
@@ -359,7 +378,7 @@ def run_schedule(seed: int, schedule: list[tuple[Any, ...]], journal_dir: Path,
             cluster.destroy()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), schedule=st.lists(STEP, min_size=10, max_size=60),
        compaction=st.booleans())
 def test_random_schedules_never_lose_acknowledged_writes(
@@ -492,4 +511,50 @@ def test_restart_of_whole_cluster_after_log_compaction(
             assert all(cluster.applied(n) == [] for n in cluster.names)
             assert all(cluster.objs[n].raftLastApplied == 1 for n in cluster.names)
         assert cluster.outcomes.get("after-restart") in (None, FAIL_REASON.SUCCESS)
+        cluster.destroy()
+
+
+@pytest.mark.parametrize(("cls", "loses"), [
+    pytest.param(SyncObj, True, id="unpatched-library-clears-journal-and-loses"),
+    pytest.param(SafeSyncObj, False, id="safe-syncobj-keeps-journal-tail"),
+])
+def test_restart_between_full_dump_and_journal_compaction(
+        cls: type[SyncObj], loses: bool, tmp_path: Path) -> None:
+    """F acknowledges entries, writes a full dump, restarts before compacting its journal.
+
+    Unpatched, the restart clears F's journal (it does not start with the dump's entries), so
+    entries F acknowledged are gone; with the leader dead and G lagging they are lost.
+    """
+    with controlled_time(seed=9) as clock:
+        cluster = Cluster(cls, clock, journal_dir=tmp_path, full_dump=True)
+        leader, follower, lagging = elect(cluster)
+        for i in range(6):
+            cluster.submit(leader, i)
+        cluster.step(rounds=3)
+        net = cluster.network
+        net.cut_link(lagging, leader)
+        net.cut_link(lagging, follower)
+        for i in range(6, 12):
+            cluster.submit(leader, i)
+        clock.advance(0.11)
+        cluster.tick(leader)
+        clock.advance(0.11)
+        cluster.tick(leader)
+        net.deliver(leader, follower, net.pending(leader, follower))
+        net.deliver(follower, leader, net.pending(follower, leader))
+        clock.advance(0.11)
+        cluster.tick(leader)  # committed with the follower's acks: SUCCESS for 6..11
+        assert set(range(12)) <= set(cluster.acked)
+        cluster.objs[follower].forceLogCompaction()
+        cluster.tick(follower)  # full dump written; the journal is compacted on the next tick
+        cluster.crash(follower)
+        cluster.restart(follower)
+        cluster.crash(leader)
+        net.heal_link(follower, lagging)
+        assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
+        cluster.submit(cluster.leader(), "after")
+        assert cluster.run_until(lambda: "after" in cluster.acked, rounds=50)
+        cluster.step(rounds=3)
+        lost = set(range(12)) - set(cluster.applied(follower))
+        assert bool(lost) is loses, lost
         cluster.destroy()
