@@ -220,6 +220,9 @@ class RaftReplicator:
         try:
             obj.doTick(0.0)
             obj.send_new_entries()
+            if self._journal is not None:
+                # The leader's own copy syncs while the followers receive and sync theirs.
+                self._journal.sync()
             self.consecutive_tick_failures = 0
         except Exception:
             self.tick_failures += 1
