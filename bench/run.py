@@ -37,10 +37,10 @@ from tests.integration.harness import LocalCluster, wait_for
 WRK_DIR = Path(__file__).parent / "wrk"
 
 
-def _wrk(url: str, clients: int, seconds: float, script: str, token: str) -> dict[str, float]:
+def _wrk(url: str, clients: int, seconds: float, mode: str, token: str) -> dict[str, float]:
     """One wrk run (C load generator: the client must not eat the members' CPU)."""
     argv = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s",
-            "-s", str(WRK_DIR / f"{script}.lua"), url, "--", token]
+            "-s", str(WRK_DIR / "load.lua"), url, "--", mode, token]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
     if line is None:

@@ -1,28 +1,33 @@
--- wrk script: small writes (SetNodeState metrics) with a unique X-Request-Id per request.
--- Usage: wrk -s write.lua URL -- RUN_TOKEN
+-- wrk script for bench/run.py. Usage: wrk -s load.lua URL -- MODE TOKEN
+--   MODE write: small writes (PATCH /v1/nodes/bench-N, a metrics change), a unique X-Request-Id
+--               per request (TOKEN keeps ids unique across runs);
+--   MODE read:  GET of the URL as given (the baseline: /livez, the HTTP stack without Raft).
+-- Prints one line "RESULT {json}" with counts and p50/p99 latency in microseconds.
+local mode = "read"
 local token = "run"
 local counter = 0
-local threads = {}
 local next_id = 0
 
 function setup(thread)
   thread:set("tid", next_id)
   next_id = next_id + 1
-  table.insert(threads, thread)
 end
 
 function init(args)
-  if args[1] ~= nil then token = args[1] end
+  if args[1] ~= nil then mode = args[1] end
+  if args[2] ~= nil then token = args[2] end
 end
 
 request = function()
+  if mode ~= "write" then
+    return wrk.format("GET")
+  end
   counter = counter + 1
-  local node = "bench-" .. (counter % 16)
-  local body = '{"metrics":{"seq":' .. counter .. '}}'
   local headers = {}
   headers["Content-Type"] = "application/json"
   headers["X-Request-Id"] = token .. "-" .. tid .. "-" .. counter
-  return wrk.format("PATCH", "/v1/nodes/" .. node, headers, body)
+  return wrk.format("PATCH", "/v1/nodes/bench-" .. (counter % 16), headers,
+                    '{"metrics":{"seq":' .. counter .. '}}')
 end
 
 done = function(summary, latency, requests)
