@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test chaos lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check hacoord tests bench
 	$(BIN)/pytest -q
+
+## Fixed-seed fault scenarios against real clusters (about 15 minutes on 2 cores).
+chaos: $(STAMP)
+	$(BIN)/pytest -q -m chaos tests/chaos -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check hacoord tests bench

@@ -42,9 +42,13 @@ def _request_id(request: Request) -> str:
 
 
 def create_app(replicator: Replicator, submit_timeout: float = 5.0,
-               manage_replicator: bool = True) -> FastAPI:
+               manage_replicator: bool = True, unsafe_stale_reads: bool = False) -> FastAPI:
     """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
-    and stops it; otherwise the caller does."""
+    and stops it; otherwise the caller does.
+
+    ``unsafe_stale_reads`` is the chaos suite's canary: "consistent" reads are then served from
+    whatever state the member asked has, which a linearizability checker must catch. Never set it
+    outside that test."""
     coordinator = Coordinator(replicator, submit_timeout)
     http: dict[str, httpx.AsyncClient] = {}
 
@@ -96,7 +100,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
 
     async def read_point(request: Request, consistent: bool) -> Response | None:
         """For a consistent read: forward to the leader, or on the leader pass a barrier."""
-        if not consistent:
+        if not consistent or unsafe_stale_reads:
             return None
         forwarded = await leader_or_forward(request)
         if forwarded is None:

@@ -68,7 +68,10 @@ async def serve_member(settings: MemberSettings) -> int:
         log.critical("%s", exc)
         return 1
     host, port = settings.api_address.rsplit(":", 1)
-    app = create_app(replicator, settings.submit_timeout, manage_replicator=False)
+    app = create_app(replicator, settings.submit_timeout, manage_replicator=False,
+                     unsafe_stale_reads=settings.unsafe_stale_reads)
+    if settings.unsafe_stale_reads:
+        log.warning("UNSAFE: consistent reads are served from local state (chaos canary mode)")
     config = uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",
                             access_log=False, http="httptools", lifespan="on", workers=1,
                             timeout_graceful_shutdown=2)

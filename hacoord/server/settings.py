@@ -140,6 +140,7 @@ class MemberSettings:
     election_timeout_max: float = 0.6
     log_compaction_min_entries: int = 5000
     fsync: bool = True
+    unsafe_stale_reads: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for the first setting that is wrong."""
