@@ -71,6 +71,10 @@ def _check_node_id(state: ClusterState, node_id: object, must_exist: bool = True
     return node  # type: ignore[return-value]
 
 
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_capacity(capacity: object) -> None:
     _require(_number(capacity) and 0 < capacity <= 1e6,  # type: ignore[operator]
              "invalid_argument", "capacity must be a number in (0, 1e6]")
@@ -219,7 +223,8 @@ def _merge(old: dict[str, Any], changes: dict[str, Any] | None) -> dict[str, Any
 
 def _follow_status(state: ClusterState, node: Node, rev: int) -> list[Event]:
     """Leadership follows a status change: away from a node going down (to another up replica),
-    onto a node coming up for partitions left without a leader. Each change bumps the epoch."""
+    onto a node coming up for partitions left without a leader (none, or one that is down). A
+    suspect node keeps its leaderships: it is not judged yet. Each change bumps the epoch."""
     events = []
     for res in state.resources.values():
         for i, part in enumerate(res.partitions):
@@ -227,13 +232,50 @@ def _follow_status(state: ClusterState, node: Node, rev: int) -> list[Event]:
             if node.status == "down" and part.leader == node.id:
                 new_leader = _up_successor(state, part, node.id) or part.leader
             elif node.status == "up" and node.id in part.replicas and (
-                    part.leader is None or state.nodes[part.leader].status != "up"):
+                    part.leader is None or state.nodes[part.leader].status == "down"):
                 new_leader = node.id
             if new_leader != part.leader:
                 part.leader = new_leader
                 part.epoch += 1
                 events.append(_partition_event(rev, res.name, i, part, f"node {node.status}"))
     return events
+
+
+def _start_node_session(state: ClusterState, cmd: c.StartNodeSession, rev: int) -> Applied:
+    node = _check_node_id(state, cmd.node_id)
+    if cmd.address is not None:
+        _require(valid_address(cmd.address), "invalid_argument", f"malformed address {cmd.address!r}")
+    old_status = node.status
+    node.epoch += 1
+    node.status = "up"
+    node.address = cmd.address if cmd.address is not None else node.address
+    node.updated_at = cmd.time
+    events = [Event("NodeSessionStarted", rev, node.to_dict())]
+    if old_status != node.status:
+        events.extend(_follow_status(state, node, rev))
+    return Applied(rev, {"node": node.to_dict(), "epoch": node.epoch}, tuple(events))
+
+
+def _set_node_liveness(state: ClusterState, cmd: c.SetNodeLiveness, rev: int) -> Applied:
+    node = _check_node_id(state, cmd.node_id)
+    _require(cmd.status in NODE_STATUSES, "invalid_argument",
+             f"status must be one of {', '.join(NODE_STATUSES)}")
+    _require(_integer(cmd.epoch) and cmd.epoch >= 1, "invalid_argument",
+             "epoch must be a positive integer")
+    _require(_integer(cmd.term) and cmd.term >= 0, "invalid_argument",
+             "term must be a non-negative integer")
+    _require(cmd.epoch == node.epoch, "stale_epoch",
+             f"node {node.id!r} is at epoch {node.epoch}, not {cmd.epoch}")
+    _require(cmd.term >= state.leader_term, "stale_term",
+             f"judged in term {cmd.term}, but a leader of term {state.leader_term} has acted")
+    state.leader_term = cmd.term
+    old_status = node.status
+    node.status = cmd.status
+    node.updated_at = cmd.time
+    events = [Event("NodeStateChanged", rev, {**node.to_dict(), "reason": "liveness"})]
+    if old_status != node.status:
+        events.extend(_follow_status(state, node, rev))
+    return Applied(rev, {"node": node.to_dict()}, tuple(events))
 
 
 def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Applied:
@@ -289,6 +331,8 @@ _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = 
     c.RegisterNode: _register_node,
     c.RemoveNode: _remove_node,
     c.SetNodeState: _set_node_state,
+    c.StartNodeSession: _start_node_session,
+    c.SetNodeLiveness: _set_node_liveness,
     c.CreateResource: _create_resource,
     c.DeleteResource: _delete_resource,
     c.MovePartition: _move_partition,
@@ -338,8 +382,12 @@ def _remember(command: c.Command, outcome: Applied) -> dict[str, Any]:
     """What a request id keeps: its revision and time, and enough to answer a retry. Node and
     partition results are re-read from the state instead of copied (they dominate the table)."""
     record: dict[str, Any] = {"revision": outcome.revision, "time": float(command.time)}
-    if isinstance(command, c.RegisterNode | c.SetNodeState):
+    if isinstance(command, c.RegisterNode | c.SetNodeState | c.SetNodeLiveness):
         record["node"] = command.node_id
+    elif isinstance(command, c.StartNodeSession):
+        # A retry must get the epoch this session was given, not a later session's.
+        record["node"] = command.node_id
+        record["epoch"] = outcome.result["epoch"]
     elif isinstance(command, c.MovePartition):
         record["partition"] = [command.resource, command.partition]
     else:
@@ -352,6 +400,8 @@ def _recall(state: ClusterState, record: dict[str, Any]) -> Applied:
     if "node" in record:
         node = state.nodes.get(record["node"])
         result = {"node": node.to_dict()} if node else {"node_id": record["node"]}
+        if "epoch" in record:
+            result["epoch"] = record["epoch"]
     elif "partition" in record:
         name, index = record["partition"]
         res = state.resources.get(name)

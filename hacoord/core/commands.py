@@ -67,6 +67,31 @@ class SetNodeState(Command):
 
 
 @dataclass(frozen=True)
+class StartNodeSession(Command):
+    """A node (re)starts: its epoch grows by one and it is marked up (an ``address`` given
+    replaces the old one). The result carries the new ``epoch``, which the node then puts on its
+    heartbeats and reports; anything still carrying an older epoch is refused."""
+
+    TYPE: ClassVar[str] = "StartNodeSession"
+    node_id: str = ""
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class SetNodeLiveness(Command):
+    """The leader's liveness monitor judges a node ``up``, ``suspect`` or ``down``. Refused as
+    ``stale_epoch`` unless ``epoch`` is the node's current epoch (the judgement was about an older
+    incarnation), and as ``stale_term`` if ``term`` (the Raft term the leader judged in) is below
+    the highest term seen (a deposed leader's late judgement)."""
+
+    TYPE: ClassVar[str] = "SetNodeLiveness"
+    node_id: str = ""
+    status: str = ""
+    epoch: int = 0
+    term: int = 0
+
+
+@dataclass(frozen=True)
 class CreateResource(Command):
     """Create a resource with the replicas the leader placed: ``assignment[p]`` lists partition
     p's replicas, its leader first."""
@@ -112,6 +137,8 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         RegisterNode,
         RemoveNode,
         SetNodeState,
+        StartNodeSession,
+        SetNodeLiveness,
         CreateResource,
         DeleteResource,
         MovePartition,

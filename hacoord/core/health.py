@@ -2,9 +2,10 @@
 
 A partition is, in order of severity:
 
-* ``unavailable``: no replica is on a node that is up;
-* ``leaderless``: it has no leader, or its leader's node is down, while some replica is up;
-* ``under_replicated``: fewer replicas than its replication factor, or some on nodes that are down;
+* ``unavailable``: no replica is on a node that is up or suspect (not yet judged down);
+* ``leaderless``: it has no leader, or its leader's node is down, while some replica is not;
+* ``under_replicated``: fewer replicas than its replication factor on nodes that are up (replicas
+  on suspect or down nodes do not count);
 * ``healthy``: otherwise.
 """
 
@@ -12,17 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hacoord.core.model import ClusterState, Partition
+from hacoord.core.model import NODE_STATUSES, ClusterState, Partition
 
 PARTITION_HEALTH = ("healthy", "under_replicated", "leaderless", "unavailable")
 
 
 def partition_health(state: ClusterState, partition: Partition, replication_factor: int) -> str:
-    up = [n for n in partition.replicas if state.nodes[n].status == "up"]
-    if not up:
+    if all(state.nodes[n].status == "down" for n in partition.replicas):
         return "unavailable"
-    if partition.leader is None or state.nodes[partition.leader].status != "up":
+    if partition.leader is None or state.nodes[partition.leader].status == "down":
         return "leaderless"
+    up = [n for n in partition.replicas if state.nodes[n].status == "up"]
     if len(up) < replication_factor:
         return "under_replicated"
     return "healthy"
@@ -31,7 +32,7 @@ def partition_health(state: ClusterState, partition: Partition, replication_fact
 def summary(state: ClusterState) -> dict[str, Any]:
     """Counts of nodes by status and partitions by health, and the unhealthy partitions (at most
     100 listed)."""
-    nodes = {"up": 0, "down": 0}
+    nodes = dict.fromkeys(NODE_STATUSES, 0)
     for node in state.nodes.values():
         nodes[node.status] = nodes.get(node.status, 0) + 1
     partitions = dict.fromkeys(PARTITION_HEALTH, 0)

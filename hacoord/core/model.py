@@ -23,7 +23,9 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: ``host:port``; the host is a DNS name, an IPv4 address or a bracketed IPv6 address.
 ADDRESS_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})$")
 
-NODE_STATUSES = ("up", "down")
+#: ``up``: serving. ``suspect``: missed heartbeats for a while; keeps its leaderships until it is
+#: judged ``down``, which moves them to an up replica (see ``apply``).
+NODE_STATUSES = ("up", "suspect", "down")
 
 #: Request ids are remembered (for de-duplication of retried writes) for this many seconds of
 #: leader time, and at most ``REQUEST_HISTORY`` of them, oldest forgotten first.
@@ -46,7 +48,12 @@ def valid_address(value: object) -> bool:
 
 @dataclass
 class Node:
-    """A data node: where it listens, where it stands, how much it can hold."""
+    """A data node: where it listens, where it stands, how much it can hold.
+
+    ``epoch`` is the node's incarnation number: 1 on registration, one more each time the node
+    starts a session (``StartNodeSession``). Heartbeats and reports carrying another epoch are
+    refused, so a restarted or cut-off process cannot act on the state of an older incarnation.
+    """
 
     id: str
     address: str
@@ -57,6 +64,7 @@ class Node:
     metrics: dict[str, float] = field(default_factory=dict)
     registered_at: float = 0.0
     updated_at: float = 0.0
+    epoch: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +73,7 @@ class Node:
             "zone": self.zone,
             "capacity": self.capacity,
             "status": self.status,
+            "epoch": self.epoch,
             "tags": dict(sorted(self.tags.items())),
             "metrics": dict(sorted(self.metrics.items())),
             "registered_at": self.registered_at,
@@ -83,6 +92,8 @@ class Node:
             metrics=dict(data["metrics"]),
             registered_at=data["registered_at"],
             updated_at=data["updated_at"],
+            # Snapshots written before node epochs existed hold first incarnations.
+            epoch=data.get("epoch", 1),
         )
 
 
@@ -141,6 +152,10 @@ class ClusterState:
     it). ``requests`` maps the request id of each recent write to a small record of it (revision,
     time, and what to answer a retry with), oldest first, so that a write retried across a
     failover is applied once and answered with its original revision.
+
+    ``leader_term`` is the highest Raft term any leader-only command (``SetNodeLiveness``) was
+    stamped with; such a command stamped with a lower term is refused, so a deposed leader's late
+    decision cannot undo a newer leader's.
     """
 
     revision: int = 0
@@ -148,12 +163,14 @@ class ClusterState:
     resources: dict[str, Resource] = field(default_factory=dict)
     requests: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_time: float = 0.0
+    leader_term: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA_VERSION,
             "revision": self.revision,
             "last_time": self.last_time,
+            "leader_term": self.leader_term,
             # Lists in insertion order, which every replica reproduces (same log, same order) and
             # from_dict restores: a member restored from a snapshot iterates exactly like one
             # that applied the log. Request eviction is oldest-first, so order matters there too.
@@ -170,6 +187,7 @@ class ClusterState:
         return cls(
             revision=data["revision"],
             last_time=data["last_time"],
+            leader_term=data.get("leader_term", 0),  # absent from snapshots before node liveness
             nodes={n["id"]: Node.from_dict(n) for n in data["nodes"]},
             resources={r["name"]: Resource.from_dict(r) for r in data["resources"]},
             requests={rid: dict(outcome) for rid, outcome in data["requests"]},

@@ -23,6 +23,10 @@ def validate(state: ClusterState) -> list[str]:
             problems.append(f"node {node_id}: unknown status {node.status!r}")
         if not (math.isfinite(node.capacity) and node.capacity > 0):
             problems.append(f"node {node_id}: capacity {node.capacity} is not positive")
+        if node.epoch < 1:
+            problems.append(f"node {node_id}: epoch {node.epoch} < 1")
+    if state.leader_term < 0:
+        problems.append(f"negative leader term {state.leader_term}")
     for name, res in state.resources.items():
         if res.name != name:
             problems.append(f"resource key {name!r} does not match its name {res.name!r}")
@@ -48,12 +52,18 @@ def validate(state: ClusterState) -> list[str]:
 
 
 def validate_transition(before: ClusterState, after: ClusterState) -> list[str]:
-    """Rules across one step: the revision never goes back, a partition's epoch never goes back,
-    any change of its replicas or leader comes with a higher epoch, and it loses a replica only
-    when no other node could hold one."""
+    """Rules across one step: the revision, the leader term, a node's epoch and a partition's
+    epoch never go back, any change of a partition's replicas or leader comes with a higher epoch,
+    and it loses a replica only when no other node could hold one."""
     problems: list[str] = []
     if after.revision < before.revision:
         problems.append(f"revision went back from {before.revision} to {after.revision}")
+    if after.leader_term < before.leader_term:
+        problems.append(f"leader term went back from {before.leader_term} to {after.leader_term}")
+    for node_id, old_node in before.nodes.items():
+        new_node = after.nodes.get(node_id)
+        if new_node is not None and new_node.epoch < old_node.epoch:
+            problems.append(f"node {node_id}: epoch went back {old_node.epoch} -> {new_node.epoch}")
     for name, old in before.resources.items():
         new = after.resources.get(name)
         if new is None or new.created_at != old.created_at:

@@ -292,7 +292,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 else:
                     assert new == part
 
-    @rule(pick=PICK, known=KNOWN, status=st.sampled_from([None, "up", "down", "down"]),
+    @rule(pick=PICK, known=KNOWN, status=st.sampled_from([None, "up", "suspect", "down", "down"]),
           tags=st.one_of(st.none(), st.dictionaries(st.sampled_from(TAG_KEYS),
                                                     st.one_of(st.none(), st.sampled_from(["a", "b"])),
                                                     max_size=3)),
@@ -365,9 +365,89 @@ class CoordinatorMachine(RuleBasedStateMachine):
             for part in res.partitions:
                 if node.status == "down" and part.leader == node_id:
                     others = [n for n in part.replicas if n != node_id]
-                    assert all(self.state.nodes[n].status == "down" for n in others)
+                    assert all(self.state.nodes[n].status != "up" for n in others)
                 if node.status == "up" and node_id in part.replicas:
-                    assert self.state.nodes[part.leader].status == "up"
+                    assert self.state.nodes[part.leader].status != "down"
+        if node.status == "suspect":  # a suspect node keeps its leaderships, and no one gains
+            assert {k: r.to_dict() for k, r in self.state.resources.items()} == {
+                k: r.to_dict() for k, r in before.resources.items()}
+
+    def _check_leadership_follows(self, node_id: str, before: ClusterState) -> None:
+        """After ``node_id``'s status changed by a session or a liveness judgement."""
+        node, old = self.state.nodes[node_id], before.nodes[node_id]
+        if node.status == old.status or node.status == "suspect":
+            assert {k: r.to_dict() for k, r in self.state.resources.items()} == {
+                k: r.to_dict() for k, r in before.resources.items()}
+            return
+        for name, res in self.state.resources.items():
+            for i, part in enumerate(res.partitions):
+                was = before.resources[name].partitions[i]
+                if node.status == "down" and was.leader == node_id:
+                    up = [n for n in part.replicas if n != node_id and self.state.nodes[n].status == "up"]
+                    assert part.leader == (up[0] if up else node_id)
+                if node.status == "up" and node_id in part.replicas:
+                    assert self.state.nodes[part.leader].status != "down"
+                if part.leader != was.leader:
+                    assert part.epoch == was.epoch + 1
+
+    @rule(pick=PICK, known=KNOWN, address=st.sampled_from([None, None, None, *ADDRESSES, "h:0", 7]),
+          rid_kind=RID_KIND, rid_pick=PICK, via_wire=st.booleans())
+    def start_node_session(self, pick, known, address, rid_kind, rid_pick, via_wire):
+        nodes = self._nodes()
+        node_id = nodes[pick % len(nodes)] if known and nodes else "ghost-node"
+        cmd = commands.StartNodeSession(request_id=self._rid(rid_kind, rid_pick), time=self._tick(),
+                                        node_id=node_id, address=address)
+        if node_id not in self.state.nodes:
+            expect_ok, code = False, "not_found"
+        elif address is not None and not member(address, ADDRESSES):
+            expect_ok, code = False, "invalid_argument"
+        else:
+            expect_ok, code = True, None
+        before = clone(self.state)
+        outcome = self.step(cmd, expect_ok=expect_ok, expect_code=code, via_wire=via_wire)
+        if outcome is None or not outcome.ok:
+            return
+        node, old = self.state.nodes[node_id], before.nodes[node_id]
+        assert node.epoch == old.epoch + 1 == outcome.result["epoch"]
+        assert node.status == "up" and node.updated_at == cmd.time
+        assert node.address == (address if address is not None else old.address)
+        self._check_leadership_follows(node_id, before)
+
+    @rule(pick=PICK, known=KNOWN, status=st.sampled_from(["up", "suspect", "suspect", "down", "gone"]),
+          epoch_kind=st.sampled_from(["current"] * 5 + ["older", "newer", "bad"]),
+          term_kind=st.sampled_from(["same", "same", "higher", "higher", "lower", "bad"]),
+          bad_pick=PICK, via_wire=st.booleans())
+    def set_node_liveness(self, pick, known, status, epoch_kind, term_kind, bad_pick, via_wire):
+        nodes = self._nodes()
+        node_id = nodes[pick % len(nodes)] if known and nodes else "ghost-node"
+        current = self.state.nodes[node_id].epoch if node_id in self.state.nodes else 1
+        epoch: object = {"current": current, "older": current - 1, "newer": current + 1,
+                         "bad": [0, -2, True, "1", 1.5][bad_pick % 5]}[epoch_kind]
+        held = self.state.leader_term
+        term: object = {"same": held, "higher": held + 1 + pick % 3, "lower": held - 1,
+                        "bad": [True, "2", None, 1.5][bad_pick % 4]}[term_kind]
+        cmd = commands.SetNodeLiveness(time=self._tick(), node_id=node_id, status=status,
+                                       epoch=epoch, term=term)
+        valid_epoch = type(epoch) is int and epoch >= 1
+        valid_term = type(term) is int and term >= 0
+        if node_id not in self.state.nodes:
+            expect_ok, code = False, "not_found"
+        elif status == "gone" or not valid_epoch or not valid_term:
+            expect_ok, code = False, "invalid_argument"
+        elif epoch != current:
+            expect_ok, code = False, "stale_epoch"
+        elif term < held:
+            expect_ok, code = False, "stale_term"
+        else:
+            expect_ok, code = True, None
+        before = clone(self.state)
+        outcome = self.step(cmd, expect_ok=expect_ok, expect_code=code, via_wire=via_wire)
+        if outcome is None or not outcome.ok:
+            return
+        node = self.state.nodes[node_id]
+        assert self.state.leader_term == term >= held
+        assert node.status == status and node.epoch == current and node.updated_at == cmd.time
+        self._check_leadership_follows(node_id, before)
 
     @rule(name=st.sampled_from(RESOURCES), partitions=st.sampled_from([1, 2, 3, 5]),
           rf=st.sampled_from([1, 2, 3, 3]),
@@ -532,7 +612,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         # The original revision; node and partition results as they stand now, others verbatim.
         original = self.remembered[cmd.request_id]
         assert outcome.revision == original["revision"]
-        if not isinstance(cmd, commands.RegisterNode | commands.SetNodeState | commands.MovePartition):
+        if isinstance(cmd, commands.StartNodeSession):
+            assert outcome.result["epoch"] == original["result"]["epoch"]  # not a later session's
+        elif not isinstance(cmd, commands.RegisterNode | commands.SetNodeState | commands.MovePartition):
             assert outcome.to_dict() == original
         assert encode_state(self.state) == before
 
