@@ -70,10 +70,12 @@ def throughput(cluster: LocalCluster, seconds: float) -> list[dict[str, Any]]:
     return rows
 
 
-def _first_ack_after(cluster: LocalCluster, killed: str, t_kill: float, round_no: int) -> float:
+def _first_ack_after(cluster: LocalCluster, killed: str, t_kill: float, round_no: str) -> float:
     urls = [m.url for m in cluster.members.values() if m.id != killed]
     i = 0
-    with httpx.Client(timeout=0.5) as http:
+    # A short timeout: a follower still forwarding to a paused leader must not hide the moment
+    # the new leader answers (a healthy write takes milliseconds).
+    with httpx.Client(timeout=0.1) as http:
         while time.monotonic() - t_kill < 30:
             url = urls[i % len(urls)]
             i += 1
@@ -88,27 +90,41 @@ def _first_ack_after(cluster: LocalCluster, killed: str, t_kill: float, round_no
     raise RuntimeError("no write acknowledged within 30 s of the kill")
 
 
-def failover(cluster: LocalCluster, kills: int) -> dict[str, Any]:
+def failover(cluster: LocalCluster, rounds: int, fault: str = "kill") -> dict[str, Any]:
+    """``fault`` kill: SIGKILL the leader (its connections drop at once); pause: SIGSTOP it
+    (connections stay open, only the election timeout notices). The leader is restarted or
+    resumed, and caught up, between rounds."""
     samples = []
-    for round_no in range(kills):
+    for round_no in range(rounds):
         leader = cluster.leader()
-        with httpx.Client(timeout=2) as http:  # the cluster is writable before the kill
+        with httpx.Client(timeout=2) as http:  # the cluster is writable before the fault
             r = http.post(cluster.members[leader].url + "/v1/nodes",
-                          json={"id": f"pre-{round_no}", "address": "127.0.0.1:1"})
+                          json={"id": f"pre-{fault}-{round_no}", "address": "127.0.0.1:1"})
             assert r.status_code == 201, r.text
-        t_kill = time.monotonic()
-        cluster.kill(leader, signal.SIGKILL)
-        samples.append(_first_ack_after(cluster, leader, t_kill, round_no))
-        cluster.start(leader)
-        wait_for("the killed member to catch up", lambda: cluster.converged(), timeout=30)
-    return {"kills": kills, "min_s": min(samples), "median_s": statistics.median(samples),
-            "max_s": max(samples), "samples_s": samples}
+        proc = cluster.members[leader].proc
+        assert proc is not None
+        t_fault = time.monotonic()
+        if fault == "kill":
+            cluster.kill(leader, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGSTOP)
+        samples.append(_first_ack_after(cluster, leader, t_fault, f"{fault}{round_no}"))
+        if fault == "kill":
+            cluster.start(leader)
+        else:
+            proc.send_signal(signal.SIGCONT)
+        wait_for("the old leader to catch up", lambda: cluster.converged(), timeout=30)
+    ordered = sorted(samples)
+    return {"fault": fault, "rounds": rounds, "min_s": ordered[0],
+            "median_s": statistics.median(ordered),
+            "p99_s": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+            "max_s": ordered[-1], "samples_s": samples}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput point")
-    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--kills", type=int, default=20, help="rounds of each failover fault")
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
     parser.add_argument("--member-arg", action="append", default=[],
                         help="extra argument for every member (e.g. --member-arg=--no-fsync)")
@@ -129,7 +145,8 @@ def main() -> None:
                 "member_args": args.member_arg,
                 "throughput": rows,
                 "elections_during_load": term_after - term_before,
-                "failover": failover(cluster, args.kills),
+                "failover": failover(cluster, args.kills, "kill"),
+                "failover_pause": failover(cluster, args.kills, "pause"),
             }
         finally:
             cluster.stop_all()
@@ -141,9 +158,10 @@ def main() -> None:
         print(f"{row['clients']:>7} {w['ops_per_s']:>9.0f} {w['p50_ms']:>7.1f} {w['p99_ms']:>7.1f} "
               f"{b['ops_per_s']:>8.0f} {row['write_vs_livez_throughput']:>6.2f}")
     print(f"elections during the fault-free load: {result['elections_during_load']}")
-    fo = result["failover"]
-    print(f"failover over {fo['kills']} leader SIGKILLs: min {fo['min_s']:.3f}s "
-          f"median {fo['median_s']:.3f}s max {fo['max_s']:.3f}s")
+    for key, what in (("failover", "SIGKILLs"), ("failover_pause", "SIGSTOPs")):
+        fo = result[key]
+        print(f"failover over {fo['rounds']} leader {what}: min {fo['min_s']:.3f}s "
+              f"median {fo['median_s']:.3f}s p99 {fo['p99_s']:.3f}s max {fo['max_s']:.3f}s")
     print(f"written to {args.out}")
 
 

@@ -14,6 +14,7 @@ This module and its neighbours in ``hacoord.replication`` are the only code that
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pysyncobj.syncobj as _syncobj_module
@@ -29,10 +30,11 @@ class HacoordSyncObj(SafeSyncObj):
     ``conf.journalFile`` must be set. ``journal`` is the :class:`HacoordJournal` in use.
     """
 
-    def __init__(self, *args: Any, durable: bool = True, early_election_spread: float = 0.15,
+    def __init__(self, *args: Any, durable: bool = True, early_election_step: float = 0.05,
                  **kwargs: Any) -> None:
         self.poller = EpollPoller()
-        self.early_election_spread = early_election_spread
+        self.early_election_step = early_election_step
+        self.on_early_election: Callable[[float], None] | None = None
         self.journal: HacoordJournal | None = None
         self.loading_snapshot = False
         self._sent_up_to = 0
@@ -64,13 +66,24 @@ class HacoordSyncObj(SafeSyncObj):
 
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
         """Losing the connection to the leader (its process died, its host rebooted) is strong
-        evidence it is gone: hold the election soon, after a short random delay that keeps the
-        survivors from splitting the vote, instead of after a full election timeout. Starting an
-        election early is always safe in Raft; at worst it costs one needless term."""
+        evidence it is gone: hold the election soon instead of after a full election timeout.
+        Starting an election early is always safe in Raft; at worst it costs one needless term.
+
+        The survivors go in a staggered order (by address, a slot of ``early_election_step``
+        seconds each, with jitter inside the slot) so that they do not both stand and split the
+        vote, which would cost a whole election timeout."""
         super()._SyncObj__onNodeDisconnected(node)
-        if node == self._getLeader() and not self._isLeader():
-            soon = _syncobj_module.monotonicTime() + random.uniform(0.0, self.early_election_spread)
-            self._SyncObj__raftElectionDeadline = min(self._SyncObj__raftElectionDeadline, soon)
+        if node != self._getLeader() or self._isLeader() or self.selfNode is None:
+            return
+        survivors = sorted(n.address for n in self.otherNodes if n != node)
+        survivors = sorted([*survivors, self.selfNode.address])
+        slot = survivors.index(self.selfNode.address)
+        delay = self.early_election_step * (slot + random.uniform(0.0, 0.5))
+        soon = _syncobj_module.monotonicTime() + delay
+        self._SyncObj__raftElectionDeadline = min(self._SyncObj__raftElectionDeadline, soon)
+        if self.on_early_election is not None:
+            # Tick right at the deadline: a late tick would blur the stagger.
+            self.on_early_election(delay)
 
     def send_new_entries(self) -> None:
         """On the leader, send log entries added since the last call now, rather than at the

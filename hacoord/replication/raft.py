@@ -174,6 +174,8 @@ class RaftReplicator:
         self._journal = self._obj.journal
         obj = self._obj
         self._sm.install_gate = lambda: obj.loading_snapshot
+        loop = self._loop
+        obj.on_early_election = lambda delay: loop.call_later(delay + 0.0005, self._schedule_tick)
         self._loop.add_reader(self._obj.poller.fileno(), self._schedule_tick)
         self._timer = self._loop.call_later(self.tuning.tick_period, self._on_timer)
         self._tick()
