@@ -97,7 +97,8 @@ class Output:
             self._json(node.to_dict())
             return
         fields = [("id", node.id), ("address", node.address), ("zone", node.zone),
-                  ("capacity", node.capacity), ("status", node.status), ("tags", node.tags),
+                  ("capacity", node.capacity), ("status", node.status), ("epoch", node.epoch),
+                  ("tags", node.tags),
                   ("metrics", node.metrics), ("registered", _time(node.registered_at)),
                   ("updated", _time(node.updated_at))]
         for name, value in fields:

@@ -83,6 +83,11 @@ def _setup_logging(member_id: str, level: str) -> None:
 @click.option("--fsync/--no-fsync", default=True, envvar="HACOORD_FSYNC", show_default=True,
               help="Sync the journal to disk before acknowledging (off: a power loss may lose "
                    "acknowledged writes).")
+@click.option("--suspect-after", type=float, default=3.0, envvar="HACOORD_SUSPECT_AFTER",
+              show_default=True, help="Seconds without a heartbeat before a data node is suspect.")
+@click.option("--down-after", type=float, default=8.0, envvar="HACOORD_DOWN_AFTER",
+              show_default=True, help="Seconds without a heartbeat before a data node is down "
+                                      "(its leaderships move).")
 @click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
               help="Chaos canary only: serve consistent reads from local state.")
 @click.option("--log-level", default="info", envvar="HACOORD_LOG_LEVEL", show_default=True,
@@ -91,8 +96,8 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
           advertise_api_url: str | None, peers: tuple[str, ...], data_dir: str | None,
           secret_file: str | None, insecure: bool, submit_timeout: float,
           election_timeout_min: float, election_timeout_max: float,
-          log_compaction_min_entries: int, fsync: bool, unsafe_stale_reads: bool,
-          log_level: str) -> None:
+          log_compaction_min_entries: int, fsync: bool, suspect_after: float, down_after: float,
+          unsafe_stale_reads: bool, log_level: str) -> None:
     """Run one coordinator member (for deployments across hosts)."""
     missing = [name for name, value in (("member_id", member_id), ("raft_address", raft_address),
                                         ("api_address", api_address), ("data_dir", data_dir))
@@ -108,6 +113,7 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
             advertise_api_url=advertise_api_url, submit_timeout=submit_timeout,
             election_timeout_min=election_timeout_min, election_timeout_max=election_timeout_max,
             log_compaction_min_entries=log_compaction_min_entries, fsync=fsync,
+            suspect_after=suspect_after, down_after=down_after,
             unsafe_stale_reads=unsafe_stale_reads)
         settings.validate()
         settings.read_secret()

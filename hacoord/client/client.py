@@ -39,8 +39,10 @@ from hacoord.client.errors import (
 )
 from hacoord.client.models import (
     ClusterStatus,
+    Heartbeat,
     MemberStatus,
     NodeInfo,
+    NodeSession,
     PartitionRoute,
     ResourceInfo,
     RoutingTable,
@@ -298,6 +300,26 @@ class Client:
             if value is not None:
                 body[key] = dict(value) if isinstance(value, Mapping) else value
         return self._write("PATCH", f"/v1/nodes/{_segment(id)}", body, request_id)
+
+    def node_start_session(self, id: str, address: str | None = None, *,
+                           request_id: str | None = None) -> NodeSession:
+        """Start a new session of node ``id`` (call it when the node process starts): its epoch
+        grows by one, it is marked up, and ``address`` (if given) replaces the registered one.
+        Heartbeats and reports must carry the returned ``epoch``; older epochs are refused."""
+        body = {"address": address} if address is not None else None
+        call = _Call("POST", f"/v1/nodes/{_segment(id)}/session", body=body, to_leader=True,
+                     request_id=request_id or uuid.uuid4().hex)
+        data = self._json(self._run(call))
+        return self._parse(lambda: NodeSession.from_api(data, call.request_id or ""))
+
+    def node_heartbeat(self, id: str, epoch: int) -> Heartbeat:
+        """Tell the leader node ``id`` is alive in the session of ``epoch`` (any member forwards
+        it). Not logged; a suspect or down node is judged up again before the answer. Raises
+        :class:`StaleEpoch` if the node started a newer session, :class:`NotFound` if unknown."""
+        call = _Call("POST", f"/v1/nodes/{_segment(id)}/heartbeat", body={"epoch": epoch},
+                     to_leader=True)
+        data = self._json(self._run(call))
+        return self._parse(lambda: Heartbeat.from_api(data))
 
     # --- resources and routing ----------------------------------------------------------------
 

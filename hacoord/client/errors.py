@@ -7,6 +7,7 @@ The tree::
     │   ├── InvalidArgument          400 invalid_argument: the request is malformed
     │   ├── NotFound                 404 not_found: no such node, resource or partition
     │   ├── Conflict                 409 already_exists, node_not_empty, not_enough_nodes, stale_plan
+    │   │   └── StaleEpoch           409 stale_epoch: the node started a newer session; start one
     │   ├── Compacted                410 compacted: watch asked for history no longer kept
     │   ├── ServiceUnavailable       503 no_leader / unavailable, 504 timeout: retried by the client
     │   │   └── NotLeader            503 not_leader: .leader names the member that leads, if known
@@ -69,6 +70,12 @@ class Conflict(ApiError):
     ``not_enough_nodes``, ``stale_plan``)."""
 
 
+class StaleEpoch(Conflict):
+    """409 ``stale_epoch``: a heartbeat or report carried a node epoch that is not the node's
+    current one (a newer session was started, by a restart or by another process). The sender
+    must stop acting on its old state and start a new session."""
+
+
 class Compacted(ApiError):
     """410: the watch asked for events older than the member keeps; re-read the state (its
     revision) and watch from there."""
@@ -116,6 +123,7 @@ _CLASS_BY_CODE: dict[str, type[ApiError]] = {
     "node_not_empty": Conflict,
     "not_enough_nodes": Conflict,
     "stale_plan": Conflict,
+    "stale_epoch": StaleEpoch,
     "conflict": Conflict,
     "compacted": Compacted,
     "not_leader": NotLeader,

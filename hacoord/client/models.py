@@ -36,7 +36,9 @@ class NodeReplica(_Model):
 
 @dataclass(frozen=True)
 class NodeInfo(_Model):
-    """A data node as registered. ``replicas`` is filled only by ``node_show``."""
+    """A data node as registered. ``status`` is ``up``, ``suspect`` (missed heartbeats, keeps its
+    leaderships) or ``down``; ``epoch`` is its incarnation (grows with each session it starts).
+    ``replicas`` is filled only by ``node_show``."""
 
     id: str
     address: str
@@ -48,6 +50,7 @@ class NodeInfo(_Model):
     registered_at: float = 0.0
     updated_at: float = 0.0
     replicas: tuple[NodeReplica, ...] = ()
+    epoch: int = 1
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> NodeInfo:
@@ -58,6 +61,7 @@ class NodeInfo(_Model):
             updated_at=data.get("updated_at", 0.0),
             replicas=tuple(NodeReplica(r["resource"], r["partition"], bool(r["leader"]), r["epoch"])
                            for r in data.get("replicas", ())),
+            epoch=int(data.get("epoch", 1)),
         )
 
 
@@ -207,6 +211,40 @@ class WriteResult(_Model):
     node: NodeInfo | None = None
     resource: ResourceInfo | None = None
     partition: PartitionRoute | None = None
+
+
+@dataclass(frozen=True)
+class NodeSession(_Model):
+    """A session a node started (``node_start_session``): the ``epoch`` its heartbeats and reports
+    must carry from now on, the ``revision`` it was applied at, and the node as it now stands."""
+
+    node_id: str
+    epoch: int
+    revision: int
+    request_id: str
+    node: NodeInfo
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any], request_id: str) -> NodeSession:
+        node = NodeInfo.from_api(data["node"])
+        return cls(node_id=node.id, epoch=int(data["epoch"]), revision=int(data["revision"]),
+                   request_id=request_id, node=node)
+
+
+@dataclass(frozen=True)
+class Heartbeat(_Model):
+    """The leader's answer to a heartbeat: the node's ``status`` and ``epoch`` as of ``revision``
+    (a suspect or down node is judged up again before the answer)."""
+
+    node_id: str
+    status: str
+    epoch: int
+    revision: int
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Heartbeat:
+        return cls(node_id=str(data["node_id"]), status=str(data["status"]), epoch=int(data["epoch"]),
+                   revision=int(data["revision"]))
 
 
 @dataclass(frozen=True)

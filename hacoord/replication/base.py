@@ -93,6 +93,12 @@ class Replicator(Protocol):
     def leader_id(self) -> str | None:
         """The member this one believes leads, if any."""
 
+    @property
+    def term(self) -> int:
+        """The current Raft term as this member knows it. While :meth:`is_leader` holds, it is the
+        term of this member's leadership: leader-only decisions carry it so that ``apply`` can
+        refuse those of a deposed leader."""
+
     async def submit(self, command: Command, timeout: float) -> Outcome:
         """Replicate ``command`` and return its outcome once applied here. Leader only; raises
         :class:`NotLeaderError`, :class:`NotAppliedError` or :class:`OutcomeUnknownError`."""

@@ -1,7 +1,8 @@
 """An in-process replicator with the same interface as the Raft one, for fast tests.
 
 It applies each command at once through :func:`hacoord.core.apply` and always leads (unless a
-test says otherwise with :meth:`MemoryReplicator.set_leader`).
+test says otherwise with :meth:`MemoryReplicator.set_leader`). Its Raft ``term`` is a plain
+attribute; a change of leader moves it on by one, as an election would.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class MemoryReplicator:
         self._state = ClusterState()
         self._leader: str | None = member_id
         self._index = 1
+        self.term = 1
         self.feed = ChangeFeed()
 
     @property
@@ -36,7 +38,10 @@ class MemoryReplicator:
         """Nothing to close."""
 
     def set_leader(self, leader_id: str | None) -> None:
-        """Pretend another member (or none) leads, to exercise forwarding and errors."""
+        """Pretend another member (or none) leads, to exercise forwarding and errors. A new
+        leader means a new term."""
+        if leader_id != self._leader:
+            self.term += 1
         self._leader = leader_id
 
     def is_leader(self) -> bool:
@@ -56,7 +61,7 @@ class MemoryReplicator:
 
     def status(self) -> MemberStatus:
         return MemberStatus(
-            member_id=self.member_id, role="leader" if self.is_leader() else "follower", term=1,
+            member_id=self.member_id, role="leader" if self.is_leader() else "follower", term=self.term,
             leader_id=self._leader, commit_index=self._index, applied_index=self._index,
             revision=self._state.revision, ready=True, has_quorum=True, log_length=self._index,
         )

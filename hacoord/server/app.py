@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -25,8 +26,16 @@ from hacoord.replication.base import Replicator
 from hacoord.replication.feed import Compacted
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.errors import ApiError, install_error_handlers
+from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, LivenessMonitor
 from hacoord.server.metrics import install_metrics
-from hacoord.server.schemas import NodeCreate, NodeUpdate, PartitionMove, ResourceCreate
+from hacoord.server.schemas import (
+    NodeCreate,
+    NodeHeartbeat,
+    NodeSession,
+    NodeUpdate,
+    PartitionMove,
+    ResourceCreate,
+)
 from hacoord.server.views import node_view, resource_summary, routing
 
 FORWARDED_HEADER = "x-hacoord-forwarded"
@@ -42,14 +51,20 @@ def _request_id(request: Request) -> str:
 
 
 def create_app(replicator: Replicator, submit_timeout: float = 5.0,
-               manage_replicator: bool = True, unsafe_stale_reads: bool = False) -> FastAPI:
+               manage_replicator: bool = True, unsafe_stale_reads: bool = False, *,
+               suspect_after: float = DEFAULT_SUSPECT_AFTER, down_after: float = DEFAULT_DOWN_AFTER,
+               liveness_clock: Callable[[], float] = time.monotonic,
+               liveness_check_interval: float | None = None) -> FastAPI:
     """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
-    and stops it; otherwise the caller does.
+    and stops it; otherwise the caller does. The lifespan also runs the leader's
+    :class:`LivenessMonitor` (``app.state.liveness``) with the given timeouts and clock.
 
     ``unsafe_stale_reads`` is the chaos suite's canary: "consistent" reads are then served from
     whatever state the member asked has, which a linearizability checker must catch. Never set it
     outside that test."""
     coordinator = Coordinator(replicator, submit_timeout)
+    liveness = LivenessMonitor(replicator, coordinator, liveness_clock, suspect_after, down_after,
+                               liveness_check_interval)
     http: dict[str, httpx.AsyncClient] = {}
 
     @contextlib.asynccontextmanager
@@ -57,9 +72,11 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         http["client"] = httpx.AsyncClient(timeout=submit_timeout + 2.0)
         if manage_replicator:
             await replicator.start()
+        await liveness.start()
         try:
             yield
         finally:
+            await liveness.stop()
             if manage_replicator:
                 await replicator.stop()
             await http["client"].aclose()
@@ -71,6 +88,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     install_metrics(app, replicator, lambda: watching["open"])
     app.state.replicator = replicator
     app.state.coordinator = coordinator
+    app.state.liveness = liveness
 
     async def leader_or_forward(request: Request) -> Response | None:
         """None if this member leads; otherwise the leader's answer to the same request."""
@@ -180,6 +198,27 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             return fwd
         applied = await coordinator.remove_node(_request_id(request), node_id, force)
         return reply({"revision": applied.revision, **applied.result})
+
+    @app.post("/v1/nodes/{node_id}/session", tags=["nodes"])
+    async def start_node_session(node_id: str, request: Request,
+                                 body: NodeSession | None = None) -> Response:
+        """A node (re)starts: its epoch grows by one and it is marked up. Answers the new
+        ``epoch``, which its heartbeats and reports must carry from now on."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        address = body.address if body is not None else None
+        applied = await coordinator.start_node_session(_request_id(request), node_id, address)
+        liveness.session_started(node_id)
+        return reply({"revision": applied.revision, **applied.result})
+
+    @app.post("/v1/nodes/{node_id}/heartbeat", tags=["nodes"])
+    async def node_heartbeat(node_id: str, body: NodeHeartbeat, request: Request) -> Response:
+        """The node is alive at ``epoch``. Held in the leader's memory, not logged (unless the
+        node was suspect or down: then it is judged up before the answer). 409 ``stale_epoch``
+        if the node has started a newer session."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        return reply(await liveness.heartbeat(node_id, body.epoch))
 
     # --- resources ----------------------------------------------------------------------------
 

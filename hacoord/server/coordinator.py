@@ -73,6 +73,11 @@ class Coordinator:
     async def set_node_state(self, request_id: str, node_id: str, **fields: Any) -> Applied:
         return await self.submit(c.SetNodeState(request_id=request_id, node_id=node_id, **fields))
 
+    async def start_node_session(self, request_id: str, node_id: str,
+                                 address: str | None = None) -> Applied:
+        return await self.submit(c.StartNodeSession(request_id=request_id, node_id=node_id,
+                                                    address=address))
+
     async def create_resource(self, request_id: str, name: str, partitions: int,
                               replicas: int) -> Applied:
         def plan() -> c.CreateResource:

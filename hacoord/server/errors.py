@@ -21,6 +21,10 @@ STATUS_BY_CODE = {
     "node_not_empty": 409,
     "not_enough_nodes": 409,
     "stale_plan": 409,
+    "stale_epoch": 409,
+    # A judgement made in an older term than one already applied: this member was deposed, and
+    # the new leader is the one to ask.
+    "stale_term": 503,
     "conflict": 409,
     "compacted": 410,
     "not_leader": 503,

@@ -69,7 +69,8 @@ async def serve_member(settings: MemberSettings) -> int:
         return 1
     host, port = settings.api_address.rsplit(":", 1)
     app = create_app(replicator, settings.submit_timeout, manage_replicator=False,
-                     unsafe_stale_reads=settings.unsafe_stale_reads)
+                     unsafe_stale_reads=settings.unsafe_stale_reads,
+                     suspect_after=settings.suspect_after, down_after=settings.down_after)
     if settings.unsafe_stale_reads:
         log.warning("UNSAFE: consistent reads are served from local state (chaos canary mode)")
     config = uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",

@@ -33,6 +33,18 @@ class NodeUpdate(_Body):
     metrics: dict[str, float | None] | None = None
 
 
+class NodeSession(_Body):
+    """Start a node's new session; an ``address`` given replaces the registered one."""
+
+    address: str | None = Field(None, min_length=3, max_length=260, description="host:port")
+
+
+class NodeHeartbeat(_Body):
+    """A node is alive, in the session of ``epoch``."""
+
+    epoch: int = Field(ge=1, description="the node epoch its session was given")
+
+
 class ResourceCreate(_Body):
     """Create a resource; the leader places its replicas."""
 

@@ -141,6 +141,8 @@ class MemberSettings:
     log_compaction_min_entries: int = 5000
     fsync: bool = True
     unsafe_stale_reads: bool = False
+    suspect_after: float = 3.0
+    down_after: float = 8.0
 
     def validate(self) -> None:
         """Raise ConfigError for the first setting that is wrong."""
@@ -158,6 +160,10 @@ class MemberSettings:
             raise ConfigError("submit_timeout", "must be positive")
         if self.log_compaction_min_entries < 2:
             raise ConfigError("log_compaction_min_entries", "must be at least 2")
+        if not self.suspect_after > 0:
+            raise ConfigError("suspect_after", "must be positive")
+        if not self.down_after > self.suspect_after:
+            raise ConfigError("down_after", f"must be above suspect_after ({self.suspect_after})")
         if self.insecure:
             for key in ("raft_address", "api_address"):
                 host = getattr(self, key).rsplit(":", 1)[0]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -28,15 +28,18 @@ from hacoord.server.app import create_app
 
 FORWARDED_HEADER = "x-hacoord-forwarded"
 
+T = TypeVar("T")
+
 
 class InProcessCluster:
     """Members ``m1..m<size>`` at ``http://m<k>.test``; every member believes ``leader`` leads."""
 
-    def __init__(self, size: int = 3, leader: str | None = "m1") -> None:
+    def __init__(self, size: int = 3, leader: str | None = "m1", **app_options: Any) -> None:
+        """``app_options`` go to every member's ``create_app`` (liveness timeouts and clock...)."""
         self.members = {f"m{k}": MemberInfo(f"m{k}", f"127.0.0.1:{7500 + k}", f"http://m{k}.test")
                         for k in range(1, size + 1)}
         self.replicators = {m: MemoryReplicator(m, dict(self.members)) for m in self.members}
-        self.apps = {m: create_app(r) for m, r in self.replicators.items()}
+        self.apps = {m: create_app(r, **app_options) for m, r in self.replicators.items()}
         self.down: set[str] = set()
         #: (member id, request) for every request a member received, forwarded ones included.
         self.received: list[tuple[str, httpx.Request]] = []
@@ -61,6 +64,11 @@ class InProcessCluster:
 
     def state(self, member_id: str) -> Any:
         return self.replicators[member_id].state
+
+    def run(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``function(*args)`` on the members' event loop and return its result."""
+        assert self._portal is not None, "start the cluster first"
+        return self._portal.call(function, *args)
 
     def hits(self, member_id: str, method: str | None = None,
              forwarded: bool | None = None) -> list[httpx.Request]:

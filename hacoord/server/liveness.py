@@ -1,0 +1,236 @@
+"""Node liveness on the leader: heartbeats held in memory, only transitions committed.
+
+Data nodes heartbeat (through any member; followers forward to the leader) with their node epoch.
+The leader keeps when it last heard from each node in memory and never writes a heartbeat to the
+Raft log. A background task judges every node once per ``check_interval``: silent for
+``suspect_after`` seconds -> ``suspect``, for ``down_after`` seconds -> ``down``, and a heartbeat
+from a suspect or down node brings it back ``up``. Each judgement is one ``SetNodeLiveness``
+command, submitted once per (node, status) until the state shows it.
+
+Leadership. A member that becomes leader cannot know when its predecessor last heard from each
+node, so on every leadership gain (a new Raft term) it grants every node one full timeout of grace:
+``last_seen`` starts at the moment of the gain. Every judgement carries the term it was made in,
+and ``apply`` refuses one whose term is below the highest term a judgement was applied with, so a
+deposed leader's late judgement cannot undo a newer leader's.
+
+A node whose status an operator set (``SetNodeState``) is judged like any other: a node marked
+down that keeps heartbeating is brought back up, and one marked up that is silent goes suspect.
+
+Threading: everything here runs on the member's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hacoord.core import commands as c
+from hacoord.replication.base import Replicator
+from hacoord.server.coordinator import Coordinator
+from hacoord.server.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUSPECT_AFTER = 3.0
+DEFAULT_DOWN_AFTER = 8.0
+
+
+def default_check_interval(suspect_after: float) -> float:
+    """How often nodes are judged: often enough that a judgement is late by a small part of the
+    shortest timeout."""
+    return min(0.5, suspect_after / 4)
+
+
+class LivenessMonitor:
+    """Tracks heartbeats and commits liveness transitions while this member leads.
+
+    ``clock`` gives seconds on a monotonic scale (tests pass a controllable one). Raises
+    ``ValueError`` unless ``0 < suspect_after < down_after`` and ``check_interval > 0``.
+    """
+
+    def __init__(self, replicator: Replicator, coordinator: Coordinator,
+                 clock: Callable[[], float] = time.monotonic,
+                 suspect_after: float = DEFAULT_SUSPECT_AFTER, down_after: float = DEFAULT_DOWN_AFTER,
+                 check_interval: float | None = None) -> None:
+        if not 0 < suspect_after < down_after:
+            raise ValueError(f"need 0 < suspect_after ({suspect_after}) < down_after ({down_after})")
+        check_interval = default_check_interval(suspect_after) if check_interval is None else check_interval
+        if check_interval <= 0:
+            raise ValueError(f"check_interval must be positive, got {check_interval}")
+        self.replicator = replicator
+        self.coordinator = coordinator
+        self.clock = clock
+        self.suspect_after = suspect_after
+        self.down_after = down_after
+        self.check_interval = check_interval
+        #: node id -> clock reading of its last heartbeat (or of the grace granted it).
+        self.last_seen: dict[str, float] = {}
+        #: Nodes that heartbeated (with their current epoch) during this leadership; only these
+        #: are brought back up by the periodic check.
+        self._heard: set[str] = set()
+        #: node id -> (status, node epoch) of the judgement in flight for it.
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._term: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._submissions: set[asyncio.Task[None]] = set()
+        #: Judgements this member had applied, by status (for tests and metrics).
+        self.transitions: dict[str, int] = {"up": 0, "suspect": 0, "down": 0}
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start judging in the background (it acts only while this member leads)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="liveness-monitor")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._submissions) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        self._submissions.clear()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.check()
+            except Exception:  # keep judging; a bug here must not silence liveness for good
+                log.exception("liveness check failed")
+            await asyncio.sleep(self.check_interval)
+
+    # --- leadership ---------------------------------------------------------------------------
+
+    def leading_term(self) -> int | None:
+        """The term this member leads in, or None. On a leadership gain, every node gets one full
+        timeout of grace from now and nothing learned under an earlier leadership is kept."""
+        if not self.replicator.is_leader():
+            self._term = None
+            return None
+        term = self.replicator.term
+        if term != self._term:
+            now = self.clock()
+            self._term = term
+            self.last_seen = dict.fromkeys(self.replicator.state.nodes, now)
+            self._heard.clear()
+            self._pending.clear()
+            log.info("leading in term %d: %d nodes get %.1fs of grace", term, len(self.last_seen),
+                     self.down_after)
+        return term
+
+    # --- heartbeats ---------------------------------------------------------------------------
+
+    async def heartbeat(self, node_id: str, epoch: int) -> dict[str, Any]:
+        """Record a heartbeat from ``node_id`` at ``epoch`` (leader only). Raises ApiError
+        ``not_found`` for an unknown node, ``stale_epoch`` unless ``epoch`` is the node's current
+        one. Writes nothing unless the node was suspect or down: then it waits for the node to be
+        judged up again. Answers the node's status, epoch and the revision it reflects."""
+        term = self.leading_term()
+        if term is None:
+            raise ApiError("not_leader", f"{self.replicator.member_id} does not lead",
+                           leader=self.replicator.leader_id())
+        node = self.replicator.state.nodes.get(node_id)
+        if node is None:
+            raise ApiError("not_found", f"unknown node {node_id!r}")
+        if epoch != node.epoch:
+            raise ApiError("stale_epoch", f"node {node_id!r} is at epoch {node.epoch}, not {epoch}: "
+                                          "start a new session")
+        self.last_seen[node_id] = self.clock()
+        self._heard.add(node_id)
+        if node.status != "up" and node_id not in self._pending:
+            await self._judge(node_id, "up", epoch, term)
+        state = self.replicator.state
+        node = state.nodes.get(node_id)
+        if node is None:
+            raise ApiError("not_found", f"unknown node {node_id!r}")
+        return {"node_id": node_id, "status": node.status, "epoch": node.epoch,
+                "revision": state.revision}
+
+    def session_started(self, node_id: str) -> None:
+        """A node began a new session (so it is alive, at a new epoch): hear from it now."""
+        if self.leading_term() is not None:
+            self.last_seen[node_id] = self.clock()
+            self._heard.add(node_id)
+
+    # --- judging ------------------------------------------------------------------------------
+
+    def due(self) -> dict[str, str]:
+        """The transitions due now (node id -> status), leaving out those in flight."""
+        if self.leading_term() is None:
+            return {}
+        now = self.clock()
+        nodes = self.replicator.state.nodes
+        for gone in [n for n in self.last_seen if n not in nodes]:
+            del self.last_seen[gone]
+            self._heard.discard(gone)
+        due = {}
+        for node_id, node in nodes.items():
+            if node_id in self._pending:
+                continue
+            # A node registered since the last pass gets a full timeout from now.
+            silent = now - self.last_seen.setdefault(node_id, now)
+            if silent >= self.down_after:
+                target = "down"
+            elif silent >= self.suspect_after:
+                target = "suspect"
+            else:
+                target = "up"
+            if target == node.status:
+                continue
+            if target == "up" and node_id not in self._heard:
+                continue  # within its grace, but not heard from: no evidence it is alive
+            if target == "suspect" and node.status == "down":
+                continue  # judged down already; only a heartbeat brings it back
+            due[node_id] = target
+        return due
+
+    def check(self) -> int:
+        """Submit every due transition in the background (a slow commit must not hold up the
+        judging of other nodes); returns how many were submitted."""
+        term = self.leading_term()
+        if term is None:
+            return 0
+        due = self.due()
+        nodes = self.replicator.state.nodes
+        for node_id, status in due.items():
+            task = asyncio.create_task(self._judge_quietly(node_id, status, nodes[node_id].epoch, term))
+            self._submissions.add(task)
+            task.add_done_callback(self._submissions.discard)
+        return len(due)
+
+    async def judge(self) -> dict[str, str]:
+        """Submit every due transition and wait for the outcomes; returns those applied (node id
+        -> status). Refused ones are logged and judged again on a later pass if still due."""
+        term = self.leading_term()
+        if term is None:
+            return {}
+        due = self.due()
+        nodes = self.replicator.state.nodes
+        applied = await asyncio.gather(*(self._judge_quietly(n, s, nodes[n].epoch, term)
+                                         for n, s in due.items()))
+        return {n: s for (n, s), ok in zip(due.items(), applied, strict=True) if ok}
+
+    async def _judge_quietly(self, node_id: str, status: str, epoch: int, term: int) -> bool:
+        try:
+            await self._judge(node_id, status, epoch, term)
+        except ApiError as exc:
+            log.warning("node %s: judgement %s not applied: %s: %s", node_id, status, exc.code,
+                        exc.message)
+            return False
+        return True
+
+    async def _judge(self, node_id: str, status: str, epoch: int, term: int) -> None:
+        """Commit one judgement; the pending mark stops it being submitted twice meanwhile."""
+        key = (status, epoch)
+        self._pending[node_id] = key
+        try:
+            await self.coordinator.submit(c.SetNodeLiveness(node_id=node_id, status=status,
+                                                            epoch=epoch, term=term))
+        finally:
+            if self._pending.get(node_id) == key:
+                del self._pending[node_id]
+        self.transitions[status] += 1
+        log.info("node %s judged %s (epoch %d, term %d)", node_id, status, epoch, term)
