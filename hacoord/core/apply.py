@@ -190,6 +190,12 @@ def _set_node_state(state: ClusterState, cmd: c.SetNodeState, rev: int) -> Appli
         _check_capacity(cmd.capacity)
     if cmd.tags is not None:
         _check_map(cmd.tags, "tags", True, _tag_value)
+    if cmd.expect_tags is not None:
+        _check_map(cmd.expect_tags, "expect_tags", True, _tag_value)
+        for key, expected in cmd.expect_tags.items():
+            _require(node.tags.get(key) == expected, "precondition_failed",
+                     f"tag {key!r} of node {cmd.node_id!r} is {node.tags.get(key)!r}, "
+                     f"not {expected!r}")
     if cmd.metrics is not None:
         _check_map(cmd.metrics, "metrics", True, _number)
     merged_tags = _merge(node.tags, cmd.tags)

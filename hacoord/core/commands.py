@@ -54,7 +54,9 @@ class RemoveNode(Command):
 @dataclass(frozen=True)
 class SetNodeState(Command):
     """Change a node's status and metadata. Fields left ``None`` are unchanged; ``tags`` and
-    ``metrics`` are merged, a ``None`` value deleting that key."""
+    ``metrics`` are merged, a ``None`` value deleting that key. With ``expect_tags`` it is a
+    compare-and-set: refused (``precondition_failed``) unless each named tag has the expected
+    value (``None``: absent) right before it applies."""
 
     TYPE: ClassVar[str] = "SetNodeState"
     node_id: str = ""
@@ -64,6 +66,7 @@ class SetNodeState(Command):
     capacity: float | None = None
     tags: dict[str, str | None] | None = None
     metrics: dict[str, float | None] | None = None
+    expect_tags: dict[str, str | None] | None = None
 
 
 @dataclass(frozen=True)
