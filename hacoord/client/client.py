@@ -290,13 +290,17 @@ class Client:
                        zone: str | None = None, capacity: float | None = None,
                        tags: Mapping[str, str | None] | None = None,
                        metrics: Mapping[str, float | None] | None = None, *,
+                       expect_tags: Mapping[str, str | None] | None = None,
                        request_id: str | None = None) -> WriteResult:
         """Change node ``id``: ``status`` (``up``/``down``; partition leadership follows), address,
         zone, capacity. ``tags`` and ``metrics`` are merged into the node's; a ``None`` value deletes
-        that key. Arguments left ``None`` are unchanged."""
+        that key. Arguments left ``None`` are unchanged. With ``expect_tags`` the change is a
+        compare-and-set: :class:`Conflict` with code ``precondition_failed`` unless each named tag
+        has the given value (``None``: absent)."""
         body: dict[str, Any] = {}
         for key, value in (("status", status), ("address", address), ("zone", zone),
-                           ("capacity", capacity), ("tags", tags), ("metrics", metrics)):
+                           ("capacity", capacity), ("tags", tags), ("metrics", metrics),
+                           ("expect_tags", expect_tags)):
             if value is not None:
                 body[key] = dict(value) if isinstance(value, Mapping) else value
         return self._write("PATCH", f"/v1/nodes/{_segment(id)}", body, request_id)

@@ -124,6 +124,7 @@ _CLASS_BY_CODE: dict[str, type[ApiError]] = {
     "not_enough_nodes": Conflict,
     "stale_plan": Conflict,
     "stale_epoch": StaleEpoch,
+    "precondition_failed": Conflict,
     "conflict": Conflict,
     "compacted": Compacted,
     "not_leader": NotLeader,

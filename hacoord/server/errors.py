@@ -22,6 +22,7 @@ STATUS_BY_CODE = {
     "not_enough_nodes": 409,
     "stale_plan": 409,
     "stale_epoch": 409,
+    "precondition_failed": 409,
     # A judgement made in an older term than one already applied: this member was deposed, and
     # the new leader is the one to ask.
     "stale_term": 503,

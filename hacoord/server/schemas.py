@@ -31,6 +31,9 @@ class NodeUpdate(_Body):
     capacity: float | None = Field(None, gt=0, le=1e6)
     tags: dict[str, str | None] | None = None
     metrics: dict[str, float | None] | None = None
+    expect_tags: dict[str, str | None] | None = Field(
+        None, description="compare-and-set: apply only if these tags have these values "
+                          "(null: absent); else 409 precondition_failed")
 
 
 class NodeSession(_Body):

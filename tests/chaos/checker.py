@@ -11,6 +11,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tests.chaos.history import Op
+from tests.chaos.linearizability import INFINITY, RegOp, check
+
+
+def check_registers(ops: list[Op], keys: int) -> list[str]:
+    """Each register's history (reads, writes, compare-and-sets; unknown outcomes allowed) must
+    be linearizable. Operations that certainly failed are left out."""
+    problems = []
+    for k in range(keys):
+        key = f"reg-{k}"
+        history = [RegOp(op.f, op.value, op.result, op.invoked,
+                         INFINITY if op.status == "unknown" else float(op.completed or INFINITY))
+                   for op in ops if getattr(op, "key", None) == key and op.status in ("ok", "unknown")]
+        if not check(history, initial=None):
+            problems.append(f"register {key}: history of {len(history)} operations is not "
+                            "linearizable")
+    return problems
 
 
 def check_set(ops: list[Op], final: set[str]) -> list[str]:

@@ -28,6 +28,7 @@ class Op:
     status: str = "pending"
     result: Any = None
     error: str | None = None
+    key: str | None = None
 
 
 @dataclass

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from hacoord.client import Client, HacoordError
-from tests.chaos.checker import check_one_leader_per_term, check_set
+from hacoord.client import Client, Conflict, HacoordError
+from tests.chaos.checker import check_one_leader_per_term, check_registers, check_set
 from tests.chaos.history import History
 from tests.integration.harness import LocalCluster
 
@@ -41,6 +41,8 @@ class Scenario:
     cooldown: float = 3.0
     read_share: float = 0.3
     member_args: tuple[str, ...] = ("--log-compaction-min-entries", "200")
+    workload: str = "set"  # "set": unique adds + consistent reads; "register": read/write/cas
+    registers: int = 4
 
 
 @dataclass
@@ -130,6 +132,44 @@ def _client_loop(name: str, client: Client, history: History, rng: random.Random
                 history.complete(op, "unknown", error=f"{type(exc).__name__}: {exc}")
 
 
+def _register_loop(name: str, client: Client, history: History, rng: random.Random,
+                   read_share: float, stop: threading.Event, keys: int, limit: int = 5000) -> None:
+    """Read, write and compare-and-set the tag ``v`` of nodes ``reg-0..`` (one register each)."""
+    for _ in range(limit):
+        if stop.is_set():
+            return
+        key = f"reg-{rng.randrange(keys)}"
+        roll = rng.random()
+        if roll < read_share:
+            op = history.invoke(name, "read", None)
+            op.key = key
+            try:
+                history.complete(op, "ok", result=client.node_show(key, consistent=True).tags.get("v"))
+            except HacoordError as exc:
+                history.complete(op, "fail", error=f"{type(exc).__name__}: {exc}")
+            continue
+        new = str(rng.randrange(5))
+        if roll < read_share + (1 - read_share) / 2:
+            op = history.invoke(name, "write", new)
+            op.key = key
+            expect = None
+        else:
+            expected = rng.choice([None, *map(str, range(5))])
+            op = history.invoke(name, "cas", (expected, new))
+            op.key = key
+            expect = {"v": expected}
+        try:
+            client.node_set_state(key, tags={"v": new}, expect_tags=expect)
+            history.complete(op, "ok", result=True)
+        except Conflict as exc:
+            if exc.code == "precondition_failed":
+                history.complete(op, "ok", result=False)
+            else:
+                history.complete(op, "fail", error=f"{type(exc).__name__}: {exc}")
+        except HacoordError as exc:  # timeouts and lost answers: maybe applied
+            history.complete(op, "unknown", error=f"{type(exc).__name__}: {exc}")
+
+
 def _watch_leaders(cluster: LocalCluster, seen: list[tuple[int, str]], stop: threading.Event) -> None:
     with httpx.Client(timeout=0.5) as http:
         for _ in range(100_000):
@@ -160,13 +200,22 @@ def run(scenario: Scenario, root: Path) -> Outcome:
     try:
         outcome.leader_before = cluster.leader()
         members = list(cluster.members.values())
+        if scenario.workload == "register":
+            setup = Client(cluster.endpoints, timeout=2.0, deadline=20.0)
+            for i in range(scenario.registers):
+                setup.node_add(f"reg-{i}", address="127.0.0.1:1")
         for k in range(scenario.clients_per_member * len(members)):
             home = members[k % len(members)]
             endpoints = [home.url] + [m.url for m in members if m is not home]
             client = Client(endpoints, timeout=1.0, deadline=10.0)
             name = f"c{k}"
-            threads.append(threading.Thread(target=_client_loop, name=name, args=(
-                name, client, history, random.Random(rng.random()), scenario.read_share, stop)))
+            seed_rng = random.Random(rng.random())
+            if scenario.workload == "register":
+                target, extra = _register_loop, (scenario.registers,)
+            else:
+                target, extra = _client_loop, ()
+            threads.append(threading.Thread(target=target, name=name, args=(
+                name, client, history, seed_rng, scenario.read_share, stop, *extra)))
         watcher = threading.Thread(target=_watch_leaders, args=(cluster, leaders, watch_stop))
         for thread in [*threads, watcher]:
             thread.start()
@@ -187,12 +236,15 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         outcome.problems += _effect_problems(scenario, nemesis, outcome)
         converged = cluster.converged(timeout=30)
         final = {n["id"] for n in cluster.members[cluster.leader()].get("/v1/nodes")["nodes"]}
-        outcome.problems += check_set(history.ops, final)
+        if scenario.workload == "register":
+            outcome.problems += check_registers(history.ops, scenario.registers)
+        else:
+            outcome.problems += check_set(history.ops, final)
         outcome.problems += check_one_leader_per_term(leaders)
         if outcome.recovery is None or outcome.recovery > 10.0:
             outcome.problems.append(f"no leader and successful write within 10 s of the heal "
                                     f"(took {outcome.recovery})")
-        if converged["revision"] != len(final):
+        if scenario.workload == "set" and converged["revision"] != len(final):
             outcome.problems.append(f"revision {converged['revision']} != {len(final)} elements: "
                                     "something was applied twice or lost")
         outcome.stats = {s: sum(1 for op in history.ops if op.status == s)

@@ -27,6 +27,9 @@ SCENARIOS = [
     Scenario("kill-leader-5", "kill_leader", seed=9, size=5),
     Scenario("pause-leader-5", "pause_leader", seed=10, size=5),
     Scenario("kill-random-5", "kill_random", seed=11, size=5),
+    Scenario("registers-kill-leader", "kill_leader", seed=13, workload="register"),
+    Scenario("registers-pause-leader", "pause_leader", seed=14, workload="register"),
+    Scenario("registers-restart-leader-fast", "restart_leader_fast", seed=15, workload="register"),
 ]
 
 
@@ -39,10 +42,16 @@ def test_scenario_keeps_every_promise(scenario: Scenario, tmp_path: Path) -> Non
           f"{outcome.leader_before} -> {outcome.leader_after}")
 
 
-def test_the_checker_catches_stale_consistent_reads(tmp_path: Path) -> None:
+CANARY_ARGS = ("--log-compaction-min-entries", "200", "--unsafe-stale-reads")
+
+
+@pytest.mark.parametrize(("workload", "finding"), [("set", "stale read"),
+                                                   ("register", "not linearizable")])
+def test_the_checker_catches_stale_consistent_reads(workload: str, finding: str,
+                                                    tmp_path: Path) -> None:
     """Canary: members that answer "consistent" reads from local state, with a follower paused
     while writes go on, must be caught serving stale reads. Proves the suite can fail."""
-    canary = Scenario("canary-stale-reads", "pause_follower", seed=12, read_share=0.5,
-                      member_args=("--log-compaction-min-entries", "200", "--unsafe-stale-reads"))
+    canary = Scenario(f"canary-stale-reads-{workload}", "pause_follower", seed=12, read_share=0.5,
+                      workload=workload, member_args=CANARY_ARGS)
     outcome = run(canary, tmp_path)
-    assert any("stale read" in p for p in outcome.problems), outcome.problems
+    assert any(finding in p for p in outcome.problems), outcome.problems
