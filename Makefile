@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test chaos lint bench clean
+.PHONY: install run test chaos soak lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 ## Fixed-seed fault scenarios against real clusters (about 15 minutes on 2 cores).
 chaos: $(STAMP)
 	$(BIN)/pytest -q -m chaos tests/chaos -s
+
+## Random chaos scenarios until DURATION (e.g. make soak DURATION=2h); stops at the first failure.
+DURATION ?= 10m
+soak: $(STAMP)
+	$(BIN)/python -m tests.chaos.soak --duration $(DURATION)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hacoord tests bench

@@ -234,7 +234,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         watch_stop.set()
         watcher.join(timeout=10)
         outcome.problems += _effect_problems(scenario, nemesis, outcome)
-        converged = cluster.converged(timeout=30)
+        cluster.converged(timeout=30)
         final = {n["id"] for n in cluster.members[cluster.leader()].get("/v1/nodes")["nodes"]}
         if scenario.workload == "register":
             outcome.problems += check_registers(history.ops, scenario.registers)
@@ -244,9 +244,8 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         if outcome.recovery is None or outcome.recovery > 10.0:
             outcome.problems.append(f"no leader and successful write within 10 s of the heal "
                                     f"(took {outcome.recovery})")
-        if scenario.workload == "set" and converged["revision"] != len(final):
-            outcome.problems.append(f"revision {converged['revision']} != {len(final)} elements: "
-                                    "something was applied twice or lost")
+        # (No revision == element count check: the liveness monitor also commits transitions
+        # for the elements, which are nodes that never heartbeat.)
         outcome.stats = {s: sum(1 for op in history.ops if op.status == s)
                          for s in ("ok", "fail", "unknown")}
         if outcome.stats["ok"] < 50:
