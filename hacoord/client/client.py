@@ -6,6 +6,9 @@ to the leader once it is known (from a ``not_leader`` hint or from :meth:`Client
 last endpoint that answered otherwise (any member forwards them to its leader). An endpoint that
 fails is passed over: the next attempt goes to the next known endpoint.
 
+A write or consistent read answered through a follower (which forwarded it) names the leader
+in ``X-Hacoord-Leader``; the client then sends the next ones to the leader directly.
+
 Retries. Every call runs under one tenacity policy: exponential backoff with full jitter, stopped
 before the call's ``deadline`` would be overrun, on transport errors (refused connection, timeout,
 reset) and on 503/504 answers. A write generates one request id (``uuid4().hex``) and sends it with
@@ -57,6 +60,8 @@ DEFAULT_ENDPOINTS = ("http://127.0.0.1:7401", "http://127.0.0.1:7402", "http://1
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REVISION_HEADER = "X-Hacoord-Revision"
+#: Set on an answer a follower forwarded from the leader: the leader's member id.
+LEADER_HEADER = "X-Hacoord-Leader"
 
 #: Backoff between attempts: a random wait in [0, initial * 2**n], capped at max (seconds).
 BACKOFF_INITIAL = 0.05
@@ -449,6 +454,9 @@ class Client:
         if response.is_success:
             with self._lock:
                 self._current = endpoint
+            leader = response.headers.get(LEADER_HEADER)
+            if call.to_leader and leader:
+                self._learn_leader(endpoint, leader)
             return response
         error = self._error(response, endpoint)
         if isinstance(error, NotLeader):
@@ -486,6 +494,20 @@ class Client:
             self._set_leader(error.leader, url)
         call.redirects += 1
         call.redirected = True
+
+    def _learn_leader(self, endpoint: str, leader: str) -> None:
+        """``endpoint`` forwarded a call to ``leader``: send the next ones there directly
+        (learning the members' URLs from ``endpoint`` first if need be)."""
+        with self._lock:
+            url = self._member_urls.get(leader)
+        if url is None:
+            _, members = self._probe_one(endpoint, min(self.timeout, self.deadline))
+            with self._lock:
+                self._member_urls.update(members)
+            url = members.get(leader)
+        if url is not None and url != endpoint:
+            with self._lock:
+                self._set_leader(leader, url)
 
     def _set_leader(self, member_id: str | None, url: str) -> None:
         """Remember the leader (called with the lock held)."""

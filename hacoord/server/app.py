@@ -39,6 +39,7 @@ from hacoord.server.schemas import (
 from hacoord.server.views import node_view, resource_summary, routing
 
 FORWARDED_HEADER = "x-hacoord-forwarded"
+LEADER_HEADER = "x-hacoord-leader"
 REQUEST_ID_HEADER = "x-request-id"
 REVISION_HEADER = "x-hacoord-revision"
 
@@ -113,6 +114,10 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             raise ApiError("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
                            leader=leader) from None
         passed = {k: v for k, v in answer.headers.items() if k.startswith("x-hacoord-")}
+        # Tells the client who answered, so it can go to the leader directly next time (a data
+        # node heartbeating through a follower would otherwise cost that follower a forward each
+        # time, for ever).
+        passed[LEADER_HEADER] = leader
         return Response(answer.content, status_code=answer.status_code,
                         media_type="application/json", headers=passed)
 

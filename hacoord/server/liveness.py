@@ -13,6 +13,10 @@ node, so on every leadership gain (a new Raft term) it grants every node one ful
 and ``apply`` refuses one whose term is below the highest term a judgement was applied with, so a
 deposed leader's late judgement cannot undo a newer leader's.
 
+A leader that could not listen cannot blame the nodes for it: when a pass comes more than one
+``check_interval`` late (the process was paused, or its event loop was starved), every node is
+credited with the extra time, so an overloaded or stalled leader does not judge live nodes.
+
 A node whose status an operator set (``SetNodeState``) is judged like any other: a node marked
 down that keeps heartbeating is brought back up, and one marked up that is silent goes suspect.
 
@@ -74,10 +78,13 @@ class LivenessMonitor:
         #: node id -> (status, node epoch) of the judgement in flight for it.
         self._pending: dict[str, tuple[str, int]] = {}
         self._term: int | None = None
+        self._last_pass: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._submissions: set[asyncio.Task[None]] = set()
         #: Judgements this member had applied, by status (for tests and metrics).
         self.transitions: dict[str, int] = {"up": 0, "suspect": 0, "down": 0}
+        #: Seconds this member could not listen, forgiven to every node.
+        self.deaf_seconds = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -117,6 +124,7 @@ class LivenessMonitor:
             self.last_seen = dict.fromkeys(self.replicator.state.nodes, now)
             self._heard.clear()
             self._pending.clear()
+            self._last_pass = now
             log.info("leading in term %d: %d nodes get %.1fs of grace", term, len(self.last_seen),
                      self.down_after)
         return term
@@ -162,6 +170,7 @@ class LivenessMonitor:
         if self.leading_term() is None:
             return {}
         now = self.clock()
+        self._forgive_deafness(now)
         nodes = self.replicator.state.nodes
         for gone in [n for n in self.last_seen if n not in nodes]:
             del self.last_seen[gone]
@@ -186,6 +195,18 @@ class LivenessMonitor:
                 continue  # judged down already; only a heartbeat brings it back
             due[node_id] = target
         return due
+
+    def _forgive_deafness(self, now: float) -> None:
+        """Credit every node with the time by which this pass is late beyond one interval."""
+        last, self._last_pass = self._last_pass, now
+        if last is None:
+            return
+        late = now - last - self.check_interval
+        if late > self.check_interval:
+            self.deaf_seconds += late
+            log.warning("liveness pass %.2fs late (paused or overloaded): not held against nodes", late)
+            for node_id, seen in self.last_seen.items():
+                self.last_seen[node_id] = min(now, seen + late)
 
     def check(self) -> int:
         """Submit every due transition in the background (a slow commit must not hold up the

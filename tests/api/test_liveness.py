@@ -3,6 +3,7 @@ test moves (``MemoryReplicator`` members in one process, see ``tests.api.inproc`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -13,6 +14,8 @@ from hacoord.client import Client, StaleEpoch
 from hacoord.client.errors import NotFound
 from hacoord.core import commands as c
 from hacoord.core.codec import digest
+from hacoord.replication.memory import MemoryReplicator
+from hacoord.server.coordinator import Coordinator
 from hacoord.server.liveness import LivenessMonitor
 from tests.api.inproc import InProcessCluster
 
@@ -252,6 +255,19 @@ def test_heartbeats_and_sessions_reach_the_leader_through_a_follower(
     assert monitor(cluster, "m2").last_seen == {}  # followers keep nothing
 
 
+def test_a_client_heartbeating_through_a_follower_moves_to_the_leader(
+        cluster: InProcessCluster, client: Client) -> None:
+    client.node_add("a", "10.0.0.1:9000")
+    with Client([cluster.url("m3")], transport=cluster.transport) as via_m3:
+        via_m3.node_heartbeat("a", 1)  # m3 forwards it, and says m1 answered
+        assert via_m3.leader == "m1"
+        cluster.received.clear()
+        for _ in range(3):
+            via_m3.node_heartbeat("a", 1)
+    assert [m for m, _ in cluster.received] == ["m1"] * 3
+    assert not cluster.hits("m1", forwarded=True)
+
+
 def test_heartbeat_and_session_errors(cluster: InProcessCluster, client: Client) -> None:
     with pytest.raises(NotFound):
         client.node_heartbeat("ghost", 1)
@@ -297,15 +313,39 @@ def test_node_show_reports_suspect_and_the_epoch(cluster: InProcessCluster, clie
 def test_the_background_pass_judges_on_its_own() -> None:
     clock = Clock()
     with InProcessCluster(1, leader="m1", suspect_after=1.0, down_after=2.0, liveness_clock=clock,
-                          liveness_check_interval=0.01) as cluster, \
+                          liveness_check_interval=0.05) as cluster, \
             Client(cluster.urls, transport=cluster.transport) as client:
         client.node_add("a", "10.0.0.1:9000")
         mon = monitor(cluster)
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + 20.0
         while "a" not in mon.last_seen and time.monotonic() < deadline:
             time.sleep(0.01)  # the first pass that sees the node starts its timeout
-        clock.advance(2.0)
+        # Time moves in small steps, as it does for a member that is not paused.
         while status(cluster, "a") != "down" and time.monotonic() < deadline:
+            clock.advance(0.02)
             time.sleep(0.01)
         assert status(cluster, "a") == "down"
         assert client.node_heartbeat("a", 1).status == "up"
+
+
+def test_a_late_pass_is_not_held_against_the_nodes() -> None:
+    """A member that was paused (or starved) between two passes could not hear heartbeats then."""
+
+    async def scenario() -> None:
+        replicator = MemoryReplicator()
+        coordinator = Coordinator(replicator)
+        clock = Clock()
+        mon = LivenessMonitor(replicator, coordinator, clock, suspect_after=3.0, down_after=8.0,
+                              check_interval=0.5)
+        await coordinator.submit(c.RegisterNode(node_id="a", address="10.0.0.1:9000"))
+        assert await mon.judge() == {}  # the first pass starts a's timeout
+        for _ in range(4):  # 2 s of passes on time
+            clock.advance(0.5)
+            assert await mon.judge() == {}
+        clock.advance(20.0)  # paused: one pass 19.5 s late
+        assert await mon.judge() == {}
+        assert mon.deaf_seconds == pytest.approx(19.5)
+        clock.advance(0.5)  # 2 s + one interval + this one: 3 s heard nothing while listening
+        assert await mon.judge() == {"a": "suspect"}
+
+    asyncio.run(scenario())
