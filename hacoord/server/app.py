@@ -8,6 +8,7 @@ from the member's own applied state and say which revision they reflect.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -42,6 +43,7 @@ FORWARDED_HEADER = "x-hacoord-forwarded"
 LEADER_HEADER = "x-hacoord-leader"
 REQUEST_ID_HEADER = "x-request-id"
 REVISION_HEADER = "x-hacoord-revision"
+FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
 
 
 def _request_id(request: Request) -> str:
@@ -107,9 +109,10 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         for name in ("content-type", REQUEST_ID_HEADER):
             if name in request.headers:
                 headers[name] = request.headers[name]
+        forward = asyncio.ensure_future(http["client"].request(
+            request.method, target, headers=headers, content=await request.body()))
         try:
-            answer = await http["client"].request(request.method, target, headers=headers,
-                                                  content=await request.body())
+            answer = await _unless_leader_changes(forward, leader)
         except httpx.HTTPError as exc:
             raise ApiError("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
                            leader=leader) from None
@@ -120,6 +123,23 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         passed[LEADER_HEADER] = leader
         return Response(answer.content, status_code=answer.status_code,
                         media_type="application/json", headers=passed)
+
+    async def _unless_leader_changes(forward: asyncio.Future[httpx.Response],
+                                     leader: str) -> httpx.Response:
+        """The leader's answer; but if this member sees another leader (or none) meanwhile, give
+        up on it: a paused or cut-off leader would hold the caller until its timeout, while a
+        retry can go to the new leader now. (Safe: the write keeps its request id.)"""
+        for _ in range(int((submit_timeout + 2.0) / FORWARD_CHECK) + 1):
+            done, _pending = await asyncio.wait([forward], timeout=FORWARD_CHECK)
+            if done:
+                return forward.result()
+            now = replicator.leader_id()
+            if now != leader:
+                forward.cancel()
+                raise ApiError("not_leader", f"leadership moved from {leader} to {now or 'nobody'} "
+                               "while forwarding; retry", leader=now)
+        forward.cancel()
+        raise ApiError("unavailable", f"leader {leader} did not answer in time", leader=leader)
 
     async def read_point(request: Request, consistent: bool) -> Response | None:
         """For a consistent read: forward to the leader, or on the leader pass a barrier."""
