@@ -7,7 +7,6 @@ exits with status 2.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -31,8 +30,6 @@ from hacoord.server.settings import (
     read_toml,
 )
 
-LOG_FORMAT = "%(asctime)s %(levelname)s {member} %(name)s: %(message)s"
-
 
 def _fail(message: str, status: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
@@ -47,12 +44,6 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
         except ConfigError as exc:
             _fail(f"config error: {exc}")
     return path
-
-
-def _setup_logging(member_id: str, level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format=LOG_FORMAT.format(member=member_id), stream=sys.stderr)
-    logging.getLogger("pysyncobj").setLevel(logging.WARNING)
 
 
 @click.command()
@@ -90,6 +81,8 @@ def _setup_logging(member_id: str, level: str) -> None:
                                       "(its leaderships move).")
 @click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
               help="Chaos canary only: serve consistent reads from local state.")
+@click.option("--log-format", default="console", envvar="HACOORD_LOG_FORMAT", show_default=True,
+              type=click.Choice(["console", "json"]), help="One event a line, as text or JSON.")
 @click.option("--log-level", default="info", envvar="HACOORD_LOG_LEVEL", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(member_id: str | None, raft_address: str | None, api_address: str | None,
@@ -97,7 +90,7 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
           secret_file: str | None, insecure: bool, submit_timeout: float,
           election_timeout_min: float, election_timeout_max: float,
           log_compaction_min_entries: int, fsync: bool, suspect_after: float, down_after: float,
-          unsafe_stale_reads: bool, log_level: str) -> None:
+          unsafe_stale_reads: bool, log_format: str, log_level: str) -> None:
     """Run one coordinator member (for deployments across hosts)."""
     missing = [name for name, value in (("member_id", member_id), ("raft_address", raft_address),
                                         ("api_address", api_address), ("data_dir", data_dir))
@@ -119,8 +112,10 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
         settings.read_secret()
     except ConfigError as exc:
         _fail(f"config error: {exc}")
-    _setup_logging(settings.member_id, log_level)
-    from hacoord.server.member import run_event_loop, serve_member  # loaded only to serve
+    from hacoord.server.logs import setup_logging  # the server stack loads only to serve
+    from hacoord.server.member import run_event_loop, serve_member
+
+    setup_logging(settings.member_id, log_level, log_format)
 
     sys.exit(run_event_loop(serve_member(settings)))
 

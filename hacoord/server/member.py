@@ -17,6 +17,7 @@ import uvicorn
 
 from hacoord.replication.raft import FatalReplicationError, RaftReplicator, RaftTuning
 from hacoord.server.app import create_app
+from hacoord.server.logs import follow_term
 from hacoord.server.settings import MemberSettings
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ async def serve_member(settings: MemberSettings) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     replicator = build_replicator(settings)
+    follow_term(lambda: replicator.term)
     try:
         await replicator.start()
     except FatalReplicationError as exc:
