@@ -1,10 +1,15 @@
-"""The change feed: every event of every applied command, in revision order, bounded.
+"""The change feed: every event of every applied command, in revision order, bounded; and from
+it, the routing table as of a past revision and the diff between two revisions.
 
 Each member keeps its own feed, filled as it applies the log. Since every member applies the
 same log, revision ``r`` carries the same events everywhere, so a watcher can resume on any
 member from the last revision it saw. A member keeps the events after ``floor`` (its start or
 last snapshot install, or what it had to drop to stay within ``capacity``); asking for older
 ones raises :class:`Compacted` ("re-read the state, then watch from its revision").
+
+To answer "routing as of revision r", the feed keeps a shadow of the current routing (partition
+-> replicas, leader, epoch) and, with each event, what it replaced; walking the events after r
+backwards undoes them.
 
 Runs on the member's event loop thread; waiters are plain futures.
 """
@@ -16,8 +21,12 @@ from collections import deque
 from collections.abc import Iterable
 
 from hacoord.core.events import Event
+from hacoord.core.model import ClusterState
 
 DEFAULT_CAPACITY = 20_000
+
+Route = tuple[tuple[str, ...], str | None, int]  # replicas, leader, epoch
+Routing = dict[str, tuple[int, list[Route]]]       # resource -> (replication factor, partitions)
 
 
 class Compacted(Exception):
@@ -38,6 +47,8 @@ class ChangeFeed:
         self.floor = floor
         self.revision = floor
         self._events: deque[Event] = deque()
+        self._undo: deque[object] = deque()  # what each event replaced, aligned with _events
+        self._routing: Routing = {}
         self._waiters: list[asyncio.Future[None]] = []
 
     def record(self, events: Iterable[Event]) -> None:
@@ -45,22 +56,90 @@ class ChangeFeed:
         added = False
         for event in events:
             self._events.append(event)
+            self._undo.append(self._shadow(event))
             self.revision = max(self.revision, event.revision)
             added = True
         while len(self._events) > self.capacity:
             # Drop whole revisions only, so "everything after floor" stays true.
             dropped = self._events.popleft().revision
+            self._undo.popleft()
             while self._events and self._events[0].revision == dropped:
                 self._events.popleft()
+                self._undo.popleft()
             self.floor = dropped
         if added:
             self._wake()
 
-    def reset(self, revision: int) -> None:
+    def reset(self, revision: int, state: ClusterState | None = None) -> None:
         """The state jumped to ``revision`` (snapshot install): history before it is gone."""
         self._events.clear()
+        self._undo.clear()
+        self._routing = {} if state is None else {
+            name: (res.replication_factor,
+                   [(tuple(p.replicas), p.leader, p.epoch) for p in res.partitions])
+            for name, res in state.resources.items()}
         self.floor = self.revision = revision
         self._wake()
+
+    # --- routing history -----------------------------------------------------------------------
+
+    def _shadow(self, event: Event) -> object:
+        """Apply ``event`` to the shadow routing; return what it replaced (for undo)."""
+        data = event.data
+        if event.type == "ResourceCreated":
+            name = data["name"]
+            previous = self._routing.get(name)
+            self._routing[name] = (data["replication_factor"], [
+                (tuple(p["replicas"]), p["leader"], p["epoch"]) for p in data["partitions"]])
+            return ("resource", name, previous)
+        if event.type == "ResourceDeleted":
+            name = data["name"]
+            return ("resource", name, self._routing.pop(name, None))
+        if event.type == "PartitionChanged":
+            name, index = data["resource"], data["partition"]
+            rf, parts = self._routing.get(name, (0, []))
+            if index >= len(parts):
+                return None
+            previous = parts[index]
+            parts[index] = (tuple(data["replicas"]), data["leader"], data["epoch"])
+            return ("partition", name, index, previous)
+        return None
+
+    def routing_at(self, revision: int) -> Routing:
+        """The routing as of ``revision`` (kept history only; else :class:`Compacted`)."""
+        if revision < self.floor:
+            raise Compacted(revision, self.floor)
+        routing = {name: (rf, list(parts)) for name, (rf, parts) in self._routing.items()}
+        for event, undo in zip(reversed(self._events), reversed(self._undo), strict=True):
+            if event.revision <= revision:
+                break
+            if undo is None:
+                continue
+            if undo[0] == "resource":
+                _, name, previous = undo
+                if previous is None:
+                    routing.pop(name, None)
+                else:
+                    routing[name] = (previous[0], list(previous[1]))
+            else:
+                _, name, index, previous = undo
+                routing[name][1][index] = previous
+        return routing
+
+    def diff(self, since: int, until: int) -> list[dict[str, object]]:
+        """Partitions whose replicas, leader or epoch differ between two kept revisions."""
+        before, after = self.routing_at(since), self.routing_at(until)
+        changes: list[dict[str, object]] = []
+        for name in sorted(set(before) | set(after)):
+            old = before.get(name, (0, []))[1]
+            new = after.get(name, (0, []))[1]
+            for index in range(max(len(old), len(new))):
+                a = old[index] if index < len(old) else None
+                b = new[index] if index < len(new) else None
+                if a != b:
+                    changes.append({"resource": name, "partition": index,
+                                    "before": _route_dict(a), "after": _route_dict(b)})
+        return changes
 
     def since(self, revision: int, limit: int = 1000) -> list[Event]:
         """Events after ``revision``: whole revisions, about ``limit`` events at most."""
@@ -94,3 +173,9 @@ class ChangeFeed:
         for future in waiters:
             if not future.done():
                 future.set_result(None)
+
+
+def _route_dict(route: Route | None) -> dict[str, object] | None:
+    if route is None:
+        return None
+    return {"replicas": list(route[0]), "leader": route[1], "epoch": route[2]}

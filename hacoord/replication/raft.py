@@ -356,7 +356,7 @@ class RaftReplicator:
 
     def _on_restored(self) -> None:
         """A snapshot replaced the state: answer waiters whose commands it already contains."""
-        self.feed.reset(self.state.revision)
+        self.feed.reset(self.state.revision, self.state)
         for rid in [r for r in self._waiting if r in self.state.requests]:
             self._on_applied(rid, apply(self.state, self._waiting[rid].command))
 

@@ -37,7 +37,7 @@ from hacoord.server.schemas import (
     PartitionMove,
     ResourceCreate,
 )
-from hacoord.server.views import node_view, resource_summary, routing
+from hacoord.server.views import node_view, resource_summary, routing, routing_from
 
 FORWARDED_HEADER = "x-hacoord-forwarded"
 LEADER_HEADER = "x-hacoord-leader"
@@ -306,13 +306,43 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
 
     @app.get("/v1/routing", tags=["routing"])
     async def get_routing(request: Request, consistent: bool = False,
-                          resource: str | None = Query(None)) -> Response:
-        """Routing table: partition -> replicas, leader, fencing epoch; with the revision."""
+                          resource: str | None = Query(None),
+                          revision: int | None = Query(None, ge=0, description=(
+                              "as of this past revision (within the kept history)"))) -> Response:
+        """Routing table: partition -> replicas, leader, fencing epoch; with the revision. With
+        ``revision``, as it was then (410 ``compacted`` if older than this member keeps)."""
         if (fwd := await read_point(request, consistent)) is not None:
             return fwd
         state = replicator.state
+        if revision is not None and revision != state.revision:
+            if revision > state.revision:
+                raise ApiError("invalid_argument", f"revision {revision} is in the future "
+                               f"(this member is at {state.revision})")
+            try:
+                past = replicator.feed.routing_at(revision)
+            except Compacted as exc:
+                raise ApiError("compacted", str(exc), status=410) from None
+            if resource is not None and resource not in past:
+                raise ApiError("not_found", f"no resource {resource!r} at revision {revision}")
+            return reply(routing_from(past, state, revision, resource))
         if resource is not None and resource not in state.resources:
             raise ApiError("not_found", f"unknown resource {resource!r}")
         return reply(routing(state, resource))
+
+    @app.get("/v1/routing/diff", tags=["routing"])
+    async def routing_diff(since: int = Query(alias="from", ge=0),
+                           until: int | None = Query(None, alias="to", ge=0)) -> Response:
+        """Partitions whose replicas, leader or epoch differ between revisions ``from`` and ``to``
+        (default: now), each with its before and after."""
+        current = replicator.state.revision
+        until = current if until is None else until
+        if since > until or until > current:
+            raise ApiError("invalid_argument", f"need from <= to <= {current} (this member's "
+                           "revision)")
+        try:
+            changes = replicator.feed.diff(since, until)
+        except Compacted as exc:
+            raise ApiError("compacted", str(exc), status=410) from None
+        return reply({"revision": current, "from": since, "to": until, "changes": changes})
 
     return app

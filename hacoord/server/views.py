@@ -45,3 +45,21 @@ def node_view(state: ClusterState, node_id: str) -> dict[str, Any]:
                              "epoch": part.epoch})
     node["replicas"] = held
     return node
+
+
+def routing_from(past: dict[str, Any], state: ClusterState, revision: int,
+                 resource_name: str | None = None) -> dict[str, Any]:
+    """The same shape as :func:`routing`, from a past routing (``ChangeFeed.routing_at``).
+    Addresses are the nodes' current ones (node records are not versioned)."""
+    names = [resource_name] if resource_name else sorted(past)
+    resources = {}
+    used: set[str] = set()
+    for name in names:
+        rf, parts = past[name]
+        resources[name] = {"replication_factor": rf, "partitions": [
+            {"partition": i, "replicas": list(replicas), "leader": leader, "epoch": epoch}
+            for i, (replicas, leader, epoch) in enumerate(parts)]}
+        for replicas, _, _ in parts:
+            used.update(replicas)
+    addresses = {n: state.nodes[n].address for n in sorted(used) if n in state.nodes}
+    return {"revision": revision, "resources": resources, "addresses": addresses}
