@@ -43,6 +43,9 @@ class Scenario:
     member_args: tuple[str, ...] = ("--log-compaction-min-entries", "200")
     workload: str = "set"  # "set": unique adds + consistent reads; "register": read/write/cas
     registers: int = 4
+    #: Send each client's reads to its home member only (not to the leader it learnt): a
+    #: member that answers "consistent" reads from its own state is then read while it lags.
+    read_from_home: bool = False
 
 
 @dataclass
@@ -110,7 +113,7 @@ class Nemesis:
         proc.send_signal(sig)
 
 
-def _client_loop(name: str, client: Client, history: History, rng: random.Random,
+def _client_loop(name: str, client: Client, reader: Client, history: History, rng: random.Random,
                  read_share: float, stop: threading.Event, limit: int = 5000) -> None:
     for i in range(limit):
         if stop.is_set():
@@ -118,7 +121,7 @@ def _client_loop(name: str, client: Client, history: History, rng: random.Random
         if rng.random() < read_share:
             op = history.invoke(name, "read", None)
             try:
-                nodes = client.node_list(consistent=True)
+                nodes = reader.node_list(consistent=True)
                 history.complete(op, "ok", result=[n.id for n in nodes])
             except HacoordError as exc:
                 history.complete(op, "fail", error=f"{type(exc).__name__}: {exc}")
@@ -132,8 +135,9 @@ def _client_loop(name: str, client: Client, history: History, rng: random.Random
                 history.complete(op, "unknown", error=f"{type(exc).__name__}: {exc}")
 
 
-def _register_loop(name: str, client: Client, history: History, rng: random.Random,
-                   read_share: float, stop: threading.Event, keys: int, limit: int = 5000) -> None:
+def _register_loop(name: str, client: Client, reader: Client, history: History,
+                   rng: random.Random, read_share: float, stop: threading.Event, keys: int,
+                   limit: int = 5000) -> None:
     """Read, write and compare-and-set the tag ``v`` of nodes ``reg-0..`` (one register each)."""
     for _ in range(limit):
         if stop.is_set():
@@ -144,7 +148,7 @@ def _register_loop(name: str, client: Client, history: History, rng: random.Rand
             op = history.invoke(name, "read", None)
             op.key = key
             try:
-                history.complete(op, "ok", result=client.node_show(key, consistent=True).tags.get("v"))
+                history.complete(op, "ok", result=reader.node_show(key, consistent=True).tags.get("v"))
             except HacoordError as exc:
                 history.complete(op, "fail", error=f"{type(exc).__name__}: {exc}")
             continue
@@ -208,6 +212,8 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             home = members[k % len(members)]
             endpoints = [home.url] + [m.url for m in members if m is not home]
             client = Client(endpoints, timeout=1.0, deadline=10.0)
+            reader = Client([home.url], timeout=1.0, deadline=10.0) if scenario.read_from_home \
+                else client
             name = f"c{k}"
             seed_rng = random.Random(rng.random())
             if scenario.workload == "register":
@@ -215,7 +221,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             else:
                 target, extra = _client_loop, ()
             threads.append(threading.Thread(target=target, name=name, args=(
-                name, client, history, seed_rng, scenario.read_share, stop, *extra)))
+                name, client, reader, history, seed_rng, scenario.read_share, stop, *extra)))
         watcher = threading.Thread(target=_watch_leaders, args=(cluster, leaders, watch_stop))
         for thread in [*threads, watcher]:
             thread.start()

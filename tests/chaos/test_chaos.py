@@ -49,9 +49,11 @@ CANARY_ARGS = ("--log-compaction-min-entries", "200", "--unsafe-stale-reads")
                                                    ("register", "not linearizable")])
 def test_the_checker_catches_stale_consistent_reads(workload: str, finding: str,
                                                     tmp_path: Path) -> None:
-    """Canary: members that answer "consistent" reads from local state, with a follower paused
-    while writes go on, must be caught serving stale reads. Proves the suite can fail."""
+    """Canary: members that answer "consistent" reads from their own state (followers learn of a
+    commit one message after the leader acknowledged it), read by clients at their home member
+    while a follower is paused and resumed, must be caught serving stale reads. Proves the suite
+    can fail."""
     canary = Scenario(f"canary-stale-reads-{workload}", "pause_follower", seed=12, read_share=0.5,
-                      workload=workload, member_args=CANARY_ARGS)
+                      workload=workload, member_args=CANARY_ARGS, read_from_home=True)
     outcome = run(canary, tmp_path)
     assert any(finding in p for p in outcome.problems), outcome.problems
