@@ -18,6 +18,7 @@ can; this module only ever adds replicas.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable
 
 from hacoord.core.model import ClusterState, Node
@@ -82,6 +83,89 @@ def _choose_leader(state: ClusterState, loads: _Loads, replicas: list[str]) -> s
     return leader
 
 
+class _FastChooser:
+    """The policy of ``_choose_replicas`` for many partitions in a row, without scanning every node
+    for every slot: up nodes are kept per zone in buckets of equal load, so a slot that can go to a
+    fresh zone looks only at the least-loaded bucket of each fresh zone and hashes only the nodes
+    tied there. Other slots (no fresh zone left, or no up node left) take the plain path. Same
+    choices as ``_choose_replicas`` (ties of equal load and equal 64-bit rendezvous score aside).
+    """
+
+    def __init__(self, state: ClusterState, loads: _Loads) -> None:
+        self.state, self.loads = state, loads
+        self.up = _eligible(state.nodes.values())
+        self.zones: dict[str, list[Node]] = {}
+        for node in self.up:
+            self.zones.setdefault(node.zone, []).append(node)
+        self.key = {n.id: n.id.encode() for n in self.up}
+        self.buckets: dict[str, dict[float, dict[str, Node]]] = {z: {} for z in self.zones}
+        self.heaps: dict[str, list[float]] = {z: [] for z in self.zones}
+        for node in self.up:
+            self._file(node)
+
+    def _load(self, node: Node) -> float:
+        return (self.loads.replicas[node.id] + 1) / node.capacity
+
+    def _file(self, node: Node) -> None:
+        load = self._load(node)
+        bucket = self.buckets[node.zone].get(load)
+        if bucket is None:
+            bucket = self.buckets[node.zone][load] = {}
+            heapq.heappush(self.heaps[node.zone], load)
+        bucket[node.id] = node
+
+    def _least(self, zone: str) -> float:
+        heap, buckets = self.heaps[zone], self.buckets[zone]
+        while heap[0] not in buckets:
+            heapq.heappop(heap)
+        return heap[0]
+
+    def _add(self, node: Node) -> None:
+        buckets = self.buckets.get(node.zone)
+        if buckets is not None and node.status == "up":
+            load = self._load(node)
+            del buckets[load][node.id]
+            if not buckets[load]:
+                del buckets[load]
+        self.loads.replicas[node.id] += 1
+        if buckets is not None and node.status == "up":
+            self._file(node)
+
+    def choose(self, resource: str, partition: int, count: int) -> list[str]:
+        chosen: list[str] = []
+        used: set[str] = set()
+        prefix = hashlib.blake2b(f"{resource}\x00{partition}\x00".encode(), digest_size=8)
+        for _ in range(count):
+            fresh = [z for z in self.zones if z not in used]
+            if fresh:
+                least = min(self._least(z) for z in fresh)
+                ties = [n for z in fresh if self._least(z) == least
+                        for n in self.buckets[z][least].values()]
+                if len(ties) == 1:
+                    node = ties[0]
+                else:
+                    def score(n: Node) -> bytes:
+                        h = prefix.copy()
+                        h.update(self.key[n.id])
+                        return h.digest()
+                    node = max(ties, key=score)
+            else:
+                node_or_none = self._plain(resource, partition, chosen, used)
+                if node_or_none is None:
+                    break
+                node = node_or_none
+            chosen.append(node.id)
+            used.add(node.zone)
+            self._add(node)
+        return chosen
+
+    def _plain(self, resource: str, partition: int, chosen: list[str], used: set[str]) -> Node | None:
+        candidates = [n for n in self.up if n.id not in chosen]
+        if not candidates:
+            candidates = [n for n in self.state.nodes.values() if n.status != "up" and n.id not in chosen]
+        return _pick(candidates, used, self.loads, resource, partition)
+
+
 def place_resource(state: ClusterState, name: str, partitions: int,
                    replication_factor: int) -> list[list[str]]:
     """Replicas for each partition of a new resource, leader first.
@@ -90,9 +174,10 @@ def place_resource(state: ClusterState, name: str, partitions: int,
     fewer nodes; the caller (``apply``) rejects that case.
     """
     loads = _Loads(state)
+    chooser = _FastChooser(state, loads)
     assignment = []
     for p in range(partitions):
-        replicas = _choose_replicas(state, loads, name, p, replication_factor, [])
+        replicas = chooser.choose(name, p, replication_factor)
         if not replicas:
             assignment.append([])
             continue
