@@ -339,6 +339,32 @@ def watch(since: int | None, count: int | None) -> None:
             return
 
 
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Show the plan; apply nothing (required for now).")
+@click.option("--exclude", multiple=True, metavar="NODE", help="Plan as if NODE were drained.")
+@consistent_option
+@json_option
+def rebalance(dry_run: bool, exclude: tuple[str, ...], consistent: bool) -> None:
+    """The moves that would restore balance: count against the lower bound, balance before and
+    after. Applying plans (two-phase moves, throttles) is not available yet: use --dry-run."""
+    if not dry_run:
+        raise click.UsageError("applying a rebalance is not available yet; add --dry-run to see "
+                               "the plan")
+    state = _state()
+    state.out.plan(state.client().rebalance_plan(exclude, consistent=consistent))
+
+
+@main.command()
+@click.argument("resource_name", metavar="RESOURCE")
+@click.argument("partition_index", metavar="PARTITION", type=click.IntRange(min=0))
+@consistent_option
+@json_option
+def explain(resource_name: str, partition_index: int, consistent: bool) -> None:
+    """Why each replica of a partition is where it is, and whether a rebalance would move it."""
+    state = _state()
+    state.out.explanation(state.client().explain(resource_name, partition_index, consistent))
+
+
 # --- serving (hacoord/cli/serve.py) -----------------------------------------------------------
 
 from hacoord.cli.serve import cluster, serve  # noqa: E402  (registered last, as the layout asks)

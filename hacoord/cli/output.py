@@ -144,6 +144,32 @@ class Output:
                 for r in routes]
         click.echo(table(["RESOURCE", "PARTITION", "LEADER", "LEADER_ADDRESS", "EPOCH", "REPLICAS"], rows))
 
+    def plan(self, answer: dict[str, Any]) -> None:
+        """A rebalance dry run: the moves and leadership changes, and the balance figures."""
+        if self.as_json:
+            self._json(answer)
+            return
+        plan = answer["plan"]
+        moves, leaders = plan["moves"], plan["leader_changes"]
+        click.echo(f"revision: {answer['revision']}  dry run: nothing applied")
+        click.echo(f"moves: {len(moves)} (lower bound {plan['lower_bound']})  "
+                   f"leadership changes: {len(leaders)}")
+        for label in ("before", "after"):
+            figures = plan[label]
+            shown = ", ".join(f"{k} {_cell(v)}" for k, v in figures.items()
+                              if not isinstance(v, dict | list))
+            click.echo(f"{label}: {shown}")
+        rows = [[m["resource"], m["partition"], m["from_node"], m["to_node"], m["reason"]]
+                for m in moves]
+        if rows:
+            click.echo(table(["RESOURCE", "PARTITION", "FROM", "TO", "REASON"], rows))
+        for stuck in plan.get("stuck", []):
+            click.echo(f"cannot satisfy: {stuck}")
+
+    def explanation(self, answer: dict[str, Any]) -> None:
+        """``hacoord explain``: always JSON-shaped (the explanation is a nested document)."""
+        self._json(answer)
+
     def written(self, result: WriteResult, summary: str) -> None:
         """A write's outcome: ``summary`` and the revision, or the answer as JSON."""
         if self.as_json:

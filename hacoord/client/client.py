@@ -355,6 +355,19 @@ class Client:
         path = f"/v1/resources/{_segment(resource)}/partitions/{_segment(partition)}/move"
         return self._write("POST", path, {"from": from_node, "to": to_node}, request_id)
 
+    def rebalance_plan(self, exclude: Iterable[str] = (), consistent: bool = False) -> dict[str, Any]:
+        """Dry run of a rebalance: ``{"revision", "plan": {"moves", "leader_changes",
+        "lower_bound", "before", "after", "stuck", ...}}``, planning as if the ``exclude``d nodes
+        were drained. Nothing is applied."""
+        params = {"exclude": list(exclude)} if exclude else None
+        return self._read("/v1/rebalance/plan", consistent, params)
+
+    def explain(self, resource: str, partition: int, consistent: bool = False) -> dict[str, Any]:
+        """Why each replica of ``resource``/``partition`` is where it is (constraints, score, the
+        runner-up node), and whether the current rebalance plan would move it and why."""
+        path = f"/v1/resources/{_segment(resource)}/partitions/{_segment(partition)}/explain"
+        return self._read(path, consistent)
+
     def routing(self, resource: str | None = None, consistent: bool = False) -> RoutingTable:
         """The routing table of ``resource`` (or of every resource) with the revision it reflects;
         :class:`NotFound` if the resource is unknown."""

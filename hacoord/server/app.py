@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi import FastAPI, Query, Request, Response
@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from hacoord import __version__
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.health import summary as health_summary
+from hacoord.placement import explain, plan_rebalance
 from hacoord.replication.base import Replicator
 from hacoord.replication.feed import Compacted
 from hacoord.server.coordinator import Coordinator
@@ -328,6 +329,37 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         if resource is not None and resource not in state.resources:
             raise ApiError("not_found", f"unknown resource {resource!r}")
         return reply(routing(state, resource))
+
+    @app.get("/v1/rebalance/plan", tags=["placement"])
+    async def rebalance_plan(request: Request, consistent: bool = False,
+                             exclude: Annotated[list[str] | None, Query(description=(
+                                 "nodes to plan as if drained (repeat)"))] = None) -> Response:
+        """Dry run: the moves and leadership changes that would restore balance from the current
+        assignment, their count against the lower bound, balance before and after. Nothing is
+        applied."""
+        if (fwd := await read_point(request, consistent)) is not None:
+            return fwd
+        state = replicator.state
+        exclude = exclude or []
+        unknown = [n for n in exclude if n not in state.nodes]
+        if unknown:
+            raise ApiError("not_found", f"unknown node(s) {', '.join(map(repr, unknown))}")
+        plan = plan_rebalance(state, exclude=frozenset(exclude))
+        return reply({"revision": state.revision, "dry_run": True, "plan": plan.to_dict()})
+
+    @app.get("/v1/resources/{name}/partitions/{partition}/explain", tags=["placement"])
+    async def explain_partition(name: str, partition: int, request: Request,
+                                consistent: bool = False) -> Response:
+        """Why each replica of the partition is where it is, and whether the current rebalance
+        plan would move it, and why."""
+        if (fwd := await read_point(request, consistent)) is not None:
+            return fwd
+        state = replicator.state
+        res = state.resources.get(name)
+        if res is None or not 0 <= partition < len(res.partitions):
+            raise ApiError("not_found", f"no partition {name}/{partition}")
+        plan = plan_rebalance(state)
+        return reply({"revision": state.revision, **explain(state, name, partition, plan)})
 
     @app.get("/v1/routing/diff", tags=["routing"])
     async def routing_diff(since: int = Query(alias="from", ge=0),
