@@ -32,8 +32,9 @@ def next_command(rng: random.Random, state: ClusterState, step: int, now: float,
         used_rids.append(rid)
     nodes = _node_ids(state)
     kind = rng.choices(
-        ["register", "set", "create", "delete", "move", "remove", "barrier", "garbage"],
-        weights=[5 if len(nodes) < 8 else 1, 4, 3, 1, 4, 2, 1, 1],
+        ["register", "set", "create", "delete", "move", "remove", "barrier", "garbage", "session",
+         "liveness"],
+        weights=[5 if len(nodes) < 8 else 1, 4, 3, 1, 4, 2, 1, 1, 1, 3],
     )[0]
     if kind == "register" or not nodes:
         node_id = f"n{rng.randrange(12)}"
@@ -77,6 +78,15 @@ def next_command(rng: random.Random, state: ClusterState, step: int, now: float,
             plan[res_name][rng.choice(sorted(plan[res_name]))] = node_id  # stale
         return commands.RemoveNode(request_id=rid, time=now, node_id=node_id,
                                    force=rng.random() < 0.8, replacements=plan)
+    if kind == "session":
+        return commands.StartNodeSession(request_id=rid, time=now, node_id=rng.choice(nodes))
+    if kind == "liveness":
+        node = state.nodes[rng.choice(nodes)]
+        # Mostly the leader's judgement in the current term or a later one; sometimes a stale one.
+        epoch = node.epoch if rng.random() < 0.85 else max(1, node.epoch - 1)
+        term = state.leader_term + rng.choice([0, 0, 0, 1, 1, -1])
+        return commands.SetNodeLiveness(time=now, node_id=node.id, epoch=epoch, term=max(0, term),
+                                        status=rng.choice(["up", "suspect", "suspect", "down"]))
     if kind == "garbage":
         return commands.decode(rng.choice([b"{", b'{"type":"Nope"}', b"[1]", b'{"type":"Barrier","x":1}']))
     return commands.Barrier(request_id=rid, time=now)
