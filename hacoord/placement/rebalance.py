@@ -68,9 +68,8 @@ _LEADER_SCAN = 64
 
 
 @dataclass(frozen=True)
-class Move:
-    """Replace ``from_node``'s replica of ``resource``/``partition`` by one on ``to_node``
-    (``from_node`` is None when a missing replica is added)."""
+class _Change:
+    """Something that happens to ``resource``/``partition``: from ``from_node`` to ``to_node``."""
 
     resource: str
     partition: int
@@ -84,18 +83,14 @@ class Move:
 
 
 @dataclass(frozen=True)
-class LeaderChange:
+class Move(_Change):
+    """Replace ``from_node``'s replica of ``resource``/``partition`` by one on ``to_node``
+    (``from_node`` is None when a missing replica is added)."""
+
+
+@dataclass(frozen=True)
+class LeaderChange(_Change):
     """Hand the leadership of ``resource``/``partition`` from ``from_node`` to ``to_node``."""
-
-    resource: str
-    partition: int
-    from_node: str | None
-    to_node: str
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"resource": self.resource, "partition": self.partition, "from_node": self.from_node,
-                "to_node": self.to_node, "reason": self.reason}
 
 
 @dataclass(frozen=True)
