@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hacoord.core import ClusterState, apply
 from hacoord.core import commands as c
 from hacoord.replication.snapshot import write_snapshot
@@ -59,8 +61,6 @@ def test_an_unreadable_snapshot_is_recorded_not_swallowed(tmp_path: Path) -> Non
     sm, _, _ = machine()
     bad = tmp_path / "raft.snapshot"
     bad.write_bytes(b"\x00garbage")
-    try:
+    with pytest.raises(ValueError):
         sm.read_snapshot(str(bad))
-    except Exception:
-        pass
     assert sm.load_error and "cannot load snapshot" in sm.load_error

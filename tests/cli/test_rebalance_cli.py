@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from hacoord.cli.main import CliState, main
@@ -55,9 +56,5 @@ def test_dry_run_plans_moves_onto_a_new_node_and_changes_nothing() -> None:
         assert {r["node"] for r in why["replicas"]} == set(client.routing("a").partitions[0].replicas)
         missing = run("explain", "a", "99")
         assert missing.exit_code == 2
-        try:
+        with pytest.raises(NotFound):
             client.explain("a", 99)
-        except NotFound:
-            pass
-        else:
-            raise AssertionError("explain of a missing partition must be NotFound")
