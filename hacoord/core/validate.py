@@ -5,8 +5,50 @@ tests and by the leader in the background. ``validate`` returns the violations (
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
+from hacoord.core.events import Event
 from hacoord.core.model import NODE_STATUSES, ClusterState, valid_address, valid_id
+
+
+def _node_problems(state: ClusterState, node_id: str) -> list[str]:
+    node = state.nodes[node_id]
+    problems = []
+    if node.id != node_id or not valid_id(node_id):
+        problems.append(f"node key {node_id!r} does not match a valid id {node.id!r}")
+    if not valid_address(node.address):
+        problems.append(f"node {node_id}: malformed address {node.address!r}")
+    if node.status not in NODE_STATUSES:
+        problems.append(f"node {node_id}: unknown status {node.status!r}")
+    if not (math.isfinite(node.capacity) and node.capacity > 0):
+        problems.append(f"node {node_id}: capacity {node.capacity} is not positive")
+    if node.epoch < 1:
+        problems.append(f"node {node_id}: epoch {node.epoch} < 1")
+    return problems
+
+
+def _partition_problems(state: ClusterState, name: str, i: int) -> list[str]:
+    res = state.resources[name]
+    part = res.partitions[i]
+    where = f"{name}/{i}"
+    problems = []
+    if len(set(part.replicas)) != len(part.replicas):
+        problems.append(f"{where}: repeated replica in {part.replicas}")
+    unknown = [n for n in part.replicas if n not in state.nodes]
+    if unknown:
+        problems.append(f"{where}: replicas on unknown nodes {unknown}")
+    # Fewer than ``rf`` replicas is reachable (a forced removal with no node left to take a
+    # replica, then a new node registering), so it is checked per step, not here.
+    if len(part.replicas) > res.replication_factor:
+        problems.append(f"{where}: {len(part.replicas)} replicas exceed factor "
+                        f"{res.replication_factor}")
+    if part.leader is not None and part.leader not in part.replicas:
+        problems.append(f"{where}: leader {part.leader!r} is not a replica")
+    if part.leader is None and part.replicas:
+        problems.append(f"{where}: replicas but no leader")
+    if part.epoch < 1:
+        problems.append(f"{where}: epoch {part.epoch} < 1")
+    return problems
 
 
 def validate(state: ClusterState) -> list[str]:
@@ -14,40 +56,44 @@ def validate(state: ClusterState) -> list[str]:
     problems: list[str] = []
     if state.revision < 0:
         problems.append(f"negative revision {state.revision}")
-    for node_id, node in state.nodes.items():
-        if node.id != node_id or not valid_id(node_id):
-            problems.append(f"node key {node_id!r} does not match a valid id {node.id!r}")
-        if not valid_address(node.address):
-            problems.append(f"node {node_id}: malformed address {node.address!r}")
-        if node.status not in NODE_STATUSES:
-            problems.append(f"node {node_id}: unknown status {node.status!r}")
-        if not (math.isfinite(node.capacity) and node.capacity > 0):
-            problems.append(f"node {node_id}: capacity {node.capacity} is not positive")
-        if node.epoch < 1:
-            problems.append(f"node {node_id}: epoch {node.epoch} < 1")
+    for node_id in state.nodes:
+        problems += _node_problems(state, node_id)
     if state.leader_term < 0:
         problems.append(f"negative leader term {state.leader_term}")
     for name, res in state.resources.items():
         if res.name != name:
             problems.append(f"resource key {name!r} does not match its name {res.name!r}")
-        rf = res.replication_factor
-        for i, part in enumerate(res.partitions):
-            where = f"{name}/{i}"
-            if len(set(part.replicas)) != len(part.replicas):
-                problems.append(f"{where}: repeated replica in {part.replicas}")
-            unknown = [n for n in part.replicas if n not in state.nodes]
-            if unknown:
-                problems.append(f"{where}: replicas on unknown nodes {unknown}")
-            # Fewer than ``rf`` replicas is reachable (a forced removal with no node left to take a
-            # replica, then a new node registering), so it is checked per step, not here.
-            if len(part.replicas) > rf:
-                problems.append(f"{where}: {len(part.replicas)} replicas exceed factor {rf}")
-            if part.leader is not None and part.leader not in part.replicas:
-                problems.append(f"{where}: leader {part.leader!r} is not a replica")
-            if part.leader is None and part.replicas:
-                problems.append(f"{where}: replicas but no leader")
-            if part.epoch < 1:
-                problems.append(f"{where}: epoch {part.epoch} < 1")
+        for i in range(len(res.partitions)):
+            problems += _partition_problems(state, name, i)
+    return problems
+
+
+def check_changes(state: ClusterState, events: Iterable[Event]) -> list[str]:
+    """The invariants of what ``events`` touched, in ``state`` right after they happened: cheap
+    enough to run after every applied command (a whole ``validate`` is not, at scale)."""
+    problems: list[str] = []
+    for event in events:
+        data = event.data
+        if event.type in ("NodeRegistered", "NodeStateChanged", "NodeSessionStarted"):
+            node_id = data.get("id")
+            if node_id in state.nodes:
+                problems += _node_problems(state, node_id)
+        elif event.type == "NodeRemoved":
+            gone = data.get("node_id")
+            holders = [f"{name}/{i}" for name, res in state.resources.items()
+                       for i, part in enumerate(res.partitions) if gone in part.replicas]
+            if holders:
+                problems.append(f"removed node {gone!r} still holds {holders[:5]}")
+        elif event.type == "PartitionChanged":
+            name, i = data.get("resource"), data.get("partition")
+            res = state.resources.get(name)
+            if res is not None and isinstance(i, int) and 0 <= i < len(res.partitions):
+                problems += _partition_problems(state, name, i)
+        elif event.type == "ResourceCreated":
+            name = data.get("name")
+            if name in state.resources:
+                for i in range(len(state.resources[name].partitions)):
+                    problems += _partition_problems(state, name, i)
     return problems
 
 

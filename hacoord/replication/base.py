@@ -63,6 +63,7 @@ class MemberStatus:
     log_length: int = 0
     tick_failures: int = 0
     leader_changes: int = 0
+    invariant_violations: int = 0
     in_flight: int = 0
     peers: dict[str, Any] = field(default_factory=dict)
 

@@ -13,6 +13,7 @@ from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
 from hacoord.replication.base import MemberInfo, MemberStatus, NotLeaderError
 from hacoord.replication.feed import ChangeFeed
+from hacoord.replication.invariants import InvariantWatch
 
 
 class MemoryReplicator:
@@ -26,6 +27,7 @@ class MemoryReplicator:
         self._index = 1
         self.term = 1
         self.feed = ChangeFeed()
+        self.invariants = InvariantWatch()
 
     @property
     def state(self) -> ClusterState:
@@ -57,6 +59,7 @@ class MemoryReplicator:
         outcome = apply(self._state, command)
         if outcome.ok and outcome.events:
             self.feed.record(outcome.events)
+            self.invariants.observe(self._state, outcome)
         return outcome
 
     def status(self) -> MemberStatus:
@@ -64,4 +67,5 @@ class MemoryReplicator:
             member_id=self.member_id, role="leader" if self.is_leader() else "follower", term=self.term,
             leader_id=self._leader, commit_index=self._index, applied_index=self._index,
             revision=self._state.revision, ready=True, has_quorum=True, log_length=self._index,
+            invariant_violations=self.invariants.violations,
         )

@@ -47,6 +47,7 @@ from hacoord.replication.base import (
 )
 from hacoord.replication.engine import HacoordSyncObj
 from hacoord.replication.feed import ChangeFeed
+from hacoord.replication.invariants import InvariantWatch
 from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.statemachine import StateMachine, encode_batch
 
@@ -128,6 +129,7 @@ class RaftReplicator:
         self._by_raft_address = {m.raft_address: m.id for m in members.values()}
         self._sm = StateMachine(self._on_applied, self._on_restored)
         self.feed = ChangeFeed()
+        self.invariants = InvariantWatch()
         self._obj: HacoordSyncObj | None = None
         self._journal: HacoordJournal | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -350,6 +352,7 @@ class RaftReplicator:
     def _on_applied(self, rid: str, outcome: Outcome) -> None:
         if outcome.ok and outcome.events:
             self.feed.record(outcome.events)
+            self.invariants.observe(self.state, outcome)
         waiter = self._waiting.pop(rid, None) if rid else None
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(outcome)
@@ -394,6 +397,7 @@ class RaftReplicator:
             log_length=raw["log_len"],
             tick_failures=self.tick_failures,
             leader_changes=self.leader_changes,
+            invariant_violations=self.invariants.violations,
             in_flight=len(self._waiting),
             peers=peers,
         )

@@ -44,6 +44,9 @@ class MemberCollector(Collector):
                                   value=status.leader_changes)
         yield CounterMetricFamily("hacoord_raft_tick_failures", "Raft ticks that raised",
                                   value=status.tick_failures)
+        yield CounterMetricFamily("hacoord_invariant_violations",
+                                  "State invariants found broken after an applied change",
+                                  value=status.invariant_violations)
         yield GaugeMetricFamily("hacoord_ready", "1 when this member is ready",
                                 value=1.0 if status.ready else 0.0)
         yield GaugeMetricFamily("hacoord_state_revision", "Revision of the applied state",
