@@ -39,13 +39,3 @@ class Rejected:
 
 
 Outcome = Applied | Rejected
-
-
-def outcome_from_dict(data: dict[str, Any], duplicate: bool = False) -> Outcome:
-    """Rebuild a remembered outcome (events are not kept for de-duplicated answers)."""
-    if data.get("ok"):
-        return Applied(revision=data["revision"], result=data.get("result", {}), duplicate=duplicate)
-    return Rejected(
-        code=data["code"], message=data["message"], revision=data.get("revision", 0),
-        duplicate=duplicate,
-    )

@@ -139,6 +139,8 @@ class RaftReplicator:
         self._waiting: dict[str, _Waiter] = {}
         self._batches: dict[int, _Batch] = {}
         self._batch_ids = itertools.count(1)
+        # Counted here, not only by SafeSyncObj: a failing journal sync or send after the
+        # library's tick must make the member unready too.
         self.tick_failures = 0
         self.consecutive_tick_failures = 0
         self.leader_changes = 0
