@@ -24,13 +24,17 @@ from typing import Any
 from hacoord.core import commands as c
 from hacoord.core.events import Event
 from hacoord.core.model import (
+    NODE_ADMIN,
     NODE_STATUSES,
+    REMOVED_RETENTION,
     REQUEST_HISTORY,
     REQUEST_RETENTION,
     ClusterState,
     Node,
     Partition,
+    PendingMove,
     Resource,
+    move_key,
     valid_address,
     valid_id,
 )
@@ -43,6 +47,8 @@ MAX_REPLICATION_FACTOR = 15
 MAX_TAGS = 64
 MAX_TEXT = 256
 MAX_REQUEST_ID = 128
+MAX_THROTTLE = 10_000
+MAX_DELAY = 1e7
 
 
 class _Reject(Exception):
@@ -117,11 +123,39 @@ def _up_successor(state: ClusterState, partition: Partition, excluding: str) -> 
     return None
 
 
-def _partition_event(rev: int, resource: str, index: int, part: Partition, reason: str) -> Event:
+def _partition_event(state: ClusterState, rev: int, resource: str, index: int, part: Partition,
+                     reason: str) -> Event:
+    """``PartitionChanged``: the partition's replicas, leader and epoch after the change, and the
+    replica it is adding (``adding``: the target of its pending move, empty when none)."""
+    move = state.moves.get(move_key(resource, index))
     return Event("PartitionChanged", rev, {
         "resource": resource, "partition": index, "replicas": list(part.replicas),
-        "leader": part.leader, "epoch": part.epoch, "reason": reason,
+        "leader": part.leader, "epoch": part.epoch, "adding": [move.to_node] if move else [],
+        "reason": reason,
     })
+
+
+def _check_term(state: ClusterState, term: object) -> None:
+    """A leader-only command carries the Raft term it was decided in; one from a term below the
+    highest seen (a deposed leader's late decision) is refused. Accepting it raises the mark."""
+    _require(_integer(term) and term >= 0, "invalid_argument",  # type: ignore[operator]
+             "term must be a non-negative integer")
+    _require(term >= state.leader_term, "stale_term",  # type: ignore[operator]
+             f"decided in term {term}, but a leader of term {state.leader_term} has acted")
+
+
+def _text(value: object, what: str) -> None:
+    _require(isinstance(value, str) and len(value) <= MAX_TEXT, "invalid_argument",
+             f"{what} must be a string of at most {MAX_TEXT} characters")
+
+
+def _set_status(node: Node, status: str, now: float) -> bool:
+    """Set a node's liveness status; True (and ``status_since`` reset) if it changed."""
+    if node.status == status:
+        return False
+    node.status = status
+    node.status_since = now
+    return True
 
 
 # --- handlers: check first, then mutate, then describe ---------------------------------------
@@ -134,8 +168,11 @@ def _register_node(state: ClusterState, cmd: c.RegisterNode, rev: int) -> Applie
     _check_zone(cmd.zone)
     _check_capacity(cmd.capacity)
     _check_map(cmd.tags, "tags", False, _tag_value)
+    # A node registered again within the retention of its removal continues its old epochs.
+    gone = state.removed.pop(cmd.node_id, None)
     node = Node(id=cmd.node_id, address=cmd.address, zone=cmd.zone, capacity=float(cmd.capacity),
-                tags=dict(cmd.tags), registered_at=cmd.time, updated_at=cmd.time)
+                tags=dict(cmd.tags), registered_at=cmd.time, updated_at=cmd.time,
+                status_since=cmd.time, epoch=gone["epoch"] + 1 if gone else 1)
     state.nodes[node.id] = node
     return Applied(rev, {"node": node.to_dict()}, (Event("NodeRegistered", rev, node.to_dict()),))
 
@@ -147,6 +184,10 @@ def _remove_node(state: ClusterState, cmd: c.RemoveNode, rev: int) -> Applied:
             for i, p in enumerate(res.partitions) if cmd.node_id in p.replicas]
     _require(not held or cmd.force, "node_not_empty",
              f"node {cmd.node_id!r} holds {len(held)} replicas; move them first or force")
+    involved = [m for m in state.moves.values() if cmd.node_id in (m.from_node, m.to_node)]
+    _require(not involved or cmd.force, "node_busy",
+             f"node {cmd.node_id!r} takes part in {len(involved)} pending moves; "
+             "cancel them or force")
     _require(isinstance(cmd.replacements, dict), "invalid_argument", "replacements must be an object")
     plan: list[tuple[Resource, int, Partition, str | None]] = []
     for res, i, part in held:
@@ -161,17 +202,28 @@ def _remove_node(state: ClusterState, cmd: c.RemoveNode, rev: int) -> Applied:
             _require(new in candidates, "stale_plan", f"replacement {new!r} unfit for {res.name}/{i}")
         plan.append((res, i, part, new))
     events = []
+    for move in involved:
+        del state.moves[move.key]
+        part = state.resources[move.resource].partitions[move.partition]
+        if cmd.node_id not in part.replicas:  # re-homed below otherwise, with its own epoch
+            part.epoch += 1
+            events.append(_partition_event(state, rev, move.resource, move.partition, part,
+                                           "move cancelled: node removed"))
     for res, i, part, new in plan:
         slot = part.replicas.index(cmd.node_id)
         if new is None:
             del part.replicas[slot]
         else:
             part.replicas[slot] = new
+            pending = state.moves.get(move_key(res.name, i))
+            if pending is not None and pending.to_node == new:
+                del state.moves[pending.key]  # a forced removal places the replica at once
         if part.leader == cmd.node_id:
             part.leader = _up_successor(state, part, new or "") or (
                 part.replicas[0] if part.replicas else None)
         part.epoch += 1
-        events.append(_partition_event(rev, res.name, i, part, "node removed"))
+        events.append(_partition_event(state, rev, res.name, i, part, "node removed"))
+    state.removed[cmd.node_id] = {"epoch": state.nodes[cmd.node_id].epoch, "removed_at": cmd.time}
     del state.nodes[cmd.node_id]
     events.append(Event("NodeRemoved", rev, {"node_id": cmd.node_id}))
     return Applied(rev, {"node_id": cmd.node_id, "moved": len(plan)}, tuple(events))
@@ -198,13 +250,22 @@ def _set_node_state(state: ClusterState, cmd: c.SetNodeState, rev: int) -> Appli
                      f"not {expected!r}")
     if cmd.metrics is not None:
         _check_map(cmd.metrics, "metrics", True, _number)
+    if cmd.admin is not None:
+        _require(cmd.admin in NODE_ADMIN, "invalid_argument",
+                 f"admin must be one of {', '.join(NODE_ADMIN)}")
+    if cmd.admin_reason is not None:
+        _text(cmd.admin_reason, "admin_reason")
     merged_tags = _merge(node.tags, cmd.tags)
     _require(len(merged_tags) <= MAX_TAGS, "invalid_argument", f"at most {MAX_TAGS} tags")
     merged_metrics = _merge(node.metrics, cmd.metrics)
     _require(len(merged_metrics) <= MAX_TAGS, "invalid_argument", f"at most {MAX_TAGS} metrics")
 
-    old_status = node.status
-    node.status = cmd.status if cmd.status is not None else node.status
+    changed = cmd.status is not None and _set_status(node, cmd.status, cmd.time)
+    if cmd.admin is not None:
+        node.admin = cmd.admin
+        node.admin_reason = cmd.admin_reason or ""
+    elif cmd.admin_reason is not None:
+        node.admin_reason = cmd.admin_reason
     node.address = cmd.address if cmd.address is not None else node.address
     node.zone = cmd.zone if cmd.zone is not None else node.zone
     node.capacity = float(cmd.capacity) if cmd.capacity is not None else node.capacity
@@ -212,7 +273,7 @@ def _set_node_state(state: ClusterState, cmd: c.SetNodeState, rev: int) -> Appli
     node.metrics = {k: float(v) for k, v in merged_metrics.items()}
     node.updated_at = cmd.time
     events = [Event("NodeStateChanged", rev, node.to_dict())]
-    if old_status != node.status:
+    if changed:
         events.extend(_follow_status(state, node, rev))
     return Applied(rev, {"node": node.to_dict()}, tuple(events))
 
@@ -243,7 +304,7 @@ def _follow_status(state: ClusterState, node: Node, rev: int) -> list[Event]:
             if new_leader != part.leader:
                 part.leader = new_leader
                 part.epoch += 1
-                events.append(_partition_event(rev, res.name, i, part, f"node {node.status}"))
+                events.append(_partition_event(state, rev, res.name, i, part, f"node {node.status}"))
     return events
 
 
@@ -251,13 +312,12 @@ def _start_node_session(state: ClusterState, cmd: c.StartNodeSession, rev: int) 
     node = _check_node_id(state, cmd.node_id)
     if cmd.address is not None:
         _require(valid_address(cmd.address), "invalid_argument", f"malformed address {cmd.address!r}")
-    old_status = node.status
     node.epoch += 1
-    node.status = "up"
+    changed = _set_status(node, "up", cmd.time)
     node.address = cmd.address if cmd.address is not None else node.address
     node.updated_at = cmd.time
     events = [Event("NodeSessionStarted", rev, node.to_dict())]
-    if old_status != node.status:
+    if changed:
         events.extend(_follow_status(state, node, rev))
     return Applied(rev, {"node": node.to_dict(), "epoch": node.epoch}, tuple(events))
 
@@ -268,18 +328,14 @@ def _set_node_liveness(state: ClusterState, cmd: c.SetNodeLiveness, rev: int) ->
              f"status must be one of {', '.join(NODE_STATUSES)}")
     _require(_integer(cmd.epoch) and cmd.epoch >= 1, "invalid_argument",
              "epoch must be a positive integer")
-    _require(_integer(cmd.term) and cmd.term >= 0, "invalid_argument",
-             "term must be a non-negative integer")
+    _check_term(state, cmd.term)
     _require(cmd.epoch == node.epoch, "stale_epoch",
              f"node {node.id!r} is at epoch {node.epoch}, not {cmd.epoch}")
-    _require(cmd.term >= state.leader_term, "stale_term",
-             f"judged in term {cmd.term}, but a leader of term {state.leader_term} has acted")
     state.leader_term = cmd.term
-    old_status = node.status
-    node.status = cmd.status
+    changed = _set_status(node, cmd.status, cmd.time)
     node.updated_at = cmd.time
     events = [Event("NodeStateChanged", rev, {**node.to_dict(), "reason": "liveness"})]
-    if old_status != node.status:
+    if changed:
         events.extend(_follow_status(state, node, rev))
     return Applied(rev, {"node": node.to_dict()}, tuple(events))
 
@@ -312,6 +368,8 @@ def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Ap
 def _delete_resource(state: ClusterState, cmd: c.DeleteResource, rev: int) -> Applied:
     _require(valid_id(cmd.name), "invalid_argument", f"malformed resource name {cmd.name!r}")
     _require(cmd.name in state.resources, "not_found", f"unknown resource {cmd.name!r}")
+    for key in [k for k, m in state.moves.items() if m.resource == cmd.name]:
+        del state.moves[key]
     del state.resources[cmd.name]
     return Applied(rev, {"name": cmd.name}, (Event("ResourceDeleted", rev, {"name": cmd.name}),))
 
@@ -324,13 +382,181 @@ def _move_partition(state: ClusterState, cmd: c.MovePartition, rev: int) -> Appl
              f"{cmd.from_node!r} holds no replica of {res.name}/{cmd.partition}")
     _require(cmd.to_node not in part.replicas, "invalid_argument",
              f"{cmd.to_node!r} already holds a replica of {res.name}/{cmd.partition}")
+    _require(move_key(res.name, cmd.partition) not in state.moves, "move_pending",
+             f"{res.name}/{cmd.partition} has a pending move; cancel it first")
     part.replicas[part.replicas.index(cmd.from_node)] = cmd.to_node
     if part.leader == cmd.from_node:
         # The new replica starts empty: leadership goes to a surviving replica if there is one.
         part.leader = _up_successor(state, part, cmd.to_node) or cmd.to_node
     part.epoch += 1
-    event = _partition_event(rev, res.name, cmd.partition, part, "moved")
+    event = _partition_event(state, rev, res.name, cmd.partition, part, "moved")
     return Applied(rev, {"partition": event.data}, (event,))
+
+
+def _in_flight(state: ClusterState) -> tuple[int, dict[str, int]]:
+    """Pending moves in the cluster, and per node (as source or target)."""
+    per_node: dict[str, int] = {}
+    for move in state.moves.values():
+        for node_id in (move.from_node, move.to_node):
+            if node_id is not None:
+                per_node[node_id] = per_node.get(node_id, 0) + 1
+    return len(state.moves), per_node
+
+
+def _start_move(state: ClusterState, cmd: c.StartMove, rev: int) -> Applied:
+    res, part = _partition(state, cmd.resource, cmd.partition)
+    _check_term(state, cmd.term)
+    _text(cmd.reason, "reason")
+    settings = state.rebalance
+    _require(settings.maintenance is None, "maintenance",
+             f"rebalancing is frozen for maintenance: {(settings.maintenance or {}).get('reason')}")
+    key = move_key(res.name, cmd.partition)
+    _require(key not in state.moves, "move_pending", f"{key} already has a pending move")
+    target = _check_node_id(state, cmd.to_node)
+    _require(target.status == "up" and target.admin == "active", "invalid_argument",
+             f"node {target.id!r} cannot take replicas (status {target.status}, {target.admin})")
+    _require(cmd.to_node not in part.replicas, "invalid_argument",
+             f"{cmd.to_node!r} already holds a replica of {key}")
+    if cmd.from_node is None:
+        _require(len(part.replicas) < res.replication_factor, "invalid_argument",
+                 f"{key} has all its {res.replication_factor} replicas")
+    else:
+        _check_node_id(state, cmd.from_node)
+        _require(cmd.from_node in part.replicas, "invalid_argument",
+                 f"{cmd.from_node!r} holds no replica of {key}")
+    total, per_node = _in_flight(state)
+    _require(total < settings.max_moves, "throttled",
+             f"{total} moves in flight, the cluster limit is {settings.max_moves}")
+    for node_id in (cmd.from_node, cmd.to_node):
+        if node_id is not None:
+            _require(per_node.get(node_id, 0) < settings.max_moves_per_node, "throttled",
+                     f"node {node_id!r} takes part in {per_node.get(node_id, 0)} moves, the limit "
+                     f"is {settings.max_moves_per_node}")
+    state.leader_term = cmd.term
+    move = PendingMove(res.name, cmd.partition, cmd.from_node, cmd.to_node, cmd.reason,
+                       float(cmd.time), cmd.term)
+    state.moves[key] = move
+    part.epoch += 1
+    event = _partition_event(state, rev, res.name, cmd.partition, part, "move started")
+    return Applied(rev, {"partition": event.data, "move": move.to_dict()}, (event,))
+
+
+def _report_caught_up(state: ClusterState, cmd: c.ReportCaughtUp, rev: int) -> Applied:
+    node = _check_node_id(state, cmd.node_id)
+    res, part = _partition(state, cmd.resource, cmd.partition)
+    _require(_integer(cmd.epoch) and _integer(cmd.partition_epoch), "invalid_argument",
+             "epoch and partition_epoch must be integers")
+    _require(cmd.epoch == node.epoch, "stale_epoch",
+             f"node {node.id!r} is at epoch {node.epoch}, not {cmd.epoch}")
+    key = move_key(res.name, cmd.partition)
+    move = state.moves.get(key)
+    _require(move is not None and move.to_node == node.id, "no_move",
+             f"{key} is not moving to {node.id!r}")
+    _require(cmd.partition_epoch == part.epoch, "stale_epoch",
+             f"{key} is at epoch {part.epoch}, not {cmd.partition_epoch}")
+    assert move is not None
+    del state.moves[key]
+    if move.from_node is None:
+        part.replicas.append(move.to_node)
+    else:
+        part.replicas[part.replicas.index(move.from_node)] = move.to_node
+    if part.leader is None or part.leader == move.from_node:
+        part.leader = move.to_node  # caught up: the natural successor
+    part.epoch += 1
+    duration = max(0.0, float(cmd.time) - move.started_at)
+    settings = state.rebalance
+    settings.completed += 1
+    settings.move_seconds += duration
+    if settings.run is not None:
+        settings.run["completed"] = settings.run.get("completed", 0) + 1
+    event = _partition_event(state, rev, res.name, cmd.partition, part, "move completed")
+    return Applied(rev, {"partition": event.data, "move": {**move.to_dict(), "seconds": duration}},
+                   (event,))
+
+
+def _cancel_move(state: ClusterState, cmd: c.CancelMove, rev: int) -> Applied:
+    res, part = _partition(state, cmd.resource, cmd.partition)
+    _check_term(state, cmd.term)
+    _text(cmd.reason, "reason")
+    key = move_key(res.name, cmd.partition)
+    _require(key in state.moves, "no_move", f"{key} has no pending move")
+    state.leader_term = cmd.term
+    move = state.moves.pop(key)
+    part.epoch += 1
+    event = _partition_event(state, rev, res.name, cmd.partition, part,
+                             f"move cancelled: {cmd.reason}" if cmd.reason else "move cancelled")
+    return Applied(rev, {"partition": event.data, "move": move.to_dict()}, (event,))
+
+
+def _set_partition_leader(state: ClusterState, cmd: c.SetPartitionLeader, rev: int) -> Applied:
+    res, part = _partition(state, cmd.resource, cmd.partition)
+    _check_term(state, cmd.term)
+    _text(cmd.reason, "reason")
+    key = move_key(res.name, cmd.partition)
+    node = _check_node_id(state, cmd.leader)
+    _require(cmd.leader in part.replicas, "invalid_argument", f"{cmd.leader!r} holds no replica of {key}")
+    _require(node.status == "up", "invalid_argument", f"node {cmd.leader!r} is {node.status}")
+    _require(key not in state.moves, "move_pending", f"{key} has a pending move")
+    state.leader_term = cmd.term
+    changed = part.leader != cmd.leader
+    if changed:
+        part.leader = cmd.leader
+        part.epoch += 1
+    event = _partition_event(state, rev, res.name, cmd.partition, part, cmd.reason or "leader set")
+    return Applied(rev, {"partition": event.data}, (event,) if changed else ())
+
+
+def _configure_rebalance(state: ClusterState, cmd: c.ConfigureRebalance, rev: int) -> Applied:
+    settings = state.rebalance
+    for name in ("max_moves_per_node", "max_moves"):
+        value = getattr(cmd, name)
+        _require(value is None or (_integer(value) and 1 <= value <= MAX_THROTTLE), "invalid_argument",
+                 f"{name} must be an integer in 1..{MAX_THROTTLE}")
+    _require(cmd.rereplicate_after is None or (_number(cmd.rereplicate_after)
+                                               and 0 <= cmd.rereplicate_after <= MAX_DELAY),
+             "invalid_argument", f"rereplicate_after must be a number of seconds in 0..{MAX_DELAY:g}")
+    _require(cmd.maintenance is None or isinstance(cmd.maintenance, bool), "invalid_argument",
+             "maintenance must be a boolean")
+    _text(cmd.reason, "reason")
+    _require(not cmd.maintenance or cmd.reason.strip(), "invalid_argument",
+             "maintenance needs a reason")
+    if cmd.max_moves_per_node is not None:
+        settings.max_moves_per_node = cmd.max_moves_per_node
+    if cmd.max_moves is not None:
+        settings.max_moves = cmd.max_moves
+    if cmd.rereplicate_after is not None:
+        settings.rereplicate_after = float(cmd.rereplicate_after)
+    if cmd.maintenance is True:
+        settings.maintenance = {"reason": cmd.reason, "since": float(cmd.time)}
+    elif cmd.maintenance is False:
+        settings.maintenance = None
+    view = settings.to_dict()
+    return Applied(rev, {"rebalance": view}, (Event("RebalanceConfigured", rev, view),))
+
+
+def _start_rebalance(state: ClusterState, cmd: c.StartRebalance, rev: int) -> Applied:
+    settings = state.rebalance
+    _require(valid_id(cmd.run_id), "invalid_argument", f"malformed run id {cmd.run_id!r}")
+    _require(settings.maintenance is None, "maintenance",
+             f"rebalancing is frozen for maintenance: {(settings.maintenance or {}).get('reason')}")
+    _require(settings.run is None, "already_exists",
+             f"rebalance {(settings.run or {}).get('id')!r} is running")
+    settings.run = {"id": cmd.run_id, "started_at": float(cmd.time), "revision": rev, "completed": 0}
+    return Applied(rev, {"run": dict(settings.run)}, (Event("RebalanceStarted", rev, dict(settings.run)),))
+
+
+def _end_rebalance(state: ClusterState, cmd: c.EndRebalance, rev: int) -> Applied:
+    settings = state.rebalance
+    _check_term(state, cmd.term)
+    _require(cmd.outcome in ("done", "cancelled"), "invalid_argument",
+             "outcome must be done or cancelled")
+    _require(settings.run is not None and settings.run["id"] == cmd.run_id, "not_found",
+             f"no running rebalance {cmd.run_id!r}")
+    assert settings.run is not None
+    state.leader_term = cmd.term
+    record = {**settings.run, "ended_at": float(cmd.time), "outcome": cmd.outcome}
+    settings.run, settings.last_run = None, record
+    return Applied(rev, {"run": dict(record)}, (Event("RebalanceEnded", rev, dict(record)),))
 
 
 _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = {
@@ -342,6 +568,13 @@ _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = 
     c.CreateResource: _create_resource,
     c.DeleteResource: _delete_resource,
     c.MovePartition: _move_partition,
+    c.StartMove: _start_move,
+    c.ReportCaughtUp: _report_caught_up,
+    c.CancelMove: _cancel_move,
+    c.SetPartitionLeader: _set_partition_leader,
+    c.ConfigureRebalance: _configure_rebalance,
+    c.StartRebalance: _start_rebalance,
+    c.EndRebalance: _end_rebalance,
 }
 
 
@@ -381,6 +614,8 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     if rid:
         state.requests[rid] = _remember(command, outcome)
         _forget_old_requests(state, float(command.time))
+    if state.removed:
+        _forget_removed_nodes(state, float(command.time))
     return outcome
 
 
@@ -394,7 +629,8 @@ def _remember(command: c.Command, outcome: Applied) -> dict[str, Any]:
         # A retry must get the epoch this session was given, not a later session's.
         record["node"] = command.node_id
         record["epoch"] = outcome.result["epoch"]
-    elif isinstance(command, c.MovePartition):
+    elif isinstance(command, c.MovePartition | c.StartMove | c.ReportCaughtUp | c.CancelMove
+                    | c.SetPartitionLeader):
         record["partition"] = [command.resource, command.partition]
     else:
         record["result"] = copy.deepcopy(outcome.result)
@@ -412,7 +648,7 @@ def _recall(state: ClusterState, record: dict[str, Any]) -> Applied:
         name, index = record["partition"]
         res = state.resources.get(name)
         if res is not None and 0 <= index < len(res.partitions):
-            result = {"partition": _partition_event(record["revision"], name, index,
+            result = {"partition": _partition_event(state, record["revision"], name, index,
                                                     res.partitions[index], "moved").data}
         else:
             result = {"resource": name, "partition": index}
@@ -430,3 +666,14 @@ def _forget_old_requests(state: ClusterState, now: float) -> None:
         if len(requests) <= REQUEST_HISTORY and requests[oldest]["time"] >= now - REQUEST_RETENTION:
             break
         del requests[oldest]
+
+
+def _forget_removed_nodes(state: ClusterState, now: float) -> None:
+    """Drop the records of nodes removed more than ``REMOVED_RETENTION`` seconds ago (oldest
+    first; deterministic: command time only)."""
+    removed = state.removed
+    while removed:
+        oldest = next(iter(removed))
+        if removed[oldest]["removed_at"] >= now - REMOVED_RETENTION:
+            break
+        del removed[oldest]

@@ -54,7 +54,8 @@ class RemoveNode(Command):
 @dataclass(frozen=True)
 class SetNodeState(Command):
     """Change a node's status and metadata. Fields left ``None`` are unchanged; ``tags`` and
-    ``metrics`` are merged, a ``None`` value deleting that key. With ``expect_tags`` it is a
+    ``metrics`` are merged, a ``None`` value deleting that key. ``admin`` cordons, drains or
+    re-activates the node (``admin_reason`` says why). With ``expect_tags`` it is a
     compare-and-set: refused (``precondition_failed``) unless each named tag has the expected
     value (``None``: absent) right before it applies."""
 
@@ -67,6 +68,8 @@ class SetNodeState(Command):
     tags: dict[str, str | None] | None = None
     metrics: dict[str, float | None] | None = None
     expect_tags: dict[str, str | None] | None = None
+    admin: str | None = None
+    admin_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,96 @@ class MovePartition(Command):
 
 
 @dataclass(frozen=True)
+class StartMove(Command):
+    """Phase one of a two-phase move, decided by the leader's rebalancer: ``to_node`` starts
+    copying ``resource``/``partition`` (it replaces ``from_node`` later, or adds a replica when
+    ``from_node`` is None). Refused under maintenance, when the partition already has a move, when
+    ``to_node`` cannot take a replica (not up, not active, already a replica), beyond the throttles
+    (``throttled``), or with a ``term`` below the highest seen (``stale_term``)."""
+
+    TYPE: ClassVar[str] = "StartMove"
+    resource: str = ""
+    partition: int = -1
+    from_node: str | None = None
+    to_node: str = ""
+    reason: str = ""
+    term: int = 0
+
+
+@dataclass(frozen=True)
+class ReportCaughtUp(Command):
+    """Phase two: the data node ``node_id`` (at node ``epoch``) reports that its new replica of
+    ``resource``/``partition`` has caught up, as of the partition's ``partition_epoch`` it was
+    told. The move completes: the new replica takes the old one's place, leadership follows, the
+    partition's epoch grows. A report from an older node epoch, or about an older partition epoch,
+    is refused as ``stale_epoch``."""
+
+    TYPE: ClassVar[str] = "ReportCaughtUp"
+    node_id: str = ""
+    epoch: int = 0
+    resource: str = ""
+    partition: int = -1
+    partition_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class CancelMove(Command):
+    """Abandon a partition's pending move (its target went away, an operator cancelled it): the
+    catching-up replica is dropped and the partition's epoch grows."""
+
+    TYPE: ClassVar[str] = "CancelMove"
+    resource: str = ""
+    partition: int = -1
+    reason: str = ""
+    term: int = 0
+
+
+@dataclass(frozen=True)
+class SetPartitionLeader(Command):
+    """Hand a partition's leadership to ``leader``, one of its replicas on a node that is up; the
+    epoch grows. Refused while the partition has a pending move."""
+
+    TYPE: ClassVar[str] = "SetPartitionLeader"
+    resource: str = ""
+    partition: int = -1
+    leader: str = ""
+    reason: str = ""
+    term: int = 0
+
+
+@dataclass(frozen=True)
+class ConfigureRebalance(Command):
+    """Change the rebalance throttles and the re-replication delay (fields left None unchanged),
+    and enter (``maintenance=True``, with a ``reason``) or leave maintenance mode."""
+
+    TYPE: ClassVar[str] = "ConfigureRebalance"
+    max_moves_per_node: int | None = None
+    max_moves: int | None = None
+    rereplicate_after: float | None = None
+    maintenance: bool | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StartRebalance(Command):
+    """Start a rebalance run (``run_id`` names it): until it ends, the leader also makes balance
+    moves and leadership changes. Refused while another run is going or under maintenance."""
+
+    TYPE: ClassVar[str] = "StartRebalance"
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class EndRebalance(Command):
+    """End run ``run_id`` with ``outcome`` ``done`` (nothing left to move) or ``cancelled``."""
+
+    TYPE: ClassVar[str] = "EndRebalance"
+    run_id: str = ""
+    outcome: str = "done"
+    term: int = 0
+
+
+@dataclass(frozen=True)
 class Barrier(Command):
     """Change nothing; its result is the revision at the point it was applied. Used for
     linearizable reads through the log."""
@@ -145,6 +238,13 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         CreateResource,
         DeleteResource,
         MovePartition,
+        StartMove,
+        ReportCaughtUp,
+        CancelMove,
+        SetPartitionLeader,
+        ConfigureRebalance,
+        StartRebalance,
+        EndRebalance,
         Barrier,
     )
 }

@@ -27,10 +27,26 @@ ADDRESS_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,2
 #: judged ``down``, which moves them to an up replica (see ``apply``).
 NODE_STATUSES = ("up", "suspect", "down")
 
+#: What the operator wants of a node, apart from its liveness. ``active``: takes replicas.
+#: ``cordoned``: keeps what it holds, gets no new replicas or leaderships. ``draining``: everything
+#: it holds moves off (two-phase moves), then it can be removed.
+NODE_ADMIN = ("active", "cordoned", "draining")
+
 #: Request ids are remembered (for de-duplication of retried writes) for this many seconds of
 #: leader time, and at most ``REQUEST_HISTORY`` of them, oldest forgotten first.
 REQUEST_RETENTION = 300.0
 REQUEST_HISTORY = 50_000
+
+#: A removed node's id and last epoch are remembered this long (seconds of leader time), so that a
+#: node registered again under the same id continues from a higher epoch: a process of the old
+#: incarnation cannot pass for the new one.
+REMOVED_RETENTION = 86_400.0
+
+#: Rebalance defaults: moves in flight per node (as source or target) and in the cluster, and how
+#: long a down node's replicas wait before they are re-created elsewhere.
+DEFAULT_MAX_MOVES_PER_NODE = 2
+DEFAULT_MAX_MOVES = 16
+DEFAULT_REREPLICATE_AFTER = 300.0
 
 
 def valid_id(value: object) -> bool:
@@ -65,6 +81,9 @@ class Node:
     registered_at: float = 0.0
     updated_at: float = 0.0
     epoch: int = 1
+    admin: str = "active"
+    admin_reason: str = ""
+    status_since: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +92,9 @@ class Node:
             "zone": self.zone,
             "capacity": self.capacity,
             "status": self.status,
+            "status_since": self.status_since,
+            "admin": self.admin,
+            "admin_reason": self.admin_reason,
             "epoch": self.epoch,
             "tags": dict(sorted(self.tags.items())),
             "metrics": dict(sorted(self.metrics.items())),
@@ -94,6 +116,9 @@ class Node:
             updated_at=data["updated_at"],
             # Snapshots written before node epochs existed hold first incarnations.
             epoch=data.get("epoch", 1),
+            admin=data.get("admin", "active"),
+            admin_reason=data.get("admin_reason", ""),
+            status_since=data.get("status_since", data["updated_at"]),
         )
 
 
@@ -115,6 +140,82 @@ class Partition:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Partition:
         return cls(replicas=list(data["replicas"]), leader=data["leader"], epoch=data["epoch"])
+
+
+@dataclass
+class PendingMove:
+    """A replica being added to a partition (phase one of a move): ``to_node`` copies the data
+    while the old replicas keep serving; when the data node reports it caught up, it takes
+    ``from_node``'s place (or is added, when ``from_node`` is None) and leadership follows if
+    ``from_node`` led. ``started_at`` is leader time; ``term`` the Raft term that started it."""
+
+    resource: str
+    partition: int
+    from_node: str | None
+    to_node: str
+    reason: str
+    started_at: float
+    term: int = 0
+
+    @property
+    def key(self) -> str:
+        return move_key(self.resource, self.partition)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"resource": self.resource, "partition": self.partition, "from_node": self.from_node,
+                "to_node": self.to_node, "reason": self.reason, "started_at": self.started_at,
+                "term": self.term}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingMove:
+        return cls(**data)
+
+
+def move_key(resource: str, partition: int) -> str:
+    """The key of a partition's pending move in ``ClusterState.moves``."""
+    return f"{resource}/{partition}"
+
+
+@dataclass
+class RebalanceState:
+    """Replicated rebalance settings and bookkeeping.
+
+    ``maintenance``: ``{"reason", "since"}`` while rebalancing is frozen (no move starts), else
+    None. ``run``: the rebalance an operator started (``{"id", "started_at", "completed"}``), during
+    which balance moves and leadership changes are made; without one only repairs run (draining
+    nodes, nodes down longer than ``rereplicate_after``, missing replicas, zone spread).
+    ``last_run`` is the previous run's record with its ``ended_at`` and ``outcome``.
+    ``completed``/``move_seconds`` count every completed move and their total duration, for ETAs.
+    """
+
+    max_moves_per_node: int = DEFAULT_MAX_MOVES_PER_NODE
+    max_moves: int = DEFAULT_MAX_MOVES
+    rereplicate_after: float = DEFAULT_REREPLICATE_AFTER
+    maintenance: dict[str, Any] | None = None
+    run: dict[str, Any] | None = None
+    last_run: dict[str, Any] | None = None
+    completed: int = 0
+    move_seconds: float = 0.0
+
+    def mean_move_seconds(self) -> float | None:
+        """Average duration of a completed move, or None before the first."""
+        return self.move_seconds / self.completed if self.completed else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_moves_per_node": self.max_moves_per_node,
+            "max_moves": self.max_moves,
+            "rereplicate_after": self.rereplicate_after,
+            "maintenance": None if self.maintenance is None else dict(self.maintenance),
+            "run": None if self.run is None else dict(self.run),
+            "last_run": None if self.last_run is None else dict(self.last_run),
+            "completed": self.completed,
+            "move_seconds": self.move_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RebalanceState:
+        return cls(**{k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()})
 
 
 @dataclass
@@ -153,9 +254,13 @@ class ClusterState:
     time, and what to answer a retry with), oldest first, so that a write retried across a
     failover is applied once and answered with its original revision.
 
-    ``leader_term`` is the highest Raft term any leader-only command (``SetNodeLiveness``) was
-    stamped with; such a command stamped with a lower term is refused, so a deposed leader's late
-    decision cannot undo a newer leader's.
+    ``moves`` holds the partitions' pending moves (at most one per partition), keyed by
+    :func:`move_key`; ``rebalance`` the rebalance settings and progress; ``removed`` the last
+    epoch of recently removed nodes (kept ``REMOVED_RETENTION`` seconds).
+
+    ``leader_term`` is the highest Raft term any leader-only command (``SetNodeLiveness``,
+    ``StartMove``, ...) was stamped with; such a command stamped with a lower term is refused,
+    so a deposed leader's late decision cannot undo a newer leader's.
     """
 
     revision: int = 0
@@ -164,6 +269,9 @@ class ClusterState:
     requests: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_time: float = 0.0
     leader_term: int = 0
+    moves: dict[str, PendingMove] = field(default_factory=dict)
+    rebalance: RebalanceState = field(default_factory=RebalanceState)
+    removed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,6 +285,9 @@ class ClusterState:
             "nodes": [node.to_dict() for node in self.nodes.values()],
             "resources": [res.to_dict() for res in self.resources.values()],
             "requests": [[rid, outcome] for rid, outcome in self.requests.items()],
+            "moves": [move.to_dict() for move in self.moves.values()],
+            "rebalance": self.rebalance.to_dict(),
+            "removed": [[node_id, record] for node_id, record in self.removed.items()],
         }
 
     @classmethod
@@ -191,6 +302,10 @@ class ClusterState:
             nodes={n["id"]: Node.from_dict(n) for n in data["nodes"]},
             resources={r["name"]: Resource.from_dict(r) for r in data["resources"]},
             requests={rid: dict(outcome) for rid, outcome in data["requests"]},
+            # Absent from snapshots written before two-phase moves.
+            moves={m.key: m for m in map(PendingMove.from_dict, data.get("moves", []))},
+            rebalance=RebalanceState.from_dict(data.get("rebalance", {})),
+            removed={node_id: dict(record) for node_id, record in data.get("removed", [])},
         )
 
     def replica_counts(self) -> dict[str, int]:

@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable
 
 from hacoord.core.events import Event
-from hacoord.core.model import NODE_STATUSES, ClusterState, valid_address, valid_id
+from hacoord.core.model import NODE_ADMIN, NODE_STATUSES, ClusterState, move_key, valid_address, valid_id
 
 
 def _node_problems(state: ClusterState, node_id: str) -> list[str]:
@@ -24,6 +24,8 @@ def _node_problems(state: ClusterState, node_id: str) -> list[str]:
         problems.append(f"node {node_id}: capacity {node.capacity} is not positive")
     if node.epoch < 1:
         problems.append(f"node {node_id}: epoch {node.epoch} < 1")
+    if node.admin not in NODE_ADMIN:
+        problems.append(f"node {node_id}: unknown admin state {node.admin!r}")
     return problems
 
 
@@ -48,6 +50,14 @@ def _partition_problems(state: ClusterState, name: str, i: int) -> list[str]:
         problems.append(f"{where}: replicas but no leader")
     if part.epoch < 1:
         problems.append(f"{where}: epoch {part.epoch} < 1")
+    move = state.moves.get(move_key(name, i))
+    if move is not None:
+        if move.to_node in part.replicas or move.to_node not in state.nodes:
+            problems.append(f"{where}: pending move to {move.to_node!r}, a replica or unknown node")
+        if move.from_node is not None and move.from_node not in part.replicas:
+            problems.append(f"{where}: pending move from {move.from_node!r}, not a replica")
+        if move.from_node is None and len(part.replicas) >= res.replication_factor:
+            problems.append(f"{where}: pending replica addition beyond the replication factor")
     return problems
 
 
@@ -65,6 +75,10 @@ def validate(state: ClusterState) -> list[str]:
             problems.append(f"resource key {name!r} does not match its name {res.name!r}")
         for i in range(len(res.partitions)):
             problems += _partition_problems(state, name, i)
+    for key, move in state.moves.items():
+        res = state.resources.get(move.resource)
+        if key != move.key or res is None or not 0 <= move.partition < len(res.partitions):
+            problems.append(f"pending move {key!r} names no partition")
     return problems
 
 

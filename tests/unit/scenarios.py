@@ -33,9 +33,35 @@ def next_command(rng: random.Random, state: ClusterState, step: int, now: float,
     nodes = _node_ids(state)
     kind = rng.choices(
         ["register", "set", "create", "delete", "move", "remove", "barrier", "garbage", "session",
-         "liveness"],
-        weights=[5 if len(nodes) < 8 else 1, 4, 3, 1, 4, 2, 1, 1, 1, 3],
+         "liveness", "start_move", "caught_up", "cancel_move", "leader", "rebalance"],
+        weights=[5 if len(nodes) < 8 else 1, 4, 3, 1, 2, 2, 1, 1, 1, 3, 4, 4, 1, 2, 1],
     )[0]
+    if kind in ("start_move", "leader") and state.resources and nodes:
+        return _partition_command(rng, state, kind, rid, now, nodes)
+    if kind == "caught_up" and state.moves:
+        move = state.moves[rng.choice(sorted(state.moves))]
+        node = state.nodes[move.to_node]
+        part = state.resources[move.resource].partitions[move.partition]
+        stale = rng.random() < 0.1
+        return commands.ReportCaughtUp(request_id=rid, time=now, node_id=node.id,
+                                       epoch=node.epoch - stale, resource=move.resource,
+                                       partition=move.partition,
+                                       partition_epoch=part.epoch - (rng.random() < 0.1))
+    if kind == "cancel_move" and state.moves:
+        move = state.moves[rng.choice(sorted(state.moves))]
+        return commands.CancelMove(request_id=rid, time=now, resource=move.resource,
+                                   partition=move.partition, reason="test",
+                                   term=state.leader_term)
+    if kind == "rebalance":
+        return rng.choice([
+            commands.ConfigureRebalance(request_id=rid, time=now, max_moves=rng.choice([1, 3, 0]),
+                                        max_moves_per_node=rng.choice([None, 1, 2])),
+            commands.ConfigureRebalance(request_id=rid, time=now, maintenance=rng.random() < 0.5,
+                                        reason=rng.choice(["", "upgrade"])),
+            commands.StartRebalance(request_id=rid, time=now, run_id=f"run-{step}"),
+            commands.EndRebalance(request_id=rid, time=now, term=state.leader_term,
+                                  run_id=(state.rebalance.run or {}).get("id", "none")),
+        ])
     if kind == "register" or not nodes:
         node_id = f"n{rng.randrange(12)}"
         capacity: object = rng.choice([1, 1, 2, 0.5, 4])
@@ -90,6 +116,22 @@ def next_command(rng: random.Random, state: ClusterState, step: int, now: float,
     if kind == "garbage":
         return commands.decode(rng.choice([b"{", b'{"type":"Nope"}', b"[1]", b'{"type":"Barrier","x":1}']))
     return commands.Barrier(request_id=rid, time=now)
+
+
+def _partition_command(rng: random.Random, state: ClusterState, kind: str, rid: str, now: float,
+                       nodes: list[str]) -> commands.Command:
+    """A ``StartMove`` or ``SetPartitionLeader`` for a random partition (valid or not)."""
+    res = state.resources[rng.choice(sorted(state.resources))]
+    index = rng.randrange(len(res.partitions))
+    replicas = res.partitions[index].replicas
+    term = max(0, state.leader_term + rng.choice([0, 0, 0, 1, -1]))
+    if kind == "leader":
+        return commands.SetPartitionLeader(request_id=rid, time=now, resource=res.name,
+                                           partition=index, term=term,
+                                           leader=rng.choice(replicas or nodes), reason="test")
+    source = rng.choice(replicas) if replicas and rng.random() < 0.8 else None
+    return commands.StartMove(request_id=rid, time=now, resource=res.name, partition=index,
+                              from_node=source, to_node=rng.choice(nodes), reason="test", term=term)
 
 
 def random_commands(rng: random.Random, steps: int) -> list[commands.Command | commands.DecodeError]:
