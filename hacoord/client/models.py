@@ -26,12 +26,14 @@ class _Model:
 
 @dataclass(frozen=True)
 class NodeReplica(_Model):
-    """A replica a node holds: ``partition`` of ``resource``, whether it leads it, and its epoch."""
+    """A replica a node holds: ``partition`` of ``resource``, whether it leads it, and its epoch.
+    ``catching_up``: the node is copying it for a pending move and serves nothing of it yet."""
 
     resource: str
     partition: int
     leader: bool
     epoch: int
+    catching_up: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class NodeInfo(_Model):
     updated_at: float = 0.0
     replicas: tuple[NodeReplica, ...] = ()
     epoch: int = 1
+    admin: str = "active"
+    admin_reason: str = ""
+    moves: int = 0
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> NodeInfo:
@@ -59,9 +64,12 @@ class NodeInfo(_Model):
             capacity=float(data["capacity"]), status=data["status"], tags=dict(data.get("tags", {})),
             metrics=dict(data.get("metrics", {})), registered_at=data.get("registered_at", 0.0),
             updated_at=data.get("updated_at", 0.0),
-            replicas=tuple(NodeReplica(r["resource"], r["partition"], bool(r["leader"]), r["epoch"])
+            replicas=tuple(NodeReplica(r["resource"], r["partition"], bool(r["leader"]), r["epoch"],
+                                       bool(r.get("catching_up", False)))
                            for r in data.get("replicas", ())),
             epoch=int(data.get("epoch", 1)),
+            admin=data.get("admin", "active"), admin_reason=data.get("admin_reason", ""),
+            moves=int(data.get("moves", 0)),
         )
 
 
@@ -82,7 +90,8 @@ class ResourceInfo(_Model):
 
 @dataclass(frozen=True)
 class PartitionRoute(_Model):
-    """Where one partition lives: its replicas (leader first when placed), leader and fencing epoch.
+    """Where one partition lives: its replicas (leader first when placed), leader and fencing epoch,
+    and ``adding``: the node catching up for a pending move (it copies, serves nothing yet).
 
     A data node must refuse requests stamped with an epoch older than the one it holds."""
 
@@ -91,11 +100,13 @@ class PartitionRoute(_Model):
     replicas: tuple[str, ...]
     leader: str | None
     epoch: int
+    adding: tuple[str, ...] = ()
 
     @classmethod
     def from_api(cls, resource: str, data: Mapping[str, Any]) -> PartitionRoute:
         return cls(resource=resource, partition=int(data["partition"]),
-                   replicas=tuple(data["replicas"]), leader=data["leader"], epoch=int(data["epoch"]))
+                   replicas=tuple(data["replicas"]), leader=data["leader"], epoch=int(data["epoch"]),
+                   adding=tuple(data.get("adding", ())))
 
 
 @dataclass(frozen=True)

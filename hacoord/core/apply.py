@@ -231,6 +231,9 @@ def _remove_node(state: ClusterState, cmd: c.RemoveNode, rev: int) -> Applied:
 
 def _set_node_state(state: ClusterState, cmd: c.SetNodeState, rev: int) -> Applied:
     node = _check_node_id(state, cmd.node_id)
+    if cmd.epoch is not None:
+        _require(cmd.epoch == node.epoch, "stale_epoch",
+                 f"node {node.id!r} is at epoch {node.epoch}, not {cmd.epoch}")
     if cmd.status is not None:
         _require(cmd.status in NODE_STATUSES, "invalid_argument",
                  f"status must be one of {', '.join(NODE_STATUSES)}")

@@ -55,7 +55,8 @@ class RemoveNode(Command):
 class SetNodeState(Command):
     """Change a node's status and metadata. Fields left ``None`` are unchanged; ``tags`` and
     ``metrics`` are merged, a ``None`` value deleting that key. ``admin`` cordons, drains or
-    re-activates the node (``admin_reason`` says why). With ``expect_tags`` it is a
+    re-activates the node (``admin_reason`` says why). ``epoch`` (a data node's own report) is
+    refused as ``stale_epoch`` unless it is the node's current epoch. With ``expect_tags`` it is a
     compare-and-set: refused (``precondition_failed``) unless each named tag has the expected
     value (``None``: absent) right before it applies."""
 
@@ -70,6 +71,7 @@ class SetNodeState(Command):
     expect_tags: dict[str, str | None] | None = None
     admin: str | None = None
     admin_reason: str | None = None
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ last snapshot install, or what it had to drop to stay within ``capacity``); aski
 ones raises :class:`Compacted` ("re-read the state, then watch from its revision").
 
 To answer "routing as of revision r", the feed keeps a shadow of the current routing (partition
--> replicas, leader, epoch) and, with each event, what it replaced; walking the events after r
-backwards undoes them.
+-> replicas, leader, epoch, replica being added) and, with each event, what it replaced; walking
+the events after r backwards undoes them.
 
 Runs on the member's event loop thread; waiters are plain futures.
 """
@@ -21,11 +21,11 @@ from collections import deque
 from collections.abc import Iterable
 
 from hacoord.core.events import Event
-from hacoord.core.model import ClusterState
+from hacoord.core.model import ClusterState, move_key
 
 DEFAULT_CAPACITY = 20_000
 
-Route = tuple[tuple[str, ...], str | None, int]  # replicas, leader, epoch
+Route = tuple[tuple[str, ...], str | None, int, tuple[str, ...]]  # replicas, leader, epoch, adding
 Routing = dict[str, tuple[int, list[Route]]]       # resource -> (replication factor, partitions)
 
 
@@ -76,7 +76,8 @@ class ChangeFeed:
         self._undo.clear()
         self._routing = {} if state is None else {
             name: (res.replication_factor,
-                   [(tuple(p.replicas), p.leader, p.epoch) for p in res.partitions])
+                   [(tuple(p.replicas), p.leader, p.epoch, _adding(state, name, i))
+                    for i, p in enumerate(res.partitions)])
             for name, res in state.resources.items()}
         self.floor = self.revision = revision
         self._wake()
@@ -90,7 +91,7 @@ class ChangeFeed:
             name = data["name"]
             previous = self._routing.get(name)
             self._routing[name] = (data["replication_factor"], [
-                (tuple(p["replicas"]), p["leader"], p["epoch"]) for p in data["partitions"]])
+                (tuple(p["replicas"]), p["leader"], p["epoch"], ()) for p in data["partitions"]])
             return ("resource", name, previous)
         if event.type == "ResourceDeleted":
             name = data["name"]
@@ -101,7 +102,8 @@ class ChangeFeed:
             if index >= len(parts):
                 return None
             previous = parts[index]
-            parts[index] = (tuple(data["replicas"]), data["leader"], data["epoch"])
+            parts[index] = (tuple(data["replicas"]), data["leader"], data["epoch"],
+                            tuple(data.get("adding", ())))
             return ("partition", name, index, previous)
         return None
 
@@ -178,4 +180,9 @@ class ChangeFeed:
 def _route_dict(route: Route | None) -> dict[str, object] | None:
     if route is None:
         return None
-    return {"replicas": list(route[0]), "leader": route[1], "epoch": route[2]}
+    return {"replicas": list(route[0]), "leader": route[1], "epoch": route[2], "adding": list(route[3])}
+
+
+def _adding(state: ClusterState, resource: str, partition: int) -> tuple[str, ...]:
+    move = state.moves.get(move_key(resource, partition))
+    return (move.to_node,) if move else ()

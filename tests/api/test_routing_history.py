@@ -48,7 +48,7 @@ def test_past_routing_matches_what_was_read_then_and_diffs_name_the_changes() ->
         b = next(c for c in created if c["resource"] == "b")
         then = seen[r3]["resources"]["b"]["partitions"][0]
         assert b["before"] is None
-        assert b["after"] == {k: then[k] for k in ("replicas", "leader", "epoch")}
+        assert b["after"] == {k: then[k] for k in ("replicas", "leader", "epoch", "adding")}
 
         future = api.get("/v1/routing", params={"revision": r4 + 5})
         assert future.status_code == 400

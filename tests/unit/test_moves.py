@@ -235,3 +235,11 @@ def test_status_since_changes_only_with_the_status(state: ClusterState) -> None:
     assert state.nodes["a"].status_since == T0 + 5
     ok(state, commands.StartNodeSession(time=T0 + 12, node_id="a"))
     assert state.nodes["a"].status == "up" and state.nodes["a"].status_since == T0 + 12
+
+
+def test_a_report_from_an_older_incarnation_changes_nothing(state: ClusterState) -> None:
+    ok(state, commands.SetNodeState(time=T0, node_id="a", epoch=1, metrics={"disk": 5.0}))
+    ok(state, commands.StartNodeSession(time=T0, node_id="a"))
+    refused(state, commands.SetNodeState(time=T0, node_id="a", epoch=1, metrics={"disk": 9.0}),
+            "stale_epoch")
+    assert state.nodes["a"].metrics == {"disk": 5.0}
