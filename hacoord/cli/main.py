@@ -11,48 +11,17 @@ in-process app.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
 from hacoord import __version__
 from hacoord.cli import output
-from hacoord.client import ApiError, Client, HacoordError
+from hacoord.cli.common import CliState, consistent_option, json_option, make_client
+from hacoord.cli.common import cli_state as _state
+from hacoord.client import ApiError, HacoordError
 
-
-@dataclass
-class CliState:
-    """Settings shared by every command of one invocation, and its (lazily made) client."""
-
-    endpoints: str | None = None
-    timeout: float = 5.0
-    deadline: float = 15.0
-    as_json: bool = False
-    client_factory: Callable[[CliState], Client] | None = None
-    _client: Client | None = field(default=None, repr=False)
-
-    def client(self) -> Client:
-        """The client for this invocation, made on first use and closed when the command ends."""
-        if self._client is None:
-            factory = self.client_factory or make_client
-            try:
-                self._client = factory(self)
-            except ValueError as exc:  # the settings (endpoints, timeouts) are unusable
-                raise click.BadParameter(str(exc), param_hint="'--endpoints'") from None
-            click.get_current_context().find_root().call_on_close(self._client.close)
-        return self._client
-
-    @property
-    def out(self) -> output.Output:
-        return output.Output(self.as_json)
-
-
-def make_client(state: CliState) -> Client:
-    """The default factory: a network client over ``--endpoints`` (or ``HACOORD_ENDPOINTS``, or the
-    local default cluster). Raises ``ValueError`` for unusable endpoints."""
-    return Client(state.endpoints, timeout=state.timeout, deadline=state.deadline)
+__all__ = ["CliState", "main", "make_client"]
 
 
 class CliError(click.ClickException):
@@ -94,26 +63,6 @@ class _Main(click.Group):
             raise CliError(exc.message, 2 if 400 <= exc.status < 500 else 1) from None
         except HacoordError as exc:
             raise CliError(str(exc), 1) from None
-
-
-def _state() -> CliState:
-    return click.get_current_context().ensure_object(CliState)
-
-
-def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.ensure_object(CliState).as_json = True
-
-
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--json`` on a command; the same as the group's ``--json``."""
-    return click.option("--json", is_flag=True, expose_value=False, callback=_set_json,
-                        help="Print JSON instead of a table.")(f)
-
-
-def consistent_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--consistent", is_flag=True,
-                        help="Linearizable read through the leader (slower).")(f)
 
 
 def _pairs(option: str, values: tuple[str, ...]) -> dict[str, str]:
@@ -166,9 +115,16 @@ def main(endpoints: str | None, timeout: float, deadline: float) -> None:
 @main.command()
 @json_option
 def status() -> None:
-    """Every member's role, term, commit/applied index and revision, and the leader."""
+    """Every member's role, term, commit/applied index and revision, the leader, and rebalance
+    progress (moves in flight and left, ETA, maintenance)."""
     state = _state()
-    state.out.status(state.client().status())
+    client = state.client()
+    cluster_status = client.status()
+    try:
+        progress = client.rebalance_status()
+    except HacoordError as exc:  # the members' status is still worth showing
+        progress = {"error": str(exc)}
+    state.out.status(cluster_status, progress)
 
 
 # --- nodes ------------------------------------------------------------------------------------
@@ -296,7 +252,7 @@ def resource_delete(name: str) -> None:
 
 @main.group()
 def partition() -> None:
-    """Move partition replicas."""
+    """Move partition replicas, hand over leadership, cancel pending moves."""
 
 
 @partition.command("move")
@@ -340,21 +296,6 @@ def watch(since: int | None, count: int | None) -> None:
 
 
 @main.command()
-@click.option("--dry-run", is_flag=True, help="Show the plan; apply nothing (required for now).")
-@click.option("--exclude", multiple=True, metavar="NODE", help="Plan as if NODE were drained.")
-@consistent_option
-@json_option
-def rebalance(dry_run: bool, exclude: tuple[str, ...], consistent: bool) -> None:
-    """The moves that would restore balance: count against the lower bound, balance before and
-    after. Applying plans (two-phase moves, throttles) is not available yet: use --dry-run."""
-    if not dry_run:
-        raise click.UsageError("applying a rebalance is not available yet; add --dry-run to see "
-                               "the plan")
-    state = _state()
-    state.out.plan(state.client().rebalance_plan(exclude, consistent=consistent))
-
-
-@main.command()
 @click.argument("resource_name", metavar="RESOURCE")
 @click.argument("partition_index", metavar="PARTITION", type=click.IntRange(min=0))
 @consistent_option
@@ -367,7 +308,9 @@ def explain(resource_name: str, partition_index: int, consistent: bool) -> None:
 
 # --- serving (hacoord/cli/serve.py) -----------------------------------------------------------
 
-from hacoord.cli.serve import cluster, serve  # noqa: E402  (registered last, as the layout asks)
+from hacoord.cli.moves import register  # noqa: E402  (registered last, as the layout asks)
+from hacoord.cli.serve import cluster, serve  # noqa: E402
 
+register(main, node, partition)
 main.add_command(serve)
 main.add_command(cluster)

@@ -53,6 +53,31 @@ def _time(stamp: float | None) -> str | None:
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown (no move completed yet)"
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
+
+
+def rebalance_summary(progress: dict[str, Any]) -> str:
+    """One line: the run (or repairs only), moves pending and left, the ETA."""
+    run = progress["run"]
+    what = f"rebalance {run['id']}: {run.get('completed', 0)} moves done" if run else "repairs only"
+    left = len(progress["pending"]) + progress["remaining"]
+    eta = f", ETA {_duration(progress['eta_seconds'])}" if left else ""
+    return f"{what}, {len(progress['pending'])} in flight, {progress['remaining']} to start{eta}"
+
+
+def progress_line(node_id: str, held: int, initial: int, moves: int, elapsed: float) -> str:
+    """A drain's progress: replicas still held (of how many), moves in flight, time so far."""
+    done = initial - held
+    share = 100.0 if not initial else 100.0 * done / initial
+    return (f"{node_id}: {held} replicas left of {initial} ({share:.0f}% moved), {moves} moves in "
+            f"flight, {_duration(elapsed)}")
+
+
 class Output:
     """Renders one command's result, as text or (``as_json``) as a JSON document."""
 
@@ -62,9 +87,9 @@ class Output:
     def _json(self, data: Any) -> None:
         click.echo(json.dumps(data, indent=2))
 
-    def status(self, status: ClusterStatus) -> None:
+    def status(self, status: ClusterStatus, rebalance: dict[str, Any] | None = None) -> None:
         if self.as_json:
-            self._json({**status.to_dict(), "healthy": status.healthy})
+            self._json({**status.to_dict(), "healthy": status.healthy, "rebalance": rebalance})
             return
         click.echo(f"leader: {_cell(status.leader)}  revision: {_cell(status.revision)}  "
                    f"healthy: {_cell(status.healthy)}")
@@ -81,6 +106,13 @@ class Output:
             for row, m in zip(rows, status.members, strict=True):
                 row.append(m.error)
         click.echo(table(headers, rows))
+        if rebalance is not None:
+            if "error" in rebalance:
+                click.echo(f"rebalance: unknown ({rebalance['error']})")
+                return
+            frozen = rebalance["maintenance"]
+            click.echo("rebalance: " + rebalance_summary(rebalance)
+                       + (f"; maintenance: {frozen['reason']}" if frozen else ""))
 
     def nodes(self, nodes: Sequence[NodeInfo]) -> None:
         if self.as_json:
@@ -89,15 +121,18 @@ class Output:
         if not nodes:
             click.echo("no nodes")
             return
-        click.echo(table(["ID", "ADDRESS", "ZONE", "CAPACITY", "STATUS", "TAGS"],
-                         [[n.id, n.address, n.zone, n.capacity, n.status, n.tags] for n in nodes]))
+        click.echo(table(["ID", "ADDRESS", "ZONE", "CAPACITY", "STATUS", "ADMIN", "TAGS"],
+                         [[n.id, n.address, n.zone, n.capacity, n.status, n.admin, n.tags]
+                          for n in nodes]))
 
     def node(self, node: NodeInfo) -> None:
         if self.as_json:
             self._json(node.to_dict())
             return
+        admin = node.admin + (f" ({node.admin_reason})" if node.admin_reason else "")
         fields = [("id", node.id), ("address", node.address), ("zone", node.zone),
-                  ("capacity", node.capacity), ("status", node.status), ("epoch", node.epoch),
+                  ("capacity", node.capacity), ("status", node.status), ("admin", admin),
+                  ("epoch", node.epoch),
                   ("tags", node.tags),
                   ("metrics", node.metrics), ("registered", _time(node.registered_at)),
                   ("updated", _time(node.updated_at))]
@@ -107,8 +142,9 @@ class Output:
             click.echo(f"{'replicas:':<12}none")
             return
         click.echo("replicas:")
-        click.echo(table(["RESOURCE", "PARTITION", "LEADER", "EPOCH"],
-                         [[r.resource, r.partition, r.leader, r.epoch] for r in node.replicas]))
+        click.echo(table(["RESOURCE", "PARTITION", "LEADER", "EPOCH", "CATCHING_UP"],
+                         [[r.resource, r.partition, r.leader, r.epoch, r.catching_up]
+                          for r in node.replicas]))
 
     def resources(self, resources: Sequence[ResourceInfo]) -> None:
         if self.as_json:
@@ -154,6 +190,11 @@ class Output:
         click.echo(f"revision: {answer['revision']}  dry run: nothing applied")
         click.echo(f"moves: {len(moves)} (lower bound {plan['lower_bound']})  "
                    f"leadership changes: {len(leaders)}")
+        if "waves" in answer:
+            throttle = answer["throttle"]
+            click.echo(f"throttle: {throttle['max_moves']} moves in flight, "
+                       f"{throttle['max_moves_per_node']} per node: {answer['waves']} waves, "
+                       f"ETA {_duration(answer['eta_seconds'])}")
         for label in ("before", "after"):
             figures = plan[label]
             shown = ", ".join(f"{k} {_cell(v)}" for k, v in figures.items()
@@ -165,6 +206,36 @@ class Output:
             click.echo(table(["RESOURCE", "PARTITION", "FROM", "TO", "REASON"], rows))
         for stuck in plan.get("stuck", []):
             click.echo(f"cannot satisfy: {stuck}")
+
+    def rebalance(self, progress: dict[str, Any], started: dict[str, Any] | None = None) -> None:
+        """Rebalance progress (``hacoord rebalance status``), or a run just started."""
+        if self.as_json:
+            self._json({"run": started, "progress": progress} if started else progress)
+            return
+        if started:
+            click.echo(f"rebalance {started['id']} started")
+        run, frozen = progress["run"], progress["maintenance"]
+        if frozen:
+            click.echo(f"maintenance: on since {_time(frozen['since'])} ({frozen['reason']}): "
+                       "no move starts")
+        click.echo(rebalance_summary(progress))
+        if run is None and progress["balance_moves_available"]:
+            click.echo(f"{progress['balance_moves_available']} balance moves available: "
+                       "'hacoord rebalance' applies them")
+        last = progress.get("last_run")
+        if run is None and last:
+            click.echo(f"last run: {last['id']} {last['outcome']} at {_time(last['ended_at'])}, "
+                       f"{last.get('completed', 0)} moves")
+        if progress["pending"]:
+            click.echo(table(["RESOURCE", "PARTITION", "FROM", "TO", "REASON", "AGE"],
+                             [[m["resource"], m["partition"], m["from_node"], m["to_node"],
+                               m["reason"], _duration(m["age"])] for m in progress["pending"]]))
+        for stuck in progress.get("stuck", []):
+            click.echo(f"cannot satisfy: {stuck}")
+
+    def document(self, data: Any) -> None:
+        """Any JSON document, as is."""
+        self._json(data)
 
     def explanation(self, answer: dict[str, Any]) -> None:
         """``hacoord explain``: always JSON-shaped (the explanation is a nested document)."""

@@ -296,16 +296,19 @@ class Client:
                        tags: Mapping[str, str | None] | None = None,
                        metrics: Mapping[str, float | None] | None = None, *,
                        expect_tags: Mapping[str, str | None] | None = None,
+                       admin: str | None = None, admin_reason: str | None = None,
                        request_id: str | None = None) -> WriteResult:
         """Change node ``id``: ``status`` (``up``/``down``; partition leadership follows), address,
         zone, capacity. ``tags`` and ``metrics`` are merged into the node's; a ``None`` value deletes
         that key. Arguments left ``None`` are unchanged. With ``expect_tags`` the change is a
         compare-and-set: :class:`Conflict` with code ``precondition_failed`` unless each named tag
-        has the given value (``None``: absent)."""
+        has the given value (``None``: absent). ``admin`` is ``active``, ``cordoned`` (no new
+        replicas) or ``draining`` (everything moves off); ``admin_reason`` records why."""
         body: dict[str, Any] = {}
         for key, value in (("status", status), ("address", address), ("zone", zone),
                            ("capacity", capacity), ("tags", tags), ("metrics", metrics),
-                           ("expect_tags", expect_tags)):
+                           ("expect_tags", expect_tags), ("admin", admin),
+                           ("admin_reason", admin_reason)):
             if value is not None:
                 body[key] = dict(value) if isinstance(value, Mapping) else value
         return self._write("PATCH", f"/v1/nodes/{_segment(id)}", body, request_id)
@@ -329,6 +332,24 @@ class Client:
                      to_leader=True)
         data = self._json(self._run(call))
         return self._parse(lambda: Heartbeat.from_api(data))
+
+    def node_report_metrics(self, id: str, epoch: int, metrics: Mapping[str, float | None], *,
+                            request_id: str | None = None) -> WriteResult:
+        """Node ``id`` (in the session of ``epoch``) reports metrics, merged into its record (a
+        ``None`` value deletes one). A resource may balance on such a metric. Raises
+        :class:`StaleEpoch` if the node started a newer session."""
+        body = {"epoch": epoch, "metrics": dict(metrics)}
+        return self._write("POST", f"/v1/nodes/{_segment(id)}/metrics", body, request_id)
+
+    def node_caught_up(self, id: str, epoch: int, resource: str, partition: int, partition_epoch: int,
+                       *, request_id: str | None = None) -> WriteResult:
+        """Node ``id`` (session ``epoch``) reports its new replica of ``resource``/``partition``
+        caught up, as of ``partition_epoch`` (the epoch of the route that named it ``adding``). The
+        move completes; the result's ``partition`` is the new route. :class:`StaleEpoch` for an
+        older session or partition epoch; :class:`Conflict` (``no_move``) if no move goes there."""
+        body = {"epoch": epoch, "resource": resource, "partition": partition,
+                "partition_epoch": partition_epoch}
+        return self._write("POST", f"/v1/nodes/{_segment(id)}/caught-up", body, request_id)
 
     # --- resources and routing ----------------------------------------------------------------
 
@@ -354,6 +375,48 @@ class Client:
         partition's epoch grows; the result's ``partition`` is its new route."""
         path = f"/v1/resources/{_segment(resource)}/partitions/{_segment(partition)}/move"
         return self._write("POST", path, {"from": from_node, "to": to_node}, request_id)
+
+    def partition_set_leader(self, resource: str, partition: int, node: str, *,
+                             request_id: str | None = None) -> WriteResult:
+        """Hand the leadership of ``resource``/``partition`` to its replica on ``node`` (up); the
+        epoch grows. :class:`Conflict` (``move_pending``) while the partition is moving."""
+        path = f"/v1/resources/{_segment(resource)}/partitions/{_segment(partition)}/leader"
+        return self._write("POST", path, {"node": node}, request_id)
+
+    def partition_cancel_move(self, resource: str, partition: int, *,
+                              request_id: str | None = None) -> WriteResult:
+        """Abandon the pending move of ``resource``/``partition``; :class:`Conflict` (``no_move``)
+        if it has none."""
+        path = f"/v1/resources/{_segment(resource)}/partitions/{_segment(partition)}/move"
+        return self._write("DELETE", path, None, request_id)
+
+    def rebalance_status(self, consistent: bool = False) -> dict[str, Any]:
+        """Rebalance progress: ``settings``, ``maintenance``, ``run``, ``pending`` moves (with
+        ``age``), ``remaining`` moves, ``eta_seconds``, ``stuck``..."""
+        return self._read("/v1/rebalance", consistent)
+
+    def rebalance_start(self, *, request_id: str | None = None) -> dict[str, Any]:
+        """Apply the rebalance plan: start a run (``{"run", "progress", "revision"}``). The leader
+        moves replicas two-phase under the throttles and ends the run when done.
+        :class:`Conflict` if a run is going or in maintenance."""
+        return self._write("POST", "/v1/rebalance", None, request_id).data
+
+    def rebalance_cancel(self, cancel_moves: bool = False, *,
+                         request_id: str | None = None) -> dict[str, Any]:
+        """End the running rebalance; pending moves complete unless ``cancel_moves``."""
+        params = {"cancel_moves": "true"} if cancel_moves else None
+        return self._write("DELETE", "/v1/rebalance", None, request_id, params=params).data
+
+    def rebalance_configure(self, *, max_moves_per_node: int | None = None,
+                            max_moves: int | None = None, rereplicate_after: float | None = None,
+                            maintenance: bool | None = None, reason: str | None = None,
+                            request_id: str | None = None) -> dict[str, Any]:
+        """Set throttles, the re-replication delay (seconds a down node's replicas wait), or
+        maintenance mode (``maintenance=True`` needs a ``reason``); None leaves a field as is."""
+        body = {k: v for k, v in (("max_moves_per_node", max_moves_per_node),
+                                  ("max_moves", max_moves), ("rereplicate_after", rereplicate_after),
+                                  ("maintenance", maintenance), ("reason", reason)) if v is not None}
+        return self._write("PATCH", "/v1/rebalance", body, request_id).data["rebalance"]
 
     def rebalance_plan(self, exclude: Iterable[str] = (), consistent: bool = False) -> dict[str, Any]:
         """Dry run of a rebalance: ``{"revision", "plan": {"moves", "leader_changes",

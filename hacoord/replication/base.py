@@ -65,6 +65,8 @@ class MemberStatus:
     leader_changes: int = 0
     invariant_violations: int = 0
     in_flight: int = 0
+    applied_commands: int = 0
+    apply_seconds: float = 0.0
     peers: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -401,6 +401,8 @@ class RaftReplicator:
             leader_changes=self.leader_changes,
             invariant_violations=self.invariants.violations,
             in_flight=len(self._waiting),
+            applied_commands=self._sm.applied_commands,
+            apply_seconds=self._sm.apply_seconds,
             peers=peers,
         )
 

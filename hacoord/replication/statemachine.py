@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from pysyncobj import SyncObjConsumer, replicated
@@ -57,6 +58,8 @@ class StateMachine(SyncObjConsumer):
         #: only a real install may touch the state. None: always install.
         self.install_gate: Callable[[], bool] | None = None
         self.applied_commands = 0
+        #: Seconds spent in ``apply`` (all commands so far), for the apply latency metric.
+        self.apply_seconds = 0.0
         self.load_error: str | None = None
         self._on_applied = on_applied
         self._on_restored = on_restored
@@ -65,7 +68,9 @@ class StateMachine(SyncObjConsumer):
     def apply_batch(self, payload: bytes) -> None:
         """Apply every command of a committed batch, in order (replicated; never raises)."""
         for command in decode_batch(payload):
+            started = time.perf_counter()
             outcome = apply(self.state, command)
+            self.apply_seconds += time.perf_counter() - started
             self.applied_commands += 1
             try:
                 self._on_applied(getattr(command, "request_id", ""), outcome)

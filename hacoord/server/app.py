@@ -24,18 +24,25 @@ from hacoord import __version__
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.health import summary as health_summary
 from hacoord.placement import explain, plan_rebalance
+from hacoord.placement.schedule import eta_seconds, inputs, planning_view, waves
 from hacoord.replication.base import Replicator
 from hacoord.replication.feed import Compacted
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.errors import ApiError, install_error_handlers
 from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, LivenessMonitor
 from hacoord.server.metrics import install_metrics
+from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
+from hacoord.server.rebalancer import Rebalancer
 from hacoord.server.schemas import (
+    CaughtUp,
     NodeCreate,
     NodeHeartbeat,
+    NodeMetrics,
     NodeSession,
     NodeUpdate,
+    PartitionLeader,
     PartitionMove,
+    RebalanceSettings,
     ResourceCreate,
 )
 from hacoord.server.views import node_view, resource_summary, routing, routing_from
@@ -58,10 +65,14 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                manage_replicator: bool = True, unsafe_stale_reads: bool = False, *,
                suspect_after: float = DEFAULT_SUSPECT_AFTER, down_after: float = DEFAULT_DOWN_AFTER,
                liveness_clock: Callable[[], float] = time.monotonic,
-               liveness_check_interval: float | None = None) -> FastAPI:
+               liveness_check_interval: float | None = None,
+               rebalance_interval: float = DEFAULT_REBALANCE_INTERVAL,
+               rebalance_clock: Callable[[], float] = time.time) -> FastAPI:
     """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
     and stops it; otherwise the caller does. The lifespan also runs the leader's
-    :class:`LivenessMonitor` (``app.state.liveness``) with the given timeouts and clock.
+    :class:`LivenessMonitor` (``app.state.liveness``) with the given timeouts and clock, and its
+    :class:`Rebalancer` (``app.state.rebalancer``), a pass every ``rebalance_interval`` seconds
+    on ``rebalance_clock`` (leader time, seconds since the epoch).
 
     ``unsafe_stale_reads`` is the chaos suite's canary: "consistent" reads are then served from
     whatever state the member asked has, which a linearizability checker must catch. Never set it
@@ -69,6 +80,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     coordinator = Coordinator(replicator, submit_timeout)
     liveness = LivenessMonitor(replicator, coordinator, liveness_clock, suspect_after, down_after,
                                liveness_check_interval)
+    rebalancer = Rebalancer(replicator, coordinator, rebalance_interval, rebalance_clock)
     http: dict[str, httpx.AsyncClient] = {}
 
     @contextlib.asynccontextmanager
@@ -77,9 +89,11 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         if manage_replicator:
             await replicator.start()
         await liveness.start()
+        await rebalancer.start()
         try:
             yield
         finally:
+            await rebalancer.stop()
             await liveness.stop()
             if manage_replicator:
                 await replicator.stop()
@@ -89,10 +103,12 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                   description="Partition coordinator API: nodes, resources, routing, status.")
     install_error_handlers(app)
     watching = {"open": 0}
-    install_metrics(app, replicator, lambda: watching["open"])
+    install_metrics(app, replicator, lambda: watching["open"],
+                    lambda: iter(liveness.metrics() + rebalancer.metrics()))
     app.state.replicator = replicator
     app.state.coordinator = coordinator
     app.state.liveness = liveness
+    app.state.rebalancer = rebalancer
 
     async def leader_or_forward(request: Request) -> Response | None:
         """None if this member leads; otherwise the leader's answer to the same request."""
@@ -246,6 +262,28 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             return fwd
         return reply(await liveness.heartbeat(node_id, body.epoch))
 
+    @app.post("/v1/nodes/{node_id}/metrics", tags=["nodes"])
+    async def report_node_metrics(node_id: str, body: NodeMetrics, request: Request) -> Response:
+        """The node reports metrics (merged into its record; a resource may balance on one). 409
+        ``stale_epoch`` if the node has started a newer session."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.set_node_state(_request_id(request), node_id,
+                                                   metrics=body.metrics, epoch=body.epoch)
+        return reply({"revision": applied.revision, **applied.result})
+
+    @app.post("/v1/nodes/{node_id}/caught-up", tags=["nodes"])
+    async def report_caught_up(node_id: str, body: CaughtUp, request: Request) -> Response:
+        """Phase two of a move: the node's new replica has caught up. The move completes (the new
+        replica replaces the old one, leadership follows, the epoch grows). 409 ``stale_epoch``
+        for an older node session or partition epoch, ``no_move`` if no move goes to this node."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.report_caught_up(_request_id(request), node_id, body.epoch,
+                                                     body.resource, body.partition,
+                                                     body.partition_epoch)
+        return reply({"revision": applied.revision, **applied.result})
+
     # --- resources ----------------------------------------------------------------------------
 
     @app.get("/v1/resources", tags=["resources"])
@@ -279,6 +317,74 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             return fwd
         applied = await coordinator.move_partition(_request_id(request), name, partition,
                                                    body.from_node, body.to_node)
+        return reply({"revision": applied.revision, **applied.result})
+
+    @app.post("/v1/resources/{name}/partitions/{partition}/leader", tags=["resources"])
+    async def set_partition_leader(name: str, partition: int, body: PartitionLeader,
+                                   request: Request) -> Response:
+        """Hand the partition's leadership to one of its replicas on an up node; the epoch grows."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.set_partition_leader(_request_id(request), name, partition,
+                                                         body.node)
+        return reply({"revision": applied.revision, **applied.result})
+
+    @app.delete("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"])
+    async def cancel_move(name: str, partition: int, request: Request) -> Response:
+        """Abandon the partition's pending move (the copy being made is dropped)."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.cancel_move(_request_id(request), name, partition, "operator")
+        return reply({"revision": applied.revision, **applied.result})
+
+    # --- rebalance ----------------------------------------------------------------------------
+
+    @app.get("/v1/rebalance", tags=["placement"])
+    async def rebalance_status(request: Request, consistent: bool = False) -> Response:
+        """Rebalance progress: settings, maintenance, the run, pending moves with their age, the
+        moves left, the ETA."""
+        if (fwd := await read_point(request, consistent)) is not None:
+            return fwd
+        return reply(rebalancer.progress())
+
+    @app.post("/v1/rebalance", tags=["placement"], status_code=201)
+    async def start_rebalance(request: Request) -> Response:
+        """Apply the plan: start a rebalance run. The leader makes its moves under the throttles
+        (see ``GET /v1/rebalance`` for progress) and ends the run when nothing is left."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        rid = _request_id(request)
+        applied = await coordinator.start_rebalance(rid, f"run-{rid[:12]}")
+        return reply({"revision": applied.revision, **applied.result,
+                      "progress": rebalancer.progress()}, 201)
+
+    @app.delete("/v1/rebalance", tags=["placement"])
+    async def cancel_rebalance(request: Request, cancel_moves: bool = False) -> Response:
+        """End the running rebalance (pending moves complete, unless ``cancel_moves``)."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        run = replicator.state.rebalance.run
+        if run is None:
+            raise ApiError("not_found", "no rebalance is running")
+        rid = _request_id(request)
+        applied = await coordinator.end_rebalance(rid, run["id"], "cancelled")
+        cancelled = 0
+        if cancel_moves:
+            for k, move in enumerate(list(replicator.state.moves.values())):
+                await coordinator.cancel_move(f"{rid}-{k}", move.resource, move.partition,
+                                              "rebalance cancelled")
+                cancelled += 1
+        return reply({"revision": applied.revision, **applied.result, "moves_cancelled": cancelled})
+
+    @app.patch("/v1/rebalance", tags=["placement"])
+    async def configure_rebalance(body: RebalanceSettings, request: Request) -> Response:
+        """Throttles (moves in flight per node and in the cluster), the delay before a down
+        node's replicas are re-created, and maintenance mode (freezes rebalancing; a reason is
+        required)."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.configure_rebalance(_request_id(request),
+                                                        **body.model_dump(exclude_unset=True))
         return reply({"revision": applied.revision, **applied.result})
 
     # --- watch --------------------------------------------------------------------------------
@@ -335,8 +441,9 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                              exclude: Annotated[list[str] | None, Query(description=(
                                  "nodes to plan as if drained (repeat)"))] = None) -> Response:
         """Dry run: the moves and leadership changes that would restore balance from the current
-        assignment, their count against the lower bound, balance before and after. Nothing is
-        applied."""
+        assignment (pending moves as if done; draining and long-down nodes drained, cordoned,
+        suspect and recently down ones held), their count against the lower bound, balance
+        before and after, and how long they would take under the throttles. Nothing is applied."""
         if (fwd := await read_point(request, consistent)) is not None:
             return fwd
         state = replicator.state
@@ -344,8 +451,19 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         unknown = [n for n in exclude if n not in state.nodes]
         if unknown:
             raise ApiError("not_found", f"unknown node(s) {', '.join(map(repr, unknown))}")
-        plan = plan_rebalance(state, exclude=frozenset(exclude))
-        return reply({"revision": state.revision, "dry_run": True, "plan": plan.to_dict()})
+        now = rebalancer.clock()
+        given = inputs(state, now)
+        drained = given.exclude | frozenset(exclude)
+        plan = plan_rebalance(planning_view(state), exclude=drained, hold=given.hold - drained,
+                              pinned=given.pinned)
+        settings = state.rebalance
+        return reply({"revision": state.revision, "dry_run": True, "plan": plan.to_dict(),
+                      "throttle": {"max_moves": settings.max_moves,
+                                   "max_moves_per_node": settings.max_moves_per_node},
+                      "waves": waves([(m.from_node, m.to_node) for m in plan.moves],
+                                     settings.max_moves, settings.max_moves_per_node),
+                      "mean_move_seconds": settings.mean_move_seconds(),
+                      "eta_seconds": eta_seconds(state, plan.moves, now)})
 
     @app.get("/v1/resources/{name}/partitions/{partition}/explain", tags=["placement"])
     async def explain_partition(name: str, partition: int, request: Request,
@@ -358,7 +476,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         res = state.resources.get(name)
         if res is None or not 0 <= partition < len(res.partitions):
             raise ApiError("not_found", f"no partition {name}/{partition}")
-        plan = plan_rebalance(state)
+        plan, _ = rebalancer.plan()
         return reply({"revision": state.revision, **explain(state, name, partition, plan)})
 
     @app.get("/v1/routing/diff", tags=["routing"])

@@ -96,6 +96,47 @@ class Coordinator:
                                                  partition=partition, from_node=from_node,
                                                  to_node=to_node))
 
+    def leading_term(self) -> int:
+        """The Raft term this member leads in (leader-only commands carry it); ``not_leader``
+        otherwise."""
+        if not self.replicator.is_leader():
+            raise ApiError("not_leader", f"{self.replicator.member_id} does not lead",
+                           leader=self.replicator.leader_id())
+        return self.replicator.term
+
+    async def report_caught_up(self, request_id: str, node_id: str, epoch: int, resource: str,
+                               partition: int, partition_epoch: int) -> Applied:
+        return await self.submit(c.ReportCaughtUp(
+            request_id=request_id, node_id=node_id, epoch=epoch, resource=resource,
+            partition=partition, partition_epoch=partition_epoch))
+
+    async def set_partition_leader(self, request_id: str, resource: str, partition: int,
+                                   leader: str, reason: str = "operator") -> Applied:
+        return await self.submit(c.SetPartitionLeader(
+            request_id=request_id, resource=resource, partition=partition, leader=leader,
+            reason=reason, term=self.leading_term()))
+
+    async def start_move(self, request_id: str, resource: str, partition: int,
+                         from_node: str | None, to_node: str, reason: str) -> Applied:
+        return await self.submit(c.StartMove(
+            request_id=request_id, resource=resource, partition=partition, from_node=from_node,
+            to_node=to_node, reason=reason, term=self.leading_term()))
+
+    async def cancel_move(self, request_id: str, resource: str, partition: int, reason: str) -> Applied:
+        return await self.submit(c.CancelMove(request_id=request_id, resource=resource,
+                                              partition=partition, reason=reason,
+                                              term=self.leading_term()))
+
+    async def configure_rebalance(self, request_id: str, **fields: Any) -> Applied:
+        return await self.submit(c.ConfigureRebalance(request_id=request_id, **fields))
+
+    async def start_rebalance(self, request_id: str, run_id: str) -> Applied:
+        return await self.submit(c.StartRebalance(request_id=request_id, run_id=run_id))
+
+    async def end_rebalance(self, request_id: str, run_id: str, outcome: str) -> Applied:
+        return await self.submit(c.EndRebalance(request_id=request_id, run_id=run_id,
+                                                outcome=outcome, term=self.leading_term()))
+
     async def barrier(self) -> int:
         """Linearizable read point: returns the revision once everything committed before the
         barrier is applied on this (leading) member."""

@@ -23,6 +23,11 @@ STATUS_BY_CODE = {
     "stale_plan": 409,
     "stale_epoch": 409,
     "precondition_failed": 409,
+    "node_busy": 409,
+    "move_pending": 409,
+    "no_move": 409,
+    "maintenance": 409,
+    "throttled": 409,
     # A judgement made in an older term than one already applied: this member was deposed, and
     # the new leader is the one to ask.
     "stale_term": 503,

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from hacoord.core import commands as c
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator
@@ -128,6 +130,28 @@ class LivenessMonitor:
             log.info("leading in term %d: %d nodes get %.1fs of grace", term, len(self.last_seen),
                      self.down_after)
         return term
+
+    def metrics(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        """Prometheus families: transitions this member committed by status, nodes it tracks,
+        heartbeat-silence forgiven, and the longest silence among tracked nodes."""
+        transitions = CounterMetricFamily("hacoord_liveness_transitions",
+                                          "Liveness judgements this member committed", labels=["status"])
+        for status, count in sorted(self.transitions.items()):
+            transitions.add_metric([status], count)
+        leading = self._term is not None
+        now = self.clock()
+        silent = max((now - seen for seen in self.last_seen.values()), default=0.0) if leading else 0.0
+        return [
+            transitions,
+            GaugeMetricFamily("hacoord_liveness_tracked_nodes", "Nodes whose heartbeats this leader tracks",
+                              value=len(self.last_seen) if leading else 0),
+            GaugeMetricFamily("hacoord_liveness_longest_silence_seconds",
+                              "Longest time since a tracked node's last heartbeat (leader only)",
+                              value=max(0.0, silent)),
+            CounterMetricFamily("hacoord_liveness_deaf_seconds",
+                                "Seconds this leader could not listen, forgiven to every node",
+                                value=self.deaf_seconds),
+        ]
 
     # --- heartbeats ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,14 +21,20 @@ from hacoord.replication.base import Replicator
 ROLES = ("follower", "candidate", "leader", "stopped")
 
 
-class MemberCollector(Collector):
-    """Raft and state figures of one member, computed when scraped."""
+Family = GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily
 
-    def __init__(self, replicator: Replicator, watchers: Callable[[], int]) -> None:
+
+class MemberCollector(Collector):
+    """Raft and state figures of one member, computed when scraped. ``extra`` yields the
+    families of the member's leader-side services (liveness, rebalancing)."""
+
+    def __init__(self, replicator: Replicator, watchers: Callable[[], int],
+                 extra: Callable[[], Iterator[Family]] | None = None) -> None:
         self.replicator = replicator
         self.watchers = watchers
+        self.extra = extra
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Family]:
         status = self.replicator.status()
         role = GaugeMetricFamily("hacoord_raft_role", "1 for this member's current Raft role",
                                  labels=["role"])
@@ -54,7 +60,20 @@ class MemberCollector(Collector):
         yield GaugeMetricFamily("hacoord_commands_in_flight", "Writes waiting for their outcome",
                                 value=status.in_flight)
         yield GaugeMetricFamily("hacoord_watchers", "Open watch requests", value=self.watchers())
-        health = summary(self.replicator.state)
+        yield SummaryMetricFamily("hacoord_apply_seconds", "Time applying committed commands",
+                                  count_value=status.applied_commands, sum_value=status.apply_seconds)
+        state = self.replicator.state
+        yield GaugeMetricFamily("hacoord_moves_in_flight", "Pending two-phase moves",
+                                value=len(state.moves))
+        yield CounterMetricFamily("hacoord_moves_completed", "Moves completed (replicated count)",
+                                  value=state.rebalance.completed)
+        yield GaugeMetricFamily("hacoord_rebalance_running", "1 while a rebalance run is going",
+                                value=1.0 if state.rebalance.run is not None else 0.0)
+        yield GaugeMetricFamily("hacoord_maintenance", "1 while rebalancing is frozen",
+                                value=1.0 if state.rebalance.maintenance is not None else 0.0)
+        if self.extra is not None:
+            yield from self.extra()
+        health = summary(state)
         nodes = GaugeMetricFamily("hacoord_nodes", "Data nodes by status", labels=["status"])
         for name, count in sorted(health["nodes"].items()):
             nodes.add_metric([name], count)
@@ -93,10 +112,11 @@ class _LatencyMiddleware:
                 time.perf_counter() - started)
 
 
-def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[], int]) -> None:
+def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[], int],
+                    extra: Callable[[], Iterator[Family]] | None = None) -> None:
     """Add ``GET /metrics`` and the API latency middleware to ``app``."""
     registry = CollectorRegistry()
-    registry.register(MemberCollector(replicator, watchers))
+    registry.register(MemberCollector(replicator, watchers, extra))
     latency = Histogram("hacoord_api_request_seconds", "API request latency",
                         ["route", "method", "status"], registry=registry,
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))

@@ -26,6 +26,9 @@ class NodeUpdate(_Body):
     metric value deletes it."""
 
     status: str | None = Field(None, pattern="^(up|down)$")
+    admin: str | None = Field(None, pattern="^(active|cordoned|draining)$",
+                              description="cordoned: no new replicas; draining: move all off")
+    admin_reason: str | None = Field(None, max_length=256)
     address: str | None = Field(None, min_length=3, max_length=260)
     zone: str | None = Field(None, pattern=ID)
     capacity: float | None = Field(None, gt=0, le=1e6)
@@ -61,3 +64,37 @@ class PartitionMove(_Body):
 
     from_node: str = Field(alias="from", pattern=ID)
     to_node: str = Field(alias="to", pattern=ID)
+
+
+class NodeMetrics(_Body):
+    """A data node reports its metrics (merged into the node's; null deletes one) in the session
+    of ``epoch``."""
+
+    epoch: int = Field(ge=1, description="the node epoch its session was given")
+    metrics: dict[str, float | None]
+
+
+class CaughtUp(_Body):
+    """A data node's new replica of ``resource``/``partition`` has caught up (phase two of a move),
+    as of the partition epoch it was told."""
+
+    epoch: int = Field(ge=1, description="the node epoch its session was given")
+    resource: str = Field(pattern=ID)
+    partition: int = Field(ge=0)
+    partition_epoch: int = Field(ge=1)
+
+
+class PartitionLeader(_Body):
+    """Hand the partition's leadership to one of its replicas."""
+
+    node: str = Field(pattern=ID)
+
+
+class RebalanceSettings(_Body):
+    """Rebalance throttles, re-replication delay and maintenance mode; omitted fields unchanged."""
+
+    max_moves_per_node: int | None = Field(None, ge=1, le=10_000)
+    max_moves: int | None = Field(None, ge=1, le=10_000)
+    rereplicate_after: float | None = Field(None, ge=0, le=1e7, description="seconds")
+    maintenance: bool | None = Field(None, description="true freezes rebalancing (reason needed)")
+    reason: str = Field("", max_length=256)

@@ -89,7 +89,7 @@ def test_node_add_list_show(run: Run) -> None:
     assert added["node"]["id"] == "n2" and added["revision"] == 2 and len(added["request_id"]) == 32
 
     listing = ok(run("node", "list"))
-    assert listing.splitlines()[0].split() == ["ID", "ADDRESS", "ZONE", "CAPACITY", "STATUS", "TAGS"]
+    assert listing.splitlines()[0].split() == ["ID", "ADDRESS", "ZONE", "CAPACITY", "STATUS", "ADMIN", "TAGS"]
     assert "os=linux,rack=r7" in listing
     nodes = as_json(run("--json", "node", "list", "--consistent"))["nodes"]
     assert [(n["id"], n["capacity"], n["tags"]) for n in nodes] == [

@@ -1,0 +1,67 @@
+"""What every ``hacoord`` command shares: the per-invocation settings and client
+(:class:`CliState`), and the ``--json`` and ``--consistent`` options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from hacoord.cli import output
+from hacoord.client import Client
+
+
+@dataclass
+class CliState:
+    """Settings shared by every command of one invocation, and its (lazily made) client."""
+
+    endpoints: str | None = None
+    timeout: float = 5.0
+    deadline: float = 15.0
+    as_json: bool = False
+    client_factory: Callable[[CliState], Client] | None = None
+    _client: Client | None = field(default=None, repr=False)
+
+    def client(self) -> Client:
+        """The client for this invocation, made on first use and closed when the command ends."""
+        if self._client is None:
+            factory = self.client_factory or make_client
+            try:
+                self._client = factory(self)
+            except ValueError as exc:  # the settings (endpoints, timeouts) are unusable
+                raise click.BadParameter(str(exc), param_hint="'--endpoints'") from None
+            click.get_current_context().find_root().call_on_close(self._client.close)
+        return self._client
+
+    @property
+    def out(self) -> output.Output:
+        return output.Output(self.as_json)
+
+
+def make_client(state: CliState) -> Client:
+    """The default factory: a network client over ``--endpoints`` (or ``HACOORD_ENDPOINTS``, or the
+    local default cluster). Raises ``ValueError`` for unusable endpoints."""
+    return Client(state.endpoints, timeout=state.timeout, deadline=state.deadline)
+
+
+def cli_state() -> CliState:
+    """The settings of the running invocation."""
+    return click.get_current_context().ensure_object(CliState)
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(CliState).as_json = True
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` on a command; the same as the group's ``--json``."""
+    return click.option("--json", is_flag=True, expose_value=False, callback=_set_json,
+                        help="Print JSON instead of a table.")(f)
+
+
+def consistent_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--consistent", is_flag=True,
+                        help="Linearizable read through the leader (slower).")(f)
