@@ -223,12 +223,34 @@ def resource() -> None:
 @click.argument("name")
 @click.option("--partitions", type=click.IntRange(min=1), required=True, help="Number of partitions.")
 @click.option("--replicas", type=click.IntRange(min=1), required=True, help="Copies of each partition.")
+@click.option("--balance-metric", metavar="METRIC",
+              help="Balance on this node metric (e.g. disk_bytes) instead of replica counts.")
 @json_option
-def resource_create(name: str, partitions: int, replicas: int) -> None:
+def resource_create(name: str, partitions: int, replicas: int, balance_metric: str | None) -> None:
     """Create resource NAME; the leader places its replicas."""
     state = _state()
-    result = state.client().resource_create(name, partitions, replicas)
+    result = state.client().resource_create(name, partitions, replicas, balance_metric=balance_metric)
     state.out.written(result, f"resource {name} created: {partitions} partitions x {replicas} replicas")
+
+
+@resource.command("update")
+@click.argument("name")
+@click.option("--replicas", type=click.IntRange(min=1),
+              help="New replication factor (missing copies are added two-phase; extra ones dropped).")
+@click.option("--balance-metric", metavar="METRIC",
+              help="Balance on this node metric; '' for replica counts.")
+@json_option
+def resource_update(name: str, replicas: int | None, balance_metric: str | None) -> None:
+    """Change resource NAME's replication factor or balance metric."""
+    if replicas is None and balance_metric is None:
+        raise click.UsageError("nothing to change: give --replicas or --balance-metric")
+    state = _state()
+    result = state.client().resource_update(name, replicas=replicas, balance_metric=balance_metric)
+    info = result.resource
+    summary = f"resource {name} updated"
+    if info is not None:
+        summary += f": {info.replication_factor} replicas, balance on {info.balance_metric or 'counts'}"
+    state.out.written(result, summary)
 
 
 @resource.command("list")

@@ -153,9 +153,9 @@ class Output:
         if not resources:
             click.echo("no resources")
             return
-        click.echo(table(["NAME", "PARTITIONS", "REPLICAS", "CREATED"],
-                         [[r.name, r.partitions, r.replication_factor, _time(r.created_at)]
-                          for r in resources]))
+        click.echo(table(["NAME", "PARTITIONS", "REPLICAS", "BALANCE_ON", "CREATED"],
+                         [[r.name, r.partitions, r.replication_factor, r.balance_metric or "replicas",
+                           _time(r.created_at)] for r in resources]))
 
     def event(self, event: WatchEvent) -> None:
         """One watch event a line: JSON lines with ``--json``, else revision, type and data."""

@@ -354,11 +354,26 @@ class Client:
     # --- resources and routing ----------------------------------------------------------------
 
     def resource_create(self, name: str, partitions: int, replicas: int, *,
+                        balance_metric: str | None = None,
                         request_id: str | None = None) -> WriteResult:
         """Create resource ``name`` with ``partitions`` partitions of ``replicas`` copies each,
-        placed by the leader. :class:`Conflict` (``not_enough_nodes``) if fewer nodes than copies."""
-        body = {"name": name, "partitions": partitions, "replicas": replicas}
+        placed by the leader. :class:`Conflict` (``not_enough_nodes``) if fewer nodes than copies.
+        ``balance_metric`` names a node metric (reported by the data nodes, e.g. ``disk_bytes``)
+        that rebalancing evens out for this resource instead of replica counts."""
+        body: dict[str, Any] = {"name": name, "partitions": partitions, "replicas": replicas}
+        if balance_metric is not None:
+            body["balance_metric"] = balance_metric
         return self._write("POST", "/v1/resources", body, request_id)
+
+    def resource_update(self, name: str, *, replicas: int | None = None,
+                        balance_metric: str | None = None,
+                        request_id: str | None = None) -> WriteResult:
+        """Change resource ``name``'s replication factor (more: the missing copies are added
+        two-phase by the rebalancer; fewer: dropped at once) or balance metric (``""``: back to
+        replica counts)."""
+        body = {k: v for k, v in (("replicas", replicas), ("balance_metric", balance_metric))
+                if v is not None}
+        return self._write("PATCH", f"/v1/resources/{_segment(name)}", body, request_id)
 
     def resource_list(self, consistent: bool = False) -> list[ResourceInfo]:
         """All resources, sorted by name."""

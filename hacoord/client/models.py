@@ -75,17 +75,20 @@ class NodeInfo(_Model):
 
 @dataclass(frozen=True)
 class ResourceInfo(_Model):
-    """A resource: its name, number of partitions and copies of each."""
+    """A resource: its name, number of partitions and copies of each, and the node metric it
+    balances on (None: replica counts)."""
 
     name: str
     partitions: int
     replication_factor: int
     created_at: float | None = None
+    balance_metric: str | None = None
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> ResourceInfo:
         return cls(name=data["name"], partitions=int(data["partitions"]),
-                   replication_factor=int(data["replication_factor"]), created_at=data.get("created_at"))
+                   replication_factor=int(data["replication_factor"]), created_at=data.get("created_at"),
+                   balance_metric=data.get("balance_metric"))
 
 
 @dataclass(frozen=True)

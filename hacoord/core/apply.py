@@ -361,11 +361,53 @@ def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Ap
                  and len(set(map(str, replicas))) == rf
                  and all(isinstance(n, str) and n in state.nodes for n in replicas),
                  "stale_plan", "assignment names unknown or repeated nodes")
+    if cmd.balance_metric is not None:
+        _require(valid_id(cmd.balance_metric), "invalid_argument",
+                 f"malformed metric name {cmd.balance_metric!r}")
     partitions = [Partition(replicas=list(r), leader=r[0], epoch=1) for r in cmd.assignment]
-    resource = Resource(cmd.name, rf, partitions, created_at=cmd.time)
+    resource = Resource(cmd.name, rf, partitions, created_at=cmd.time,
+                        balance_metric=cmd.balance_metric)
     state.resources[cmd.name] = resource
-    summary = {"name": cmd.name, "partitions": cmd.partitions, "replication_factor": rf}
+    summary = {"name": cmd.name, "partitions": cmd.partitions, "replication_factor": rf,
+               "balance_metric": cmd.balance_metric}
     return Applied(rev, {"resource": summary}, (Event("ResourceCreated", rev, resource.to_dict()),))
+
+
+def _update_resource(state: ClusterState, cmd: c.UpdateResource, rev: int) -> Applied:
+    _require(valid_id(cmd.name), "invalid_argument", f"malformed resource name {cmd.name!r}")
+    res = state.resources.get(cmd.name)
+    _require(res is not None, "not_found", f"unknown resource {cmd.name!r}")
+    assert res is not None
+    rf = cmd.replication_factor
+    if rf is not None:
+        _require(_integer(rf) and 1 <= rf <= MAX_REPLICATION_FACTOR, "invalid_argument",
+                 f"replicas must be an integer in 1..{MAX_REPLICATION_FACTOR}")
+        shrinking = [i for i in range(len(res.partitions)) if move_key(res.name, i) in state.moves]
+        _require(rf >= res.replication_factor or not shrinking, "move_pending",
+                 f"{len(shrinking)} partitions of {res.name!r} have pending moves; cancel them or "
+                 "wait before lowering the replication factor")
+    if cmd.balance_metric is not None:
+        _require(cmd.balance_metric == "" or valid_id(cmd.balance_metric), "invalid_argument",
+                 f"malformed metric name {cmd.balance_metric!r}")
+    events = []
+    if cmd.balance_metric is not None:
+        res.balance_metric = cmd.balance_metric or None
+    if rf is not None:
+        res.replication_factor = rf
+        for i, part in enumerate(res.partitions):
+            if len(part.replicas) <= rf:
+                continue
+            # Keep the leader; drop followers from the end of the list.
+            keep = [part.leader] if part.leader in part.replicas else []
+            for node_id in part.replicas:
+                if len(keep) < rf and node_id not in keep:
+                    keep.append(node_id)
+            part.replicas = [n for n in part.replicas if n in keep]
+            part.epoch += 1
+            events.append(_partition_event(state, rev, res.name, i, part, "replication factor lowered"))
+    summary = {"name": res.name, "partitions": len(res.partitions),
+               "replication_factor": res.replication_factor, "balance_metric": res.balance_metric}
+    return Applied(rev, {"resource": summary}, (Event("ResourceUpdated", rev, summary), *events))
 
 
 def _delete_resource(state: ClusterState, cmd: c.DeleteResource, rev: int) -> Applied:
@@ -569,6 +611,7 @@ _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = 
     c.StartNodeSession: _start_node_session,
     c.SetNodeLiveness: _set_node_liveness,
     c.CreateResource: _create_resource,
+    c.UpdateResource: _update_resource,
     c.DeleteResource: _delete_resource,
     c.MovePartition: _move_partition,
     c.StartMove: _start_move,

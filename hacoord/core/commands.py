@@ -109,6 +109,19 @@ class CreateResource(Command):
     partitions: int = 0
     replication_factor: int = 0
     assignment: list[list[str]] = field(default_factory=list)
+    balance_metric: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateResource(Command):
+    """Change a resource: its ``replication_factor`` (more: the rebalancer adds the missing
+    replicas two-phase; fewer: the extra replicas are dropped at once, followers first, from the
+    end of the replica list), or its ``balance_metric`` (``""`` clears it). None: unchanged."""
+
+    TYPE: ClassVar[str] = "UpdateResource"
+    name: str = ""
+    replication_factor: int | None = None
+    balance_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +251,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         StartNodeSession,
         SetNodeLiveness,
         CreateResource,
+        UpdateResource,
         DeleteResource,
         MovePartition,
         StartMove,

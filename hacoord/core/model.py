@@ -220,12 +220,17 @@ class RebalanceState:
 
 @dataclass
 class Resource:
-    """A named data set split into ``len(partitions)`` partitions of ``replication_factor`` copies."""
+    """A named data set split into ``len(partitions)`` partitions of ``replication_factor`` copies.
+
+    ``balance_metric`` names a node metric (``Node.metrics``, reported by the data nodes, e.g. disk
+    bytes) that rebalancing evens out for this resource instead of replica counts; None: counts.
+    """
 
     name: str
     replication_factor: int
     partitions: list[Partition]
     created_at: float = 0.0
+    balance_metric: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -233,6 +238,7 @@ class Resource:
             "replication_factor": self.replication_factor,
             "partitions": [p.to_dict() for p in self.partitions],
             "created_at": self.created_at,
+            "balance_metric": self.balance_metric,
         }
 
     @classmethod
@@ -242,6 +248,7 @@ class Resource:
             replication_factor=data["replication_factor"],
             partitions=[Partition.from_dict(p) for p in data["partitions"]],
             created_at=data["created_at"],
+            balance_metric=data.get("balance_metric"),
         )
 
 

@@ -135,6 +135,8 @@ def validate_transition(before: ClusterState, after: ClusterState) -> list[str]:
             if changed and p_new.epoch <= p_old.epoch:
                 problems.append(f"{name}/{i}: ownership changed without a new epoch")
             spare = [n for n in after.nodes if n not in p_new.replicas]
-            if len(p_new.replicas) < len(p_old.replicas) and spare:
+            # Lowering the replication factor drops replicas on purpose, down to the new factor.
+            floor = min(len(p_old.replicas), new.replication_factor)
+            if len(p_new.replicas) < floor and spare:
                 problems.append(f"{name}/{i}: lost a replica while {spare[0]!r} could hold it")
     return problems

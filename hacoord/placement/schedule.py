@@ -89,8 +89,14 @@ def plan_for(state: ClusterState, now: float) -> tuple[Plan, Inputs]:
     """The plan the rebalancer works from, and what it was told."""
     given = inputs(state, now)
     plan = plan_rebalance(planning_view(state), exclude=given.exclude, hold=given.hold,
-                          pinned=given.pinned)
+                          pinned=given.pinned, balance_metric=balance_metrics(state))
     return plan, given
+
+
+def balance_metrics(state: ClusterState) -> dict[str, str]:
+    """Resource -> the node metric it balances on, for the resources that chose one."""
+    return {name: res.balance_metric for name, res in state.resources.items()
+            if res.balance_metric is not None}
 
 
 def wanted(plan: Plan, state: ClusterState, pinned: Iterable[tuple[str, int]] = ()) -> list[Move]:

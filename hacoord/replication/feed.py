@@ -93,6 +93,13 @@ class ChangeFeed:
             self._routing[name] = (data["replication_factor"], [
                 (tuple(p["replicas"]), p["leader"], p["epoch"], ()) for p in data["partitions"]])
             return ("resource", name, previous)
+        if event.type == "ResourceUpdated":
+            name = data["name"]
+            previous = self._routing.get(name)
+            if previous is None:
+                return None
+            self._routing[name] = (data["replication_factor"], previous[1])
+            return ("resource", name, (previous[0], list(previous[1])))
         if event.type == "ResourceDeleted":
             name = data["name"]
             return ("resource", name, self._routing.pop(name, None))

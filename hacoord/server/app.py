@@ -24,7 +24,7 @@ from hacoord import __version__
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.health import summary as health_summary
 from hacoord.placement import explain, plan_rebalance
-from hacoord.placement.schedule import eta_seconds, inputs, planning_view, waves
+from hacoord.placement.schedule import balance_metrics, eta_seconds, inputs, planning_view, waves
 from hacoord.replication.base import Replicator
 from hacoord.replication.feed import Compacted
 from hacoord.server.coordinator import Coordinator
@@ -44,6 +44,7 @@ from hacoord.server.schemas import (
     PartitionMove,
     RebalanceSettings,
     ResourceCreate,
+    ResourceUpdate,
 )
 from hacoord.server.views import node_view, resource_summary, routing, routing_from
 
@@ -300,8 +301,19 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
         applied = await coordinator.create_resource(_request_id(request), body.name,
-                                                    body.partitions, body.replicas)
+                                                    body.partitions, body.replicas,
+                                                    body.balance_metric)
         return reply({"revision": applied.revision, **applied.result}, 201)
+
+    @app.patch("/v1/resources/{name}", tags=["resources"])
+    async def update_resource(name: str, body: ResourceUpdate, request: Request) -> Response:
+        """Change the replication factor (missing replicas are added two-phase by the rebalancer;
+        extra ones dropped at once) or the balance metric."""
+        if (fwd := await leader_or_forward(request)) is not None:
+            return fwd
+        applied = await coordinator.update_resource(_request_id(request), name,
+                                                    **body.model_dump(exclude_unset=True))
+        return reply({"revision": applied.revision, **applied.result})
 
     @app.delete("/v1/resources/{name}", tags=["resources"])
     async def delete_resource(name: str, request: Request) -> Response:
@@ -455,7 +467,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         given = inputs(state, now)
         drained = given.exclude | frozenset(exclude)
         plan = plan_rebalance(planning_view(state), exclude=drained, hold=given.hold - drained,
-                              pinned=given.pinned)
+                              pinned=given.pinned, balance_metric=balance_metrics(state))
         settings = state.rebalance
         return reply({"revision": state.revision, "dry_run": True, "plan": plan.to_dict(),
                       "throttle": {"max_moves": settings.max_moves,

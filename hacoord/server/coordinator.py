@@ -79,13 +79,20 @@ class Coordinator:
                                                     address=address))
 
     async def create_resource(self, request_id: str, name: str, partitions: int,
-                              replicas: int) -> Applied:
+                              replicas: int, balance_metric: str | None = None) -> Applied:
         def plan() -> c.CreateResource:
             assignment = place_resource(self.replicator.state, name, partitions, replicas)
             return c.CreateResource(request_id=request_id, name=name, partitions=partitions,
-                                    replication_factor=replicas, assignment=assignment)
+                                    replication_factor=replicas, assignment=assignment,
+                                    balance_metric=balance_metric)
 
         return await self._submit_planned(request_id, plan)
+
+    async def update_resource(self, request_id: str, name: str, replicas: int | None = None,
+                              balance_metric: str | None = None) -> Applied:
+        return await self.submit(c.UpdateResource(request_id=request_id, name=name,
+                                                  replication_factor=replicas,
+                                                  balance_metric=balance_metric))
 
     async def delete_resource(self, request_id: str, name: str) -> Applied:
         return await self.submit(c.DeleteResource(request_id=request_id, name=name))

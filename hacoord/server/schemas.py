@@ -57,6 +57,16 @@ class ResourceCreate(_Body):
     name: str = Field(pattern=ID)
     partitions: int = Field(ge=1, le=100_000)
     replicas: int = Field(ge=1, le=15)
+    balance_metric: str | None = Field(None, pattern=ID, description=(
+        "node metric to balance on instead of replica count (e.g. disk_bytes)"))
+
+
+class ResourceUpdate(_Body):
+    """Change a resource's replication factor (more: added two-phase by the rebalancer; fewer:
+    dropped at once) or balance metric (empty string: back to replica count)."""
+
+    replicas: int | None = Field(None, ge=1, le=15)
+    balance_metric: str | None = Field(None, pattern=r"^$|" + ID)
 
 
 class PartitionMove(_Body):

@@ -14,6 +14,7 @@ def resource_summary(resource: Resource) -> dict[str, Any]:
         "partitions": len(resource.partitions),
         "replication_factor": resource.replication_factor,
         "created_at": resource.created_at,
+        "balance_metric": resource.balance_metric,
     }
 
 

@@ -147,7 +147,8 @@ def test_resource_lifecycle_and_routing(api: httpx.Client) -> None:
     add_nodes(api, 3)
     created = api.post("/v1/resources", json={"name": "orders", "partitions": 4, "replicas": 3})
     assert created.status_code == 201, created.text
-    assert created.json()["resource"] == {"name": "orders", "partitions": 4, "replication_factor": 3}
+    assert created.json()["resource"] == {"name": "orders", "partitions": 4, "replication_factor": 3,
+                                          "balance_metric": None}
     assert_error(api.post("/v1/resources", json={"name": "orders", "partitions": 1, "replicas": 1}), 409,
                  "already_exists")
     assert_error(api.post("/v1/resources", json={"name": "x", "partitions": 0, "replicas": 1}), 400,

@@ -211,3 +211,26 @@ def test_leadership_handover(client: Client, cluster: InProcessCluster) -> None:
     with pytest.raises(InvalidArgument):
         client.partition_set_leader("orders", 0, next(n for n in "n1 n2 n3 n4".split()
                                                       if n not in route.replicas))
+
+
+def test_a_raised_replication_factor_is_filled_two_phase(client: Client,
+                                                         cluster: InProcessCluster) -> None:
+    client.resource_update("orders", replicas=3)
+    step(cluster)
+    moves = pending(cluster)
+    assert moves and all(m.from_node is None and m.reason == "under_replicated" for m in moves)
+    drive(client, cluster, lambda: not pending(cluster) and all(
+        len(p.replicas) == 3 for p in cluster.state("m1").resources["orders"].partitions))
+
+
+def test_a_resource_balanced_on_a_node_metric(client: Client, cluster: InProcessCluster) -> None:
+    client.resource_update("orders", balance_metric="disk_bytes")
+    assert client.resource_list()[0].balance_metric == "disk_bytes"
+    for node in client.node_list():
+        session = client.node_start_session(node.id)
+        # n1 reports far more disk in use than the others.
+        client.node_report_metrics(node.id, session.epoch,
+                                   {"disk_bytes": 9e9 if node.id == "n1" else 1e9})
+    plan = client.rebalance_plan()["plan"]
+    assert plan["moves"] and all(m["from_node"] == "n1" for m in plan["moves"])
+    assert {m["reason"] for m in plan["moves"]} == {"metric_overloaded"}

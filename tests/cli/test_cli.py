@@ -126,9 +126,9 @@ def test_resource_create_list_delete(run: Run) -> None:
     out = ok(run("resource", "create", "orders", "--partitions", "12", "--replicas", "3"))
     assert "resource orders created: 12 partitions x 3 replicas" in out
     assert as_json(run("resource", "create", "cache", "--partitions", "1", "--replicas", "1", "--json"))[
-        "resource"] == {"name": "cache", "partitions": 1, "replication_factor": 1}
+        "resource"] == {"name": "cache", "partitions": 1, "replication_factor": 1, "balance_metric": None}
     listing = ok(run("resource", "list"))
-    assert listing.splitlines()[0].split() == ["NAME", "PARTITIONS", "REPLICAS", "CREATED"]
+    assert listing.splitlines()[0].split() == ["NAME", "PARTITIONS", "REPLICAS", "BALANCE_ON", "CREATED"]
     assert [r["name"] for r in as_json(run("resource", "list", "--json"))["resources"]] == ["cache", "orders"]
     assert "resource cache deleted" in ok(run("resource", "delete", "cache"))
     assert as_json(run("--json", "resource", "list"))["resources"][0]["name"] == "orders"

@@ -243,3 +243,32 @@ def test_a_report_from_an_older_incarnation_changes_nothing(state: ClusterState)
     refused(state, commands.SetNodeState(time=T0, node_id="a", epoch=1, metrics={"disk": 9.0}),
             "stale_epoch")
     assert state.nodes["a"].metrics == {"disk": 5.0}
+
+
+def test_raising_the_replication_factor_leaves_the_copies_to_two_phase_adds(state: ClusterState) -> None:
+    ok(state, commands.UpdateResource(time=T0, name="r", replication_factor=3))
+    part = state.resources["r"].partitions[0]
+    assert part.replicas == ["a", "b"] and part.epoch == 1  # nothing moved yet
+    ok(state, start(state, "c", frm=None))
+    ok(state, caught_up(state, "c"))
+    assert part.replicas == ["a", "b", "c"]
+
+
+def test_lowering_the_replication_factor_drops_followers_at_once(state: ClusterState) -> None:
+    ok(state, commands.SetPartitionLeader(time=T0, resource="r", partition=0, leader="b", term=1))
+    ok(state, commands.UpdateResource(time=T0, name="r", replication_factor=1))
+    assert [p.replicas for p in state.resources["r"].partitions] == [["b"], ["c"]]
+    assert [p.epoch for p in state.resources["r"].partitions] == [3, 2]
+    ok(state, commands.UpdateResource(time=T0, name="r", replication_factor=2))
+    ok(state, start(state, "d", frm=None))
+    refused(state, commands.UpdateResource(time=T0, name="r", replication_factor=1), "move_pending")
+
+
+def test_balance_metric_is_recorded_and_validated(state: ClusterState) -> None:
+    ok(state, commands.UpdateResource(time=T0, name="r", balance_metric="disk_bytes"))
+    assert state.resources["r"].balance_metric == "disk_bytes"
+    refused(state, commands.UpdateResource(time=T0, name="r", balance_metric="no spaces"),
+            "invalid_argument")
+    ok(state, commands.UpdateResource(time=T0, name="r", balance_metric=""))
+    assert state.resources["r"].balance_metric is None
+    refused(state, commands.UpdateResource(time=T0, name="nope", replication_factor=2), "not_found")
