@@ -1,0 +1,46 @@
+"""Where the other data nodes are: node id -> ``host:port``, from the routing and the change feed.
+
+A data node needs its peers' addresses to copy a partition from its leader or to replicate writes to
+the other replicas. The routing table names the address of every node it routes to; node events
+(registration, a new session, a changed address, a removal) keep that current. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from hacoord.client import RoutingTable, WatchEvent
+
+#: The change-feed events that carry a node record (``id``, ``address``, ...).
+NODE_RECORD_EVENTS = frozenset({"NodeRegistered", "NodeSessionStarted", "NodeStateChanged"})
+
+
+class NodeDirectory:
+    """Node addresses, as last seen."""
+
+    def __init__(self) -> None:
+        self._addresses: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def address_of(self, node_id: str) -> str | None:
+        """``host:port`` of ``node_id``, or None if unknown."""
+        with self._lock:
+            return self._addresses.get(node_id)
+
+    def addresses(self) -> dict[str, str]:
+        """Every known address (a copy)."""
+        with self._lock:
+            return dict(self._addresses)
+
+    def apply_table(self, table: RoutingTable) -> None:
+        """Learn the addresses a routing table gives."""
+        with self._lock:
+            self._addresses.update(table.addresses)
+
+    def apply_event(self, event: WatchEvent) -> None:
+        """Follow a node event; other events are ignored."""
+        with self._lock:
+            if event.type in NODE_RECORD_EVENTS:
+                self._addresses[str(event.data["id"])] = str(event.data["address"])
+            elif event.type == "NodeRemoved":
+                self._addresses.pop(str(event.data["node_id"]), None)
