@@ -7,6 +7,8 @@ attribute; a change of leader moves it on by one, as an election would.
 
 from __future__ import annotations
 
+import time
+
 from hacoord.core.apply import apply
 from hacoord.core.commands import Command
 from hacoord.core.model import ClusterState
@@ -28,6 +30,7 @@ class MemoryReplicator:
         self.term = 1
         self.feed = ChangeFeed()
         self.invariants = InvariantWatch()
+        self.apply_seconds = 0.0
 
     @property
     def state(self) -> ClusterState:
@@ -56,7 +59,9 @@ class MemoryReplicator:
         if not self.is_leader():
             raise NotLeaderError(self._leader)
         self._index += 1
+        started = time.perf_counter()
         outcome = apply(self._state, command)
+        self.apply_seconds += time.perf_counter() - started
         if outcome.ok and outcome.events:
             self.feed.record(outcome.events)
             self.invariants.observe(self._state, outcome)
@@ -67,5 +72,6 @@ class MemoryReplicator:
             member_id=self.member_id, role="leader" if self.is_leader() else "follower", term=self.term,
             leader_id=self._leader, commit_index=self._index, applied_index=self._index,
             revision=self._state.revision, ready=True, has_quorum=True, log_length=self._index,
-            invariant_violations=self.invariants.violations,
+            invariant_violations=self.invariants.violations, applied_commands=self._index,
+            apply_seconds=self.apply_seconds,
         )

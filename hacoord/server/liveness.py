@@ -138,13 +138,13 @@ class LivenessMonitor:
                                           "Liveness judgements this member committed", labels=["status"])
         for status, count in sorted(self.transitions.items()):
             transitions.add_metric([status], count)
-        leading = self._term is not None
+        leading = self.leading_term() is not None
         now = self.clock()
         silent = max((now - seen for seen in self.last_seen.values()), default=0.0) if leading else 0.0
         return [
             transitions,
-            GaugeMetricFamily("hacoord_liveness_tracked_nodes", "Nodes whose heartbeats this leader tracks",
-                              value=len(self.last_seen) if leading else 0),
+            GaugeMetricFamily("hacoord_liveness_tracked_nodes", "Nodes whose heartbeats this leader judges",
+                              value=len(self.replicator.state.nodes) if leading else 0),
             GaugeMetricFamily("hacoord_liveness_longest_silence_seconds",
                               "Longest time since a tracked node's last heartbeat (leader only)",
                               value=max(0.0, silent)),

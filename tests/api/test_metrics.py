@@ -53,3 +53,18 @@ def test_metrics_follow_the_state_and_the_api(api: httpx.Client) -> None:
     assert health["status"] == "under_replicated" and health["partitions"]["under_replicated"] == 4
     api.patch("/v1/nodes/b", json={"status": "down"})
     assert api.get("/v1/status").json()["health"]["partitions"]["unavailable"] == 4
+
+
+def test_apply_moves_liveness_and_rebalancer_metrics(api: httpx.Client) -> None:
+    for node_id, zone in (("a", "z1"), ("b", "z2"), ("c", "z1")):
+        api.post("/v1/nodes", json={"id": node_id, "address": "127.0.0.1:1", "zone": zone})
+    api.post("/v1/resources", json={"name": "r", "partitions": 4, "replicas": 2})
+    metrics = scrape(api)
+    assert value(metrics["hacoord_apply_seconds"]) >= 4  # the _count sample: commands applied
+    assert value(metrics["hacoord_moves_in_flight"]) == 0.0
+    assert value(metrics["hacoord_maintenance"]) == 0.0
+    assert value(metrics["hacoord_liveness_tracked_nodes"]) == 3.0
+    assert value(metrics["hacoord_liveness_transitions"], status="down") == 0.0
+    assert "hacoord_rebalancer_commands" in metrics
+    api.patch("/v1/rebalance", json={"maintenance": True, "reason": "test"})
+    assert value(scrape(api)["hacoord_maintenance"]) == 1.0
