@@ -258,6 +258,14 @@ class Client:
             return MemberStatus(endpoint, False, error=_describe(exc)), {}
         return status, members
 
+    def request_status(self, request_id: str, consistent: bool = True) -> int | None:
+        """The revision the write with ``request_id`` was applied at, or None if it was not
+        (or so long ago that the cluster forgot: ids are kept five minutes, at most 50,000). Use
+        it after a write ended in :class:`UnavailableError` to learn whether it landed; with
+        ``consistent`` (the default) the answer covers every write committed before the call."""
+        data = self._read(f"/v1/requests/{_segment(request_id)}", consistent)
+        return self._parse(lambda: int(data["applied_revision"]) if data["applied"] else None)
+
     # --- nodes --------------------------------------------------------------------------------
 
     def node_add(self, id: str, address: str, *, zone: str | None = None, capacity: float | None = None,

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from hacoord import __version__
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.health import summary as health_summary
+from hacoord.core.model import REQUEST_RETENTION
 from hacoord.placement import explain, plan_rebalance
 from hacoord.placement.schedule import balance_metrics, eta_seconds, inputs, planning_view, waves
 from hacoord.replication.base import Replicator
@@ -197,6 +198,24 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                 "members": members, "pid": os.getpid(), "health": health_summary(replicator.state)}
         if digest:
             body["digest"] = state_digest(replicator.state)
+        return reply(body)
+
+    @app.get("/v1/requests/{request_id}", tags=["status"])
+    async def request_status(request_id: str, request: Request, consistent: bool = False) -> Response:
+        """Whether the write with this request id was applied, and at which revision: the
+        answer to "did my write land?" after a timeout. Request ids are remembered for
+        ``retention`` seconds of leader time (at most 50,000 of them); an older or unknown id is
+        ``applied: false``. With ``consistent=true`` the answer covers every write committed
+        before the question (read through the leader)."""
+        if (fwd := await read_point(request, consistent)) is not None:
+            return fwd
+        state = replicator.state
+        record = state.requests.get(request_id)
+        body: dict[str, Any] = {"revision": state.revision, "request_id": request_id,
+                                "applied": record is not None, "retention": REQUEST_RETENTION}
+        if record is not None:
+            body["applied_revision"] = record["revision"]
+            body["applied_at"] = record["time"]
         return reply(body)
 
     # --- nodes --------------------------------------------------------------------------------

@@ -361,3 +361,14 @@ def test_no_leader_ends_in_unavailable_error(cluster: InProcessCluster) -> None:
         with pytest.raises(UnavailableError) as caught:
             client.node_add("n1", "10.0.0.1:9000")
     assert isinstance(caught.value.cause, ServiceUnavailable) and caught.value.cause.code == "no_leader"
+
+
+def test_request_status_says_whether_a_write_landed() -> None:
+    with InProcessCluster(3, leader="m1") as cluster, Client(
+            cluster.urls, transport=cluster.transport, deadline=5.0) as client:
+        written = client.node_add("n1", "127.0.0.1:9001", request_id="rid-landed")
+        assert client.request_status("rid-landed") == written.revision
+        assert client.request_status("rid-never-sent") is None
+        with pytest.raises(Conflict):
+            client.node_add("n1", "127.0.0.1:9001", request_id="rid-refused")
+        assert client.request_status("rid-refused", consistent=False) is None  # refusals leave no trace
