@@ -46,6 +46,17 @@ def make_client(state: CliState) -> Client:
     return Client(state.endpoints, timeout=state.timeout, deadline=state.deadline)
 
 
+class CliError(click.ClickException):
+    """A failure reported as one ``error: ...`` line on stderr with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        output.error(self.message)
+
+
 def cli_state() -> CliState:
     """The settings of the running invocation."""
     return click.get_current_context().ensure_object(CliState)

@@ -16,23 +16,11 @@ from typing import Any
 import click
 
 from hacoord import __version__
-from hacoord.cli import output
-from hacoord.cli.common import CliState, consistent_option, json_option, make_client
+from hacoord.cli.common import CliError, CliState, consistent_option, json_option, make_client
 from hacoord.cli.common import cli_state as _state
 from hacoord.client import ApiError, HacoordError
 
 __all__ = ["CliState", "main", "make_client"]
-
-
-class CliError(click.ClickException):
-    """A failure reported as one ``error: ...`` line on stderr with ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file: Any = None) -> None:
-        output.error(self.message)
 
 
 def _usage(exc: click.UsageError) -> CliError:

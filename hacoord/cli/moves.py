@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from hacoord.cli.common import CliState, consistent_option, json_option
+from hacoord.cli.common import CliError, CliState, consistent_option, json_option
 from hacoord.cli.common import cli_state as _state
 from hacoord.cli.output import progress_line
 
@@ -68,8 +68,8 @@ def drain(node_id: str, reason: str, wait: bool, remove: bool, wait_timeout: flo
         if held == 0 and node.moves == 0:
             break
         if time.monotonic() + interval > deadline:
-            raise click.ClickException(f"node {node_id} still holds {held} replicas after "
-                                       f"{wait_timeout:g}s; see 'hacoord rebalance status'")
+            raise CliError(f"node {node_id} still holds {held} replicas after {wait_timeout:g}s; "
+                           "see 'hacoord rebalance status'", 1)
         time.sleep(interval)
     if remove:
         result = client.node_remove(node_id)

@@ -64,7 +64,7 @@ def _duration(seconds: float | None) -> str:
 def rebalance_summary(progress: dict[str, Any]) -> str:
     """One line: the run (or repairs only), moves pending and left, the ETA."""
     run = progress["run"]
-    what = f"rebalance {run['id']}: {run.get('completed', 0)} moves done" if run else "repairs only"
+    what = f"run {run['id']}: {run.get('completed', 0)} moves done" if run else "repairs only"
     left = len(progress["pending"]) + progress["remaining"]
     eta = f", ETA {_duration(progress['eta_seconds'])}" if left else ""
     return f"{what}, {len(progress['pending'])} in flight, {progress['remaining']} to start{eta}"
@@ -213,7 +213,7 @@ class Output:
             self._json({"run": started, "progress": progress} if started else progress)
             return
         if started:
-            click.echo(f"rebalance {started['id']} started")
+            click.echo(f"rebalance run {started['id']} started")
         run, frozen = progress["run"], progress["maintenance"]
         if frozen:
             click.echo(f"maintenance: on since {_time(frozen['since'])} ({frozen['reason']}): "
