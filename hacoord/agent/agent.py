@@ -317,7 +317,11 @@ class NodeAgent:
     # --- following the assignments ------------------------------------------------------------
 
     def _on_table(self, table: RoutingTable) -> None:
+        """Take a fresh routing table (at start, and when the feed was compacted). The node list
+        is read after it, so it has every node registered before the table's revision; the ones
+        registered after come through the feed."""
         self._directory.apply_table(table)
+        self._directory.apply_nodes(self._client.node_list(consistent=True))
         self._apply(lambda book: book.apply_table(table))
 
     def _on_event(self, event: WatchEvent) -> None:

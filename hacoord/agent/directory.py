@@ -1,15 +1,17 @@
 """Where the other data nodes are: node id -> ``host:port``, from the routing and the change feed.
 
 A data node needs its peers' addresses to copy a partition from its leader or to replicate writes to
-the other replicas. The routing table names the address of every node it routes to; node events
-(registration, a new session, a changed address, a removal) keep that current. Thread-safe.
+the other replicas. The node list (read with each routing table) and the routing table give every
+address; node events (registration, a new session, a changed address, a removal) keep them
+current. Thread-safe.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
-from hacoord.client import RoutingTable, WatchEvent
+from hacoord.client import NodeInfo, RoutingTable, WatchEvent
 
 #: The change-feed events that carry a node record (``id``, ``address``, ...).
 NODE_RECORD_EVENTS = frozenset({"NodeRegistered", "NodeSessionStarted", "NodeStateChanged"})
@@ -31,6 +33,11 @@ class NodeDirectory:
         """Every known address (a copy)."""
         with self._lock:
             return dict(self._addresses)
+
+    def apply_nodes(self, nodes: Iterable[NodeInfo]) -> None:
+        """Learn the addresses of a node list."""
+        with self._lock:
+            self._addresses.update((node.id, node.address) for node in nodes)
 
     def apply_table(self, table: RoutingTable) -> None:
         """Learn the addresses a routing table gives."""

@@ -140,6 +140,11 @@ class FakeCoordinator:
             return NodeInfo(id, node["address"], node["zone"], node["capacity"], node["status"],
                             epoch=node["epoch"])
 
+    def node_list(self, consistent: bool = False) -> list[NodeInfo]:
+        with self._cond:
+            self._record("node_list", consistent)
+        return [self.node_show(node) for node in sorted(self.nodes)]
+
     def node_add(self, id: str, address: str, *, zone: str | None = None, capacity: float | None = None,
                  tags: Mapping[str, str] | None = None) -> WriteResult:
         with self._cond:

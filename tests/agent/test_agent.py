@@ -19,6 +19,7 @@ def coordinator() -> FakeCoordinator:
     for node in ("n2", "n3"):
         fake.node_add(node, f"127.0.0.1:{9000 + int(node[1])}")
     fake.create_resource("r", [["n1", "n2"], ["n2", "n3"], ["n3", "n2"]])
+    fake.node_add("spare", "127.0.0.1:9009")  # routed to by nothing yet
     return fake
 
 
@@ -47,6 +48,9 @@ def test_start_registers_an_unknown_node_starts_a_session_and_reads_its_assignme
     assert handler.seen() == [("assign", "r", 0, 1, "leader")]
     assert roles(agent) == {0: (Role.LEADER, 1)}
     assert agent.address_of("n2") == "127.0.0.1:9002"
+    assert agent.address_of("spare") == "127.0.0.1:9009"  # from the node list, not the routing
+    coordinator.node_add("late", "127.0.0.1:9010")
+    eventually("the address of a node registered later", lambda: agent.address_of("late"))
     eventually("heartbeats with the session epoch",
                lambda: ("n1", 2) in coordinator.calls_of("node_heartbeat") and agent.stats().heartbeats)
 
@@ -54,7 +58,7 @@ def test_start_registers_an_unknown_node_starts_a_session_and_reads_its_assignme
 def test_a_known_node_is_not_registered_again(coordinator: FakeCoordinator) -> None:
     agent = NodeAgent("n2", "127.0.0.1:9902", client=coordinator, **FAST).start()
     try:
-        assert [c[0] for c in coordinator.calls_of("node_add")] == ["n2", "n3"]  # the fixture's
+        assert [c[0] for c in coordinator.calls_of("node_add")] == ["n2", "n3", "spare"]  # the fixture's
         assert coordinator.calls_of("node_start_session") == [("n2", "127.0.0.1:9902")]
         assert set(agent.assignments()) == {("r", 0), ("r", 1), ("r", 2)}
     finally:
