@@ -3,9 +3,14 @@ from that, and how many replica moves any plan must make at least.
 
 Pure and deterministic; ties are broken by rendezvous hashing of the node id, never by ``hash()``.
 
-Eligible nodes are those with status ``"up"`` that the caller does not exclude (a draining or
-cordoned node is excluded). Each partition wants ``min(replication_factor, eligible nodes)``
-replicas on distinct eligible nodes spanning ``min(wanted, zones with eligible nodes)`` zones.
+Eligible nodes are those with status ``"up"`` that the caller neither excludes (drains) nor holds.
+Each partition wants ``min(replication_factor, eligible nodes)`` replicas on distinct eligible
+nodes spanning ``min(wanted, zones with eligible nodes)`` zones. A held node (cordoned, or one
+whose re-replication waits; see :mod:`hacoord.placement.rebalance`) keeps its replicas and has no
+share: a partition with replicas on held nodes wants that many fewer of the eligible nodes, and
+none in the zones those replicas already cover (a :data:`DemandKey` with a residual count), which
+the rank below accounts for exactly, so shares, targets and lower bound stay those of what the
+eligible nodes must hold.
 
 Shares. The ideal is capacity-proportional: ``total * capacity / total capacity`` (the *flat*
 share). Distinct nodes and zone spread can forbid it: a lone node in a third zone must hold one
@@ -125,33 +130,70 @@ def flat_shares(capacity: Sequence[float], total: float) -> list[float]:
     return [total * c / whole for c in capacity] if whole > 0 else [0.0] * len(capacity)
 
 
-def _replica_rank(items: Sequence[tuple[int, int]], zones: int) -> Any:
-    """Rank of the feasible-count polymatroid for a set given by its node count in each zone."""
+#: A class of partitions in a replica demand: ``wanted`` (an int: replicas on the given nodes), or
+#: ``(residual, covered)`` for partitions that keep replicas on held nodes (cordoned, or whose
+#: re-replication waits): ``residual`` more replicas on the given nodes, where the zones named in
+#: ``covered`` already hold one of the partition's replicas and so need none from these nodes.
+DemandKey = int | tuple[int, tuple[str, ...]]
+
+#: One class of partitions for the rank: (replicas wanted on these nodes, covered zone indexes,
+#: partitions).
+_Item = tuple[int, frozenset[int], int]
+
+
+def _replica_rank(items: Sequence[_Item], zones: int) -> Any:
+    """Rank of the feasible-count polymatroid for a set given by its node count in each zone.
+
+    For one partition wanting ``r`` replicas here, whose replicas elsewhere already cover the
+    zones ``covered``, ``u = zones - len(covered)`` zones still want one: the replica sets it may
+    get are those of ``r`` nodes, one in each of ``min(r, u)`` uncovered zones, the rest anywhere.
+    A set of nodes holding ``size`` nodes in all and reaching ``out`` uncovered zones holds at
+    most ``min(size, r, max(r - u, 0) + out)`` of them. With nothing covered that is
+    ``min(r, zones reached)`` when ``r <= zones``, and ``min(size, r - zones + zones reached)``
+    (every zone covered, the rest anywhere) otherwise. Covered replicas that share a zone cover
+    it once, so such a partition is counted for the replicas it can still get."""
 
     def rank(counts: Sequence[int]) -> int:
-        covered = sum(1 for c in counts if c)
+        reached = sum(1 for c in counts if c)
+        size = sum(counts)
         total = 0
-        for wanted, partitions in items:
-            if wanted <= zones:
-                held = min(wanted, covered)
-            else:
-                per_zone = wanted - zones + 1
-                held = min(sum(min(c, per_zone) for c in counts), wanted - (zones - covered))
-            total += partitions * held
+        for r, covered, partitions in items:
+            out = reached - sum(1 for z in covered if counts[z]) if covered else reached
+            total += partitions * min(size, r, max(r - zones + len(covered), 0) + out)
         return total
 
     return rank
 
 
-def feasible_shares(nodes: Sequence[Node], demand: Mapping[int, int]) -> list[float]:
+def _demand_items(demand: Mapping[DemandKey, int], zone_names: Sequence[str]) -> list[_Item]:
+    """The rank's classes of ``demand`` (see :data:`DemandKey`), in a fixed order; covered zones
+    without a node here are dropped (they cover a zone these nodes do not have)."""
+    where = {z: k for k, z in enumerate(zone_names)}
+    items = []
+    for key, partitions in demand.items():
+        r, covered = (key, ()) if isinstance(key, int) else key
+        if r > 0 and partitions > 0:
+            items.append((r, frozenset(where[z] for z in covered if z in where), partitions))
+    items.sort(key=lambda item: (item[0], sorted(item[1]), item[2]))
+    return items
+
+
+def demand_total(demand: Mapping[DemandKey, int], nodes: int) -> int:
+    """Replicas ``demand`` puts on ``nodes`` nodes: each class's wanted count, at most ``nodes``."""
+    return sum(min(key if isinstance(key, int) else key[0], nodes) * p for key, p in demand.items()
+               if p > 0)
+
+
+def feasible_shares(nodes: Sequence[Node], demand: Mapping[DemandKey, int]) -> list[float]:
     """The capacity-weighted lexicographically optimal feasible replica shares (module doc)."""
     if not nodes:
         return []
     zone_names = sorted({n.zone for n in nodes})
     zones = len(zone_names)
-    items = sorted((w, p) for w, p in demand.items() if w > 0 and p > 0)
+    items = _demand_items(demand, zone_names)
     rank = _replica_rank(items, zones)
-    depth = max([w - zones + 1 for w, _ in items if w > zones], default=1)
+    # Counts in a zone matter up to the replicas a partition may put beyond one per zone it wants.
+    depth = max([r - zones + len(c) + 1 for r, c, _ in items if r > zones - len(c)], default=1)
     members: list[list[int]] = [[] for _ in zone_names]
     for i, node in enumerate(nodes):
         members[zone_names.index(node.zone)].append(i)
@@ -201,10 +243,10 @@ def feasible_shares(nodes: Sequence[Node], demand: Mapping[int, int]) -> list[fl
     return shares
 
 
-def targets_for(nodes: Sequence[Node], demand: Mapping[int, int]) -> Targets:
+def targets_for(nodes: Sequence[Node], demand: Mapping[DemandKey, int]) -> Targets:
     """Replica targets of the eligible ``nodes`` (sorted by id) for partitions wanting
-    ``demand`` = {wanted replicas: partitions}."""
-    total = sum(w * p for w, p in demand.items())
+    ``demand`` = {wanted replicas (or a :data:`DemandKey`): partitions}."""
+    total = demand_total(demand, len(nodes))
     capacity = [n.capacity for n in nodes]
     return _rounded([n.id for n in nodes], capacity, total, feasible_shares(nodes, demand),
                     flat_shares(capacity, total))
@@ -385,13 +427,16 @@ class LowerBound:
     their shortfall below ``low``, on nodes that do not already hold the partition
     and, when the partition's kept replicas sit in distinct zones and it wants no more replicas
     than there are zones, only in zones it does not use yet (:func:`forced_fit`). ``spread``: moves
-    zone spread needs beyond the forced ones of the same partition.
+    zone spread needs beyond the forced ones of the same partition. ``metric``: the forced and
+    zone-spread moves of partitions whose resource balances on a node metric instead of replica
+    count (:mod:`hacoord.placement.metric`); they do not count toward replica counts, so they
+    add to the total as they are.
 
     Every other move relocates a replica between eligible nodes. Relocations must shed the excess
     plus the forced replicas that cannot fit below ``high`` (``excess + forced - fit_high``), fill
     the shortfall the forced ones cannot (``deficit - fit_low``), and give each partition short of
     zones one more zone per move (``spread``); one relocation counts once toward each, hence
-    ``forced + max(excess + forced - fit_high, deficit - fit_low, spread, 0)``. A plan that puts a
+    ``forced + metric + max(excess + forced - fit_high, deficit - fit_low, spread, 0)``. A plan that puts a
     forced replica on a kept node or zone must move that kept replica on, to a node the forced one
     could have taken directly: counting only per-node totals, that is the direct placement plus
     one relocation inside the kept replica's zone, so the bound covers it. Zone capacities are
@@ -404,34 +449,39 @@ class LowerBound:
     spread: int
     fit_high: int = 0
     fit_low: int = 0
+    metric: int = 0
 
     @property
     def total(self) -> int:
-        return self.forced + max(self.excess + self.forced - self.fit_high, self.deficit - self.fit_low,
-                                 self.spread, 0)
+        return self.forced + self.metric + max(self.excess + self.forced - self.fit_high,
+                                               self.deficit - self.fit_low, self.spread, 0)
 
     def to_dict(self) -> dict[str, int]:
         return {"forced": self.forced, "excess": self.excess, "deficit": self.deficit,
                 "spread": self.spread, "fit_high": self.fit_high, "fit_low": self.fit_low,
-                "total": self.total}
+                "metric": self.metric, "total": self.total}
 
 
 def bound_for(counts: Sequence[int], targets: Targets, zone_of: Sequence[int],
-              forced: Sequence[ForcedReplica], spread: int) -> LowerBound:
+              forced: Sequence[ForcedReplica], spread: int, metric: int = 0) -> LowerBound:
     """The :class:`LowerBound` for per-node ``counts`` (aligned with ``targets.nodes``, whose
-    zones are ``zone_of``), one ``forced`` entry per forced replica and the ``spread`` moves."""
+    zones are ``zone_of``), one ``forced`` entry per forced replica, the ``spread`` moves and the
+    ``metric`` moves."""
     excess = sum(max(0, c - hi) for c, hi in zip(counts, targets.high, strict=True))
     deficit = sum(max(0, lo - c) for c, lo in zip(counts, targets.low, strict=True))
     room = [max(0, hi - c) for c, hi in zip(counts, targets.high, strict=True)]
     short = [max(0, lo - c) for c, lo in zip(counts, targets.low, strict=True)]
     return LowerBound(len(forced), excess, deficit, spread, forced_fit(room, zone_of, forced),
-                      forced_fit(short, zone_of, forced))
+                      forced_fit(short, zone_of, forced), metric)
 
 
-def forced_replica(kept: Sequence[int], zone_of: Sequence[int], wanted: int, zones: int) -> ForcedReplica:
-    """The :data:`ForcedReplica` of a partition keeping replicas on node positions ``kept``."""
-    used = {zone_of[i] for i in kept}
-    if wanted <= zones and len(used) == len(kept):
+def forced_replica(kept: Sequence[int], zone_of: Sequence[int], wanted: int, zones: int,
+                   held_zones: Sequence[int] = ()) -> ForcedReplica:
+    """The :data:`ForcedReplica` of a partition keeping replicas on node positions ``kept`` and on
+    held nodes in the zones ``held_zones`` (one entry a held replica; held nodes have no position).
+    ``zones`` is the number of zones the partition may spread over."""
+    used = {zone_of[i] for i in kept}.union(held_zones)
+    if wanted <= zones and len(used) == len(kept) + len(held_zones):
         return tuple(kept), frozenset(z for z in range(zones) if z not in used)
     return tuple(kept), None
 

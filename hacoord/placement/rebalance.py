@@ -1,34 +1,61 @@
 """The rebalance planner: from the current assignment, the fewest replica moves (and leadership
 changes) that restore every placement rule after a change.
 
-Pure and deterministic: the same state, ``exclude`` and ``resources`` give the same plan on any
-machine. Nodes are visited in id order, resources in name order, and every remaining tie is broken
-by rendezvous hashing of the node id (:func:`hacoord.placement.balance.node_rank`); nothing iterates
-over a set of strings or uses ``hash()``. It never mutates the state it is given.
+Pure and deterministic: the same state and arguments give the same plan on any machine. Nodes are
+visited in id order, resources in name order, and every remaining tie is broken by rendezvous
+hashing of the node id (:func:`hacoord.placement.balance.node_rank`); nothing iterates over a set
+of strings or uses ``hash()``. It never mutates the state it is given.
 
-Rules, for the eligible nodes (status ``"up"``, not excluded), in order of precedence:
+Nodes, as the caller describes them:
 
-1. a partition wants ``min(replication_factor, eligible nodes)`` replicas, on distinct eligible
-   nodes; replicas on nodes that are down, excluded or unknown move to eligible ones, missing ones
-   are added. A replica stays where it is when no eligible node can take it (it is reported in
+* *excluded* (``exclude``, drained): everything moves off; it takes nothing. Exclusion wins over
+  ``hold``.
+* *held* (``hold``: cordoned nodes, and nodes that are suspect or down whose re-replication the
+  caller delays): its replicas count as good where they are, whatever its status (they count
+  toward the partition's replicas and zone spread, and no move ever takes them off), but it gets
+  no new replica and no new leadership, and it has no share (it is never over or under one). It
+  keeps the leaderships it has unless its status is ``"down"`` (then they go to an eligible
+  replica, reason ``leader_down``, if the partition has one); it is not a source of leadership
+  balance either.
+* *eligible*: up, neither excluded nor held. Only these take replicas and leaderships, and the
+  replica and leadership targets are theirs.
+* any other node (down or suspect, not held; or unknown): its replicas move to eligible nodes.
+
+Partitions in ``pinned`` (a move of theirs is in flight) and partitions of resources outside
+``resources`` are not touched (no move, no leadership change); their replicas count as they are.
+
+Rules, for the eligible nodes, in order of precedence:
+
+1. a partition wants ``min(replication_factor, eligible + held nodes)`` replicas, on distinct
+   good (eligible or held) nodes; replicas on other nodes move to eligible ones, missing ones are
+   added. A replica stays where it is when no eligible node can take it (it is reported in
    ``Plan.stuck``): the planner never lowers the number of copies.
-2. its replicas span ``min(wanted, zones with eligible nodes)`` zones; no move ever lowers a
-   partition's zone spread, and a partition short of zones gets a replica moved into a new one.
+2. its replicas span ``min(wanted, zones)`` zones, where ``zones`` counts the zones with eligible
+   nodes and the other zones its held replicas use; no move ever lowers a partition's zone spread,
+   and a partition short of zones gets a replica (never a held one) moved into a new one.
 3. every eligible node ends within ``[low, high]`` of its share
    (:mod:`hacoord.placement.balance`): overloaded nodes give replicas to underloaded ones, cheapest
    first: re-homing a replica this plan already placed costs nothing (the two steps merge into one
    move), so such steps come first; then a direct move; then the cheapest chain of single-replica
    moves (each intermediate node gives one and takes one). Sources take turns, so that one source
-   does not use up the destinations another source could reach only directly.
-4. leaders: among each partition's eligible replicas, balanced the same way against leadership
-   targets. Leadership changes are not data moves and are listed apart.
+   does not use up the destinations another source could reach only directly. The shares are
+   those of the replicas the eligible nodes must hold: a partition's replicas on held nodes are
+   subtracted from what it wants of them, and the zones they use need none of its replicas
+   (:data:`hacoord.placement.balance.DemandKey`), so targets and lower bound stay exact.
+4. resources in ``balance_metric`` balance on a node metric instead of replica count
+   (:mod:`hacoord.placement.metric`): their replicas are repaired like all others (rules 1 and 2,
+   the destination being the eligible node lowest in that metric per capacity), do not count
+   toward rule 3, and are then moved until each eligible node's metric per capacity is within 10%
+   of the mean, or no move helps.
+5. leaders: among each partition's eligible replicas, balanced the same way against leadership
+   targets (all resources, by count). Leadership changes are not data moves and are listed apart.
 
 A partition moves only for one of those reasons, recorded in each move: ``node_down``,
 ``node_excluded``, ``node_unknown``, ``under_replicated``, ``zone_spread``, ``overloaded`` (its
 source node held more than its ``high`` at that point of the plan, possibly because of replicas
-the plan placed there first), ``underloaded`` (its destination held fewer than its ``low``) or
-``chain`` (an intermediate step of a chain that relieves an overloaded or underloaded node). Steps
-that move one partition twice are merged into one move.
+the plan placed there first), ``underloaded`` (its destination held fewer than its ``low``),
+``chain`` (an intermediate step of a chain that relieves an overloaded or underloaded node) or
+``metric_overloaded`` (rule 4). Steps that move one partition twice are merged into one move.
 
 The planner reads the state once (one pass over all replicas, into integer-indexed arrays) and
 then does a small amount of work per move; it never copies the state.
@@ -38,12 +65,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hacoord.core.model import ClusterState
 from hacoord.placement.balance import (
+    DemandKey,
     Figures,
     LowerBound,
     Targets,
@@ -54,10 +82,18 @@ from hacoord.placement.balance import (
     node_rank,
     targets_for,
 )
+from hacoord.placement.metric import (
+    METRIC_REASON,
+    Dimension,
+    MetricDim,
+    MetricFigures,
+    balance_metric,
+    reported,
+)
 
 #: Move reasons, in the order the planner considers them.
 MOVE_REASONS = ("node_down", "node_excluded", "node_unknown", "under_replicated", "zone_spread",
-                "overloaded", "underloaded", "chain")
+                "overloaded", "underloaded", "chain", METRIC_REASON)
 #: Leadership change reasons.
 LEADER_REASONS = ("leader_down", "leader_excluded", "leader_unknown", "leader_moved", "no_leader",
                   "leader_balance")
@@ -114,7 +150,10 @@ class Plan:
 
     ``lower_bound`` is the least number of moves any plan needs (balance.LowerBound, detailed in
     ``bound``); ``before``/``after`` are the balance figures of the current and planned assignment
-    against ``targets`` (the replica targets of the planned cluster).
+    against ``targets`` (the replica targets of the planned cluster, over the eligible nodes and
+    the replicas of resources balanced by count); ``metrics`` the same for each metric group.
+    ``exclude``, ``hold``, ``pinned`` and ``balance_metric`` are the arguments the plan was made
+    with (nodes the state does not know left out).
     """
 
     moves: tuple[Move, ...]
@@ -127,6 +166,10 @@ class Plan:
     exclude: tuple[str, ...] = ()
     stuck: tuple[Stuck, ...] = ()
     leader_goal: Targets | None = field(default=None, compare=False)
+    hold: tuple[str, ...] = ()
+    pinned: tuple[tuple[str, int], ...] = ()
+    balance_metric: tuple[tuple[str, str], ...] = ()
+    metrics: tuple[MetricFigures, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,40 +180,93 @@ class Plan:
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
             "exclude": list(self.exclude),
+            "hold": list(self.hold),
+            "pinned": [list(p) for p in self.pinned],
+            "balance_metric": dict(self.balance_metric),
+            "metrics": [m.to_dict() for m in self.metrics],
             "stuck": [s.to_dict() for s in self.stuck],
         }
+
+
+class _Heap:
+    """Eligible nodes, best first by ``key``, updated lazily: ``push`` a node again whenever its
+    key changes; entries whose key is no longer the node's are stale and skipped."""
+
+    def __init__(self, key: Callable[[int], Any], nodes: Iterable[int]) -> None:
+        self.key = key
+        self.heap: list[tuple[Any, int]] = []
+        self.current: dict[int, Any] = {}
+        for n in nodes:
+            self.push(n)
+
+    def push(self, n: int) -> None:
+        key = self.current[n] = self.key(n)
+        heapq.heappush(self.heap, (key, n))
+
+    def best(self, reps: list[int], zones: set[int] | None, zone: list[int]) -> int | None:
+        """Best node not in ``reps``, in ``zones`` when given."""
+        heap, aside, found = self.heap, [], None
+        while heap:
+            key, n = heapq.heappop(heap)
+            if self.current[n] != key:
+                continue  # stale entry
+            aside.append((key, n))
+            if n not in reps and (zones is None or zone[n] in zones):
+                found = n
+                break
+        for entry in aside:
+            heapq.heappush(heap, entry)
+        return found
 
 
 class _Planner:
     """Working arrays of one planning run (private; see :func:`plan_rebalance`)."""
 
-    def __init__(self, state: ClusterState, exclude: frozenset[str],
-                 resources: frozenset[str] | None) -> None:
+    def __init__(self, state: ClusterState, exclude: frozenset[str], resources: frozenset[str] | None,
+                 hold: frozenset[str] = frozenset(), pinned: frozenset[tuple[str, int]] = frozenset(),
+                 metric_of: Mapping[str, str] | None = None) -> None:
         self.ids: list[str] = sorted(state.nodes)
         self.index: dict[str, int] = {n: i for i, n in enumerate(self.ids)}
         nodes = [state.nodes[n] for n in self.ids]
-        self.why_ineligible: list[str | None] = [
-            "node_excluded" if n.id in exclude else (None if n.status == "up" else "node_down")
-            for n in nodes]
-        self.elig = [w is None for w in self.why_ineligible]
-        self.eligible = [i for i, ok in enumerate(self.elig) if ok]
+        # good: its replicas count where they are; held: good, but takes nothing and gives nothing;
+        # active: good and not held (the eligible nodes). keeps_lead: held, and not down.
+        self.why_bad: list[str | None] = [
+            "node_excluded" if n.id in exclude else
+            (None if n.status == "up" or n.id in hold else "node_down") for n in nodes]
+        self.good = [w is None for w in self.why_bad]
+        self.held = [ok and n.id in hold for n, ok in zip(nodes, self.good, strict=True)]
+        self.active = [ok and not h for ok, h in zip(self.good, self.held, strict=True)]
+        self.keeps_lead = [h and n.status != "down" for n, h in zip(nodes, self.held, strict=True)]
+        self.eligible = [i for i, ok in enumerate(self.active) if ok]
         self.eligible_nodes = [nodes[i] for i in self.eligible]
+        # Zones with eligible nodes first (the targets' zones, in name order), then the zones only
+        # held nodes use.
         zone_names = sorted({nodes[i].zone for i in self.eligible})
+        self.zones_active = len(zone_names)
+        zone_names += sorted({n.zone for n, h in zip(nodes, self.held, strict=True) if h} - set(zone_names))
+        self.zone_names = zone_names
         zone_of = {z: k for k, z in enumerate(zone_names)}
         self.zones = len(zone_names)
-        self.zone = [zone_of[n.zone] if ok else -1 for n, ok in zip(nodes, self.elig, strict=True)]
+        self.zone = [zone_of[n.zone] if ok else -1 for n, ok in zip(nodes, self.good, strict=True)]
         self.cap = [n.capacity for n in nodes]
         self.rank = [node_rank(n) for n in self.ids]
-        self.count = [0] * len(nodes)
-        self.held: list[dict[int, None]] = [{} for _ in nodes]
-        # Replicas this plan placed on each node: moving one on again costs no extra move.
-        self.fresh: list[dict[int, None]] = [{} for _ in nodes]
+        # Dimensions: replica count (0), then one per metric group, by metric name.
+        metric_of = {r: m for r, m in sorted((metric_of or {}).items()) if r in state.resources}
+        groups = sorted(set(metric_of.values()))
+        self.kind_of = {r: groups.index(m) + 1 for r, m in metric_of.items()}
+        self.dims: list[Dimension] = [Dimension(len(nodes))]
+        self.dims += [MetricDim(m, tuple(r for r in metric_of if metric_of[r] == m), len(nodes))
+                      for m in groups]
+        self.count = self.dims[0].good
+        self.parts = self.dims[0].parts
+        self.fresh = self.dims[0].fresh
         # Partitions, indexed by pid in (resource name, partition index) order.
         self.keys: list[tuple[str, int]] = []
         self.reps: list[list[int]] = []
         self.leader: list[int | None] = []
         self.movable: list[bool] = []
-        self.repair: list[tuple[int, int]] = []
+        self.kinds: list[int] = []
+        self.repair: list[tuple[int, int, int]] = []
         self.removed_why: dict[tuple[int, int], str] = {}
         # Replica lists as they were, for the partitions this plan touches (copied on first change).
         self.saved: dict[int, tuple[int, ...]] = {}
@@ -181,16 +277,37 @@ class _Planner:
         self.led: list[dict[int, None]] = [{} for _ in nodes]
         self.lead_forced: dict[int, None] = {}
         self.stuck: list[Stuck] = []
-        self.forced_slots: list[tuple[tuple[int, ...], int, int]] = []
-        self.spread_short = 0
-        # Destination heap of the repair phase (entries are stale when their key is not _key[n]).
-        self._heap: list[tuple[tuple[int, int, float, int], int]] | None = None
-        self._key: dict[int, tuple[int, int, float, int]] = {}
-        self._scan(state, resources)
+        self.forced_slots: list[tuple[tuple[int, ...], tuple[int, ...], int, int, int]] = []
+        self.spread_short = self.metric_forced = 0
+        # Destination heaps of the repair phase, one a dimension.
+        self._heaps: list[_Heap] | None = None
+        self._scan(state, resources, pinned)
+        for dim in self.metric_dims:
+            values = [reported(state.nodes[n].metrics.get(dim.metric)) if n in state.nodes else None
+                      for n in self.ids]
+            dim.estimate(values, self.reps)
+        self.before = (list(self.count), list(self.lead_count), list(self.sole), self.stranded,
+                       self.replicas())
         self.targets = targets = targets_for(self.eligible_nodes, self.demand)
         self.low, self.high = [0] * len(self.ids), [0] * len(self.ids)
         for k, i in enumerate(self.eligible):
             self.low[i], self.high[i] = targets.low[k], targets.high[k]
+
+    @property
+    def metric_dims(self) -> list[MetricDim]:
+        return self.dims[1:]  # type: ignore[return-value]
+
+    def replicas(self) -> list[int]:
+        """Good replicas of every dimension on each node (what caps the leaderships it may hold)."""
+        if len(self.dims) == 1:
+            return list(self.count)
+        return [sum(col) for col in zip(*(d.good for d in self.dims), strict=True)]
+
+    def _on(self, node: int) -> Iterable[int]:
+        """Movable partitions with a replica on the eligible ``node``, every dimension."""
+        if len(self.dims) == 1:
+            return self.parts[node]
+        return [pid for d in self.dims for pid in d.parts[node]]
 
     # --- reading the state ----------------------------------------------------------------
 
@@ -201,39 +318,52 @@ class _Planner:
             i = len(self.ids)
             self.ids.append(node_id)
             self.index[node_id] = i
-            self.why_ineligible.append("node_unknown")
-            self.elig.append(False)
+            self.why_bad.append("node_unknown")
+            for flags in (self.good, self.held, self.active, self.keeps_lead):
+                flags.append(False)
             self.zone.append(-1)
             self.cap.append(1.0)
             self.rank.append(node_rank(node_id))
-            self.count.append(0)
-            self.held.append({})
-            self.fresh.append({})
+            for dim in self.dims:
+                dim.grow()
             self.lead_count.append(0)
             self.sole.append(0)
             self.led.append({})
         return i
 
-    def _scan(self, state: ClusterState, resources: frozenset[str] | None) -> None:
+    def _scan(self, state: ClusterState, resources: frozenset[str] | None,
+              pinned: frozenset[tuple[str, int]]) -> None:
         """One pass over every replica: per-node counts and partitions, leadership tallies, and
         the partitions that need repair. The planner's only O(replicas) step."""
-        index, elig, zone, count, held = self.index, self.elig, self.zone, self.count, self.held
-        n_elig, zones = len(self.eligible), self.zones
+        index, good, active, held, zone = self.index, self.good, self.active, self.held, self.zone
+        keeps, zone_names = self.keeps_lead, self.zone_names
+        n_active, za, held_zones = len(self.eligible), self.zones_active, self.zones > self.zones_active
+        n_good = sum(good)
         lead, sole, led = self.lead_count, self.sole, self.led
         keys, reps_of, leaders, movables = self.keys, self.reps, self.leader, self.movable
-        demand: dict[int, int] = {}
+        pins: dict[str, set[int]] = {}
+        for name, i in pinned:
+            pins.setdefault(name, set()).add(i)
+        demand: dict[DemandKey, int] = {}
         total = stranded = 0
         pid = 0
         for name in sorted(state.resources):
             res = state.resources[name]
-            movable = resources is None or name in resources
-            wanted = min(res.replication_factor, n_elig)
-            spread_wanted = min(wanted, zones)
-            if wanted and res.partitions:
-                demand[wanted] = demand.get(wanted, 0) + len(res.partitions)
+            kind = self.kind_of.get(name, 0)
+            dim = self.dims[kind]
+            tally, parts = dim.good, dim.parts
+            seen = dim.seen if isinstance(dim, MetricDim) else None
+            if seen is not None:
+                dim.pids.extend(range(pid, pid + len(res.partitions)))
+            res_movable = resources is None or name in resources
+            pins_here = pins.get(name, ())
+            wanted = min(res.replication_factor, n_good)
+            plain = len(res.partitions)
             keys.extend((name, i) for i in range(len(res.partitions)))
-            movables.extend([movable] * len(res.partitions))
-            for part in res.partitions:
+            self.kinds.extend([kind] * len(res.partitions))
+            for i, part in enumerate(res.partitions):
+                movable = res_movable and i not in pins_here
+                movables.append(movable)
                 try:
                     reps = [index[n] for n in part.replicas]
                     ld = None if part.leader is None else index[part.leader]
@@ -242,58 +372,80 @@ class _Planner:
                     ld = None if part.leader is None else self._node(part.leader)
                 reps_of.append(reps)
                 leaders.append(ld)
-                good = 0
+                n_ok = n_act = 0
                 last = -1
                 for r in reps:
-                    if elig[r]:
-                        good += 1
-                        last = r
-                        count[r] += 1
-                        if movable:
-                            held[r][pid] = None
-                if good:
-                    total += 1
-                    if good == 1:
-                        sole[last] += 1
-                    if ld is not None and elig[ld] and ld in reps:
-                        lead[ld] += 1
-                        if movable:
-                            led[ld][pid] = None
-                    elif movable:
-                        self.lead_forced[pid] = None
-                if good == len(reps) == wanted and good <= 1:
+                    if good[r]:
+                        n_ok += 1
+                        tally[r] += 1
+                        if active[r]:
+                            n_act += 1
+                            last = r
+                            if movable:
+                                parts[r][pid] = None
+                if seen is not None:
+                    for r in reps:
+                        seen[r] += 1
+                n_held = n_ok - n_act
+                if n_held and not kind:
+                    plain -= 1
+                    covered = tuple(sorted({zone_names[zone[r]] for r in reps if held[r]}))
+                    key = (max(0, wanted - n_held), covered)
+                    demand[key] = demand.get(key, 0) + 1
+                if n_ok and not (ld is not None and keeps[ld] and ld in reps):
+                    # Leadership tallies, unless a held node keeps the leadership.
+                    if n_act:
+                        total += 1
+                        if n_act == 1:
+                            sole[last] += 1
+                        if ld is not None and active[ld] and ld in reps:
+                            lead[ld] += 1
+                            if movable:
+                                led[ld][pid] = None
+                        elif movable:
+                            self.lead_forced[pid] = None
+                if n_ok == len(reps) == wanted and n_ok <= 1:
                     pid += 1
                     continue
-                stranded += len(reps) - good
-                spread = len({zone[r] for r in reps if elig[r]})
-                need = max(0, wanted - good)
-                short = max(0, spread_wanted - spread)
-                if movable and good < len(reps) and not need:
+                stranded += len(reps) - n_ok
+                used = {zone[r] for r in reps if good[r]}
+                zones = za + sum(1 for z in used if z >= za) if n_held and held_zones else za
+                spread_wanted = min(wanted, zones)
+                need = max(0, wanted - n_ok)
+                short = max(0, spread_wanted - len(used))
+                if movable and n_ok < len(reps) and not need:
                     for r in reps:
-                        if not elig[r]:
+                        if not good[r]:
                             self.stuck.append(Stuck(keys[pid][0], keys[pid][1], self.ids[r],
                                                     "no eligible node can take it"))
                 if movable and (need or short):
-                    self.repair.append((pid, wanted))
-                    if need:
-                        self.forced_slots.append((tuple(r for r in reps if elig[r]), wanted, need))
-                    self.spread_short += max(0, short - need)
+                    self.repair.append((pid, wanted, spread_wanted))
+                    placeable = min(need, n_active - n_act)
+                    if kind:
+                        self.metric_forced += placeable + max(0, short - need)
+                    else:
+                        if placeable:
+                            self.forced_slots.append((tuple(r for r in reps if active[r]),
+                                                      tuple(zone[r] for r in reps if held[r]), wanted,
+                                                      zones, placeable))
+                        self.spread_short += max(0, short - need)
                 pid += 1
-        self.demand = dict(sorted(demand.items()))
+            if wanted and plain and not kind:
+                demand[wanted] = demand.get(wanted, 0) + plain
+        self.demand = demand
         self.lead_total, self.stranded = total, stranded
-        self.before = (list(count), list(lead), list(sole), stranded)
 
     # --- small helpers ----------------------------------------------------------------------
 
     def _fits(self, pid: int, src: int, dst: int) -> bool:
         """Moving ``pid``'s replica from ``src`` to ``dst`` keeps nodes distinct and spread."""
         reps = self.reps[pid]
-        if dst in reps or src not in reps or not self.elig[dst]:
+        if dst in reps or src not in reps or not self.active[dst] or self.held[src]:
             return False
         zs, zd = self.zone[src], self.zone[dst]
         if zs == zd or zs < 0:
             return True
-        others = [self.zone[r] for r in reps if r != src and self.elig[r]]
+        others = [self.zone[r] for r in reps if r != src and self.good[r]]
         return zs in others or zd not in others
 
     def _record(self, pid: int, src: int | None, dst: int, reason: str) -> None:
@@ -301,102 +453,89 @@ class _Planner:
         orig = self.saved.get(pid)
         if orig is None:
             orig = self.saved[pid] = tuple(reps)
+        dim = self.dims[self.kinds[pid]]
         if src is None:
             reps.append(dst)
         else:
             reps[reps.index(src)] = dst
-            if self.elig[src]:
-                self.count[src] -= 1
-                self.held[src].pop(pid, None)
-                self.fresh[src].pop(pid, None)
+            if self.good[src]:
+                dim.take(src, pid)
             if src in orig:
                 self.removed_why.setdefault((pid, src), reason)
-        self.count[dst] += 1
-        self.held[dst][pid] = None
-        if dst not in orig:
-            self.fresh[dst][pid] = None
-        if self._heap is not None:
-            self._push(dst)
-            if src is not None and self.elig[src]:
-                self._push(src)
+        dim.give(dst, pid, dst not in orig)
+        if self._heaps is not None:
+            heap = self._heaps[self.kinds[pid]]
+            heap.push(dst)
+            if src is not None and self.active[src]:
+                heap.push(src)
 
-    # --- destinations: a lazily updated heap of eligible nodes, best first --------------------
+    # --- destinations -------------------------------------------------------------------------
 
     def _dest_key(self, n: int) -> tuple[int, int, float, int]:
         c, lo, hi = self.count[n], self.low[n], self.high[n]
         tier = 0 if c < lo else (1 if c < hi else 2)
         return (tier, c - lo, (c + 1) / self.cap[n], -self.rank[n])
 
-    def _push(self, n: int) -> None:
-        assert self._heap is not None
-        key = self._dest_key(n)
-        self._key[n] = key
-        heapq.heappush(self._heap, (key, n))
-
-    def _best_dest(self, reps: list[int], zones: set[int] | None) -> int | None:
-        """Best eligible node not in ``reps``, in ``zones`` when given."""
-        assert self._heap is not None
-        heap, aside, found = self._heap, [], None
-        while heap:
-            key, n = heapq.heappop(heap)
-            if self._key[n] != key:
-                continue  # stale entry
-            aside.append((key, n))
-            if n not in reps and (zones is None or self.zone[n] in zones):
-                found = n
-                break
-        for entry in aside:
-            heapq.heappush(heap, entry)
-        return found
+    def _source_key(self, kind: int) -> Callable[[int], Any]:
+        """Of a partition's replicas that could move, the one to move first (the highest)."""
+        if kind:
+            load = self.dims[kind].load  # type: ignore[attr-defined]
+            return lambda n: (load[n] / self.cap[n], self.rank[n])
+        count, high, low = self.count, self.high, self.low
+        return lambda n: (count[n] - high[n], count[n] - low[n], count[n] / self.cap[n], self.rank[n])
 
     # --- phase 1: forced placements and zone spread -------------------------------------------
 
     def repair_partitions(self) -> None:
         if not self.repair:
             return
-        self._heap = []
-        for n in self.eligible:
-            self._push(n)
+        cap, rank = self.cap, self.rank
+        self._heaps = [_Heap(self._dest_key, self.eligible)]
+        for dim in self.metric_dims:
+            self._heaps.append(_Heap(lambda n, load=dim.load: (load[n] / cap[n], -rank[n]), self.eligible))
         all_zones = set(range(self.zones))
-        for pid, wanted in self.repair:
+        good = self.good
+        for pid, wanted, spread_wanted in self.repair:
+            heap = self._heaps[self.kinds[pid]]
             reps = self.reps[pid]
-            spread_wanted = min(wanted, self.zones)
-            bad = [r for r in reps if not self.elig[r]]
-            good = len(reps) - len(bad)
-            for _ in range(max(0, wanted - good)):
-                used = {self.zone[r] for r in reps if self.elig[r]}
+            bad = [r for r in reps if not good[r]]
+            n_ok = len(reps) - len(bad)
+            for _ in range(max(0, wanted - n_ok)):
+                used = {self.zone[r] for r in reps if good[r]}
                 zones = all_zones - used if len(used) < spread_wanted else None
-                dst = self._best_dest(reps, zones)
+                dst = heap.best(reps, zones, self.zone)
                 if dst is None:
                     break
                 if bad:
                     src = bad.pop(0)
-                    self._record(pid, src, dst, self.why_ineligible[src] or "node_unknown")
+                    self._record(pid, src, dst, self.why_bad[src] or "node_unknown")
                 else:
                     self._record(pid, None, dst, "under_replicated")
             for src in bad:
                 self.stuck.append(Stuck(*self.keys[pid], self.ids[src], "no eligible node can take it"))
             if len(reps) - len(bad) < wanted:
                 self.stuck.append(Stuck(*self.keys[pid], None, "under-replicated: too few eligible nodes"))
-            self._fix_spread(pid, spread_wanted, all_zones)
-        self._heap = None
+            self._fix_spread(pid, spread_wanted, all_zones, heap)
+        self._heaps = None
 
-    def _fix_spread(self, pid: int, spread_wanted: int, all_zones: set[int]) -> None:
+    def _fix_spread(self, pid: int, spread_wanted: int, all_zones: set[int], heap: _Heap) -> None:
         reps = self.reps[pid]
         while True:
-            good = [r for r in reps if self.elig[r]]
+            good = [r for r in reps if self.good[r]]
             used = [self.zone[r] for r in good]
             if len(set(used)) >= spread_wanted:
                 return
-            doubled = [r for r in good if used.count(self.zone[r]) > 1]
-            src = max(doubled, key=lambda n: (self.count[n] - self.high[n], self.count[n] - self.low[n],
-                                              self.count[n] / self.cap[n], self.rank[n]))
-            dst = self._best_dest(reps, all_zones - set(used))
+            doubled = [r for r in good if self.active[r] and used.count(self.zone[r]) > 1]
+            if not doubled:
+                self.stuck.append(Stuck(*self.keys[pid], None, "zone spread: the replicas sharing a zone "
+                                                               "are on held nodes"))
+                return
+            src = max(doubled, key=self._source_key(self.kinds[pid]))
+            dst = heap.best(reps, all_zones - set(used), self.zone)
             if dst is None:
                 self.stuck.append(Stuck(*self.keys[pid], None, "zone spread: no free node in another zone"))
                 return
             self._record(pid, src, dst, "zone_spread")
-
     # --- phase 2: balance ---------------------------------------------------------------------
 
     def _movable_from(self, src: int, dst: int, free: bool) -> int | None:
@@ -408,17 +547,17 @@ class _Planner:
                 if self._fits(pid, src, dst):
                     return pid
             return None
-        zone, elig, reps_of, leader = self.zone, self.elig, self.reps, self.leader
+        zone, good, reps_of, leader = self.zone, self.good, self.reps, self.leader
         zs, zd = zone[src], zone[dst]
         fallback, leaders_seen = None, 0
-        for pid in self.held[src]:
+        for pid in self.parts[src]:
             reps = reps_of[pid]
             if dst in reps:
                 continue
             if zs != zd:
                 alone, has_zd = True, False
                 for r in reps:
-                    if r != src and elig[r]:
+                    if r != src and good[r]:
                         z = zone[r]
                         if z == zs:
                             alone = False
@@ -523,7 +662,7 @@ class _Planner:
 
         Breadth first over nodes, one cost level at a time: free steps from everything reached so
         far, then one paid step, and so on; each node is reached once, at its lowest cost."""
-        zone, elig, zones = self.zone, self.elig, self.zones
+        zone, good, zones = self.zone, self.good, self.zones
         start = set(srcs)
         unvisited: list[dict[int, None]] = [{} for _ in range(zones)]
         for n in self.eligible:
@@ -536,7 +675,7 @@ class _Planner:
             zu = zone[u]
             for pid in pids:
                 reps = self.reps[pid]
-                used = [zone[r] for r in reps if elig[r] and r != u]
+                used = [zone[r] for r in reps if good[r] and r != u]
                 allowed = range(zones) if zu in used else [
                     z for z in range(zones) if z == zu or z not in used]
                 for z in allowed:
@@ -563,7 +702,7 @@ class _Planner:
                 break
             level = []
             for u in reached:  # one paid step
-                end = expand(u, [p for p in self.held[u] if p not in self.fresh[u]], level)
+                end = expand(u, [p for p in self.parts[u] if p not in self.fresh[u]], level)
                 if end is not None:
                     break
         if end is None:
@@ -587,28 +726,40 @@ class _Planner:
             done.append((pid, u, v))
         return True
 
-    # --- phase 3: leaders ---------------------------------------------------------------------
+    # --- phase 3: metric balance ------------------------------------------------------------------
+
+    def balance_metrics(self) -> None:
+        """Balance each metric group in turn (:func:`hacoord.placement.metric.balance_metric`)."""
+        for dim in self.metric_dims:
+            for n in balance_metric(self, dim):
+                self.stuck.append(Stuck(None, None, self.ids[n],
+                                        f"metric {dim.metric}: no replica move narrows the gap"))
+
+    # --- phase 4: leaders ---------------------------------------------------------------------
 
     def balance_leaders(self) -> None:
         """Fix leaders that left or sit on nodes that may not lead, then balance leaderships.
         Starts from the scan's tallies and revisits only the partitions whose replicas changed."""
-        elig, reps_of = self.elig, self.reps
+        active, good, keeps, reps_of = self.active, self.good, self.keeps_lead, self.reps
         lead, sole, led = self.lead_count, self.sole, self.led
         self.lead_why: dict[int, str] = {}
         self.final_leader = final = list(self.leader)
         total, stranded = self.lead_total, self.stranded
         for pid, orig in self.saved.items():
             ld, reps = final[pid], reps_of[pid]
-            before = [r for r in orig if elig[r]]
-            after = [r for r in reps if elig[r]]
-            stranded += (len(reps) - len(after)) - (len(orig) - len(before))
+            stranded += sum(1 for r in reps if not good[r]) - sum(1 for r in orig if not good[r])
+            # A held node that keeps its leadership keeps the partition out of the tallies; its
+            # replica never moves, so that is the same before and after.
+            kept = ld is not None and keeps[ld] and ld in reps
+            before = [] if kept else [r for r in orig if active[r]]
+            after = [] if kept else [r for r in reps if active[r]]
             total += bool(after) - bool(before)
             if len(before) == 1:
                 sole[before[0]] -= 1
             if len(after) == 1:
                 sole[after[0]] += 1
-            was_valid = bool(before) and ld is not None and elig[ld] and ld in orig
-            is_valid = bool(after) and ld is not None and elig[ld] and ld in reps
+            was_valid = bool(before) and ld is not None and active[ld] and ld in orig
+            is_valid = bool(after) and ld is not None and active[ld] and ld in reps
             if was_valid and not is_valid:
                 lead[ld] -= 1
                 led[ld].pop(pid, None)
@@ -623,8 +774,9 @@ class _Planner:
         forced = sorted(self.lead_forced)
         n = len(self.ids)
         pos = {node: k for k, node in enumerate(self.eligible)}
+        replicas = self.replicas()
         goal = leader_targets(self.targets.nodes, self.targets.capacity,
-                              [self.count[i] for i in self.eligible], total, [sole[i] for i in self.eligible])
+                              [replicas[i] for i in self.eligible], total, [sole[i] for i in self.eligible])
         self.leader_goal = goal
         lo = self.lead_low = [0] * n
         hi = self.lead_high = [0] * n
@@ -639,13 +791,13 @@ class _Planner:
         for pid in forced:
             cur = final[pid]
             reps = reps_of[pid]
-            new = min((r for r in reps if elig[r]), key=key)
+            new = min((r for r in reps if active[r]), key=key)
             if cur is None:
                 why = "no_leader"
             elif cur not in reps:
                 why = "leader_moved"
-            else:
-                why = (self.why_ineligible[cur] or "node_unknown").replace("node_", "leader_")
+            else:  # an ineligible node, or a held one that is down
+                why = (self.why_bad[cur] or "node_down").replace("node_", "leader_")
             self._lead(pid, new, why)
         self._balance_leaders()
 
@@ -717,7 +869,7 @@ class _Planner:
     def _leader_reach(self, start: int, forward: bool) -> dict[int, list[tuple[int, int]]]:
         """Nodes ``start`` can hand a leadership to along a chain (``forward``), or that can hand
         one to ``start`` (not ``forward``), each with the hand-overs of its shortest chain."""
-        elig, reps_of, final, movable = self.elig, self.reps, self.final_leader, self.movable
+        active, reps_of, final, movable = self.active, self.reps, self.final_leader, self.movable
         paths: dict[int, list[tuple[int, int]]] = {start: []}
         queue = deque([start])
         while queue:
@@ -725,13 +877,13 @@ class _Planner:
             if forward:
                 steps = [(pid, v) for pid in self.led[u] if movable[pid] for v in reps_of[pid]]
                 for pid, v in steps:
-                    if v not in paths and elig[v]:
+                    if v not in paths and active[v]:
                         paths[v] = [*paths[u], (pid, v)]
                         queue.append(v)
             else:
-                for pid in self.held[u]:
+                for pid in self._on(u):
                     w = final[pid]
-                    if w is not None and w not in paths and elig[w]:
+                    if w is not None and w not in paths and active[w]:
                         paths[w] = [(pid, u), *paths[u]]
                         queue.append(w)
         del paths[start]
@@ -747,7 +899,7 @@ class _Planner:
         if len(sinks) <= len(srcs):
             # Few sinks (a new node, say): walk the partitions each sink holds.
             for dst in sinks:
-                for pid in self.held[dst]:
+                for pid in self._on(dst):
                     if lead[dst] >= dst_limit[dst]:
                         break
                     u = final[pid]
@@ -773,7 +925,7 @@ class _Planner:
         return progressed
 
     def _leader_chain(self, srcs: list[int], sinks: set[int]) -> bool:
-        elig, reps_of = self.elig, self.reps
+        active, reps_of = self.active, self.reps
         start = set(srcs)
         parent: dict[int, tuple[int, int]] = {}
         seen = set(start)
@@ -784,7 +936,7 @@ class _Planner:
                 if not self.movable[pid]:
                     continue
                 for v in reps_of[pid]:
-                    if v in seen or not elig[v]:
+                    if v in seen or not active[v]:
                         continue
                     seen.add(v)
                     parent[v] = (u, pid)
@@ -829,40 +981,52 @@ class _Planner:
         return out
 
 
-def _figures(planner: _Planner, counts: list[int], lead: list[int], sole: list[int],
-             stranded: int) -> Figures:
+def _figures(planner: _Planner, counts: list[int], lead: list[int], sole: list[int], stranded: int,
+             replicas: list[int]) -> Figures:
     pick = planner.eligible
-    replicas = [counts[i] for i in pick]
     leaders = [lead[i] for i in pick]
     targets = planner.targets
-    goal = leader_targets(targets.nodes, targets.capacity, replicas, sum(leaders), [sole[i] for i in pick])
-    return figures(targets, replicas, leaders, stranded, goal)
+    goal = leader_targets(targets.nodes, targets.capacity, [replicas[i] for i in pick], sum(leaders),
+                          [sole[i] for i in pick])
+    return figures(targets, [counts[i] for i in pick], leaders, stranded, goal)
 
 
 def plan_rebalance(state: ClusterState, *, exclude: Iterable[str] = frozenset(),
-                   resources: Collection[str] | None = None) -> Plan:
+                   resources: Collection[str] | None = None, hold: Iterable[str] = frozenset(),
+                   pinned: Collection[tuple[str, int]] = frozenset(),
+                   balance_metric: Mapping[str, str] | None = None) -> Plan:
     """The rebalance plan for ``state`` with the nodes in ``exclude`` drained.
 
-    ``resources`` limits the partitions the plan may move (default: all); the others still count
-    toward each node's load. The state is not modified. See the module doc for the rules.
+    ``resources`` limits the partitions the plan may move (default: all), and ``pinned``
+    (``(resource, partition)`` pairs, e.g. those with a move in flight) names partitions it may
+    neither move nor change the leader of; the others count toward each node's load as they are.
+    Nodes in ``hold`` keep their replicas (which count as good, whatever the node's status) but
+    get no new replicas or leaderships; ``exclude`` wins over ``hold``. ``balance_metric`` maps a
+    resource name to the node metric (``Node.metrics`` key) it balances on instead of replica
+    count. The state is not modified. See the module doc for the rules.
     """
     excluded = frozenset(exclude)
-    planner = _Planner(state, excluded, None if resources is None else frozenset(resources))
+    held = frozenset(hold) - excluded
+    pins = frozenset((name, int(i)) for name, i in pinned)
+    planner = _Planner(state, excluded, None if resources is None else frozenset(resources), held, pins,
+                       balance_metric)
     targets = planner.targets
     pos = {node: k for k, node in enumerate(planner.eligible)}
     zone_of = [planner.zone[i] for i in planner.eligible]
     forced = []
-    for kept, wanted, need in planner.forced_slots:
-        forced.extend([forced_replica([pos[r] for r in kept], zone_of, wanted, planner.zones)] * need)
+    for kept, held_zones, wanted, zones, need in planner.forced_slots:
+        forced.extend([forced_replica([pos[r] for r in kept], zone_of, wanted, zones, held_zones)] * need)
     bound = bound_for([planner.count[i] for i in planner.eligible], targets, zone_of, forced,
-                      planner.spread_short)
+                      planner.spread_short, planner.metric_forced)
     before = _figures(planner, *planner.before)
 
     planner.repair_partitions()
     planner.balance()
+    planner.balance_metrics()
     planner.balance_leaders()
 
-    after = _figures(planner, planner.count, planner.lead_count, planner.sole, planner.stranded)
+    after = _figures(planner, planner.count, planner.lead_count, planner.sole, planner.stranded,
+                     planner.replicas())
     return Plan(
         moves=tuple(planner.moves()),
         leader_changes=tuple(planner.leader_changes()),
@@ -874,6 +1038,10 @@ def plan_rebalance(state: ClusterState, *, exclude: Iterable[str] = frozenset(),
         exclude=tuple(sorted(excluded & set(state.nodes))),
         stuck=tuple(planner.stuck),
         leader_goal=planner.leader_goal,
+        hold=tuple(sorted(held & set(state.nodes))),
+        pinned=tuple(sorted(pins)),
+        balance_metric=tuple(sorted((r, dim.metric) for dim in planner.metric_dims for r in dim.resources)),
+        metrics=tuple(dim.figures(planner.eligible, planner.cap) for dim in planner.metric_dims),
     )
 
 
