@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import click
@@ -55,7 +55,8 @@ class ReplicateBody(BaseModel):
     version: tuple[int, int]
 
 
-def create_app(service: KVService, agent: NodeAgent, on_started: Any = None) -> FastAPI:
+def create_app(service: KVService, agent: NodeAgent,
+               on_started: Callable[[], None] | None = None) -> FastAPI:
     """The node's HTTP API. Its lifespan starts ``agent`` (registration, session, assignments;
     then ``on_started()`` in a thread of its own, if given) and stops it at shutdown."""
 
