@@ -106,8 +106,13 @@ class LocalCluster:
                 *self.extra_args]
         for peer in self.members.values():
             if peer.id != member.id:
-                argv += ["--peer", peer.peer_spec]
+                argv += ["--peer", self.peer_spec_for(member, peer)]
         return argv
+
+    def peer_spec_for(self, member: Member, peer: Member) -> str:
+        """How ``member`` is told about ``peer`` (``--peer``); a subclass may route the Raft link
+        elsewhere, through a proxy say."""
+        return peer.peer_spec
 
     def start(self, member_id: str | None = None) -> None:
         targets = [self.members[member_id]] if member_id else list(self.members.values())
