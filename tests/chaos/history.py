@@ -18,7 +18,11 @@ from typing import Any
 @dataclass
 class Op:
     """One client operation. ``status`` is ``ok``, ``fail`` (certainly not applied) or
-    ``unknown`` (maybe applied); ``result`` is what an ok read returned."""
+    ``unknown`` (maybe applied); ``result`` is what an ok read returned.
+
+    Writes carry their ``request_id`` and, once acknowledged, the ``revision`` they were applied
+    at. ``resolved`` is what the cluster's record of applied request ids said after the run:
+    ``applied`` (at ``revision``) or ``not_applied``; None when not asked or not answered."""
 
     process: str
     f: str
@@ -29,6 +33,9 @@ class Op:
     result: Any = None
     error: str | None = None
     key: str | None = None
+    request_id: str | None = None
+    revision: int | None = None
+    resolved: str | None = None
 
 
 @dataclass
@@ -65,7 +72,8 @@ class History:
         events = [(t, f"nemesis: {text}") for t, text in self.timeline]
         events += [(op.invoked, f"{op.process} invoke {op.f} {op.value}") for op in self.ops]
         events += [(op.completed, f"{op.process} {op.status} {op.f} {op.value}"
-                    + (f" -> {op.error}" if op.error else ""))
+                    + (f" -> {op.error}" if op.error else "")
+                    + (f" (resolved: {op.resolved})" if op.resolved else ""))
                    for op in self.ops if op.completed is not None]
         lines = [f"{t - start:9.3f}s  {text}" for t, text in sorted(events)]
         path = directory / "timeline.txt"

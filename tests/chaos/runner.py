@@ -4,6 +4,11 @@ Modelled on Jepsen (record everything while faults are injected, check the histo
 etcd's robustness tests (one fault per run, health before and after, equal state digests at the
 end). Everything is bounded in time; a failing run saves its history, timeline and member logs
 and names the seed that replays it.
+
+After the heal the runner waits for one agreed leader and equal digests, then looks up what
+became of every unknown write (:mod:`tests.chaos.resolve`) before the workload's checks, and
+compares what each member applied, revision by revision, from their change feeds
+(:mod:`tests.chaos.feeds`, sampled during the whole run).
 """
 
 from __future__ import annotations
@@ -19,9 +24,15 @@ from pathlib import Path
 
 import httpx
 
-from hacoord.client import Client, Conflict, HacoordError
-from tests.chaos.checker import check_one_leader_per_term, check_registers, check_set
+from hacoord.client import Client, HacoordError
+from tests.chaos.checker import check_one_leader_per_term, check_revisions
+from tests.chaos.feeds import FeedSampler
+from tests.chaos.fenced import FencingWorkload
 from tests.chaos.history import History
+from tests.chaos.nemesis import NETWORK_FAULTS, LinkFault, Nemesis
+from tests.chaos.network import ProxiedCluster
+from tests.chaos.resolve import resolve
+from tests.chaos.workloads import Context, RegisterWorkload, SetWorkload, Workload
 from tests.integration.harness import LocalCluster
 
 ARTIFACTS = Path("chaos-artifacts")
@@ -41,11 +52,18 @@ class Scenario:
     cooldown: float = 3.0
     read_share: float = 0.3
     member_args: tuple[str, ...] = ("--log-compaction-min-entries", "200")
-    workload: str = "set"  # "set": unique adds + consistent reads; "register": read/write/cas
+    #: "set": unique adds + consistent reads; "register": read/write/cas; "fencing": partition
+    #: ownership with fencing epochs (see tests.chaos.fenced).
+    workload: str = "set"
     registers: int = 4
     #: Send each client's reads to its home member only (not to the leader it learnt): a
     #: member that answers "consistent" reads from its own state is then read while it lags.
     read_from_home: bool = False
+    #: How slow links misbehave (delay range, loss probability).
+    link: LinkFault | None = None
+    #: How long a client keeps retrying one operation; a short one leaves writes unknown when
+    #: a fault hits them, for the resolution of unknown writes to work on.
+    client_deadline: float = 10.0
 
 
 @dataclass
@@ -62,116 +80,21 @@ class Outcome:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-class Nemesis:
-    """Injects one fault into ``cluster``, holds it, heals it, and says whether it did anything."""
-
-    def __init__(self, cluster: LocalCluster, rng: random.Random, history: History) -> None:
-        self.cluster = cluster
-        self.rng = rng
-        self.history = history
-        self.victims: list[str] = []
-
-    def inject(self, fault: str) -> None:
-        cluster = self.cluster
-        leader = cluster.leader()
-        if fault in ("kill_leader", "restart_leader_fast"):
-            self.victims = [leader]
-            cluster.kill(leader, signal.SIGKILL)
-            if fault == "restart_leader_fast":
-                cluster.start(leader)  # back during the election it caused
-        elif fault == "kill_random":
-            self.victims = [self.rng.choice(sorted(cluster.members))]
-            cluster.kill(self.victims[0], signal.SIGKILL)
-        elif fault == "kill_all":
-            self.victims = sorted(cluster.members)
-            for member_id in self.victims:
-                cluster.kill(member_id, signal.SIGKILL)
-        elif fault == "pause_leader":
-            self.victims = [leader]
-            self._signal(leader, signal.SIGSTOP)
-        elif fault == "pause_follower":
-            self.victims = [self.rng.choice(sorted(m for m in cluster.members if m != leader))]
-            self._signal(self.victims[0], signal.SIGSTOP)
-        elif fault == "lagging_member":  # down long enough to need a snapshot
-            self.victims = [self.rng.choice(sorted(m for m in cluster.members if m != leader))]
-            cluster.kill(self.victims[0], signal.SIGKILL)
-        elif fault != "none":
-            raise ValueError(f"unknown fault {fault!r}")
-        self.history.note(f"inject {fault} on {self.victims or 'nobody'} (leader was {leader})")
-
-    def heal(self, fault: str) -> None:
-        for member_id in self.victims:
-            if fault in ("pause_leader", "pause_follower"):
-                self._signal(member_id, signal.SIGCONT)
-            elif not self.cluster.members[member_id].alive():
-                self.cluster.start(member_id)
-        self.history.note(f"heal {fault} on {self.victims or 'nobody'}")
-
-    def _signal(self, member_id: str, sig: int) -> None:
-        proc = self.cluster.members[member_id].proc
-        assert proc is not None and proc.poll() is None, f"{member_id} is not running"
-        proc.send_signal(sig)
+def make_workload(scenario: Scenario) -> Workload:
+    if scenario.workload == "register":
+        return RegisterWorkload(scenario.read_share, scenario.registers)
+    if scenario.workload == "fencing":
+        return FencingWorkload()
+    if scenario.workload == "set":
+        return SetWorkload(scenario.read_share)
+    raise ValueError(f"unknown workload {scenario.workload!r}")
 
 
-def _client_loop(name: str, client: Client, reader: Client, history: History, rng: random.Random,
-                 read_share: float, stop: threading.Event, limit: int = 5000) -> None:
-    for i in range(limit):
-        if stop.is_set():
-            return
-        if rng.random() < read_share:
-            op = history.invoke(name, "read", None)
-            try:
-                nodes = reader.node_list(consistent=True)
-                history.complete(op, "ok", result=[n.id for n in nodes])
-            except HacoordError as exc:
-                history.complete(op, "fail", error=f"{type(exc).__name__}: {exc}")
-        else:
-            element = f"e-{name}-{i}"
-            op = history.invoke(name, "add", element)
-            try:
-                client.node_add(element, address="127.0.0.1:1")
-                history.complete(op, "ok")
-            except HacoordError as exc:  # the add may have been applied: unknown, not failed
-                history.complete(op, "unknown", error=f"{type(exc).__name__}: {exc}")
-
-
-def _register_loop(name: str, client: Client, reader: Client, history: History,
-                   rng: random.Random, read_share: float, stop: threading.Event, keys: int,
-                   limit: int = 5000) -> None:
-    """Read, write and compare-and-set the tag ``v`` of nodes ``reg-0..`` (one register each)."""
-    for _ in range(limit):
-        if stop.is_set():
-            return
-        key = f"reg-{rng.randrange(keys)}"
-        roll = rng.random()
-        if roll < read_share:
-            op = history.invoke(name, "read", None)
-            op.key = key
-            try:
-                history.complete(op, "ok", result=reader.node_show(key, consistent=True).tags.get("v"))
-            except HacoordError as exc:
-                history.complete(op, "fail", error=f"{type(exc).__name__}: {exc}")
-            continue
-        new = str(rng.randrange(5))
-        if roll < read_share + (1 - read_share) / 2:
-            op = history.invoke(name, "write", new)
-            op.key = key
-            expect = None
-        else:
-            expected = rng.choice([None, *map(str, range(5))])
-            op = history.invoke(name, "cas", (expected, new))
-            op.key = key
-            expect = {"v": expected}
-        try:
-            client.node_set_state(key, tags={"v": new}, expect_tags=expect)
-            history.complete(op, "ok", result=True)
-        except Conflict as exc:
-            if exc.code == "precondition_failed":
-                history.complete(op, "ok", result=False)
-            else:
-                history.complete(op, "fail", error=f"{type(exc).__name__}: {exc}")
-        except HacoordError as exc:  # timeouts and lost answers: maybe applied
-            history.complete(op, "unknown", error=f"{type(exc).__name__}: {exc}")
+def make_cluster(scenario: Scenario, root: Path) -> LocalCluster:
+    """Network faults need every Raft link behind the proxy; the others run members as users do."""
+    if scenario.fault in NETWORK_FAULTS:
+        return ProxiedCluster(root, scenario.size, scenario.member_args, seed=scenario.seed)
+    return LocalCluster(root, scenario.size, scenario.member_args)
 
 
 def _watch_leaders(cluster: LocalCluster, seen: list[tuple[int, str]], stop: threading.Event) -> None:
@@ -191,44 +114,49 @@ def _watch_leaders(cluster: LocalCluster, seen: list[tuple[int, str]], stop: thr
             time.sleep(0.1)
 
 
+def _client_threads(scenario: Scenario, cluster: LocalCluster, workload: Workload, history: History,
+                    rng: random.Random, stop: threading.Event) -> list[threading.Thread]:
+    """Two (``clients_per_member``) clients per member, each starting at its home member."""
+    members = list(cluster.members.values())
+    threads = []
+    for k in range(scenario.clients_per_member * len(members)):
+        home = members[k % len(members)]
+        endpoints = [home.url] + [m.url for m in members if m is not home]
+        client = Client(endpoints, timeout=1.0, deadline=scenario.client_deadline)
+        reader = Client([home.url], timeout=1.0, deadline=scenario.client_deadline) \
+            if scenario.read_from_home else client
+        name = f"c{k}"
+        threads.append(threading.Thread(target=workload.client_loop, name=name, args=(
+            name, client, reader, history, random.Random(rng.random()), stop)))
+    return threads
+
+
 def run(scenario: Scenario, root: Path) -> Outcome:
     """Run ``scenario`` in ``root``; never raises for a failed check (see ``Outcome.problems``)."""
     rng = random.Random(scenario.seed)
     history = History()
-    cluster = LocalCluster(root, scenario.size, scenario.member_args)
+    cluster = make_cluster(scenario, root)
     cluster.start()
+    workload = make_workload(scenario)
     stop, watch_stop = threading.Event(), threading.Event()
     leaders: list[tuple[int, str]] = []
+    sampler = FeedSampler(cluster)
     threads: list[threading.Thread] = []
     outcome = Outcome(scenario, [], history)
     try:
         outcome.leader_before = cluster.leader()
-        members = list(cluster.members.values())
-        if scenario.workload == "register":
-            setup = Client(cluster.endpoints, timeout=2.0, deadline=20.0)
-            for i in range(scenario.registers):
-                setup.node_add(f"reg-{i}", address="127.0.0.1:1")
-        for k in range(scenario.clients_per_member * len(members)):
-            home = members[k % len(members)]
-            endpoints = [home.url] + [m.url for m in members if m is not home]
-            client = Client(endpoints, timeout=1.0, deadline=10.0)
-            reader = Client([home.url], timeout=1.0, deadline=10.0) if scenario.read_from_home \
-                else client
-            name = f"c{k}"
-            seed_rng = random.Random(rng.random())
-            if scenario.workload == "register":
-                target, extra = _register_loop, (scenario.registers,)
-            else:
-                target, extra = _client_loop, ()
-            threads.append(threading.Thread(target=target, name=name, args=(
-                name, client, reader, history, seed_rng, scenario.read_share, stop, *extra)))
-        watcher = threading.Thread(target=_watch_leaders, args=(cluster, leaders, watch_stop))
-        for thread in [*threads, watcher]:
+        with Client(cluster.endpoints, timeout=2.0, deadline=20.0) as setup:
+            workload.setup(setup)
+        threads = _client_threads(scenario, cluster, workload, history, rng, stop)
+        threads += workload.background(cluster.endpoints, history, rng, stop)
+        watchers = [threading.Thread(target=_watch_leaders, args=(cluster, leaders, watch_stop)),
+                    threading.Thread(target=sampler.run, args=(watch_stop,))]
+        for thread in [*threads, *watchers]:
             thread.start()
         time.sleep(scenario.warmup)
-        nemesis = Nemesis(cluster, rng, history)
+        nemesis = Nemesis(cluster, rng, history, scenario.link)
         nemesis.inject(scenario.fault)
-        time.sleep(scenario.hold)
+        nemesis.hold(scenario.fault, scenario.hold)
         nemesis.heal(scenario.fault)
         healed = time.monotonic()
         outcome.recovery = _first_write_after(cluster, healed, history)
@@ -238,22 +166,16 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             thread.join(timeout=30)
         outcome.leader_after = cluster.leader(timeout=20)
         watch_stop.set()
-        watcher.join(timeout=10)
-        outcome.problems += _effect_problems(scenario, nemesis, outcome)
+        for thread in watchers:
+            thread.join(timeout=10)
+        outcome.problems += nemesis.problems(scenario.fault, outcome.leader_after)
         cluster.converged(timeout=30)
-        final = {n["id"] for n in cluster.members[cluster.leader()].get("/v1/nodes")["nodes"]}
-        if scenario.workload == "register":
-            outcome.problems += check_registers(history.ops, scenario.registers)
-        else:
-            outcome.problems += check_set(history.ops, final)
+        outcome.problems += _check(scenario, cluster, workload, history, sampler, rng)
         outcome.problems += check_one_leader_per_term(leaders)
         if outcome.recovery is None or outcome.recovery > 10.0:
             outcome.problems.append(f"no leader and successful write within 10 s of the heal "
                                     f"(took {outcome.recovery})")
-        # (No revision == element count check: the liveness monitor also commits transitions
-        # for the elements, which are nodes that never heartbeat.)
-        outcome.stats = {s: sum(1 for op in history.ops if op.status == s)
-                         for s in ("ok", "fail", "unknown")}
+        outcome.stats = _stats(history, workload, sampler)
         if outcome.stats["ok"] < 50:
             outcome.problems.append(f"only {outcome.stats['ok']} operations succeeded: no real load")
     except AssertionError as exc:  # a wait timed out: the cluster did not recover
@@ -272,6 +194,38 @@ def run(scenario: Scenario, root: Path) -> Outcome:
     return outcome
 
 
+def _check(scenario: Scenario, cluster: LocalCluster, workload: Workload, history: History,
+           sampler: FeedSampler, rng: random.Random) -> list[str]:
+    """The offline checks, once the cluster has healed and converged."""
+    with httpx.Client(timeout=2.0) as http:
+        sampler.sweep(http)  # every member up to the end
+    members = {m.id: Client([m.url], timeout=2.0, deadline=5.0) for m in cluster.members.values()}
+    try:
+        with Client(cluster.endpoints, timeout=2.0, deadline=10.0) as leader:
+            resolved_at, problems = resolve(history.ops, leader, members, rng)
+    finally:
+        for client in members.values():
+            client.close()
+    final = {n["id"] for n in cluster.members[cluster.leader()].get("/v1/nodes")["nodes"]}
+    context = Context(final_nodes=final, routes=list(sampler.routes), resolved_at=resolved_at)
+    problems += workload.check(history.ops, context)
+    problems += check_revisions(history.ops)
+    problems += sampler.problems
+    if not sampler.compared:
+        problems.append("the change feeds of the members were never compared")
+    # (No revision == element count check: the liveness monitor also commits transitions
+    # for the elements, which are nodes that never heartbeat.)
+    return problems
+
+
+def _stats(history: History, workload: Workload, sampler: FeedSampler) -> dict[str, int]:
+    stats = {s: sum(1 for op in history.ops if op.status == s) for s in ("ok", "fail", "unknown")}
+    for verdict in ("applied", "not_applied"):
+        stats[verdict] = sum(1 for op in history.ops if op.resolved == verdict)
+    stats["feed_revisions_compared"] = sampler.compared
+    return {**stats, **workload.stats()}
+
+
 def _first_write_after(cluster: LocalCluster, healed: float, history: History) -> float | None:
     """Seconds from the heal to the first write acknowledged by the cluster (a probe of its own)."""
     probe = Client(cluster.endpoints, timeout=1.0, deadline=10.0)
@@ -280,24 +234,16 @@ def _first_write_after(cluster: LocalCluster, healed: float, history: History) -
     except HacoordError as exc:
         history.note(f"probe write after heal failed: {exc}")
         return None
+    finally:
+        probe.close()
     return time.monotonic() - healed
-
-
-def _effect_problems(scenario: Scenario, nemesis: Nemesis, outcome: Outcome) -> list[str]:
-    """Fail the run if the fault injected nothing."""
-    if scenario.fault in ("kill_leader", "pause_leader", "restart_leader_fast"):
-        if outcome.leader_after == outcome.leader_before and scenario.fault != "restart_leader_fast":
-            return [f"{scenario.fault}: the leader did not change ({outcome.leader_before})"]
-    if scenario.fault != "none" and not nemesis.victims:
-        return [f"{scenario.fault}: nothing was injected"]
-    return []
 
 
 def _save(scenario: Scenario, root: Path, history: History) -> Path:
     target = ARTIFACTS / f"{scenario.name}-seed{scenario.seed}"
     shutil.rmtree(target, ignore_errors=True)
     timeline = history.save(target)
-    for log in root.glob("m*.log"):
+    for log in root.glob("*.log"):
         shutil.copy(log, target / log.name)
     (target / "replay.txt").write_text(
         f"pytest tests/chaos -m chaos -k {scenario.name}  # seed {scenario.seed}\n")

@@ -1,8 +1,10 @@
 """``make soak DURATION=2h``: random scenarios back to back until the time is up.
 
-Each round draws a seed, a fault, a workload and a cluster size (5 members more often than 3),
-runs it with tighter snapshots (log compaction every 50 entries, so snapshot installs are frequent),
-and stops at the first failure, printing the seed and the artifacts directory that replay it.
+Each round draws a seed, a fault (process or network, see tests.chaos.nemesis), a workload (set,
+registers or fencing), a cluster size (5 members more often than 3) and a client deadline (one
+attempt, so that faults leave unknown writes to resolve, or ten seconds of retries), runs it with
+tighter snapshots (log compaction every 50 entries, so snapshot installs are frequent), and stops
+at the first failure, printing the seed and the artifacts directory that replay it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.chaos.nemesis import FAULTS
 from tests.chaos.runner import Scenario, run
-
-FAULTS = ["kill_leader", "kill_random", "restart_leader_fast", "kill_all", "pause_leader",
-          "pause_follower", "lagging_member", "none"]
 
 
 def parse_duration(text: str) -> float:
@@ -44,7 +44,8 @@ def main() -> int:
             name=f"soak-{rounds}", fault=rng.choice(FAULTS), seed=seed,
             size=rng.choice([3, 5, 5]), hold=rng.uniform(6, 15),
             clients_per_member=rng.choice([2, 2, 3]),
-            workload=rng.choice(["set", "register"]),
+            workload=rng.choice(["set", "register", "fencing"]),
+            client_deadline=rng.choice([1.0, 10.0]),
             member_args=("--log-compaction-min-entries", "50"))
         with tempfile.TemporaryDirectory(prefix="hacoord-soak-") as tmp:
             outcome = run(scenario, Path(tmp))

@@ -1,7 +1,18 @@
 """The chaos suite (``make chaos``): fixed-seed scenarios, one fault each, histories checked offline.
 
-Process faults only so far (SIGKILL, SIGSTOP/SIGCONT, restarts); network partitions, one-way loss
-and slow links need a proxy or network namespaces and are not in this suite yet.
+Faults (tests.chaos.nemesis): SIGKILL of the leader, of a random member, of everyone; a killed
+leader restarted during the election; SIGSTOP of the leader or a follower; a member down long
+enough to need a snapshot; overload without a fault; and, through a userspace proxy on every Raft
+link (tests.chaos.network, no root needed), the leader isolated, a minority with the leader cut
+off, one-way loss between the leader and a follower, and slow lossy links everywhere.
+
+Workloads (tests.chaos.workloads, tests.chaos.fenced): an add-only set, registers with
+compare-and-set, and partition ownership with fencing epochs. Checks after every run
+(tests.chaos.runner): linearizability (unknown writes resolved from the cluster's record of
+applied request ids), nothing acknowledged lost, one revision per write, one leader per term,
+members' change feeds agreeing revision by revision, equal digests, epochs growing per
+partition and no stale epoch accepted, a leader and a write within 10 s of the heal, no
+traceback. The canary proves the checkers can fail.
 """
 
 from __future__ import annotations
@@ -30,6 +41,20 @@ SCENARIOS = [
     Scenario("registers-kill-leader", "kill_leader", seed=13, workload="register"),
     Scenario("registers-pause-leader", "pause_leader", seed=14, workload="register"),
     Scenario("registers-restart-leader-fast", "restart_leader_fast", seed=15, workload="register"),
+    # Network faults. A client deadline of one attempt leaves writes unknown when a fault hits
+    # them: they are resolved from the applied request ids afterwards.
+    Scenario("isolate-leader", "isolate_leader", seed=16, client_deadline=1.0),
+    Scenario("registers-isolate-leader", "isolate_leader", seed=17, workload="register",
+             client_deadline=1.0),
+    Scenario("isolate-minority-5", "isolate_minority", seed=18, size=5, client_deadline=1.0),
+    Scenario("registers-one-way-loss", "one_way_loss", seed=19, workload="register",
+             client_deadline=1.0),
+    Scenario("registers-slow-links", "slow_links", seed=20, workload="register", client_deadline=1.0),
+    Scenario("slow-links-5", "slow_links", seed=21, size=5, client_deadline=1.0),
+    # Partition ownership with fencing epochs, under process and network faults.
+    Scenario("fencing-kill-leader", "kill_leader", seed=22, workload="fencing"),
+    Scenario("fencing-isolate-minority-5", "isolate_minority", seed=23, size=5, workload="fencing"),
+    Scenario("fencing-one-way-loss", "one_way_loss", seed=24, workload="fencing"),
 ]
 
 

@@ -1,0 +1,165 @@
+"""The nemesis: injects one fault, holds it, heals it, and says whether it had an effect.
+
+Process faults use signals (SIGKILL, SIGSTOP/SIGCONT) and restarts. Network faults need a
+:class:`tests.chaos.network.ProxiedCluster` (every Raft link through a proxy the test controls):
+
+* ``isolate_leader``: no Raft traffic between the leader and anyone, either way;
+* ``isolate_minority``: the leader and as many others as stay a minority (one more in a 5-member
+  cluster) cut off from the rest, either way; traffic inside each side flows;
+* ``one_way_loss``: nothing from one member reaches another (the leader and a follower, in a
+  direction the seed picks), the other way untouched;
+* ``slow_links``: every link delayed (a uniform draw per frame, order kept) and lossy (a lost
+  frame comes one retransmission timeout late, as over TCP).
+
+The members' HTTP ports stay reachable throughout: clients may still talk to an isolated leader,
+which cannot commit anything (its writes time out or it answers ``not_leader``).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from dataclasses import dataclass
+
+from tests.chaos.history import History
+from tests.chaos.network import Network
+from tests.integration.harness import LocalCluster
+
+NETWORK_FAULTS = ("isolate_leader", "isolate_minority", "one_way_loss", "slow_links")
+PROCESS_FAULTS = ("kill_leader", "kill_random", "restart_leader_fast", "kill_all", "pause_leader",
+                  "pause_follower", "lagging_member")
+FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS, "none")
+#: Faults after which the leader must have changed (partitions check that the majority elected
+#: a leader of its own while they lasted).
+DEPOSING = ("kill_leader", "pause_leader")
+
+
+@dataclass(frozen=True)
+class LinkFault:
+    """How slow links misbehave: ``delay`` range in seconds, ``loss`` probability per frame."""
+
+    delay: tuple[float, float] = (0.05, 0.2)
+    loss: float = 0.05
+
+
+class Nemesis:
+    """Injects one fault into ``cluster``, holds it, heals it, and says whether it did anything."""
+
+    def __init__(self, cluster: LocalCluster, rng: random.Random, history: History,
+                 link: LinkFault | None = None) -> None:
+        self.cluster = cluster
+        self.rng = rng
+        self.history = history
+        self.link = link or LinkFault()
+        self.network: Network | None = getattr(cluster, "network", None)  # a ProxiedCluster's
+        self.victims: list[str] = []
+        self.leader: str | None = None
+        self.cut_off: list[str] = []       # the side without a majority, for partitions
+        self.elected: str | None = None    # the leader the majority elected meanwhile
+        self.directions: list[str] = []    # "SRC>DST" of the links the fault acts on
+        self.stats_before: dict[str, dict[str, int]] = {}
+        self.stats_after: dict[str, dict[str, int]] = {}
+
+    def inject(self, fault: str) -> None:
+        cluster = self.cluster
+        leader = self.leader = cluster.leader()
+        followers = sorted(m for m in cluster.members if m != leader)
+        if fault in ("kill_leader", "restart_leader_fast"):
+            self.victims = [leader]
+            cluster.kill(leader, signal.SIGKILL)
+            if fault == "restart_leader_fast":
+                cluster.start(leader)  # back during the election it caused
+        elif fault == "kill_random":
+            self.victims = [self.rng.choice(sorted(cluster.members))]
+            cluster.kill(self.victims[0], signal.SIGKILL)
+        elif fault == "kill_all":
+            self.victims = sorted(cluster.members)
+            for member_id in self.victims:
+                cluster.kill(member_id, signal.SIGKILL)
+        elif fault == "pause_leader":
+            self.victims = [leader]
+            self._signal(leader, signal.SIGSTOP)
+        elif fault == "pause_follower":
+            self.victims = [self.rng.choice(followers)]
+            self._signal(self.victims[0], signal.SIGSTOP)
+        elif fault == "lagging_member":  # down long enough to need a snapshot
+            self.victims = [self.rng.choice(followers)]
+            cluster.kill(self.victims[0], signal.SIGKILL)
+        elif fault in NETWORK_FAULTS:
+            self._inject_network(fault, leader, followers)
+        elif fault != "none":
+            raise ValueError(f"unknown fault {fault!r}")
+        self.history.note(f"inject {fault} on {self.victims or 'nobody'} (leader was {leader})")
+
+    def _inject_network(self, fault: str, leader: str, followers: list[str]) -> None:
+        network = self.network
+        assert network is not None, f"{fault} needs a ProxiedCluster"
+        self.stats_before = network.stats()
+        if fault in ("isolate_leader", "isolate_minority"):
+            extra = 0 if fault == "isolate_leader" else (len(self.cluster.members) - 1) // 2 - 1
+            self.cut_off = [leader, *self.rng.sample(followers, extra)]
+            rest = {m for m in self.cluster.members if m not in self.cut_off}
+            network.partition(set(self.cut_off), rest)
+            self.victims = list(self.cut_off)
+            self.directions = [f"{a}>{b}" for a in self.cut_off for b in sorted(rest)]
+        elif fault == "one_way_loss":
+            follower = self.rng.choice(followers)
+            src, dst = self.rng.choice([(leader, follower), (follower, leader)])
+            network.one_way(src, dst)
+            self.victims = [src, dst]
+            self.directions = [f"{src}>{dst}"]
+        else:  # slow_links
+            members = sorted(self.cluster.members)
+            network.degrade(members, self.link.delay, self.link.loss)
+            self.victims = members
+            self.directions = [f"{a}>{b}" for a in members for b in members if a != b]
+
+    def hold(self, fault: str, seconds: float) -> None:
+        """Keep the fault for ``seconds``; meanwhile, for a partition, note the leader the
+        majority elects."""
+        end = time.monotonic() + seconds
+        if self.cut_off:
+            majority = [m for m in self.cluster.live() if m not in self.cut_off]
+            try:
+                self.elected = self.cluster.leader(timeout=max(0.1, end - time.monotonic()),
+                                                   among=majority)
+                self.history.note(f"the majority {majority} elected {self.elected}")
+            except AssertionError:
+                self.elected = None
+        time.sleep(max(0.0, end - time.monotonic()))
+
+    def heal(self, fault: str) -> None:
+        if fault in NETWORK_FAULTS and self.network is not None:
+            self.stats_after = self.network.stats()
+            self.network.heal()
+        for member_id in self.victims:
+            if fault in ("pause_leader", "pause_follower"):
+                self._signal(member_id, signal.SIGCONT)
+            elif fault in PROCESS_FAULTS and not self.cluster.members[member_id].alive():
+                self.cluster.start(member_id)
+        self.history.note(f"heal {fault} on {self.victims or 'nobody'}")
+
+    def problems(self, fault: str, leader_after: str | None) -> list[str]:
+        """Fail the run if the fault injected nothing or had none of the effect it must have."""
+        if fault != "none" and not self.victims:
+            return [f"{fault}: nothing was injected"]
+        if fault in DEPOSING and leader_after == self.leader:
+            return [f"{fault}: the leader did not change ({self.leader})"]
+        if self.cut_off and self.elected in (None, *self.cut_off):
+            return [f"{fault}: the majority elected no leader of its own while {self.cut_off} "
+                    f"were cut off"]
+        if fault in NETWORK_FAULTS:
+            counts = {key: sum(self.stats_after[d][key] - self.stats_before[d][key]
+                               for d in self.directions)
+                      for key in ("held_frames", "delayed_frames", "retransmitted_frames")}
+            wanted = ("delayed_frames", "retransmitted_frames") if fault == "slow_links" \
+                else ("held_frames",)
+            if not all(counts[key] for key in wanted):
+                return [f"{fault}: the proxy did nothing to {self.directions}: {counts}"]
+        return []
+
+    def _signal(self, member_id: str, sig: int) -> None:
+        proc = self.cluster.members[member_id].proc
+        assert proc is not None and proc.poll() is None, f"{member_id} is not running"
+        proc.send_signal(sig)
