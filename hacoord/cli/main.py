@@ -270,12 +270,18 @@ def partition() -> None:
 @click.argument("partition_index", metavar="PARTITION", type=click.IntRange(min=0))
 @click.option("--from", "from_node", required=True, metavar="NODE", help="Node giving up the replica.")
 @click.option("--to", "to_node", required=True, metavar="NODE", help="Node taking it.")
+@click.option("--two-phase", is_flag=True,
+              help="Add the new replica first; the old one goes when it reports caught up.")
 @json_option
-def partition_move(resource_name: str, partition_index: int, from_node: str, to_node: str) -> None:
-    """Move the replica of RESOURCE's PARTITION from one node to another (the epoch grows)."""
+def partition_move(resource_name: str, partition_index: int, from_node: str, to_node: str,
+                   two_phase: bool) -> None:
+    """Move the replica of RESOURCE's PARTITION from one node to another (the epoch grows): at
+    once, or --two-phase as the rebalancer does."""
     state = _state()
-    result = state.client().partition_move(resource_name, partition_index, from_node, to_node)
-    summary = f"{resource_name}/{partition_index} moved from {from_node} to {to_node}"
+    result = state.client().partition_move(resource_name, partition_index, from_node, to_node,
+                                           two_phase=two_phase)
+    verb = "moving (waiting for its catch-up)" if two_phase else "moved"
+    summary = f"{resource_name}/{partition_index} {verb} from {from_node} to {to_node}"
     if (route := result.partition) is not None:
         summary += f": replicas {','.join(route.replicas)}, leader {route.leader}, epoch {route.epoch}"
     state.out.written(result, summary)

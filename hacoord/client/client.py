@@ -393,11 +393,17 @@ class Client:
         return self._write("DELETE", f"/v1/resources/{_segment(name)}", None, request_id)
 
     def partition_move(self, resource: str, partition: int, from_node: str, to_node: str, *,
-                       request_id: str | None = None) -> WriteResult:
+                       two_phase: bool = False, request_id: str | None = None) -> WriteResult:
         """Move the replica of ``resource``/``partition`` held by ``from_node`` to ``to_node``. The
-        partition's epoch grows; the result's ``partition`` is its new route."""
+        partition's epoch grows; the result's ``partition`` is its new route. By default the move
+        is forced, at once; with ``two_phase`` ``to_node`` is only added (the route's ``adding``)
+        and replaces ``from_node`` when it reports caught up (:class:`Conflict` ``throttled`` or
+        ``maintenance`` when the rebalance settings forbid a move now)."""
         path = f"/v1/resources/{_segment(resource)}/partitions/{_segment(partition)}/move"
-        return self._write("POST", path, {"from": from_node, "to": to_node}, request_id)
+        body: dict[str, Any] = {"from": from_node, "to": to_node}
+        if two_phase:
+            body["two_phase"] = True
+        return self._write("POST", path, body, request_id)
 
     def partition_set_leader(self, resource: str, partition: int, node: str, *,
                              request_id: str | None = None) -> WriteResult:

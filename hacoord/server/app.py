@@ -344,10 +344,16 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     @app.post("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"])
     async def move_partition(name: str, partition: int, body: PartitionMove,
                              request: Request) -> Response:
+        """Move the replica on ``from`` to ``to``: at once, or two-phase (``two_phase``: the
+        answer is the pending move; the move completes when ``to`` reports caught up)."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.move_partition(_request_id(request), name, partition,
-                                                   body.from_node, body.to_node)
+        if body.two_phase:
+            applied = await coordinator.start_move(_request_id(request), name, partition,
+                                                   body.from_node, body.to_node, "operator")
+        else:
+            applied = await coordinator.move_partition(_request_id(request), name, partition,
+                                                       body.from_node, body.to_node)
         return reply({"revision": applied.revision, **applied.result})
 
     @app.post("/v1/resources/{name}/partitions/{partition}/leader", tags=["resources"])

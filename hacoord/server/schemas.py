@@ -70,10 +70,13 @@ class ResourceUpdate(_Body):
 
 
 class PartitionMove(_Body):
-    """Move one replica of a partition."""
+    """Move one replica of a partition: at once (the new replica replaces the old one without a
+    catch-up), or with ``two_phase`` as the rebalancer does (``to`` catches up first and reports;
+    only then does ``from`` go). Two-phase moves count against the throttles."""
 
     from_node: str = Field(alias="from", pattern=ID)
     to_node: str = Field(alias="to", pattern=ID)
+    two_phase: bool = False
 
 
 class NodeMetrics(_Body):

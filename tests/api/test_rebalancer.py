@@ -234,3 +234,15 @@ def test_a_resource_balanced_on_a_node_metric(client: Client, cluster: InProcess
     plan = client.rebalance_plan()["plan"]
     assert plan["moves"] and all(m["from_node"] == "n1" for m in plan["moves"])
     assert {m["reason"] for m in plan["moves"]} == {"metric_overloaded"}
+
+
+def test_an_operator_two_phase_move(client: Client, cluster: InProcessCluster) -> None:
+    route = client.routing("orders").route("orders", 0)
+    target = next(n for n in ("n1", "n2", "n3", "n4") if n not in route.replicas)
+    source = route.replicas[-1]
+    result = client.partition_move("orders", 0, source, target, two_phase=True)
+    assert result.partition is not None and result.partition.adding == (target,)
+    assert result.partition.replicas == route.replicas  # nothing dropped yet
+    report_all(client, cluster)
+    after = client.routing("orders").route("orders", 0)
+    assert target in after.replicas and source not in after.replicas and after.epoch == route.epoch + 2
