@@ -23,12 +23,14 @@ below the mean of the eligible nodes, move the replica that lowers ``sum(load**2
 most from a node above the band to the lowest node it fits on (or onto a node below the band from
 the highest node that has one that fits), reason ``metric_overloaded``. A replica moves only if it
 does not overshoot (the destination stays below the source's old ratio and the source above the
-destination's), and narrows the pair's gap by at least ``METRIC_MIN_STEP`` (1%) of the mean; so the
-highest ratio never rises, the lowest never falls, and the run ends. Replicas this plan already
-placed move first (that merges into their first move, at no cost), then the heaviest relief, then
-followers before leaders. Moves obey every placement rule: distinct nodes, never a lower zone
-spread, no held node as destination or source, pinned partitions untouched. Nodes still outside
-the band when no move helps are reported in ``Plan.stuck``.
+destination's), and if it weighs at least ``METRIC_MIN_STEP`` (1%) of the group's mean replica on
+the eligible nodes (a lighter one would cost a move and change nothing); so the highest ratio never
+rises, the lowest never falls, every move lowers ``sum(load**2 / capacity)``, and the run ends.
+Replicas this plan already placed move first (that merges into their first move, at no cost),
+then the heaviest relief, then followers before leaders. Moves obey every placement rule:
+distinct nodes, never a lower zone spread, no held node as destination or source, pinned
+partitions untouched. Nodes still outside the band when no move helps are reported in
+``Plan.stuck``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 #: A node may sit this far (relative) from the mean metric per capacity before replicas move.
 METRIC_TOLERANCE = 0.10
-#: A move must narrow its two nodes' gap by this much of the mean metric per capacity at least.
+#: A replica lighter than this share of the group's mean replica weight is not worth a move.
 METRIC_MIN_STEP = 0.01
 #: Move reason of the metric balance.
 METRIC_REASON = "metric_overloaded"
@@ -187,15 +189,15 @@ def _pairs(order: list[int], ratio: Any, upper: float, lower: float) -> Iterator
             yield src, dst
 
 
-def _pick(planner: _Planner, dim: MetricDim, src: int, dst: int, step: float, candidates: list[int]
+def _pick(planner: _Planner, dim: MetricDim, src: int, dst: int, least: float, candidates: list[int]
           ) -> int | None:
     """Of ``candidates`` (partitions on ``src`` whose replica may go to ``dst``'s zone), the one
-    whose move to ``dst`` lowers ``sum(load**2 / capacity)`` most without overshooting (module
-    doc), or None."""
+    weighing at least ``least`` whose move to ``dst`` lowers ``sum(load**2 / capacity)`` most
+    without overshooting (module doc), or None."""
     cap, load = planner.cap, dim.load
     gap = load[src] / cap[src] - load[dst] / cap[dst]
     inv = 1 / cap[src] + 1 / cap[dst]
-    least, most = step / inv, gap * min(cap[src], cap[dst])
+    most = gap * min(cap[src], cap[dst])
     fresh, leader, weight, reps_of = dim.fresh[src], planner.leader, dim.weight, planner.reps
     best, best_key = None, None
     for pid in candidates:
@@ -217,7 +219,8 @@ def balance_metric(planner: _Planner, dim: MetricDim) -> list[int]:
     if len(nodes) < 2 or whole <= 0 or total <= 0:
         return []
     mean = total / whole
-    upper, lower, step = mean * (1 + METRIC_TOLERANCE), mean * (1 - METRIC_TOLERANCE), mean * METRIC_MIN_STEP
+    upper, lower = mean * (1 + METRIC_TOLERANCE), mean * (1 - METRIC_TOLERANCE)
+    least = METRIC_MIN_STEP * total / max(1, sum(dim.good[n] for n in nodes))
     good, zone, reps_of = planner.good, planner.zone, planner.reps
     # Partitions on a node whose replica there may go to a zone (``_Planner._fits`` but for the
     # destination's own replicas), by (node, zone), kept until a move touches the node; under
@@ -258,7 +261,7 @@ def balance_metric(planner: _Planner, dim: MetricDim) -> list[int]:
         for src, dst in _pairs(order, ratio, upper, lower):
             if (src, dst) in failed:
                 continue
-            pid = _pick(planner, dim, src, dst, step, movable_to(src, zone[dst]))
+            pid = _pick(planner, dim, src, dst, least, movable_to(src, zone[dst]))
             if pid is None:
                 failed.add((src, dst))
                 continue

@@ -139,6 +139,18 @@ def test_an_empty_node_fills_up_to_the_band():
     assert high <= 1.15 and low >= 0.85
 
 
+def test_nodes_with_many_replicas_still_balance():
+    # 400 replicas a node: one replica moves a node's load by a quarter of a percent, far less
+    # than the band; moves are still worth it, since together they fill the new node.
+    state, sizes = sized_cluster(6, 800)
+    assert apply(state, commands.RegisterNode(node_id="new", address="new:1", zone="z3")).ok
+    report(state, sizes, {"res": "disk"})
+    plan = plan_rebalance(state, balance_metric={"res": "disk"})
+    (fig,) = plan.metrics
+    assert len(plan.moves) > 100 and plan.stuck == ()
+    assert fig.min_over_mean_after >= 1 - METRIC_TOLERANCE
+
+
 def test_zone_spread_bounds_the_metric_balance():
     # RF 3 over 3 zones: only the new node's zone can give to it, and that zone holds a third of
     # the data over five nodes of thirteen; the planner gets as close as it can and says so.
