@@ -8,6 +8,11 @@ on 100 nodes in 5 zones. It reports, each as the median of ``--repeat`` runs:
   and one node is drained (excluded), with replicas moved against the lower bound
   (``moved / lower bound``, target <= 1.05), leadership changes, and the balance figures before
   and after the plan;
+* the same with the planner's controller arguments: a failed node held (its re-replication
+  delayed), a node added while another is cordoned (held), a node added with the first 16 of its
+  moves in flight (pinned, the state showing them done), and a node added to a resource that
+  balances on a node metric (``disk``: random partition sizes, each node reporting the sizes of
+  the replicas it holds, the new node nothing), with the metric's max / mean per capacity after;
 * peak memory of each step (tracemalloc, measured in a separate run so it does not slow the
   timings);
 
@@ -20,8 +25,10 @@ Results go to ``bench/results/placement.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
+import random
 import statistics
 import time
 import tracemalloc
@@ -30,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from hacoord.core import ClusterState, apply, commands
-from hacoord.placement import place_resource, plan_rebalance, replica_targets
+from hacoord.placement import apply_plan, place_resource, plan_rebalance, replica_targets
 from hacoord.placement.balance import figures
 
 RESULTS = Path(__file__).parent / "results" / "placement.json"
@@ -64,6 +71,19 @@ def _cluster(nodes: int, zones: int) -> ClusterState:
     return state
 
 
+def _report_sizes(state: ClusterState, resource: str, metric: str, rng: random.Random,
+                  silent: frozenset[str] | set[str] = frozenset()) -> None:
+    """Give each partition of ``resource`` a random size (1 to 3 GB, a few of 10 to 30 GB) and
+    have every node but the ``silent`` ones report the sizes of the replicas it holds."""
+    for node in state.nodes.values():
+        node.metrics = {} if node.id in silent else {metric: 0.0}
+    for part in state.resources[resource].partitions:
+        size = rng.uniform(1e9, 3e9) * (10 if rng.random() < 0.02 else 1)
+        for node_id in part.replicas:
+            if node_id not in silent:
+                state.nodes[node_id].metrics[metric] += size
+
+
 def _state_figures(state: ClusterState) -> dict[str, Any]:
     targets = replica_targets(state)
     counts, leaders = state.replica_counts(), state.leader_counts()
@@ -92,13 +112,37 @@ def run(nodes: int, zones: int, partitions: int, rf: int, repeat: int) -> dict[s
     assert apply(added, commands.RegisterNode(node_id="new", address="10.9.9.9:7000", zone="z0")).ok
     failed = ClusterState.from_dict(state.to_dict())
     assert apply(failed, commands.SetNodeState(node_id="n007", status="down")).ok
-    for step, subject, exclude in [("plan after adding a node", added, frozenset()),
-                                   ("plan after a node fails (down)", failed, frozenset()),
-                                   ("plan after draining a node (excluded)", state, frozenset({"n042"}))]:
-        took, plan = _timed(lambda s=subject, e=exclude: plan_rebalance(s, exclude=e), repeat)
+    # In flight: the first 16 moves after the node was added, shown done in the state (as the
+    # controller shows them to the planner) and pinned.
+    first = plan_rebalance(added).moves[:16]
+    pinned = frozenset((m.resource, m.partition) for m in first)
+
+    def in_flight() -> ClusterState:
+        return apply_plan(added, dataclasses.replace(plan_rebalance(added), moves=first, leader_changes=()))
+
+    def metric() -> ClusterState:
+        subject = ClusterState.from_dict(added.to_dict())
+        _report_sizes(subject, "bench", "disk", random.Random(4), silent={"new"})
+        return subject
+
+    # Each extra state is built for its step only, so that every step runs with the same heap
+    # (a larger live heap makes each garbage collection pass during a plan longer).
+    for step, subject, args in [
+            ("plan after adding a node", lambda: added, {}),
+            ("plan after a node fails (down)", lambda: failed, {}),
+            ("plan after draining a node (excluded)", lambda: state, {"exclude": frozenset({"n042"})}),
+            ("plan after a node fails, held (re-replication waits)", lambda: failed,
+             {"hold": frozenset({"n007"})}),
+            ("plan after adding a node, another cordoned (held)", lambda: added,
+             {"hold": frozenset({"n013"})}),
+            ("plan after adding a node, 16 moves in flight (pinned)", in_flight, {"pinned": pinned}),
+            ("plan after adding a node, balance on a metric", metric, {"balance_metric": {"bench": "disk"}})]:
+        built = subject()
+        took, plan = _timed(lambda s=built, a=args: plan_rebalance(s, **a), repeat)
         rows.append({"step": step, "time_s": took,
-                     "peak_bytes": _peak(lambda s=subject, e=exclude: plan_rebalance(s, exclude=e)),
+                     "peak_bytes": _peak(lambda s=built, a=args: plan_rebalance(s, **a)),
                      "plan": plan})
+        del built
     for row in rows:
         row["time_over_copy"] = row["time_s"] / copy_s
         plan = row.pop("plan", None)
@@ -111,6 +155,7 @@ def run(nodes: int, zones: int, partitions: int, rf: int, repeat: int) -> dict[s
                 "stuck": len(plan.stuck),
                 "figures_before": plan.before.to_dict(),
                 "figures_after": plan.after.to_dict(),
+                "metrics": [m.to_dict() for m in plan.metrics],
             })
     return {
         "config": {"nodes": nodes, "zones": zones, "partitions": partitions, "replication_factor": rf,
@@ -124,23 +169,26 @@ def run(nodes: int, zones: int, partitions: int, rf: int, repeat: int) -> dict[s
 
 
 def _table(result: dict[str, Any]) -> str:
-    head = (f"{'step':42} {'time ms':>9} {'x copy':>7} {'peak MB':>8} {'moved':>6} {'bound':>6} "
-            f"{'ratio':>6} {'leaders':>7} {'max/mean':>8} {'dev':>4} {'ldr m/m':>7}")
+    head = (f"{'step':54} {'time ms':>9} {'x copy':>7} {'peak MB':>8} {'moved':>6} {'bound':>6} "
+            f"{'ratio':>6} {'leaders':>7} {'max/mean':>8} {'dev':>4} {'ldr m/m':>7} {'metric m/m':>11}")
     lines = [head, "-" * len(head)]
     for row in result["rows"]:
         after = row["figures_after"]
         ratio = row.get("moved_over_lower_bound")
+        metric = " ".join(f"{m['max_over_mean_before']:.2f}>{m['max_over_mean_after']:.2f}"
+                          for m in row.get("metrics", []))
         lines.append(
-            f"{row['step']:42} {row['time_s'] * 1000:9.1f} {row['time_over_copy']:7.2f} "
+            f"{row['step']:54} {row['time_s'] * 1000:9.1f} {row['time_over_copy']:7.2f} "
             f"{row['peak_bytes'] / 2**20:8.1f} {row.get('moved', ''):>6} {row.get('lower_bound', ''):>6} "
             f"{'' if ratio is None else f'{ratio:.3f}':>6} {row.get('leader_changes', ''):>7} "
             f"{after['replicas_max_over_mean']:8.4f} {after['max_deviation']:4d} "
-            f"{after['leaders_max_over_mean']:7.3f}")
+            f"{after['leaders_max_over_mean']:7.3f} {metric:>11}")
     base = result["baseline"]
     lines.append(f"baseline: {base['step']} = {base['time_s'] * 1000:.1f} ms; targets: full < 1 s, "
                  "incremental < 50 ms, moved / lower bound <= 1.05")
     lines.append("max/mean: replicas per capacity over the cluster's; dev: largest distance from an "
-                 "integer target; ldr m/m: leaderships per capacity, max over mean")
+                 "integer target; ldr m/m: leaderships per capacity, max over mean; metric m/m: metric "
+                 "per capacity, max over mean, before > after (estimated)")
     return "\n".join(lines)
 
 
