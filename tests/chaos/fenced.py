@@ -157,7 +157,9 @@ class FencingWorkload(Workload):
         op.revision = result.revision
         history.complete(op, "ok", result=result.partition.epoch if result.partition else None)
         if result.partition is not None:
-            self._observe(result.revision, [result.partition])
+            # Not an observation at result.revision: the answer to a retried move (its first
+            # answer lost) is the partition as it is now, with the move's original revision.
+            # As an epoch to announce it is fine: it is at least the move's.
             self.store.learn(partition, result.partition.epoch, "mover")
 
     def _heartbeat_loop(self, client: Client, stop: threading.Event) -> None:
