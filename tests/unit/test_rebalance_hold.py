@@ -19,7 +19,7 @@ from hacoord.core import ClusterState, apply, commands
 from hacoord.core.model import Node, Partition, Resource
 from hacoord.core.validate import validate
 from hacoord.placement import apply_plan, explain, plan_rebalance
-from tests.unit.test_rebalance import PROPERTY, assert_rules, clusters, copy, uniform
+from tests.unit.test_rebalance import PROPERTY, assert_rules, clusters, copy, uniform, zones_allow
 
 
 def scenario(state: ClusterState, seed: int) -> tuple[ClusterState, set[str], set[str], set[tuple[str, int]]]:
@@ -140,6 +140,8 @@ def test_a_cordoned_node_does_not_spoil_an_added_node(state, pick, cordon):
     assert_hold_rules(grown, plan, {held}, set(), set())
     assert plan.lower_bound <= len(plan.moves)
     assert all(m.to_node != held and m.from_node != held for m in plan.moves)
+    if zones_allow(balanced, grown, (held,)):
+        assert len(plan.moves) <= 1.05 * plan.lower_bound + 1, (len(plan.moves), plan.bound)
 
 
 # --- examples -----------------------------------------------------------------------------------
