@@ -331,9 +331,11 @@ def _set_node_liveness(state: ClusterState, cmd: c.SetNodeLiveness, rev: int) ->
              f"status must be one of {', '.join(NODE_STATUSES)}")
     _require(_integer(cmd.epoch) and cmd.epoch >= 1, "invalid_argument",
              "epoch must be a positive integer")
-    _check_term(state, cmd.term)
+    _require(_integer(cmd.term) and cmd.term >= 0, "invalid_argument",
+             "term must be a non-negative integer")
     _require(cmd.epoch == node.epoch, "stale_epoch",
              f"node {node.id!r} is at epoch {node.epoch}, not {cmd.epoch}")
+    _check_term(state, cmd.term)
     state.leader_term = cmd.term
     changed = _set_status(node, cmd.status, cmd.time)
     node.updated_at = cmd.time
