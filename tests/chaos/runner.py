@@ -187,8 +187,10 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             if member.alive() and member.proc is not None:
                 member.proc.send_signal(signal.SIGCONT)
         cluster.stop_all()
-    if "Traceback" in cluster.logs():
-        outcome.problems.append("a member logged a traceback")
+    traced = [m.id for m in cluster.members.values()  # whole logs: cluster.logs() keeps the tails
+              if m.log_path.exists() and "Traceback" in m.log_path.read_text(errors="replace")]
+    if traced:
+        outcome.problems.append(f"a member logged a traceback: {', '.join(traced)}")
     if outcome.problems:
         outcome.artifacts = _save(scenario, root, history)
     return outcome
