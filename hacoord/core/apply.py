@@ -668,8 +668,8 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
 
 
 def _remember(command: c.Command, outcome: Applied) -> dict[str, Any]:
-    """What a request id keeps: its revision and time, and enough to answer a retry. Node and
-    partition results are re-read from the state instead of copied (they dominate the table)."""
+    """What a request id keeps: its revision and time, and enough to answer a retry. Node results
+    are re-read from the state instead of copied (they dominate the table)."""
     record: dict[str, Any] = {"revision": outcome.revision, "time": float(command.time)}
     if isinstance(command, c.RegisterNode | c.SetNodeState | c.SetNodeLiveness):
         record["node"] = command.node_id
@@ -677,10 +677,9 @@ def _remember(command: c.Command, outcome: Applied) -> dict[str, Any]:
         # A retry must get the epoch this session was given, not a later session's.
         record["node"] = command.node_id
         record["epoch"] = outcome.result["epoch"]
-    elif isinstance(command, c.MovePartition | c.StartMove | c.ReportCaughtUp | c.CancelMove
-                    | c.SetPartitionLeader):
-        record["partition"] = [command.resource, command.partition]
     else:
+        # Partition changes included: a retry must learn the epoch its own change produced, not
+        # the partition as a later change left it (their results are small).
         record["result"] = copy.deepcopy(outcome.result)
     return record
 
@@ -692,7 +691,7 @@ def _recall(state: ClusterState, record: dict[str, Any]) -> Applied:
         result = {"node": node.to_dict()} if node else {"node_id": record["node"]}
         if "epoch" in record:
             result["epoch"] = record["epoch"]
-    elif "partition" in record:
+    elif "partition" in record:  # records in snapshots written before results were kept
         name, index = record["partition"]
         res = state.resources.get(name)
         if res is not None and 0 <= index < len(res.partitions):

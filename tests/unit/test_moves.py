@@ -272,3 +272,13 @@ def test_balance_metric_is_recorded_and_validated(state: ClusterState) -> None:
     ok(state, commands.UpdateResource(time=T0, name="r", balance_metric=""))
     assert state.resources["r"].balance_metric is None
     refused(state, commands.UpdateResource(time=T0, name="nope", replication_factor=2), "not_found")
+
+
+def test_a_retried_partition_change_is_answered_with_the_epoch_it_produced(state: ClusterState) -> None:
+    move = commands.MovePartition(request_id="rid-move", time=T0, resource="r", partition=0,
+                                  from_node="b", to_node="c")
+    first = ok(state, move)
+    ok(state, commands.SetPartitionLeader(time=T0, resource="r", partition=0, leader="c", term=1))
+    again = apply(state, move)
+    assert isinstance(again, Applied) and again.duplicate
+    assert again.result == first.result and again.result["partition"]["epoch"] == 2
