@@ -140,9 +140,17 @@ class FencingWorkload(Workload):
             self._observe(table.revision, table.partitions)
             route = rng.choice(table.partitions)
             source = rng.choice(route.replicas)
-            target = rng.choice([n for n in self.nodes if n not in route.replicas])
+            choices = self.targets(route.replicas)
+            if not choices:
+                continue
+            target = rng.choice(choices)
             op = new_write(history, "mover", "move", (route.partition, source, target))
             self._move(client, history, op, route.partition, source, target)
+
+    def targets(self, replicas: tuple[str, ...]) -> list[str]:
+        """Nodes a move may go to."""
+        with self._lock:
+            return [n for n in self.nodes if n not in replicas]
 
     def _move(self, client: Client, history: History, op: Op, partition: int, source: str,
               target: str) -> None:
@@ -166,7 +174,9 @@ class FencingWorkload(Workload):
         for _ in range(LOOP_LIMIT):
             if stop.wait(self.heartbeat_every):
                 return
-            for node, epoch in self.sessions.items():
+            with self._lock:
+                sessions = list(self.sessions.items())
+            for node, epoch in sessions:
                 try:
                     client.node_heartbeat(node, epoch)
                 except HacoordError:

@@ -29,6 +29,7 @@ from tests.chaos.checker import check_one_leader_per_term, check_revisions
 from tests.chaos.feeds import FeedSampler
 from tests.chaos.fenced import FencingWorkload
 from tests.chaos.history import History
+from tests.chaos.membership import MembershipWorkload
 from tests.chaos.nemesis import NETWORK_FAULTS, LinkFault, Nemesis
 from tests.chaos.network import ProxiedCluster
 from tests.chaos.resolve import resolve
@@ -53,7 +54,8 @@ class Scenario:
     read_share: float = 0.3
     member_args: tuple[str, ...] = ("--log-compaction-min-entries", "200")
     #: "set": unique adds + consistent reads; "register": read/write/cas; "fencing": partition
-    #: ownership with fencing epochs (see tests.chaos.fenced).
+    #: ownership with fencing epochs (see tests.chaos.fenced); "membership": the same while data
+    #: nodes join and drain away through two-phase moves (tests.chaos.membership).
     workload: str = "set"
     registers: int = 4
     #: Send each client's reads to its home member only (not to the leader it learnt): a
@@ -85,6 +87,8 @@ def make_workload(scenario: Scenario) -> Workload:
         return RegisterWorkload(scenario.read_share, scenario.registers)
     if scenario.workload == "fencing":
         return FencingWorkload()
+    if scenario.workload == "membership":
+        return MembershipWorkload()
     if scenario.workload == "set":
         return SetWorkload(scenario.read_share)
     raise ValueError(f"unknown workload {scenario.workload!r}")

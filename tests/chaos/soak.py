@@ -1,10 +1,11 @@
 """``make soak DURATION=2h``: random scenarios back to back until the time is up.
 
 Each round draws a seed, a fault (process or network, see tests.chaos.nemesis), a workload (set,
-registers or fencing), a cluster size (5 members more often than 3) and a client deadline (one
-attempt, so that faults leave unknown writes to resolve, or ten seconds of retries), runs it with
-tighter snapshots (log compaction every 50 entries, so snapshot installs are frequent), and stops
-at the first failure, printing the seed and the artifacts directory that replay it.
+registers, fencing, or data nodes joining and draining away), a cluster size (5 members more often
+than 3) and a client deadline (one attempt, so that faults leave unknown writes to resolve, or ten
+seconds of retries), runs it with tighter snapshots (log compaction every 50 entries, so snapshot
+installs are frequent), and stops at the first failure, printing the seed and the artifacts
+directory that replay it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main() -> int:
             name=f"soak-{rounds}", fault=rng.choice(FAULTS), seed=seed,
             size=rng.choice([3, 5, 5]), hold=rng.uniform(6, 15),
             clients_per_member=rng.choice([2, 2, 3]),
-            workload=rng.choice(["set", "register", "fencing"]),
+            workload=rng.choice(["set", "register", "fencing", "membership"]),
             client_deadline=rng.choice([1.0, 10.0]),
             member_args=("--log-compaction-min-entries", "50"))
         with tempfile.TemporaryDirectory(prefix="hacoord-soak-") as tmp:

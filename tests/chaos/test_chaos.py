@@ -55,6 +55,8 @@ SCENARIOS = [
     Scenario("fencing-kill-leader", "kill_leader", seed=22, workload="fencing"),
     Scenario("fencing-isolate-minority-5", "isolate_minority", seed=23, size=5, workload="fencing"),
     Scenario("fencing-one-way-loss", "one_way_loss", seed=24, workload="fencing"),
+    # Data nodes joining and draining away (two-phase moves by the leader's rebalancer).
+    Scenario("membership-kill-leader", "kill_leader", seed=25, workload="membership", hold=8.0),
 ]
 
 

@@ -26,8 +26,10 @@ from tests.chaos.checker import (
 from tests.chaos.feeds import FeedSampler
 from tests.chaos.fenced import FencedStore
 from tests.chaos.history import Op
+from tests.chaos.membership import MembershipWorkload
 from tests.chaos.network import Link, Network, ProxiedCluster, raft_address
 from tests.chaos.resolve import resolve
+from tests.chaos.workloads import Context
 from tests.integration.harness import LocalCluster, free_ports, wait_for
 
 
@@ -265,3 +267,20 @@ def test_slow_lossy_links_delay_and_retransmit_in_order(
     assert receiver.received == b"".join(frames)
     stats = network.stats()["a>b"]
     assert stats["delayed_frames"] == 40 and 0 < stats["retransmitted_frames"] < 40
+
+
+def test_membership_check_catches_a_short_partition_and_a_removed_node_left_behind() -> None:
+    work = MembershipWorkload()
+    work.counts["caught_up"] = 1
+    moved = Op(process="mover", f="move", value=(0, "d1", "d2"), invoked=0.0, completed=1.0,
+               status="ok")
+    work.store.write(0, 1, "d1", "w")
+    routes = [(5, "fenced", 0, ("d1", "d2"), "d1", 3), (9, "fenced", 0, ("d2",), "d2", 4)]
+    work.removed.add("d9")
+    problems = work.check([moved], Context(final_nodes={"d1", "d2", "d9"}, routes=routes))
+    assert any("below its replication factor" in p for p in problems), problems
+    assert any("d9" in p for p in problems), problems
+    healthy = MembershipWorkload()
+    healthy.counts["caught_up"] = 1
+    healthy.store.write(0, 1, "d1", "w")
+    assert healthy.check([moved], Context(final_nodes={"d1", "d2"}, routes=routes[:1])) == []
