@@ -127,7 +127,7 @@ def _partition_event(state: ClusterState, rev: int, resource: str, index: int, p
                      reason: str) -> Event:
     """``PartitionChanged``: the partition's replicas, leader and epoch after the change, and the
     replica it is adding (``adding``: the target of its pending move, empty when none)."""
-    move = state.moves.get(move_key(resource, index))
+    move = state.move_of(resource, index)
     return Event("PartitionChanged", rev, {
         "resource": resource, "partition": index, "replicas": list(part.replicas),
         "leader": part.leader, "epoch": part.epoch, "adding": [move.to_node] if move else [],
@@ -215,7 +215,7 @@ def _remove_node(state: ClusterState, cmd: c.RemoveNode, rev: int) -> Applied:
             del part.replicas[slot]
         else:
             part.replicas[slot] = new
-            pending = state.moves.get(move_key(res.name, i))
+            pending = state.move_of(res.name, i)
             if pending is not None and pending.to_node == new:
                 del state.moves[pending.key]  # a forced removal places the replica at once
         if part.leader == cmd.node_id:
@@ -440,16 +440,6 @@ def _move_partition(state: ClusterState, cmd: c.MovePartition, rev: int) -> Appl
     return Applied(rev, {"partition": event.data}, (event,))
 
 
-def _in_flight(state: ClusterState) -> tuple[int, dict[str, int]]:
-    """Pending moves in the cluster, and per node (as source or target)."""
-    per_node: dict[str, int] = {}
-    for move in state.moves.values():
-        for node_id in (move.from_node, move.to_node):
-            if node_id is not None:
-                per_node[node_id] = per_node.get(node_id, 0) + 1
-    return len(state.moves), per_node
-
-
 def _start_move(state: ClusterState, cmd: c.StartMove, rev: int) -> Applied:
     res, part = _partition(state, cmd.resource, cmd.partition)
     _check_term(state, cmd.term)
@@ -471,7 +461,7 @@ def _start_move(state: ClusterState, cmd: c.StartMove, rev: int) -> Applied:
         _check_node_id(state, cmd.from_node)
         _require(cmd.from_node in part.replicas, "invalid_argument",
                  f"{cmd.from_node!r} holds no replica of {key}")
-    total, per_node = _in_flight(state)
+    total, per_node = len(state.moves), state.moves_per_node()
     _require(total < settings.max_moves, "throttled",
              f"{total} moves in flight, the cluster limit is {settings.max_moves}")
     for node_id in (cmd.from_node, cmd.to_node):

@@ -315,6 +315,20 @@ class ClusterState:
             removed={node_id: dict(record) for node_id, record in data.get("removed", [])},
         )
 
+    def move_of(self, resource: str, partition: int) -> PendingMove | None:
+        """The pending move of ``resource``/``partition``, or None."""
+        return self.moves.get(move_key(resource, partition)) if self.moves else None
+
+    def moves_per_node(self) -> dict[str, int]:
+        """Pending moves each node takes part in (as source or target); nodes in none are left
+        out."""
+        per_node: dict[str, int] = {}
+        for move in self.moves.values():
+            for node_id in (move.from_node, move.to_node):
+                if node_id is not None:
+                    per_node[node_id] = per_node.get(node_id, 0) + 1
+        return per_node
+
     def replica_counts(self) -> dict[str, int]:
         """Replicas held by each known node (nodes holding none included, with 0)."""
         counts = {node_id: 0 for node_id in self.nodes}

@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable
 
 from hacoord.core.events import Event
-from hacoord.core.model import NODE_ADMIN, NODE_STATUSES, ClusterState, move_key, valid_address, valid_id
+from hacoord.core.model import NODE_ADMIN, NODE_STATUSES, ClusterState, valid_address, valid_id
 
 
 def _node_problems(state: ClusterState, node_id: str) -> list[str]:
@@ -50,7 +50,7 @@ def _partition_problems(state: ClusterState, name: str, i: int) -> list[str]:
         problems.append(f"{where}: replicas but no leader")
     if part.epoch < 1:
         problems.append(f"{where}: epoch {part.epoch} < 1")
-    move = state.moves.get(move_key(name, i))
+    move = state.move_of(name, i)
     if move is not None:
         if move.to_node in part.replicas or move.to_node not in state.nodes:
             problems.append(f"{where}: pending move to {move.to_node!r}, a replica or unknown node")

@@ -108,22 +108,12 @@ def wanted(plan: Plan, state: ClusterState, pinned: Iterable[tuple[str, int]] = 
             and (running or m.reason in REPAIR_REASONS)]
 
 
-def in_flight(state: ClusterState) -> dict[str, int]:
-    """Pending moves per node (as source or target)."""
-    per_node: dict[str, int] = {}
-    for move in state.moves.values():
-        for node_id in (move.from_node, move.to_node):
-            if node_id is not None:
-                per_node[node_id] = per_node.get(node_id, 0) + 1
-    return per_node
-
-
 def admissible(moves: Sequence[Move], state: ClusterState) -> list[Move]:
     """The moves to start now, in order, within the throttles (pending moves counted; at most one
     per partition)."""
     settings = state.rebalance
     room = settings.max_moves - len(state.moves)
-    per_node = in_flight(state)
+    per_node = state.moves_per_node()
     seen: set[tuple[str, int]] = set()
     out = []
     for move in moves:

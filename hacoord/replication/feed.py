@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from hacoord.core.events import Event
-from hacoord.core.model import ClusterState, move_key
+from hacoord.core.model import ClusterState
 
 DEFAULT_CAPACITY = 20_000
 
@@ -191,5 +191,5 @@ def _route_dict(route: Route | None) -> dict[str, object] | None:
 
 
 def _adding(state: ClusterState, resource: str, partition: int) -> tuple[str, ...]:
-    move = state.moves.get(move_key(resource, partition))
+    move = state.move_of(resource, partition)
     return (move.to_node,) if move else ()

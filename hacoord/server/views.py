@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hacoord.core.model import ClusterState, Resource, move_key
+from hacoord.core.model import ClusterState, Resource
 
 
 def resource_summary(resource: Resource) -> dict[str, Any]:
@@ -24,12 +24,11 @@ def routing(state: ClusterState, resource_name: str | None = None) -> dict[str, 
     names = [resource_name] if resource_name else sorted(state.resources)
     resources = {}
     used: set[str] = set()
-    moves = state.moves
     for name in names:
         res = state.resources[name]
         parts = []
         for i, part in enumerate(res.partitions):
-            move = moves.get(move_key(name, i)) if moves else None
+            move = state.move_of(name, i)
             adding = [move.to_node] if move else []
             parts.append({"partition": i, "replicas": list(part.replicas), "leader": part.leader,
                           "epoch": part.epoch, "adding": adding})
@@ -56,7 +55,7 @@ def node_view(state: ClusterState, node_id: str) -> dict[str, Any]:
             held.append({"resource": move.resource, "partition": move.partition, "leader": False,
                          "epoch": part.epoch, "catching_up": True})
     node["replicas"] = held
-    node["moves"] = sum(node_id in (m.from_node, m.to_node) for m in state.moves.values())
+    node["moves"] = state.moves_per_node().get(node_id, 0)
     return node
 
 
