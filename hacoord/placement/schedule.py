@@ -45,12 +45,15 @@ class Inputs:
     pinned: frozenset[tuple[str, int]]
 
 
-def inputs(state: ClusterState, now: float) -> Inputs:
-    """The planner's ``exclude``, ``hold`` and ``pinned`` for ``state`` at leader time ``now``."""
+def inputs(state: ClusterState, now: float, drain: Iterable[str] = ()) -> Inputs:
+    """The planner's ``exclude``, ``hold`` and ``pinned`` for ``state`` at leader time ``now``;
+    ``drain`` adds nodes to plan as if they were draining (a dry run's what-if)."""
     delay = state.rebalance.rereplicate_after
+    drained = frozenset(drain)
     exclude, hold = [], []
     for node in state.nodes.values():
-        if node.admin == "draining" or (node.status == "down" and now - node.status_since >= delay):
+        if (node.admin == "draining" or node.id in drained
+                or (node.status == "down" and now - node.status_since >= delay)):
             exclude.append(node.id)
         elif node.admin == "cordoned" or node.status != "up":
             hold.append(node.id)
@@ -85,12 +88,10 @@ def planning_view(state: ClusterState) -> ClusterState:
                         rebalance=state.rebalance)
 
 
-def plan_for(state: ClusterState, now: float) -> tuple[Plan, Inputs]:
-    """The plan the rebalancer works from, and what it was told."""
-    given = inputs(state, now)
-    plan = plan_rebalance(planning_view(state), exclude=given.exclude, hold=given.hold,
+def plan_for(state: ClusterState, given: Inputs) -> Plan:
+    """The plan for ``state`` told ``given`` (see :func:`inputs`)."""
+    return plan_rebalance(planning_view(state), exclude=given.exclude, hold=given.hold,
                           pinned=given.pinned, balance_metric=balance_metrics(state))
-    return plan, given
 
 
 def balance_metrics(state: ClusterState) -> dict[str, str]:

@@ -24,8 +24,8 @@ from hacoord import __version__
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.health import summary as health_summary
 from hacoord.core.model import REQUEST_RETENTION
-from hacoord.placement import explain, plan_rebalance
-from hacoord.placement.schedule import balance_metrics, eta_seconds, inputs, planning_view, waves
+from hacoord.placement import explain
+from hacoord.placement.schedule import eta_seconds, inputs, plan_for, waves
 from hacoord.replication.base import Replicator
 from hacoord.replication.feed import Compacted
 from hacoord.server.coordinator import Coordinator
@@ -489,10 +489,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         if unknown:
             raise ApiError("not_found", f"unknown node(s) {', '.join(map(repr, unknown))}")
         now = rebalancer.clock()
-        given = inputs(state, now)
-        drained = given.exclude | frozenset(exclude)
-        plan = plan_rebalance(planning_view(state), exclude=drained, hold=given.hold - drained,
-                              pinned=given.pinned, balance_metric=balance_metrics(state))
+        plan = plan_for(state, inputs(state, now, drain=exclude))
         settings = state.rebalance
         return reply({"revision": state.revision, "dry_run": True, "plan": plan.to_dict(),
                       "throttle": {"max_moves": settings.max_moves,

@@ -87,8 +87,7 @@ class Rebalancer:
         given = inputs(state, now)
         key = (state.revision, given.exclude, given.hold)
         if self._cache is None or self._cache[0] != key:
-            plan, given = plan_for(state, now)
-            self._cache = (key, plan, given)
+            self._cache = (key, plan_for(state, given), given)
         return self._cache[1], self._cache[2]
 
     def progress(self) -> dict[str, Any]:
