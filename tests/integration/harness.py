@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -171,3 +172,17 @@ class LocalCluster:
     def logs(self) -> str:
         return "\n".join(f"--- {m.id}\n{m.log_path.read_text(errors='replace')[-4000:]}"
                          for m in self.members.values() if m.log_path.exists())
+
+
+@contextmanager
+def running_cluster(root: Path, size: int = 3, extra_args: tuple[str, ...] = ()) -> Iterator[LocalCluster]:
+    """A started :class:`LocalCluster`, stopped on the way out, whose member logs must then hold
+    no traceback."""
+    cluster = LocalCluster(root, size, extra_args)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+        logs = cluster.logs()
+        assert "Traceback" not in logs, logs

@@ -15,7 +15,7 @@ import pytest
 
 from hacoord import Client
 from hacoord.client import HacoordError
-from tests.integration.harness import LocalCluster, wait_for
+from tests.integration.harness import LocalCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +25,9 @@ BEAT_EVERY = 0.2
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    running = LocalCluster(tmp_path / "c", 3, ("--suspect-after", str(SUSPECT_AFTER),
-                                               "--down-after", str(DOWN_AFTER)))
-    running.start()
-    try:
+    with running_cluster(tmp_path / "c", 3, ("--suspect-after", str(SUSPECT_AFTER),
+                                             "--down-after", str(DOWN_AFTER))) as running:
         yield running
-    finally:
-        running.stop_all()
-        logs = running.logs()
-        assert "Traceback" not in logs, logs
 
 
 def node_status(cluster: LocalCluster, member: str, node: str) -> str:

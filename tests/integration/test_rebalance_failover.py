@@ -14,21 +14,15 @@ import pytest
 
 from hacoord import Client
 from hacoord.client import Conflict, StaleEpoch
-from tests.integration.harness import LocalCluster, wait_for
+from tests.integration.harness import LocalCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    running = LocalCluster(tmp_path / "c", 3)
-    running.start()
-    try:
+    with running_cluster(tmp_path / "c", 3) as running:
         yield running
-    finally:
-        running.stop_all()
-        logs = running.logs()
-        assert "Traceback" not in logs, logs
 
 
 def report_caught_up(client: Client) -> int:
