@@ -237,7 +237,7 @@ class FakeCoordinator:
                 yield event
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the fake holds no connections."""
 
 
 class RecordingHandler(AssignmentHandler):
