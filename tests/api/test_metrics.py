@@ -25,8 +25,15 @@ def scrape(api: httpx.Client) -> dict[str, list]:
     return {f.name: f.samples for f in text_string_to_metric_families(response.text)}
 
 
-def value(samples: list, **labels: str) -> float:
-    return next(s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items()))
+def value(samples: list, sample: str | None = None, **labels: str) -> float:
+    """The value of the first sample with these labels (and, when given, this sample name).
+
+    Name the sample for histograms and summaries: their first sample is a bucket or a count
+    depending on the type, and a bucket's value depends on how long a request took.
+    """
+    return next(s.value for s in samples
+                if (sample is None or s.name == sample)
+                and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def test_metrics_follow_the_state_and_the_api(api: httpx.Client) -> None:
@@ -42,7 +49,8 @@ def test_metrics_follow_the_state_and_the_api(api: httpx.Client) -> None:
     assert value(metrics["hacoord_partitions"], health="healthy") == 4.0
     assert value(metrics["hacoord_ready"]) == 1.0
     latency = metrics["hacoord_api_request_seconds"]
-    assert value(latency, route="/v1/nodes", method="POST", status="201") >= 1
+    assert value(latency, "hacoord_api_request_seconds_count",
+                 route="/v1/nodes", method="POST", status="201") == 2
     assert any(s.labels.get("status") == "400" and s.name.endswith("_count") for s in latency)
 
     api.patch("/v1/nodes/a", json={"status": "down"})
@@ -60,7 +68,7 @@ def test_apply_moves_liveness_and_rebalancer_metrics(api: httpx.Client) -> None:
         api.post("/v1/nodes", json={"id": node_id, "address": "127.0.0.1:1", "zone": zone})
     api.post("/v1/resources", json={"name": "r", "partitions": 4, "replicas": 2})
     metrics = scrape(api)
-    assert value(metrics["hacoord_apply_seconds"]) >= 4  # the _count sample: commands applied
+    assert value(metrics["hacoord_apply_seconds"], "hacoord_apply_seconds_count") >= 4  # commands applied
     assert value(metrics["hacoord_moves_in_flight"]) == 0.0
     assert value(metrics["hacoord_maintenance"]) == 0.0
     assert value(metrics["hacoord_liveness_tracked_nodes"]) == 3.0
