@@ -393,16 +393,20 @@ class _Planner:
                     key = (max(0, wanted - n_held), covered)
                     demand[key] = demand.get(key, 0) + 1
                 if n_ok and not (ld is not None and keeps[ld] and ld in reps):
-                    # Leadership tallies, unless a held node keeps the leadership.
-                    if n_act:
+                    # Leadership tallies, unless a held node keeps the leadership. A partition
+                    # that may not change (pinned, or outside ``resources``) and is led by no
+                    # eligible node keeps that leader: it is no leadership the eligible nodes
+                    # can share, and counting it would set targets no plan can reach.
+                    valid = ld is not None and active[ld] and ld in reps
+                    if n_act and (valid or movable):
                         total += 1
                         if n_act == 1:
                             sole[last] += 1
-                        if ld is not None and active[ld] and ld in reps:
+                        if valid:
                             lead[ld] += 1
                             if movable:
                                 led[ld][pid] = None
-                        elif movable:
+                        else:
                             self.lead_forced[pid] = None
                 if n_ok == len(reps) == wanted and n_ok <= 1:
                     pid += 1
