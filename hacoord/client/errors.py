@@ -9,7 +9,7 @@ The tree::
     │   ├── Conflict                 409 already_exists, node_not_empty, not_enough_nodes, stale_plan
     │   │   └── StaleEpoch           409 stale_epoch: the node started a newer session; start one
     │   ├── Compacted                410 compacted: watch asked for history no longer kept
-    │   ├── ServiceUnavailable       503 no_leader / unavailable, 504 timeout: retried by the client
+    │   ├── ServiceUnavailable       503 no_leader / not_ready / unavailable, 504 timeout: retried
     │   │   └── NotLeader            503 not_leader: .leader names the member that leads, if known
     │   └── ServerError              500 internal_error and any other unexpected status
     ├── UnavailableError             no endpoint answered usefully before the deadline (.cause)
@@ -134,6 +134,7 @@ _CLASS_BY_CODE: dict[str, type[ApiError]] = {
     "compacted": Compacted,
     "not_leader": NotLeader,
     "no_leader": ServiceUnavailable,
+    "not_ready": ServiceUnavailable,
     "unavailable": ServiceUnavailable,
     "timeout": ServiceUnavailable,
     "internal_error": ServerError,

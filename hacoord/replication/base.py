@@ -68,6 +68,17 @@ class MemberStatus:
     applied_commands: int = 0
     apply_seconds: float = 0.0
     peers: dict[str, Any] = field(default_factory=dict)
+    #: The state has been applied as far as the member had it (reads are served).
+    loaded: bool = True
+    #: Why the member is out of Raft after a failed write or sync of its files, if it is.
+    storage_failure: str | None = None
+    storage_failures: int = 0
+    snapshot_index: int = 0
+    snapshot_writes: int = 0
+    snapshot_write_failures: int = 0
+    snapshot_write_seconds: float = 0.0
+    #: After ``hacoord member rejoin``: no vote until caught up with a leader.
+    rejoining: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -105,6 +116,13 @@ class Replicator(Protocol):
     async def submit(self, command: Command, timeout: float) -> Outcome:
         """Replicate ``command`` and return its outcome once applied here. Leader only; raises
         :class:`NotLeaderError`, :class:`NotAppliedError` or :class:`OutcomeUnknownError`."""
+
+    @property
+    def loaded(self) -> bool:
+        """True once the state has been applied as far as the member had it; reads wait for it."""
+
+    def begin_stop(self) -> None:
+        """Shutdown has begun: answer long polls now; stand for no election."""
 
     def status(self) -> MemberStatus:
         """A snapshot of this member's Raft and state-machine status."""

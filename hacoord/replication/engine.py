@@ -1,10 +1,17 @@
 """``HacoordSyncObj``: the PySyncObj engine as hacoord runs it.
 
 On top of :class:`~hacoord.replication.raft_safety.SafeSyncObj` (the Raft-safety fixes) it
-* builds the library over an :class:`~hacoord.replication.poller.EpollPoller`, so the member's
-  event loop can watch Raft's sockets through one descriptor;
+* builds the library over an :class:`~hacoord.replication.poller.EpollPoller` (or a poller the
+  caller passes), so the member's event loop can watch Raft's sockets through one descriptor;
 * stores the log in a :class:`~hacoord.replication.journal.HacoordJournal` (checksummed,
-  fdatasync'd) instead of the library's unflushed mmap journal;
+  fdatasync'd, fail-stop) instead of the library's unflushed mmap journal;
+* keeps snapshots in a :class:`~hacoord.replication.snapshot_store.SnapshotStore` instead of the
+  library's ``Serializer``: own dumps written off the loop, received ones staged until installed;
+* checks, before its first tick, that journal, vote record and dump agree, and refuses
+  (:class:`~hacoord.replication.storage.StorageCorrupt`) to start from files that lost something
+  this member acknowledged;
+* loads and installs snapshots itself (keeping the log entries after a matching last entry),
+  and restores the state machine from them;
 * syncs that journal before a follower acknowledges appended entries; and
 * lets the replicator send new entries right after the tick that added them.
 
@@ -15,54 +22,186 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pysyncobj.syncobj as _syncobj_module
+from pysyncobj import SyncObjConf
+from pysyncobj.node import Node, TCPNode
+from pysyncobj.poller import Poller
+from pysyncobj.transport import TCPTransport
 
+from hacoord.core.model import ClusterState
 from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.poller import EpollPoller
 from hacoord.replication.raft_safety import SafeSyncObj
+from hacoord.replication.snapshot import SnapshotError, SnapshotHeader
+from hacoord.replication.snapshot_store import SnapshotStore, SnapshotWriter
+from hacoord.replication.statemachine import StateMachine
+from hacoord.replication.storage import FaultHook, StorageCorrupt
+
+
+def _not_used(*_args: Any) -> Any:
+    raise AssertionError("SnapshotStore replaces the library's serializer hooks")
 
 
 class HacoordSyncObj(SafeSyncObj):
-    """A SafeSyncObj over an epoll poller and hacoord's journal (``durable``: fdatasync it).
+    """A SafeSyncObj over hacoord's poller, journal and snapshot store. See the module docstring.
 
-    ``conf.journalFile`` must be set. ``journal`` is the :class:`HacoordJournal` in use.
+    ``conf.journalFile`` and ``conf.fullDumpFile`` must be set. ``durable`` fdatasyncs the
+    journal and snapshots; ``snapshot_writer``, ``poller``, ``fault`` and ``rng`` are seams for
+    tests (a writer that finishes when told; a poller that delivers simulated messages; a hook
+    that can stop the member at a named point of a storage operation; seeded randomness).
+
+    Raises :class:`StorageCorrupt` (refuse to start) or
+    :class:`~hacoord.replication.storage.StorageError` (cannot read or write) from the
+    constructor. ``journal`` is the :class:`HacoordJournal` in use, ``snapshots`` the store.
     """
 
-    def __init__(self, *args: Any, durable: bool = True, early_election_step: float = 0.05,
-                 **kwargs: Any) -> None:
-        self.poller = EpollPoller()
+    def __init__(self, selfNode: Node | str | None, otherNodes: Any, conf: SyncObjConf, *,
+                 state_machine: StateMachine, durable: bool = True,
+                 snapshot_writer: SnapshotWriter | None = None, poller: Poller | None = None,
+                 fault: FaultHook | None = None, early_election_step: float = 0.05,
+                 rng: random.Random | None = None, nodeClass: type[Node] = TCPNode,
+                 transportClass: Any = TCPTransport) -> None:
+        if conf.journalFile is None or conf.fullDumpFile is None:
+            raise ValueError("hacoord needs a journal and a dump file (journalFile, fullDumpFile)")
+        self.poller = poller if poller is not None else EpollPoller()
         self.early_election_step = early_election_step
+        self._rng = rng if rng is not None else random.Random()
         self.on_early_election: Callable[[float], None] | None = None
+        self.state_machine = state_machine
+        self.snapshots = SnapshotStore(conf.fullDumpFile, lambda: state_machine.state,
+                                       snapshot_writer, durable, fault)
         self.journal: HacoordJournal | None = None
-        self.loading_snapshot = False
         self._sent_up_to = 0
+        self._staged: tuple[SnapshotHeader, ClusterState] | None = None
+        conf.serializer = conf.deserializer = _not_used  # the store does this work
 
         def make_journal(path: str | None) -> HacoordJournal:
-            if path is None:
-                raise ValueError("hacoord needs a journal file (conf.journalFile)")
-            self.journal = HacoordJournal(path, durable=durable)
+            self.journal = HacoordJournal(str(path), durable=durable, fault=fault)
             return self.journal
 
-        # The library creates its poller and journal inside __init__ (and may tick from there):
-        # hand it ours for the duration.
-        originals = (_syncobj_module.createPoller, _syncobj_module.createJournal)
+        # The library creates its poller, journal and serializer inside __init__ (and may tick
+        # from there): hand it ours for the duration.
+        originals = (_syncobj_module.createPoller, _syncobj_module.createJournal,
+                     _syncobj_module.Serializer)
         _syncobj_module.createPoller = lambda _kind: self.poller
         _syncobj_module.createJournal = make_journal
+        _syncobj_module.Serializer = lambda *_args: self.snapshots
         try:
-            super().__init__(*args, **kwargs)
+            super().__init__(selfNode, otherNodes, conf=conf, consumers=[state_machine],
+                             nodeClass=nodeClass, transportClass=transportClass)
+        except BaseException:
+            if self.journal is not None:
+                self.journal.abandon()
+            raise
         finally:
-            _syncobj_module.createPoller, _syncobj_module.createJournal = originals
+            (_syncobj_module.createPoller, _syncobj_module.createJournal,
+             _syncobj_module.Serializer) = originals
+        try:
+            self._check_files()
+        except BaseException:
+            self.abandon()
+            raise
+
+    # --- start ------------------------------------------------------------------------------
+
+    def _check_files(self) -> None:
+        """Refuse journal, vote record and dump that cannot be what this member synced."""
+        journal = self.journal
+        assert journal is not None
+        self.snapshots.discard_leftovers()
+        dump = Path(self.snapshots.path)
+        term = journal.getCurrentTerm()
+        if journal.rejoining:
+            term = 0  # its files were moved aside on purpose (hacoord member rejoin)
+        if not journal.existed and journal.meta_existed and term > 0:
+            raise StorageCorrupt(journal.path, f"missing, while {journal.meta_path.name} records "
+                                 f"term {term}: the log this member acknowledged is gone")
+        if journal.opened_entries == 0 and journal.meta_existed and term > 0:
+            raise StorageCorrupt(journal.path, f"holds no entry, while {journal.meta_path.name} "
+                                 f"records term {term}: it was emptied or truncated")
+        header: SnapshotHeader | None = None
+        if dump.exists():
+            try:
+                header, _ = self.snapshots.load(with_state=False)
+            except (OSError, SnapshotError) as exc:
+                raise StorageCorrupt(dump, f"unreadable snapshot: {exc}") from None
+        first = journal.opened_first_index
+        if header is None and first is not None and first > 1:
+            raise StorageCorrupt(dump, f"missing, but the journal starts at index {first}: the "
+                                 "entries before it exist only in that snapshot")
+        if header is not None and first is not None and first > header.index:
+            raise StorageCorrupt(journal.path, f"starts at index {first}, after the snapshot's last "
+                                 f"index {header.index}: the entries between are missing")
+        held = max(journal.opened_last_index or 0, header.index if header else 0)
+        committed = journal.getRaftCommitIndex()
+        if committed > max(held, 1):
+            raise StorageCorrupt(journal.path, f"ends at index {held}, but this member had "
+                                 f"committed up to index {committed}: entries it acknowledged "
+                                 "are missing")
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802,N803
-        """The library's one real snapshot install: while it runs, the state may be replaced
-        (``loading_snapshot``); other reads of the snapshot file are look-ups only."""
-        self.loading_snapshot = True
+        """The library's start-up load of the dump (the only caller left): adopt it by the
+        same rule as an install, keeping journal entries after a matching last entry."""
         try:
-            super()._SyncObj__loadDumpFile(clearJournal)
-        finally:
-            self.loading_snapshot = False
+            header, state = self.snapshots.load()
+        except (OSError, SnapshotError) as exc:
+            raise StorageCorrupt(self.snapshots.path, f"unreadable snapshot: {exc}") from None
+        assert state is not None
+        self._adopt(header, state, self._holds(header.last))
+
+    # --- snapshots (SafeSyncObj's storage hooks) -----------------------------------------------
+
+    def _holds(self, entry: tuple[Any, int, int]) -> bool:
+        log = self._SyncObj__raftLog
+        if len(log) == 0 or entry[1] < log[0][1]:
+            return False
+        held = self._SyncObj__getEntries(entry[1], 1)
+        return bool(held) and held[0][2] == entry[2]
+
+    def _safe_snapshot_chunk(self, serialized: Any) -> bool:
+        return self.snapshots.setTransmissionData(serialized)
+
+    def _safe_snapshot_staged(self) -> tuple[Any, int, int]:
+        header, state = self.snapshots.read_received()
+        assert state is not None
+        self._staged = (header, state)
+        return header.last
+
+    def _safe_discard_staged(self) -> None:
+        self._staged = None
+        self.snapshots.discard_received()
+
+    def _safe_install_staged(self, keep_tail: bool) -> None:
+        assert self._staged is not None
+        header, state = self._staged
+        self._staged = None
+        # The dump first (durably), then the journal: a crash in between restarts from the new
+        # dump, and the load keeps or replaces the journal by the same rule.
+        self.snapshots.install_received(header)
+        self._adopt(header, state, keep_tail)
+
+    def _adopt(self, header: SnapshotHeader, state: ClusterState, keep_tail: bool) -> None:
+        """Make the snapshot the applied state; align the log with it."""
+        log = self._SyncObj__raftLog
+        if keep_tail:
+            pos = header.prev[1] - log[0][1]
+            if pos > 0:
+                log.deleteEntriesTo(pos)
+        else:
+            log.replace([header.prev, header.last])
+        self.state_machine.restore(state)
+        self._SyncObj__raftLastApplied = header.index
+        # A snapshot holds applied, hence committed, entries only.
+        commit = max(self._SyncObj__raftCommitIndex, header.index)
+        commit = min(commit, log[-1][1])
+        if commit != self._SyncObj__raftCommitIndex:
+            self._SyncObj__raftCommitIndex = commit
+            log.setRaftCommitIndex(commit)
+
+    # --- running ----------------------------------------------------------------------------
 
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
         """Losing the connection to the leader (its process died, its host rebooted) is strong
@@ -75,10 +214,10 @@ class HacoordSyncObj(SafeSyncObj):
         super()._SyncObj__onNodeDisconnected(node)
         if node != self._getLeader() or self._isLeader() or self.selfNode is None:
             return
-        survivors = sorted(n.address for n in self.otherNodes if n != node)
-        survivors = sorted([*survivors, self.selfNode.address])
-        slot = survivors.index(self.selfNode.address)
-        delay = self.early_election_step * (slot + random.uniform(0.0, 0.5))
+        survivors = sorted(n.id for n in self.otherNodes if n != node)
+        survivors = sorted([*survivors, self.selfNode.id])
+        slot = survivors.index(self.selfNode.id)
+        delay = self.early_election_step * (slot + self._rng.uniform(0.0, 0.5))
         soon = _syncobj_module.monotonicTime() + delay
         self._SyncObj__raftElectionDeadline = min(self._SyncObj__raftElectionDeadline, soon)
         if self.on_early_election is not None:
@@ -100,3 +239,20 @@ class HacoordSyncObj(SafeSyncObj):
         if self.journal is not None:
             self.journal.sync()
         super()._safe_send_ack(*args, **kwargs)
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Clean stop: close connections, stop a snapshot write, sync and close the journal."""
+        self.snapshots.close()
+        super().destroy()
+
+    def abandon(self) -> None:
+        """Stop without writing anything more (after a storage failure; or a simulated crash):
+        connections closed, a snapshot write stopped, the journal closed unsynced."""
+        self.snapshots.close()
+        transport = getattr(self, "_SyncObj__transport", None)
+        if transport is not None:
+            transport.destroy()
+        if self.journal is not None:
+            self.journal.abandon()

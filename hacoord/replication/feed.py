@@ -50,6 +50,7 @@ class ChangeFeed:
         self._undo: deque[object] = deque()  # what each event replaced, aligned with _events
         self._routing: Routing = {}
         self._waiters: list[asyncio.Future[None]] = []
+        self.closed = False
 
     def record(self, events: Iterable[Event]) -> None:
         """Append the events of one applied command (all of one revision)."""
@@ -163,9 +164,15 @@ class ChangeFeed:
             out.append(event)
         return out
 
+    def close(self) -> None:
+        """The member is stopping: answer every long poll now, and later ones at once."""
+        self.closed = True
+        self._wake()
+
     async def wait(self, revision: int, timeout: float) -> None:
-        """Return when there are events after ``revision``, the feed resets, or after timeout."""
-        if self.revision > revision or revision < self.floor:
+        """Return when there are events after ``revision``, the feed resets or closes, or after
+        timeout."""
+        if self.revision > revision or revision < self.floor or self.closed:
             return
         future = asyncio.get_running_loop().create_future()
         self._waiters.append(future)

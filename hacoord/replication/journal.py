@@ -7,13 +7,23 @@ reads back as garbage. This journal implements the same interface (PySyncObj's `
 swapped in when the engine is built, and:
 
 * appends each record with ``pwrite``: ``[length u32][crc32 u32][index u64][term u64][command]``;
-* on open, reads records up to the first one that is incomplete or fails its checksum, and cuts
-  the file there (a crash can only tear the tail);
 * :meth:`sync` fdatasyncs the file if anything changed since the last call; the replicator calls
   it before the leader counts its own copy towards a commit and before a follower acknowledges;
-* keeps the vote and commit index in a small side file written atomically, fsynced (with its
-  directory) whenever the vote changes, since Raft requires the vote to be durable before it is
-  used.
+* keeps the vote and commit index in a small side file (``.meta``) replaced atomically and
+  synced whenever the vote changes, since Raft requires the vote to be durable before it is used.
+
+Fail stop. Every failed write, truncate or sync raises :class:`StorageError` and leaves the
+journal *failed*: each later call raises too. A failed append first cuts its partial record back
+(so no later append can land after garbage), and a failed ``fdatasync`` is never retried as if the
+data were safe: the owner abandons the journal and reopens the file from what is durable
+(:attr:`durable_end` says how far that is).
+
+Torn tail or corruption. On open, records are read up to the first one that is incomplete, fails
+its checksum or breaks the run of indexes. If nothing intact follows it, that is a torn last write
+(a crash can only tear what was not yet synced): the tail is cut. If an intact record of a later
+index follows it, the damage is in the middle of the journal and cutting would drop records this
+member may have acknowledged: :class:`StorageCorrupt` (the member refuses to start). A bad header
+or an unreadable ``.meta`` file is refused the same way.
 
 With ``durable=False`` nothing is synced (a power loss may then lose acknowledged writes; a
 process crash still cannot, since the page cache survives it).
@@ -23,94 +33,201 @@ Threads: used only by the thread that ticks PySyncObj (the member's event loop).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import struct
 import zlib
 from pathlib import Path
 from typing import Any
 
+from hacoord.replication.storage import (
+    FaultHook,
+    StorageCorrupt,
+    StorageError,
+    fsync_dir,
+    open_private,
+    replace_atomically,
+    write_all,
+)
+
+log = logging.getLogger(__name__)
+
 HEADER = struct.Struct("<IIQQ")  # length of the rest, crc32 of the rest, index, term
+INDEX = struct.Struct("<Q")
 MAGIC = b"HACOORD-JOURNAL-1\n"
 
 Entry = tuple[bytes, int, int]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def encode_record(command: bytes | str, idx: int, term: int) -> bytes:
+    """One journal record (exposed for tests that forge or damage journals)."""
+    cmd = command if isinstance(command, bytes) else command.encode()
+    rest = struct.pack("<QQ", idx, term) + cmd
+    return struct.pack("<II", len(rest), zlib.crc32(rest)) + rest
+
+
+def _record_at(data: bytes, offset: int) -> tuple[int, int, int] | None:
+    """``(end, index, term)`` of an intact record starting at ``offset``, else None."""
+    if offset < 0 or offset + HEADER.size > len(data):
+        return None
+    length, crc, idx, term = HEADER.unpack_from(data, offset)
+    end = offset + 8 + length
+    if length < 16 or end > len(data) or zlib.crc32(data[offset + 8:end]) != crc:
+        return None
+    return end, idx, term
 
 
 class HacoordJournal:
-    """A PySyncObj journal (same methods) over a checksummed append-only file."""
+    """A PySyncObj journal (same methods) over a checksummed append-only file.
 
-    def __init__(self, path: str | Path, durable: bool = True) -> None:
+    Public attributes: ``durable`` (fdatasync on :meth:`sync`), ``dirty`` (changes since the
+    last sync), ``syncs`` (fdatasyncs done), ``torn_tail_bytes`` (cut on open),
+    ``durable_end`` (file offset up to which the content is known to be on disk), ``failed``
+    (the :class:`StorageError` that stopped it, or None).
+    """
+
+    def __init__(self, path: str | Path, durable: bool = True, fault: FaultHook | None = None) -> None:
         self.path = Path(path)
         self.meta_path = Path(str(path) + ".meta")
         self.durable = durable
+        self.fault = fault
         self.dirty = False
         self.syncs = 0
         self.torn_tail_bytes = 0
+        self.failed: StorageError | None = None
         self._entries: list[Entry] = []
         self._offsets: list[int] = []
         self._meta: dict[str, Any] = self._read_meta()
         self._meta_saved = True
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        self._end = self._load()
+        self.meta_existed = self.meta_path.exists()
+        self.existed = self.path.exists()
+        try:
+            self._fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise StorageError("open", self.path, exc) from None
+        try:
+            self._end = self._load()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.durable_end = self._end
+        #: What the file held when opened (before PySyncObj adds anything): start-up checks.
+        self.opened_entries = len(self._entries)
+        self.opened_first_index = self._entries[0][1] if self._entries else None
+        self.opened_last_index = self._entries[-1][1] if self._entries else None
 
     # --- file ---------------------------------------------------------------------------------
 
     def _load(self) -> int:
-        size = os.fstat(self._fd).st_size
-        if size == 0:
-            os.pwrite(self._fd, MAGIC, 0)
-            self._sync_now()
-            _fsync_dir(self.path)
+        try:
+            size = os.fstat(self._fd).st_size
+            data = os.pread(self._fd, size, 0) if size else b""
+        except OSError as exc:
+            raise StorageError("read", self.path, exc) from None
+        if len(data) < len(MAGIC) and MAGIC.startswith(data):
+            # New, or torn while it was being created: (re)write the header.
+            try:
+                os.ftruncate(self._fd, 0)
+                write_all(self._fd, MAGIC, 0)
+                os.fdatasync(self._fd)
+                fsync_dir(self.path.parent)
+            except OSError as exc:
+                raise StorageError("create", self.path, exc) from None
             return len(MAGIC)
-        data = os.pread(self._fd, size, 0)
         if not data.startswith(MAGIC):
-            raise ValueError(f"{self.path} is not a hacoord journal")
+            raise StorageCorrupt(self.path, "not a hacoord journal (bad header)", offset=0)
         offset = len(MAGIC)
-        while offset + HEADER.size <= size:
-            length, crc, idx, term = HEADER.unpack_from(data, offset)
-            body_start = offset + 8
-            body_end = body_start + length
-            if length < 16 or body_end > size or zlib.crc32(data[body_start:body_end]) != crc:
+        last_idx: int | None = None
+        while offset < size:
+            record = _record_at(data, offset)
+            if record is None or (last_idx is not None and record[1] != last_idx + 1):
                 break
+            end, idx, term = record
             self._offsets.append(offset)
-            self._entries.append((data[offset + HEADER.size:body_end], idx, term))
-            offset = body_end
+            self._entries.append((data[offset + HEADER.size:end], idx, term))
+            last_idx, offset = idx, end
         if offset < size:
+            self._check_tail(data, offset, last_idx)
             self.torn_tail_bytes = size - offset
-            os.ftruncate(self._fd, offset)
-            self._sync_now()
+            log.warning("%s: cut a torn last write of %d bytes at offset %d (last intact "
+                        "record: index %s)", self.path, self.torn_tail_bytes, offset, last_idx)
+            try:
+                os.ftruncate(self._fd, offset)
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise StorageError("truncate", self.path, exc) from None
         return offset
 
-    @staticmethod
-    def _record(command: bytes | str, idx: int, term: int) -> bytes:
-        cmd = command if isinstance(command, bytes) else command.encode()
-        rest = struct.pack("<QQ", idx, term) + cmd
-        return struct.pack("<II", len(rest), zlib.crc32(rest)) + rest
+    def _check_tail(self, data: bytes, offset: int, last_idx: int | None) -> None:
+        """Raise StorageCorrupt if an intact record of a later index follows the bad one."""
+        if last_idx is None:
+            # The first record is bad: no index to look for, so try every offset after it.
+            for start in range(offset + 1, len(data) - HEADER.size + 1):
+                if _record_at(data, start) is not None:
+                    raise StorageCorrupt(
+                        self.path, f"the first record is damaged but an intact record follows "
+                        f"it at offset {start} (corruption, not a torn last write)", offset=offset)
+            return
+        for wanted in (last_idx + 1, last_idx + 2):
+            needle = INDEX.pack(wanted)
+            at = data.find(needle, offset + 1)
+            while at != -1:
+                start = at - 8  # the index follows the length and crc fields
+                if start == offset and _record_at(data, start) is not None:
+                    raise StorageCorrupt(
+                        self.path, f"the record after index {last_idx} has index {wanted}: "
+                        f"index {last_idx + 1} is missing", offset=offset)
+                if start > offset and _record_at(data, start) is not None:
+                    raise StorageCorrupt(
+                        self.path, f"the record after index {last_idx} is damaged but an intact "
+                        f"record of index {wanted} follows it at offset {start} (corruption, "
+                        "not a torn last write)", offset=offset)
+                at = data.find(needle, at + 1)
 
-    def _sync_now(self) -> None:
-        os.fdatasync(self._fd)
-        self.syncs += 1
+    def _check(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+
+    def _fail(self, operation: str, exc: BaseException) -> StorageError:
+        self.failed = StorageError(operation, self.path, exc)
+        return self.failed
 
     def sync(self) -> None:
         """Make every change so far durable (no-op when nothing changed or not durable)."""
-        if self.dirty:
-            if self.durable:
-                self._sync_now()
-            self.dirty = False
+        if not self.dirty:
+            return
+        self._check()
+        if self.durable:
+            try:
+                if self.fault is not None:
+                    self.fault("journal.sync")
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise self._fail("fdatasync", exc) from None
+            self.syncs += 1
+            self.durable_end = self._end
+        self.dirty = False
 
     # --- PySyncObj's Journal interface --------------------------------------------------------
 
     def add(self, command: bytes, idx: int, term: int) -> None:
-        record = self._record(command, idx, term)
-        os.pwrite(self._fd, record, self._end)
+        self._check()
+        record = encode_record(command, idx, term)
+        try:
+            if self.fault is not None:
+                half = len(record) // 2
+                write_all(self._fd, record[:half], self._end)
+                self.fault("journal.add")
+                write_all(self._fd, record[half:], self._end + half)
+            else:
+                write_all(self._fd, record, self._end)
+        except OSError as exc:
+            # Cut the partial record back, so that no later append lands after garbage.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._end)
+            raise self._fail("append", exc) from None
         self._offsets.append(self._end)
         self._entries.append((bytes(command) if not isinstance(command, bytes) else command,
                               idx, term))
@@ -125,35 +242,58 @@ class HacoordJournal:
         self._truncate_at(entryFrom)
 
     def _truncate_at(self, position: int) -> None:
+        self._check()
         if position >= len(self._entries):
             return
-        self._end = self._offsets[position] if position > 0 else len(MAGIC)
+        end = self._offsets[position] if position > 0 else len(MAGIC)
+        try:
+            os.ftruncate(self._fd, end)
+        except OSError as exc:
+            raise self._fail("truncate", exc) from None
+        self._end = end
+        self.durable_end = min(self.durable_end, end)
         del self._entries[position:]
         del self._offsets[position:]
-        os.ftruncate(self._fd, self._end)
         self.dirty = True
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802,N803
-        """Drop entries at list positions < ``entryTo`` (after a snapshot): rewrite the file."""
-        keep = self._entries[entryTo:]
-        tmp = Path(str(self.path) + ".tmp")
+        """Drop entries at list positions < ``entryTo`` (after a snapshot): rewrite the file.
+
+        If the rewrite fails (a full disk, say) the journal stays as it was - longer, but whole
+        and consistent with the snapshot - and the next compaction tries again.
+        """
+        self._check()
+        try:
+            self._rewrite(self._entries[entryTo:])
+        except StorageError as exc:
+            log.warning("journal compaction skipped, the journal stays longer: %s", exc)
+
+    def replace(self, entries: list[Entry]) -> None:
+        """Make ``entries`` the whole journal, atomically (a snapshot install without a kept
+        tail). Raises :class:`StorageError` and fails the journal if it cannot."""
+        self._check()
+        try:
+            self._rewrite(list(entries))
+        except StorageError as exc:
+            self.failed = exc
+            raise
+
+    def _rewrite(self, keep: list[Entry]) -> None:
+        records = [encode_record(*entry) for entry in keep]
         offsets, offset = [], len(MAGIC)
-        with open(tmp, "wb") as f:
-            f.write(MAGIC)
-            for entry in keep:
-                record = self._record(*entry)
-                f.write(record)
-                offsets.append(offset)
-                offset += len(record)
-            f.flush()
-            if self.durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        if self.durable:
-            _fsync_dir(self.path)
+        for record in records:
+            offsets.append(offset)
+            offset += len(record)
+        replace_atomically(self.path, MAGIC + b"".join(records), self.durable, self.fault)
+        try:
+            fd = open_private(self.path, os.O_RDWR)
+        except OSError as exc:
+            raise self._fail("reopen", exc) from None
         os.close(self._fd)
-        self._fd = os.open(self.path, os.O_RDWR)
+        self._fd = fd
         self._entries, self._offsets, self._end = list(keep), offsets, offset
+        self.durable_end = offset if self.durable else len(MAGIC)
+        self.dirty = False
 
     def __getitem__(self, item: int | slice) -> Any:
         return self._entries[item]
@@ -162,9 +302,18 @@ class HacoordJournal:
         return len(self._entries)
 
     def _destroy(self) -> None:
-        self.sync()
-        self._store_meta()
-        os.close(self._fd)
+        """Clean close: sync, save the commit index, close. A failed journal only closes."""
+        if self.failed is None:
+            self.sync()
+            if not self._meta_saved:
+                self._store_meta()
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Close without writing anything more (a crash, or after a storage failure)."""
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd = -1
 
     def flush(self) -> None:
         self.sync()
@@ -173,22 +322,30 @@ class HacoordJournal:
 
     def _read_meta(self) -> dict[str, Any]:
         try:
-            return json.loads(self.meta_path.read_text())
+            meta = json.loads(self.meta_path.read_bytes())
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            raise StorageError("read", self.meta_path, exc) from None
         except ValueError as exc:
-            raise ValueError(f"{self.meta_path} is corrupt: {exc}") from None
+            raise StorageCorrupt(self.meta_path, f"not valid JSON ({exc})") from None
+        ok = (isinstance(meta, dict)
+              and isinstance(meta.get("term", 0), int) and meta.get("term", 0) >= 0
+              and isinstance(meta.get("commit_index", 1), int)
+              and (meta.get("voted_for") is None or isinstance(meta.get("voted_for"), str)))
+        if not ok:
+            raise StorageCorrupt(self.meta_path, "not a journal meta record (term, vote, commit "
+                                 "index)")
+        return meta
 
     def _store_meta(self) -> None:
-        tmp = Path(str(self.meta_path) + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(self._meta, sort_keys=True))
-            f.flush()
-            if self.durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.meta_path)
-        if self.durable:
-            _fsync_dir(self.meta_path)
+        self._check()
+        try:
+            replace_atomically(self.meta_path, json.dumps(self._meta, sort_keys=True).encode(),
+                               self.durable, self.fault)
+        except StorageError as exc:
+            self.failed = exc
+            raise
         self._meta_saved = True
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802,N803
@@ -210,8 +367,32 @@ class HacoordJournal:
     def getVotedForNodeId(self) -> str | None:  # noqa: N802
         return self._meta.get("voted_for")
 
+    @property
+    def rejoining(self) -> bool:
+        """Set by ``hacoord member rejoin``: this member's log was moved aside, so it must not
+        vote or stand for election until it has caught up with a leader."""
+        return bool(self._meta.get("rejoining", False))
+
+    def finish_rejoin(self) -> None:
+        """The member caught up with a leader after a rejoin: it may vote again (durably)."""
+        if self.rejoining:
+            self._meta.pop("rejoining", None)
+            self._store_meta()
+
     def onOneSecondTimer(self) -> None:  # noqa: N802
         # The commit index is a hint (it is recomputed from the leader); saving it once a
         # second is enough.
         if not self._meta_saved:
             self._store_meta()
+
+
+def cut_to_durable(path: str | Path, durable_end: int) -> None:
+    """After a failed sync, drop what the journal file holds beyond its last successful sync:
+    the page cache may show data the disk does not have. Raises ``OSError``."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_size > durable_end:
+            os.ftruncate(fd, durable_end)
+            os.fsync(fd)
+    finally:
+        os.close(fd)

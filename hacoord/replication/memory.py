@@ -36,8 +36,14 @@ class MemoryReplicator:
     def state(self) -> ClusterState:
         return self._state
 
+    loaded = True  # nothing to load
+
     async def start(self) -> None:
         """Nothing to open."""
+
+    def begin_stop(self) -> None:
+        """Answer long polls now."""
+        self.feed.close()
 
     async def stop(self) -> None:
         """Nothing to close."""

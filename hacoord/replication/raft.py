@@ -1,4 +1,4 @@
-"""The Raft replicator: PySyncObj driven from the member's asyncio event loop.
+"""The Raft replicator: a :class:`~hacoord.replication.driver.RaftDriver` on the member's event loop.
 
 Design (see ARCHITECTURE.md for what it absorbs from PySyncObj 0.3.17):
 
@@ -14,24 +14,30 @@ Design (see ARCHITECTURE.md for what it absorbs from PySyncObj 0.3.17):
   callbacks, which never fire for entries a follower received inside a snapshot; every wait has
   a timeout, after which the outcome is unknown and a retry with the same request id is safe.
 * Journal plus snapshot, always together: hacoord's checksummed journal, synced before anything
-  is acknowledged (:mod:`hacoord.replication.journal`), and its own JSON snapshot format.
+  is acknowledged (:mod:`hacoord.replication.journal`), and its own checksummed snapshots,
+  written by a child process off the loop (:mod:`hacoord.replication.snapshot_store`).
+* Fail stop. A failed write or sync of the member's files (a full disk, an I/O error) stops the
+  member's part in Raft at once: the engine is dropped unsynced, the member reports not ready
+  and says why once, and every few seconds it tries to build a new engine from what is durable
+  on disk. Files that cannot be what the member synced make it refuse to start instead
+  (:class:`FatalReplicationError` naming the file and ``hacoord member rejoin``).
+* No reads before the state is loaded: :attr:`RaftReplicator.loaded` is false until the member,
+  since it started (or reopened), has heard from a leader and applied up to that leader's
+  commit index - so it never serves an older state than it served before it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import itertools
 import logging
+import os
 import socket
-import time
 import uuid
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pysyncobj import FAIL_REASON, SyncObjConf
 
 from hacoord.core.apply import apply
 from hacoord.core.commands import Command, encode
@@ -45,58 +51,30 @@ from hacoord.replication.base import (
     OutcomeUnknownError,
     ReplicationError,
 )
-from hacoord.replication.engine import HacoordSyncObj
+from hacoord.replication.driver import FAIL_NAMES, JOURNAL_FILE, RaftDriver, RaftTuning
 from hacoord.replication.feed import ChangeFeed
 from hacoord.replication.invariants import InvariantWatch
-from hacoord.replication.journal import HacoordJournal
-from hacoord.replication.statemachine import StateMachine, encode_batch
+from hacoord.replication.journal import cut_to_durable
+from hacoord.replication.rejoin import member_lock
+from hacoord.replication.snapshot_store import SnapshotWriter
+from hacoord.replication.storage import (
+    FaultHook,
+    StorageCorrupt,
+    StorageError,
+    ensure_private_dir,
+)
 
 log = logging.getLogger(__name__)
 
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
-FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if k.isupper()}
+REOPEN_FIRST = 1.0   # seconds before the first reopen after a storage failure
+REOPEN_MAX = 10.0    # the longest wait between reopens
+
+__all__ = ["FAIL_NAMES", "FatalReplicationError", "RaftReplicator", "RaftTuning"]
 
 
 class FatalReplicationError(ReplicationError):
-    """The member cannot go on safely (unreadable snapshot, port taken, ...)."""
-
-
-@dataclass(frozen=True)
-class RaftTuning:
-    """Raft timing and batching. The defaults favour fast failover on a LAN or one host."""
-
-    tick_period: float = 0.01
-    append_entries_period: float = 0.05
-    election_timeout_min: float = 0.3
-    election_timeout_max: float = 0.6
-    connection_timeout: float = 1.0
-    connection_retry: float = 0.2
-    leader_fallback_timeout: float = 1.2
-    log_compaction_min_entries: int = 5000
-    log_compaction_min_time: float = 300.0
-    max_in_flight: int = 4
-    max_batch_commands: int = 256
-    max_batch_bytes: int = 256 * 1024
-    max_pending: int = 20_000
-    fsync: bool = True
-
-    def conf_kwargs(self) -> dict[str, Any]:
-        return {
-            "appendEntriesPeriod": self.append_entries_period,
-            "raftMinTimeout": self.election_timeout_min,
-            "raftMaxTimeout": self.election_timeout_max,
-            "connectionTimeout": self.connection_timeout,
-            "connectionRetryTime": self.connection_retry,
-            "leaderFallbackTimeout": self.leader_fallback_timeout,
-            "logCompactionMinEntries": self.log_compaction_min_entries,
-            "logCompactionMinTime": self.log_compaction_min_time,
-            # Batch mode, but the replicator sends new entries right after the tick that added
-            # them (HacoordSyncObj.send_new_entries): one message per follower per group-commit
-            # batch, instead of the library's choice between a message per command and a wait
-            # for the next heartbeat.
-            "appendEntriesUseBatch": True,
-            "appendEntriesBatchSizeBytes": 4 * self.max_batch_bytes,
-        }
+    """The member cannot go on safely (damaged files, port taken, ...)."""
 
 
 @dataclass
@@ -105,20 +83,18 @@ class _Waiter:
     command: Command
 
 
-@dataclass
-class _Batch:
-    request_ids: list[str]
-    deadline: float
-
-
 class RaftReplicator:
     """A member of a Raft group replicating :class:`ClusterState`. See the module docstring.
 
     All public methods must be called on the event loop that ran :meth:`start`.
+    ``snapshot_writer`` builds the writer of each engine's own dumps (default: a forked child);
+    ``fault`` is the tests' hook into storage operations (see :mod:`hacoord.replication.storage`).
     """
 
     def __init__(self, member_id: str, members: dict[str, MemberInfo], data_dir: Path,
-                 secret: str | None, tuning: RaftTuning | None = None) -> None:
+                 secret: str | None, tuning: RaftTuning | None = None, *,
+                 snapshot_writer: Callable[[], SnapshotWriter] | None = None,
+                 fault: FaultHook | None = None) -> None:
         if member_id not in members:
             raise ValueError(f"member {member_id!r} is not among the configured members")
         self.member_id = member_id
@@ -126,85 +102,213 @@ class RaftReplicator:
         self.data_dir = Path(data_dir)
         self.tuning = tuning or RaftTuning()
         self._secret = secret
+        self._snapshot_writer = snapshot_writer
+        self._fault = fault
         self._by_raft_address = {m.raft_address: m.id for m in members.values()}
-        self._sm = StateMachine(self._on_applied, self._on_restored)
         self.feed = ChangeFeed()
         self.invariants = InvariantWatch()
-        self._obj: HacoordSyncObj | None = None
-        self._journal: HacoordJournal | None = None
+        self._driver: RaftDriver | None = None
+        self._state = ClusterState()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._reopen: asyncio.TimerHandle | None = None
+        self._reopen_delay = REOPEN_FIRST
         self._tick_scheduled = False
-        self._queue: deque[tuple[str, bytes]] = deque()
         self._waiting: dict[str, _Waiter] = {}
-        self._batches: dict[int, _Batch] = {}
-        self._batch_ids = itertools.count(1)
         # Counted here, not only by SafeSyncObj: a failing journal sync or send after the
         # library's tick must make the member unready too.
         self.tick_failures = 0
         self.consecutive_tick_failures = 0
         self.leader_changes = 0
         self._last_leader: str | None = None
+        #: Set when the member cannot go on (the server then stops the process).
         self.fatal: str | None = None
+        #: Why the member is not taking part in Raft right now (a storage failure), or None.
+        self.storage_failure: str | None = None
+        self.storage_failures = 0
+        self.reopens = 0
+        #: The applied index the state must reach again before reads are served.
+        self._must_reach = 0
+        self._stopping = False
+        self._lock: int | None = None
+        self._loaded = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     @property
     def state(self) -> ClusterState:
-        return self._sm.state
+        return self._driver.sm.state if self._driver is not None else self._state
+
+    @property
+    def loaded(self) -> bool:
+        """True once the member, since it started (or reopened after a storage failure), has
+        heard from a leader and applied up to that leader's commit index (and at least what it
+        had applied before): until then its state may be older than what it served before, so
+        reads wait. Checked on every tick."""
+        return self._driver is not None and self._loaded
+
+    def _check_loaded(self, driver: RaftDriver) -> None:
+        obj = driver.obj
+        leader_commit = obj.leader_commit_index
+        if (obj._getLeader() is not None and leader_commit is not None
+                and obj.raftLastApplied >= max(leader_commit, self._must_reach)):
+            self._loaded = True
+            log.info("caught up at applied index %d (revision %d): serving reads",
+                     obj.raftLastApplied, self.state.revision)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        me = self.members[self.member_id]
-        _check_port_free(me.raft_address)
-        conf = SyncObjConf(
-            autoTick=False,
-            password=self._secret,
-            bindAddress=me.raft_address,
-            journalFile=str(self.data_dir / "raft.journal"),
-            fullDumpFile=str(self.data_dir / "raft.snapshot"),
-            serializer=self._sm.write_snapshot,
-            deserializer=self._sm.read_snapshot,
-            commandsWaitLeader=False,
-            dynamicMembershipChange=False,
-            maxBindRetries=1,
-            onStateChanged=self._on_role_changed,
-            **self.tuning.conf_kwargs(),
-        )
-        others = [m.raft_address for m in self.members.values() if m.id != self.member_id]
-        self._obj = HacoordSyncObj(me.raft_address, others, conf, consumers=[self._sm],
-                                   durable=self.tuning.fsync)
-        self._journal = self._obj.journal
-        obj = self._obj
-        self._sm.install_gate = lambda: obj.loading_snapshot
-        loop = self._loop
-        obj.on_early_election = lambda delay: loop.call_later(delay + 0.0005, self._schedule_tick)
-        self._loop.add_reader(self._obj.poller.fileno(), self._schedule_tick)
+        try:
+            ensure_private_dir(self.data_dir)
+        except OSError as exc:
+            raise FatalReplicationError(f"cannot use data directory {self.data_dir}: "
+                                        f"{exc.strerror}") from None
+        try:
+            self._lock = member_lock(self.data_dir)
+        except BlockingIOError:
+            raise FatalReplicationError(f"another member process is using {self.data_dir}") from None
+        except OSError as exc:
+            raise FatalReplicationError(f"cannot lock {self.data_dir}: {exc.strerror}") from None
+        try:
+            _check_port_free(self.members[self.member_id].raft_address)
+            self._open()
+        except (StorageCorrupt, StorageError, FatalReplicationError) as exc:
+            os.close(self._lock)
+            self._lock = None
+            if isinstance(exc, FatalReplicationError):
+                raise
+            prefix = "" if isinstance(exc, StorageCorrupt) else "cannot open this member's data: "
+            raise FatalReplicationError(prefix + str(exc)) from None
         self._timer = self._loop.call_later(self.tuning.tick_period, self._on_timer)
-        self._tick()
+        self._tick()  # loads the snapshot and applies what the journal holds as committed
+        if self.fatal:
+            await self.stop()
+            raise FatalReplicationError(self.fatal)
+
+    def _open(self) -> None:
+        """Build an engine from the files on disk and start watching its sockets."""
+        me = self.members[self.member_id]
+        others = [m.raft_address for m in self.members.values() if m.id != self.member_id]
+        writer = self._snapshot_writer() if self._snapshot_writer is not None else None
+        driver = RaftDriver(
+            me.raft_address, others, self.data_dir, self._secret, self.tuning,
+            on_applied=self._on_applied, on_restored=self._on_restored,
+            on_role_changed=self._on_role_changed, on_failed=self._on_batch_failed,
+            wanted=lambda rid: rid in self._waiting, snapshot_writer=writer, fault=self._fault)
+        self._driver = driver
+        self._loaded = False
+        self._must_reach = max(self._must_reach, driver.start_commit_index)
+        loop = self._loop
+        assert loop is not None
+        driver.obj.on_early_election = lambda delay: loop.call_later(delay + 0.0005,
+                                                                     self._schedule_tick)
+        loop.add_reader(driver.obj.poller.fileno(), self._schedule_tick)
+
+    def begin_stop(self) -> None:
+        """Shutdown has begun: this member no longer stands for election (a slow shutdown must
+        not depose the leader it is about to leave), and long polls are answered now."""
+        self._stopping = True
+        if self._driver is not None:
+            self._driver.obj.standing_down = True
+        self.feed.close()
 
     async def stop(self) -> None:
-        if self._loop is not None and self._obj is not None:
-            self._loop.remove_reader(self._obj.poller.fileno())
+        self.begin_stop()
         if self._timer is not None:
             self._timer.cancel()
-        for waiter in self._waiting.values():
-            if not waiter.future.done():
-                waiter.future.set_exception(NotAppliedError("member is shutting down"))
-        self._waiting.clear()
-        if self._obj is not None:
-            if self._journal is not None:
-                self._journal.sync()
-            self._obj.destroy()
-            self._obj.poller.close()
-            self._obj = None
+        if self._reopen is not None:
+            self._reopen.cancel()
+        self._fail_all(NotAppliedError("member is shutting down"))
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            self._state = driver.sm.state
+            self._unwatch(driver)
+            try:
+                driver.close()
+            except StorageError as exc:
+                log.error("stopping without a final journal sync: %s", exc)
+                driver.abandon()
+            driver.obj.poller.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _unwatch(self, driver: RaftDriver) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(driver.obj.poller.fileno())
+
+    # --- storage failure ----------------------------------------------------------------------
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        """Fail stop: drop the engine unsynced, answer waiters, plan a reopen from disk."""
+        driver = self._driver
+        if driver is None:
+            return
+        self.storage_failures += 1
+        self.storage_failure = str(exc)
+        durable_end = driver.journal.durable_end if driver.journal is not None else None
+        self._drop_engine(driver)
+        log.critical("storage failure: %s. This member stopped taking part in Raft (not ready; "
+                     "it acknowledges and votes for nothing) and will reopen its data from what "
+                     "is durable on disk", exc)
+        self._fail_all(OutcomeUnknownError(f"storage failure on {self.member_id}; retry with the "
+                                           "same request id"))
+        self._cut_to_durable(durable_end)
+        self._plan_reopen()
+
+    def _drop_engine(self, driver: RaftDriver) -> None:
+        """Stop the engine without another write; keep its state for status pages."""
+        self._driver = None
+        self._state = driver.sm.state
+        self._must_reach = max(self._must_reach, driver.obj.raftLastApplied)
+        self._unwatch(driver)
+        driver.abandon()
+        driver.obj.poller.close()
+
+    def _cut_to_durable(self, durable_end: int | None) -> None:
+        if durable_end is None:
+            return
+        path = self.data_dir / JOURNAL_FILE
+        try:
+            cut_to_durable(path, durable_end)
+        except OSError as exc:
+            log.warning("cannot cut %s back to its durable end yet: %s", path, exc)
+
+    def _plan_reopen(self) -> None:
+        if self._loop is None or self._stopping:
+            return
+        self._reopen = self._loop.call_later(self._reopen_delay, self._try_reopen)
+        self._reopen_delay = min(REOPEN_MAX, self._reopen_delay * 2)
+
+    def _try_reopen(self) -> None:
+        self._reopen = None
+        if self._stopping or self._driver is not None:
+            return
+        try:
+            self._open()
+        except StorageCorrupt as exc:
+            self.fatal = str(exc)
+            log.critical("%s", exc)
+            return
+        except (StorageError, OSError) as exc:
+            log.warning("reopen after the storage failure failed, trying again in %.0fs: %s",
+                        self._reopen_delay, exc)
+            self._plan_reopen()
+            return
+        self.reopens += 1
+        self.storage_failure = None
+        self._reopen_delay = REOPEN_FIRST
+        log.warning("reopened this member's data from disk (applied index %d); catching up "
+                    "before serving reads", self._driver.obj.raftLastApplied if self._driver else 0)
+        self._schedule_tick()
 
     # --- ticking ------------------------------------------------------------------------------
 
     def _on_timer(self) -> None:
         self._tick()
-        self._expire_batches()
+        if self._driver is not None:
+            self._driver.expire_batches()
         assert self._loop is not None
         self._timer = self._loop.call_later(self.tuning.tick_period, self._on_timer)
 
@@ -215,30 +319,30 @@ class RaftReplicator:
 
     def _tick(self) -> None:
         self._tick_scheduled = False
-        obj = self._obj
-        if obj is None:
+        driver = self._driver
+        if driver is None:
             return
-        self._propose()
-        if self._journal is not None:
-            # Entries the leader added in the previous tick become durable before this tick
-            # counts the leader's own copy towards a commit.
-            self._journal.sync()
+        again = False
         try:
-            obj.doTick(0.0)
-            obj.send_new_entries()
-            if self._journal is not None:
-                # The leader's own copy syncs while the followers receive and sync theirs.
-                self._journal.sync()
+            again = driver.tick()
             self.consecutive_tick_failures = 0
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        except StorageCorrupt as exc:
+            self.fatal = str(exc)
+            log.critical("%s", exc)
+            self._drop_engine(driver)
+            return
         except Exception:
             self.tick_failures += 1
             self.consecutive_tick_failures += 1
             if self.consecutive_tick_failures in (1, 10, 100) or self.consecutive_tick_failures % 1000 == 0:
                 log.exception("raft tick failed (%d in a row)", self.consecutive_tick_failures)
-        if self._sm.load_error and self.fatal is None:
-            self.fatal = self._sm.load_error
         self._note_leader()
-        if obj.poller.last_events or (self._queue and len(self._batches) < self.tuning.max_in_flight):
+        if not self._loaded and self._driver is not None:
+            self._check_loaded(self._driver)
+        if again:
             # Acks handled at the end of this tick move the commit index only in the next one.
             self._schedule_tick()
 
@@ -252,28 +356,27 @@ class RaftReplicator:
 
     def _on_role_changed(self, old: int, new: int) -> None:
         log.info("role %s -> %s", ROLES.get(old, old), ROLES.get(new, new))
-        if new != 2:
+        if new != 2 and self._driver is not None:
             # Deposed: nothing queued here will be proposed; callers retry on the new leader.
-            while self._queue:
-                rid, _ = self._queue.popleft()
+            for rid in self._driver.drop_queue():
                 self._fail(rid, NotAppliedError("leadership lost before the command was proposed"))
 
     # --- submitting ---------------------------------------------------------------------------
 
     def is_leader(self) -> bool:
-        return self._obj is not None and self._obj._isLeader()
+        return self._driver is not None and self._driver.obj._isLeader()
 
     def leader_id(self) -> str | None:
-        if self._obj is None:
+        if self._driver is None:
             return None
-        node = self._obj._getLeader()
+        node = self._driver.obj._getLeader()
         if node is None:
             return None
         return self._by_raft_address.get(node.address)
 
     @property
     def term(self) -> int:
-        return self._obj.raftCurrentTerm if self._obj is not None else 0
+        return self._driver.obj.raftCurrentTerm if self._driver is not None else 0
 
     async def submit(self, command: Command, timeout: float) -> Outcome:
         if self.fatal:
@@ -289,9 +392,9 @@ class RaftReplicator:
         if waiter is None:
             if len(self._waiting) >= self.tuning.max_pending:
                 raise NotAppliedError("too many commands in flight; retry later")
-            assert self._loop is not None
+            assert self._loop is not None and self._driver is not None
             waiter = self._waiting[rid] = _Waiter(self._loop.create_future(), command)
-            self._queue.append((rid, encode(command)))
+            self._driver.propose(rid, encode(command))
             self._schedule_tick()
         future = waiter.future
         try:
@@ -303,45 +406,9 @@ class RaftReplicator:
             if future.done() and self._waiting.get(rid) is waiter:
                 del self._waiting[rid]
 
-    def _propose(self) -> None:
-        """Move queued commands into the log, a batch at a time, within the in-flight bound."""
-        obj = self._obj
-        if obj is None or not self._queue or not obj._isLeader():
-            return
-        while self._queue and len(self._batches) < self.tuning.max_in_flight:
-            rids, raws, size = [], [], 0
-            while self._queue and len(rids) < self.tuning.max_batch_commands:
-                rid, raw = self._queue[0]
-                if rids and size + len(raw) > self.tuning.max_batch_bytes:
-                    break
-                self._queue.popleft()
-                if rid not in self._waiting:  # its caller gave up before it was proposed
-                    continue
-                rids.append(rid)
-                raws.append(raw)
-                size += len(raw)
-            if not rids:
-                continue
-            batch_id = next(self._batch_ids)
-            self._batches[batch_id] = _Batch(rids, time.monotonic() + 30.0)
-            self._sm.apply_batch(encode_batch(raws),
-                                 callback=lambda res, err, b=batch_id: self._on_batch_done(b, err))
-            self._schedule_tick()
-
-    def _on_batch_done(self, batch_id: int, err: int) -> None:
-        batch = self._batches.pop(batch_id, None)
-        if batch is not None and err != FAIL_REASON.SUCCESS:
-            reason = FAIL_NAMES.get(err, str(err))
-            for rid in batch.request_ids:
-                self._fail(rid, NotAppliedError(f"not committed ({reason}); retry"))
-        self._propose()
-
-    def _expire_batches(self) -> None:
-        """Forget batches whose callback never came (PySyncObj skips callbacks in some paths),
-        so they do not hold the in-flight bound forever. Their waiters time out on their own."""
-        now = time.monotonic()
-        for batch_id in [b for b, batch in self._batches.items() if batch.deadline < now]:
-            del self._batches[batch_id]
+    def _on_batch_failed(self, request_ids: list[str], reason: str) -> None:
+        for rid in request_ids:
+            self._fail(rid, NotAppliedError(f"not committed ({reason}); retry"))
 
     def _fail(self, rid: str, error: Exception) -> None:
         waiter = self._waiting.pop(rid, None)
@@ -349,10 +416,16 @@ class RaftReplicator:
             waiter.future.set_exception(error)
             waiter.future.exception()  # mark retrieved: the caller may have timed out already
 
+    def _fail_all(self, error: Exception) -> None:
+        for rid in list(self._waiting):
+            self._fail(rid, error)
+
     # --- applying -----------------------------------------------------------------------------
 
     def _on_applied(self, rid: str, outcome: Outcome) -> None:
-        if outcome.ok and outcome.events:
+        # After a reopen the engine applies the log again from its snapshot: the feed already
+        # holds those revisions, and the same log gives the same events.
+        if outcome.ok and outcome.events and outcome.revision > self.feed.revision:
             self.feed.record(outcome.events)
             self.invariants.observe(self.state, outcome)
         waiter = self._waiting.pop(rid, None) if rid else None
@@ -361,17 +434,21 @@ class RaftReplicator:
 
     def _on_restored(self) -> None:
         """A snapshot replaced the state: answer waiters whose commands it already contains."""
-        self.feed.reset(self.state.revision, self.state)
+        if self.state.revision > self.feed.revision:
+            self.feed.reset(self.state.revision, self.state)
         for rid in [r for r in self._waiting if r in self.state.requests]:
             self._on_applied(rid, apply(self.state, self._waiting[rid].command))
 
     # --- status -------------------------------------------------------------------------------
 
     def status(self) -> MemberStatus:
-        obj = self._obj
-        if obj is None:
-            return MemberStatus(self.member_id, "stopped", 0, None, 0, 0, self.state.revision,
-                                False, False)
+        driver = self._driver
+        if driver is None:
+            role = "storage_failed" if self.storage_failure else "stopped"
+            return MemberStatus(self.member_id, role, 0, None, 0, 0, self.state.revision,
+                                False, False, storage_failure=self.storage_failure,
+                                storage_failures=self.storage_failures, loaded=False)
+        obj = driver.obj
         raw = obj.getStatus()
         leader = self.leader_id()
         leader_commit = raw.get("leader_commit_idx") or 0
@@ -384,8 +461,10 @@ class RaftReplicator:
                 "connected": raw.get(f"partner_node_status_server_{addr}", 0) == 2,
                 "match_index": raw.get(f"match_idx_server_{addr}"),
             }
-        ready = (self.fatal is None and leader is not None and raw["has_quorum"]
+        loaded = self.loaded
+        ready = (self.fatal is None and loaded and leader is not None and raw["has_quorum"]
                  and self.consecutive_tick_failures < 3 and raw["last_applied"] >= leader_commit)
+        snapshots = obj.snapshots
         return MemberStatus(
             member_id=self.member_id,
             role=ROLES.get(raw["state"], "unknown"),
@@ -401,9 +480,16 @@ class RaftReplicator:
             leader_changes=self.leader_changes,
             invariant_violations=self.invariants.violations,
             in_flight=len(self._waiting),
-            applied_commands=self._sm.applied_commands,
-            apply_seconds=self._sm.apply_seconds,
+            applied_commands=driver.sm.applied_commands,
+            apply_seconds=driver.sm.apply_seconds,
             peers=peers,
+            loaded=loaded,
+            storage_failures=self.storage_failures,
+            snapshot_index=snapshots.header.index if snapshots.header else 0,
+            snapshot_writes=snapshots.writes,
+            snapshot_write_failures=snapshots.write_failures,
+            snapshot_write_seconds=snapshots.last_write_seconds,
+            rejoining=bool(driver.journal is not None and driver.journal.rejoining),
         )
 
 

@@ -35,7 +35,12 @@ start-up dump load and the tick are wrapped too, see the next sections).
     ``min(leaderCommit, last index covered)``, never backwards;
   - a snapshot older than the commit index is not installed (it would move the commit index
     and the applied state backwards); the ack then covers the snapshot's last index, which the
-    follower holds because it is committed, and the member's own dump is written again;
+    follower holds because it is committed;
+  - a newer snapshot is installed following Raft's InstallSnapshot rule (Figure 13, step 6):
+    if the follower holds an entry with the snapshot's last index and term, the entries after
+    it are kept (0.3.17 cleared the whole journal, dropping entries the follower had
+    acknowledged while the leader still counted them); otherwise the log is replaced by the
+    snapshot's entries. The ack covers the snapshot's last index and no more;
   - a chunked entry whose ``finish`` chunk does not yet complete the pickle (0.3.17's sender
     labels chunks by the command's length, not the pickle's) waits for the next chunk instead
     of raising.
@@ -54,13 +59,31 @@ start-up dump load and the tick are wrapped too, see the next sections).
   below ``matchIndex`` can only come from a follower that lost acknowledged entries (restart
   without its journal; acks on one link arrive in order), so ``matchIndex`` is lowered too.
   Every member of a cluster must run ``SafeSyncObj``: acks from an unpatched member carry no
-  term and are ignored.
+  term and are ignored.  Any ack whose ``last_log_idx`` is below ``matchIndex`` lowers
+  ``matchIndex`` to it: the leader never counts a follower for more than it says it holds.
+
+Snapshots
+=========
+Where a snapshot is staged, read and made the member's dump is the business of a subclass
+(:class:`~hacoord.replication.engine.HacoordSyncObj` with its
+:class:`~hacoord.replication.snapshot_store.SnapshotStore`): it implements
+:meth:`SafeSyncObj._safe_snapshot_chunk`, :meth:`SafeSyncObj._safe_snapshot_staged`,
+:meth:`SafeSyncObj._safe_discard_staged` and :meth:`SafeSyncObj._safe_install_staged`.
+``SafeSyncObj`` alone decides *whether* to install and what to keep, and refuses snapshots.
+
+Rejoin
+======
+A member whose files were moved aside (``hacoord member rejoin``) starts with an empty log.  Its
+vote could then elect a leader that lacks entries this member had acknowledged, so while its
+journal says ``rejoining`` it neither votes nor stands for election; once it has applied up to
+a leader's commit index it clears the mark (durably) and takes part again.
 
 Restart between full dump and journal compaction
 ================================================
 The library writes the full dump first and compacts the journal on a later tick; a restart in
 between cleared the whole journal, losing entries after the dump that the member may already
-have acknowledged.  ``SafeSyncObj`` compacts such a journal to the dump instead.
+have acknowledged.  ``HacoordSyncObj`` loads the dump by the same rule as an install: entries
+after a matching last entry are kept, and the journal is compacted to the dump.
 
 Tick-loop health
 ================
@@ -157,11 +180,24 @@ class SafeSyncObj(_syncobj.SyncObj):
         self.last_tick_error: str | None = None
         self.refused_truncations = 0
         self._safe_empty_log_reported = False
+        #: Set when the member is shutting down: it no longer stands for election.
+        self.standing_down = False
+        #: Received snapshots: installed keeping the log after them, installed replacing the
+        #: log, and ignored as older than the commit index.
+        self.snapshots_kept_tail = 0
+        self.snapshots_replaced_log = 0
+        self.snapshots_stale = 0
         super().__init__(selfNode, otherNodes, conf=conf, consumers=consumers,
                          nodeClass=nodeClass, transport=transport,
                          transportClass=transportClass)
 
     # -- health -----------------------------------------------------------------------------
+    @property
+    def leader_commit_index(self) -> int | None:
+        """The commit index the leader last told this member (its own, on the leader); None
+        until a leader was heard from."""
+        return self._SyncObj__leaderCommitIndex
+
     @property
     def log_is_empty(self) -> bool:
         """True when the Raft log holds no entry at all (0.3.17 then fails every tick)."""
@@ -170,6 +206,7 @@ class SafeSyncObj(_syncobj.SyncObj):
     def _onTick(self, timeToWait: float = 0.0) -> None:
         """The library's tick, counting failures (re-raised: the tick thread logs them)."""
         try:
+            self._safe_check_rejoin()
             super()._onTick(timeToWait)
         except Exception as exc:
             self.tick_failures += 1
@@ -190,8 +227,33 @@ class SafeSyncObj(_syncobj.SyncObj):
             self._safe_on_append_entries(node, message)
         elif kind == "next_node_idx":
             self._safe_on_next_node_idx(node, message)
+        elif kind == "request_vote" and self._safe_rejoining():
+            return  # no vote until caught up with a leader (see "Rejoin")
         else:
             _syncobj.SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    # -- rejoin -----------------------------------------------------------------------------
+    def _safe_rejoining(self) -> bool:
+        return bool(getattr(self._SyncObj__raftLog, "rejoining", False))
+
+    def _safe_check_rejoin(self) -> None:
+        """While rejoining (or standing down): never stand for election; once a rejoining
+        member has caught up with a leader, it takes part again."""
+        if self.standing_down and not self._isLeader():
+            self._SyncObj__raftElectionDeadline = (
+                _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
+            return
+        if not self._safe_rejoining():
+            return
+        leader_commit = self._SyncObj__leaderCommitIndex
+        if (self._SyncObj__raftLeader is not None and leader_commit is not None
+                and self._SyncObj__raftLastApplied >= leader_commit):
+            self._SyncObj__raftLog.finish_rejoin()
+            logger.info("rejoined: caught up with the leader at index %d; voting again",
+                        leader_commit)
+            return
+        self._SyncObj__raftElectionDeadline = (
+            _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
 
     # -- leader side ------------------------------------------------------------------------
     def _safe_on_next_node_idx(self, node: Node, message: dict[str, Any]) -> None:
@@ -202,13 +264,13 @@ class SafeSyncObj(_syncobj.SyncObj):
         if node not in match_index or node not in next_index:
             return
         acked = message["next_node_idx"]
+        last = message.get("last_log_idx", acked - 1)
         if message["success"]:
             # An ack covers what one message carried; an older batch's ack must not pull
             # nextIndex back behind batches already sent (that resend is what lost data).
-            match_index[node] = max(match_index[node], acked - 1)
+            match_index[node] = min(max(match_index[node], acked - 1), last)
             next_index[node] = max(next_index[node], acked)
         elif message["reset"]:
-            last = message.get("last_log_idx", acked - 1)
             if last < match_index[node]:
                 # Acks of one link arrive in order, and a follower never deletes entries it
                 # acknowledged in this term: it lost them (restarted without its log).
@@ -362,61 +424,56 @@ class SafeSyncObj(_syncobj.SyncObj):
         self._SyncObj__deleteEntriesFrom(idx)
 
     def _safe_install_snapshot(self, node: Node, serialized: Any) -> int | None:
-        """Take one snapshot chunk; when complete, install it unless older than the commit."""
-        if not self._SyncObj__serializer.setTransmissionData(serialized):
+        """Take one snapshot chunk; once complete, install it (Figure 13) unless it is older
+        than the commit index. Return the last index the ack covered, None if none was sent."""
+        if not self._safe_snapshot_chunk(serialized):
             return None  # more chunks to come (the library does not ack chunks either)
         try:
-            last_entry = tuple(self._SyncObj__serializer.deserialize()[1])
-        except Exception:
-            logger.exception("received snapshot from %s cannot be read", node)
+            last_entry = tuple(self._safe_snapshot_staged())
+        except Exception as exc:
+            logger.error("received snapshot from %s cannot be read: %s", node, exc)
+            self._safe_discard_staged()
             self._safe_send_ack(node, success=False, reset=True)
             return None
-        snapshot_idx = last_entry[1]
+        snapshot_idx, snapshot_term = last_entry[1], last_entry[2]
         if snapshot_idx <= self._SyncObj__raftCommitIndex:
             # Installing would move commit index and applied state backwards; the follower
-            # already holds everything up to its commit index.  The serializer has already
-            # replaced this member's own dump with the older one: write ours again.
-            logger.warning("ignoring snapshot from %s ending at %d: commit index is %d",
-                           node, snapshot_idx, self._SyncObj__raftCommitIndex)
-            self._SyncObj__lastSerializedEntry = None
-            self.forceLogCompaction()
+            # already holds everything up to its commit index.  Its own dump is untouched.
+            logger.info("ignoring snapshot from %s ending at %d: commit index is %d",
+                        node, snapshot_idx, self._SyncObj__raftCommitIndex)
+            self.snapshots_stale += 1
+            self._safe_discard_staged()
             self._safe_send_ack(node, next_idx=snapshot_idx + 1, success=True)
             return snapshot_idx
-        self._SyncObj__loadDumpFile(clearJournal=True)
-        if tuple(self._SyncObj__raftLog[-1]) != last_entry:
-            logger.error("snapshot from %s was not installed", node)
-            self._safe_send_ack(node, success=False, reset=True)
-            return None
+        held = (self._SyncObj__getEntries(snapshot_idx, 1)
+                if snapshot_idx >= self._SyncObj__raftLog[0][1] else [])
+        keep_tail = bool(held) and held[0][2] == snapshot_term
+        self._safe_install_staged(keep_tail)
+        if keep_tail:
+            self.snapshots_kept_tail += 1
+        else:
+            self.snapshots_replaced_log += 1
         self._safe_send_ack(node, next_idx=snapshot_idx + 1, success=True)
         return snapshot_idx
 
-    # -- restart ----------------------------------------------------------------------------
-    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
-        """Load the full dump; at start, keep journal entries that follow the dump's last entry.
+    # -- snapshot storage: provided by a subclass (HacoordSyncObj) ---------------------------
+    def _safe_snapshot_chunk(self, serialized: Any) -> bool:
+        """Stage one chunk of a received snapshot; True once a whole snapshot is staged."""
+        raise NotImplementedError("SafeSyncObj needs a snapshot store: use HacoordSyncObj")
 
-        The library writes the dump first and compacts the journal on a later tick.  A restart
-        in between finds a journal that does not start with the dump's two entries, and the
-        library then clears the whole journal - entries after the dump that this member may
-        already have acknowledged included.  Compact such a journal to the dump first instead.
-        """
-        if not clearJournal:
-            self._safe_compact_journal_to_dump()
-        _syncobj.SyncObj._SyncObj__loadDumpFile(self, clearJournal)
+    def _safe_snapshot_staged(self) -> tuple[Any, int, int]:
+        """The staged snapshot's last entry ``(command, index, term)``, after checking it."""
+        raise NotImplementedError
 
-    def _safe_compact_journal_to_dump(self) -> None:
-        try:
-            data = self._SyncObj__serializer.deserialize()
-            before, last = tuple(data[2]), tuple(data[1])
-        except Exception:
-            return  # the library's loader reports an unreadable dump
-        log = self._SyncObj__raftLog
-        if len(log) < 2:
-            return
-        pos = before[1] - log[0][1]
-        if 0 < pos < len(log) - 1 and tuple(log[pos]) == before and tuple(log[pos + 1]) == last:
-            logger.info("journal not yet compacted to the full dump at %d: compacting it, "
-                        "keeping %d entries after it", last[1], len(log) - pos - 2)
-            log.deleteEntriesTo(pos)
+    def _safe_discard_staged(self) -> None:
+        """Forget the staged snapshot (it is not installed)."""
+        raise NotImplementedError
+
+    def _safe_install_staged(self, keep_tail: bool) -> None:
+        """Make the staged snapshot the member's state and dump; keep the log entries after
+        its last entry (``keep_tail``) or replace the log with its two entries; set the
+        applied index to its last index."""
+        raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------------------
     def _safe_last_index(self) -> int:

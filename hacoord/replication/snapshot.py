@@ -1,63 +1,159 @@
-"""Snapshot files: the state machine plus the Raft bookkeeping PySyncObj needs, as JSON.
+"""Snapshot files: the state machine plus the Raft bookkeeping PySyncObj needs, checksummed.
 
-PySyncObj's default full dump is a pickle; hacoord writes its own format instead (through the
-library's ``serializer``/``deserializer`` hooks) so that a snapshot is readable, versioned, never
-unpickled, and fsynced before it replaces the previous one. The Raft part is the last two applied
-log entries and the member set, exactly what the library hands over.
+PySyncObj's default full dump is a pickle; hacoord writes its own format instead, so that a
+snapshot is versioned, compressed, never unpickled, and refused when damaged. Layout::
+
+    HACOORD-SNAPSHOT-2\\n
+    {"body_bytes": N, "cluster": [...], "codec": "zlib", "last": [cmd, index, term],
+     "prev": [cmd, index, term], "version": 2}\\n          <- one line of canonical JSON
+    <N bytes: the state's canonical JSON, zlib-compressed>
+    <32 bytes: blake2b-256 of everything above>
+
+The digest covers the header too, so the index and term a snapshot claims to cover are checked
+with its content. The Raft part is the last two applied log entries (``last`` and ``prev``) and
+the member set, exactly what the library hands over. Files of format 1 (plain JSON, no
+checksum) written by earlier releases are still read.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-import os
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hacoord.core.codec import canonical_json
 from hacoord.core.model import ClusterState
 
-SNAPSHOT_FORMAT = "hacoord-snapshot"
-SNAPSHOT_VERSION = 1
+MAGIC = b"HACOORD-SNAPSHOT-2\n"
+SNAPSHOT_VERSION = 2
+DIGEST_SIZE = 32
+LEGACY_FORMAT = "hacoord-snapshot"  # format 1: one JSON document
+COMPRESSION_LEVEL = 3
 
 Entry = tuple[bytes, int, int]
 
 
+class SnapshotError(ValueError):
+    """A snapshot file is malformed, damaged or of a format this build cannot read."""
+
+
+@dataclass(frozen=True)
+class SnapshotHeader:
+    """What a snapshot covers: its last two log entries and the member set."""
+
+    last: Entry
+    prev: Entry
+    cluster: tuple[str, ...]
+
+    @property
+    def index(self) -> int:
+        return self.last[1]
+
+    @property
+    def term(self) -> int:
+        return self.last[2]
+
+
 def _entry_out(entry: Entry) -> list[Any]:
     command, index, term = entry
-    return [base64.b64encode(bytes(command)).decode(), index, term]
+    return [base64.b64encode(bytes(command)).decode(), int(index), int(term)]
 
 
-def _entry_in(data: list[Any]) -> Entry:
-    return base64.b64decode(data[0]), int(data[1]), int(data[2])
+def _entry_in(data: Any) -> Entry:
+    if not (isinstance(data, list) and len(data) == 3 and isinstance(data[0], str)
+            and isinstance(data[1], int) and isinstance(data[2], int)):
+        raise SnapshotError(f"malformed log entry {data!r}")
+    return base64.b64decode(data[0]), data[1], data[2]
 
 
-def write_snapshot(path: str | Path, state: ClusterState, raft_data: tuple[Any, ...]) -> None:
-    """Write ``state`` and PySyncObj's ``raft_data`` (last entry, previous entry, cluster) to
-    ``path`` and fsync it. The library renames it into place afterwards."""
+def encode_snapshot(state: ClusterState, raft_data: tuple[Any, ...]) -> bytes:
+    """The file's bytes for ``state`` and PySyncObj's ``raft_data`` (last, prev, cluster)."""
     last, prev, cluster = raft_data
-    document = {
-        "format": SNAPSHOT_FORMAT,
+    body = zlib.compress(canonical_json(state.to_dict()), COMPRESSION_LEVEL)
+    header = {
         "version": SNAPSHOT_VERSION,
-        "raft": {
-            "last": _entry_out(last),
-            "prev": _entry_out(prev),
-            "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
-        },
-        "state": state.to_dict(),
+        "codec": "zlib",
+        "body_bytes": len(body),
+        "last": _entry_out(last),
+        "prev": _entry_out(prev),
+        "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
     }
-    with open(path, "wb") as f:
-        f.write(canonical_json(document))
-        f.flush()
-        os.fsync(f.fileno())
+    head = MAGIC + canonical_json(header) + b"\n"
+    digest = hashlib.blake2b(head + body, digest_size=DIGEST_SIZE).digest()
+    return head + body + digest
 
 
-def read_snapshot(path: str | Path) -> tuple[ClusterState, tuple[Entry, Entry, list[str]]]:
-    """Load a snapshot. Raises ``ValueError`` (or ``OSError``) if it is missing or malformed."""
+def _split(raw: bytes) -> tuple[SnapshotHeader, bytes]:
+    """Check the digest; return the header and the compressed body."""
+    end = raw.find(b"\n", len(MAGIC))
+    if end < 0:
+        raise SnapshotError("truncated header")
+    try:
+        header = json.loads(raw[len(MAGIC):end])
+    except ValueError as exc:
+        raise SnapshotError(f"unreadable header ({exc})") from None
+    if not isinstance(header, dict) or header.get("version") != SNAPSHOT_VERSION:
+        raise SnapshotError(f"unsupported snapshot version in header {str(header)[:80]!r}")
+    size = header.get("body_bytes")
+    if header.get("codec") != "zlib" or not isinstance(size, int) or size < 0:
+        raise SnapshotError("malformed header")
+    body_start = end + 1
+    body_end = body_start + size
+    if len(raw) != body_end + DIGEST_SIZE:
+        raise SnapshotError(f"{len(raw)} bytes where the header promises {body_end + DIGEST_SIZE} "
+                            "(truncated or extended)")
+    expected = hashlib.blake2b(raw[:body_end], digest_size=DIGEST_SIZE).digest()
+    if raw[body_end:] != expected:
+        raise SnapshotError("checksum mismatch (the file was changed or damaged)")
+    cluster = header.get("cluster", [])
+    if not isinstance(cluster, list) or not all(isinstance(c, str) for c in cluster):
+        raise SnapshotError("malformed member list")
+    return (SnapshotHeader(_entry_in(header.get("last")), _entry_in(header.get("prev")),
+                           tuple(cluster)), raw[body_start:body_end])
+
+
+def _decode_state(body: bytes) -> ClusterState:
+    try:
+        return ClusterState.from_dict(json.loads(zlib.decompress(body)))
+    except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
+        raise SnapshotError(f"unreadable state ({type(exc).__name__}: {exc})") from None
+
+
+def _read_legacy(raw: bytes) -> tuple[SnapshotHeader, ClusterState]:
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise SnapshotError(f"not a hacoord snapshot ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != LEGACY_FORMAT \
+            or document.get("version") != 1:
+        raise SnapshotError("not a hacoord snapshot")
+    raft = document.get("raft") or {}
+    header = SnapshotHeader(_entry_in(raft.get("last")), _entry_in(raft.get("prev")),
+                            tuple(raft.get("cluster", [])))
+    try:
+        state = ClusterState.from_dict(document["state"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SnapshotError(f"unreadable state ({type(exc).__name__}: {exc})") from None
+    return header, state
+
+
+def decode_snapshot(raw: bytes, with_state: bool = True) -> tuple[SnapshotHeader, ClusterState | None]:
+    """Check and decode a snapshot's bytes; raises :class:`SnapshotError`. Without
+    ``with_state`` only the header is returned (the checksum is still verified)."""
+    if raw.startswith(MAGIC):
+        header, body = _split(raw)
+        return header, (_decode_state(body) if with_state else None)
+    if raw.lstrip().startswith(b"{"):
+        header, state = _read_legacy(raw)
+        return header, (state if with_state else None)
+    raise SnapshotError("not a hacoord snapshot (bad header)")
+
+
+def read_snapshot(path: str | Path, with_state: bool = True) -> tuple[SnapshotHeader, ClusterState | None]:
+    """Read and check the snapshot at ``path``. Raises ``OSError`` or :class:`SnapshotError`."""
     with open(path, "rb") as f:
-        document = json.loads(f.read())
-    if document.get("format") != SNAPSHOT_FORMAT or document.get("version") != SNAPSHOT_VERSION:
-        raise ValueError(f"{path}: not a hacoord snapshot of version {SNAPSHOT_VERSION}")
-    raft = document["raft"]
-    state = ClusterState.from_dict(document["state"])
-    return state, (_entry_in(raft["last"]), _entry_in(raft["prev"]), list(raft["cluster"]))
+        return decode_snapshot(f.read(), with_state)

@@ -18,7 +18,6 @@ from hacoord.core.apply import apply
 from hacoord.core.commands import Command, DecodeError, from_dict
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
-from hacoord.replication.snapshot import read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +44,16 @@ class StateMachine(SyncObjConsumer):
     """Holds the :class:`ClusterState` and applies committed batches to it.
 
     ``on_applied(request_id, outcome)`` is called after each command, on the ticking thread;
-    ``on_restored()`` after a snapshot replaced the state (a follower installing one, or a
-    restart). A snapshot that cannot be read sets ``load_error`` instead of silently starting
-    empty; the replicator treats that as fatal.
+    ``on_restored()`` after a snapshot replaced the state (:meth:`restore`: a follower
+    installing one, or a restart).
     """
 
     def __init__(self, on_applied: AppliedHook, on_restored: Callable[[], None]) -> None:
         super().__init__()
         self.state = ClusterState()
-        #: Asked before a read snapshot replaces the state. The library also reads a snapshot
-        #: just to look at its last entry (SafeSyncObj does, before deciding to install it);
-        #: only a real install may touch the state. None: always install.
-        self.install_gate: Callable[[], bool] | None = None
         self.applied_commands = 0
         #: Seconds spent in ``apply`` (all commands so far), for the apply latency metric.
         self.apply_seconds = 0.0
-        self.load_error: str | None = None
         self._on_applied = on_applied
         self._on_restored = on_restored
 
@@ -77,21 +70,7 @@ class StateMachine(SyncObjConsumer):
             except Exception:  # a waiter's failure must not stall the log
                 log.exception("on_applied hook failed")
 
-    # --- snapshot hooks handed to PySyncObj (conf.serializer / conf.deserializer) ------------
-
-    def write_snapshot(self, path: str, raft_data: tuple) -> None:
-        """PySyncObj's ``serializer`` hook: dump the state at the last applied entry."""
-        write_snapshot(path, self.state, raft_data)
-
-    def read_snapshot(self, path: str) -> tuple:
-        """PySyncObj's ``deserializer`` hook: restore the state and hand back the Raft data."""
-        try:
-            state, raft_data = read_snapshot(path)
-        except Exception as exc:
-            self.load_error = f"cannot load snapshot {path}: {exc}"
-            log.critical(self.load_error)
-            raise
-        if self.install_gate is None or self.install_gate():
-            self.state = state
-            self._on_restored()
-        return raft_data
+    def restore(self, state: ClusterState) -> None:
+        """A snapshot replaced the state (loaded at start or installed from the leader)."""
+        self.state = state
+        self._on_restored()

@@ -160,13 +160,22 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         forward.cancel()
         raise ApiError("unavailable", f"leader {leader} did not answer in time", leader=leader)
 
+    def loaded() -> None:
+        """Refuse reads until this member has applied everything it had (503 ``not_ready``)."""
+        if not replicator.loaded:
+            raise ApiError("not_ready", f"member {replicator.member_id} is still loading its state "
+                           "(or reopening it after a storage failure); ask another member")
+
     async def read_point(request: Request, consistent: bool) -> Response | None:
-        """For a consistent read: forward to the leader, or on the leader pass a barrier."""
+        """For a consistent read: forward to the leader, or on the leader pass a barrier. A
+        local read is refused while the member's state is not loaded."""
         if not consistent or unsafe_stale_reads:
+            loaded()
             return None
         forwarded = await leader_or_forward(request)
         if forwarded is None:
             await coordinator.barrier()
+            loaded()
         return forwarded
 
     def reply(body: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -434,6 +443,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         to ``timeout`` seconds for one. Without ``since``, from the current revision. A revision
         older than this member keeps is answered 410 ``compacted``: re-read the state (its
         revision) and watch from there."""
+        loaded()
         feed = replicator.feed
         start = replicator.state.revision if since is None else since
         watching["open"] += 1
@@ -518,6 +528,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                            until: int | None = Query(None, alias="to", ge=0)) -> Response:
         """Partitions whose replicas, leader or epoch differ between revisions ``from`` and ``to``
         (default: now), each with its before and after."""
+        loaded()
         current = replicator.state.revision
         until = current if until is None else until
         if since > until or until > current:

@@ -35,6 +35,9 @@ STATUS_BY_CODE = {
     "compacted": 410,
     "not_leader": 503,
     "no_leader": 503,
+    # The member is loading its state (at start, or reopening after a storage failure): it
+    # serves no read that could be older than what it served before. Another member can.
+    "not_ready": 503,
     "unavailable": 503,
     "timeout": 504,
     "internal_error": 500,

@@ -1,16 +1,26 @@
 """Run one coordinator member: the Raft replicator and the HTTP API on one asyncio event loop.
 
 uvicorn runs with a single worker on purpose: a second worker would be a second Raft node.
-SIGINT/SIGTERM stop the API, then the replicator (which syncs its journal) before the process exits.
+
+SIGTERM and SIGINT stop the member the same way, cleanly: at the signal the member stops standing
+for election and answers every open long poll; the API then stops (within uvicorn's graceful
+timeout), and the replicator stops last (its journal synced, its vote and commit index saved),
+before the process exits 0. uvicorn re-raises the signal after its own shutdown, which killed
+the process before the replicator stopped: :class:`MemberServer` does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
-from collections.abc import Coroutine
+import resource
+import signal
+import threading
+from collections.abc import Callable, Coroutine, Generator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -21,6 +31,45 @@ from hacoord.server.logs import follow_term
 from hacoord.server.settings import MemberSettings
 
 log = logging.getLogger(__name__)
+
+
+class MemberServer(uvicorn.Server):
+    """uvicorn's server with the member's signal handling (see the module docstring)."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit)
+                     for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop waiting for connections
+        self.should_exit = True
+        self._on_signal()
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit; return (soft, hard) as set."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft, hard
 
 
 def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -62,6 +111,7 @@ async def serve_member(settings: MemberSettings) -> int:
     # objects per request, and each collection pauses Raft ticks and requests alike.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    raise_descriptor_limit()
     replicator = build_replicator(settings)
     follow_term(lambda: replicator.term)
     try:
@@ -77,8 +127,14 @@ async def serve_member(settings: MemberSettings) -> int:
         log.warning("UNSAFE: consistent reads are served from local state (chaos canary mode)")
     config = uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",
                             access_log=False, http="httptools", lifespan="on", workers=1,
-                            timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+                            timeout_graceful_shutdown=1)
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        log.info("stopping: answering open long polls, then the API, then Raft")
+        loop.call_soon_threadsafe(replicator.begin_stop)
+
+    server = MemberServer(config, on_signal)
     watcher = asyncio.create_task(_watch_fatal(replicator, server))
     log.info("member %s (pid %d): api %s, raft %s, data %s", settings.member_id, os.getpid(),
              settings.api_url, settings.raft_address, settings.data_dir)
@@ -87,6 +143,7 @@ async def serve_member(settings: MemberSettings) -> int:
     finally:
         watcher.cancel()
         await replicator.stop()
+        log.info("stopped")
     if replicator.fatal:
         return 1
     return 0 if server.started else 1

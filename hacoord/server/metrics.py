@@ -55,6 +55,24 @@ class MemberCollector(Collector):
                                   value=status.invariant_violations)
         yield GaugeMetricFamily("hacoord_ready", "1 when this member is ready",
                                 value=1.0 if status.ready else 0.0)
+        yield GaugeMetricFamily("hacoord_loaded", "1 once this member has caught up since it "
+                                "started and serves reads", value=1.0 if status.loaded else 0.0)
+        yield GaugeMetricFamily("hacoord_storage_ok", "0 while this member is out of Raft after "
+                                "a failed write or sync of its files",
+                                value=0.0 if status.storage_failure else 1.0)
+        yield CounterMetricFamily("hacoord_storage_failures", "Failed writes or syncs of the "
+                                  "member's files (each stopped it until it reopened them)",
+                                  value=status.storage_failures)
+        yield GaugeMetricFamily("hacoord_snapshot_index", "Last log index the snapshot on disk "
+                                "covers", value=status.snapshot_index)
+        yield CounterMetricFamily("hacoord_snapshot_writes", "Snapshots this member wrote",
+                                  value=status.snapshot_writes)
+        yield CounterMetricFamily("hacoord_snapshot_write_failures", "Snapshot writes that failed "
+                                  "(the journal stays uncompacted until one succeeds)",
+                                  value=status.snapshot_write_failures)
+        yield GaugeMetricFamily("hacoord_snapshot_write_seconds", "How long the last snapshot "
+                                "write took (in a child process, off the event loop)",
+                                value=status.snapshot_write_seconds)
         yield GaugeMetricFamily("hacoord_state_revision", "Revision of the applied state",
                                 value=status.revision)
         yield GaugeMetricFamily("hacoord_commands_in_flight", "Writes waiting for their outcome",

@@ -226,7 +226,22 @@ class AppendLog(SyncObjConsumer):
         return len(self.values)
 
 
-class Cluster:
+class Stepping:
+    """What both simulated clusters share: run rounds until something holds."""
+
+    def step(self, dt: float = 0.11, rounds: int = 1) -> None:
+        raise NotImplementedError
+
+    def run_until(self, predicate: Callable[[], bool], rounds: int = 60, dt: float = 0.11) -> bool:
+        """Step (at most ``rounds`` times) until ``predicate`` holds; return whether it does."""
+        for _ in range(rounds):
+            if predicate():
+                return True
+            self.step(dt)
+        return predicate()
+
+
+class Cluster(Stepping):
     """N members of ``cls`` on one :class:`Network`, driven by a :class:`FakeClock`.
 
     ``journal_dir`` gives each member a file journal (needed for :meth:`restart` to be a Raft
@@ -327,13 +342,6 @@ class Cluster:
                 self.acked[value] = name
 
         self.logs[name].append(value, callback=callback)
-
-    def run_until(self, predicate: Callable[[], bool], rounds: int = 60, dt: float = 0.11) -> bool:
-        for _ in range(rounds):
-            if predicate():
-                return True
-            self.step(dt)
-        return predicate()
 
     # -- inspection -------------------------------------------------------------------------
     def leader(self) -> str | None:

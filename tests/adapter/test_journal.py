@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from hacoord.replication.journal import HacoordJournal
+from hacoord.replication.journal import MAGIC, HacoordJournal, encode_record
+from hacoord.replication.storage import StorageCorrupt, StorageError
 
 
 def fill(journal: HacoordJournal, first: int, count: int, term: int = 1) -> None:
@@ -53,8 +59,8 @@ def test_clear_then_add(tmp_path: Path) -> None:
     assert list(HacoordJournal(tmp_path / "j")) == [(b"cmd100", 100, 1), (b"cmd101", 101, 1)]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_torn_or_corrupt_tail_is_cut_at_the_last_good_record(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["truncate", "flip", "zeros"])
+def test_a_torn_last_record_is_cut(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "raft.journal"
     journal = HacoordJournal(path)
     fill(journal, 1, 10)
@@ -62,6 +68,10 @@ def test_torn_or_corrupt_tail_is_cut_at_the_last_good_record(tmp_path: Path, dam
     size = path.stat().st_size
     if damage == "truncate":
         os.truncate(path, size - 3)        # a torn last write
+    elif damage == "zeros":               # the last block allocated, its data never written
+        with open(path, "r+b") as f:
+            f.seek(size - 20)
+            f.write(bytes(20 + 4096))
     else:
         with open(path, "r+b") as f:      # a bit flipped inside the last record
             f.seek(size - 2)
@@ -94,5 +104,154 @@ def test_sync_only_when_dirty(tmp_path: Path) -> None:
 def test_foreign_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "j"
     path.write_bytes(b"PYSYNCOBJ\0\0\0 not ours")
-    with pytest.raises(ValueError, match="not a hacoord journal"):
+    with pytest.raises(StorageCorrupt, match="not a hacoord journal") as refused:
         HacoordJournal(path)
+    assert refused.value.offset == 0 and "hacoord member rejoin" in str(refused.value)
+
+
+def damage_record(path: Path, position: int) -> int:
+    """Flip a byte inside the record at list ``position``; return the record's offset."""
+    data = path.read_bytes()
+    offset = len(MAGIC)
+    for _ in range(position):
+        offset += 8 + int.from_bytes(data[offset:offset + 4], "little")
+    with open(path, "r+b") as f:
+        f.seek(offset + 25)  # inside the command
+        f.write(bytes([data[offset + 25] ^ 0x40]))
+    return offset
+
+
+@pytest.mark.parametrize("position", [0, 4, 8])
+def test_a_bad_record_followed_by_intact_ones_is_corruption_not_a_torn_tail(
+        tmp_path: Path, position: int) -> None:
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 10)
+    journal._destroy()
+    before = path.read_bytes()
+    offset = damage_record(path, position)
+    with pytest.raises(StorageCorrupt) as refused:
+        HacoordJournal(path)
+    assert refused.value.offset == offset
+    assert "not a torn last write" in str(refused.value) and str(path) in str(refused.value)
+    assert len(path.read_bytes()) == len(before)  # nothing was cut
+
+
+def test_a_gap_in_the_indexes_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    path.write_bytes(MAGIC + b"".join(encode_record(b"c", i, 1) for i in (1, 2, 4, 5)))
+    with pytest.raises(StorageCorrupt, match="index 3"):
+        HacoordJournal(path)
+
+
+def test_unreadable_meta_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    HacoordJournal(path).setCurrentTerm(3, None)
+    Path(str(path) + ".meta").write_text('{"term": 3, "voted_')
+    with pytest.raises(StorageCorrupt, match=r"raft\.journal\.meta.*not valid JSON"):
+        HacoordJournal(path)
+
+
+def failing_at(point: str, error: int = errno.ENOSPC):
+    def fault(name: str) -> None:
+        if name == point:
+            raise OSError(error, os.strerror(error))
+    return fault
+
+
+def test_a_failed_append_cuts_its_partial_record_and_fails_stop(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 5)
+    journal.sync()
+    journal.fault = failing_at("journal.add")   # half the record written, then ENOSPC
+    with pytest.raises(StorageError, match="append.*ENOSPC"):
+        journal.add(b"cmd6", 6, 1)
+    assert len(journal) == 5 and journal.failed is not None
+    for call in (lambda: journal.add(b"cmd7", 7, 1), journal.clear, lambda: journal.deleteEntriesTo(2)):
+        with pytest.raises(StorageError):
+            call()
+    journal.abandon()
+    again = HacoordJournal(path)
+    assert [e[1] for e in again] == [1, 2, 3, 4, 5] and again.torn_tail_bytes == 0
+
+
+def test_a_failed_fdatasync_is_not_retried_as_if_the_data_were_safe(tmp_path: Path) -> None:
+    journal = HacoordJournal(tmp_path / "raft.journal")
+    fill(journal, 1, 3)
+    journal.sync()
+    durable = journal.durable_end
+    fill(journal, 4, 3)
+    journal.fault = failing_at("journal.sync", errno.EIO)
+    with pytest.raises(StorageError, match="fdatasync.*EIO"):
+        journal.sync()
+    journal.fault = None
+    with pytest.raises(StorageError):
+        journal.sync()  # still failed: the data after durable_end may never reach the disk
+    assert journal.durable_end == durable
+
+
+def test_a_failed_vote_write_fails_stop(tmp_path: Path) -> None:
+    journal = HacoordJournal(tmp_path / "raft.journal")
+    journal.fault = failing_at("replace:raft.journal.meta:before-rename")
+    with pytest.raises(StorageError):
+        journal.setCurrentTerm(2, "m2")
+    assert journal.failed is not None
+    assert not Path(str(journal.path) + ".meta").exists()
+
+
+def test_a_failed_compaction_keeps_the_whole_journal(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 10)
+    journal.fault = failing_at("replace:raft.journal:before-rename")
+    journal.deleteEntriesTo(5)              # logged, skipped: the journal stays longer
+    assert len(journal) == 10 and journal.failed is None
+    journal.fault = None
+    fill(journal, 11, 1)
+    journal._destroy()
+    assert [e[1] for e in HacoordJournal(path)] == list(range(1, 12))
+
+
+def test_files_stay_private_after_compaction_and_replace(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 10)
+    journal.setCurrentTerm(1, None)
+    journal.deleteEntriesTo(5)
+    journal.replace([(b"a", 20, 2), (b"b", 21, 2)])
+    journal._destroy()
+    for name in ("raft.journal", "raft.journal.meta"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    assert list(HacoordJournal(path)) == [(b"a", 20, 2), (b"b", 21, 2)]
+
+
+def test_a_real_short_write_leaves_no_garbage_behind(tmp_path: Path) -> None:
+    """The kernel cuts writes at RLIMIT_FSIZE (as a full disk would): appends fail stop, and
+    reopening finds every record written before, intact, and nothing after."""
+    path = tmp_path / "raft.journal"
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        from hacoord.replication.journal import HacoordJournal
+        from hacoord.replication.storage import StorageError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5000, 5000))
+        journal = HacoordJournal({str(path)!r})
+        written = 0
+        try:
+            for idx in range(1, 1000):
+                journal.add(b"x" * 150, idx, 1)
+                written = idx
+        except StorageError as exc:
+            print(written, exc)
+        try:
+            journal.add(b"y", written + 1, 1)
+        except StorageError:
+            print("still failed")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.splitlines()
+    written = int(out[0].split()[0])
+    assert "append" in out[0] and out[1] == "still failed" and 10 < written < 1000
+    again = HacoordJournal(path)
+    assert [e[1] for e in again] == list(range(1, written + 1)) and again.torn_tail_bytes == 0

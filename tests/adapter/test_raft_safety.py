@@ -2,29 +2,25 @@
 
 Scripted scenarios run real members through :mod:`tests.adapter.raft_harness` (in-memory
 network, fake clock, ``doTick``), first on the unmodified library - proving the harness can see
-the bug - then on ``SafeSyncObj``.  A hypothesis test then drives SafeSyncObj through random
-delivery schedules, crashes and restarts and checks Raft's safety properties after every step.
-The last tests document the library's sibling misbehaviours listed in ARCHITECTURE.md.
+the bug - then on ``SafeSyncObj``.  The last tests document the library's sibling misbehaviours
+listed in ARCHITECTURE.md.  Random schedules against the whole production stack (snapshots,
+storage faults, power losses) are in ``tests/adapter/test_schedules.py``.
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from pysyncobj import FAIL_REASON, SyncObj
 
 from hacoord.replication import raft_safety
 from hacoord.replication.raft_safety import SafeSyncObj, check_pysyncobj_version
-from tests.adapter.raft_harness import Cluster, FakeClock, controlled_time, decode
+from tests.adapter.raft_harness import Cluster, FakeClock, controlled_time
 
 UNPATCHED = pytest.param(SyncObj, id="unpatched-library")
-SAFE = pytest.param(SafeSyncObj, id="safe-syncobj")
 
 
 def elect(cluster: Cluster) -> tuple[str, str, str]:
@@ -237,156 +233,6 @@ def test_version_guard(monkeypatch: pytest.MonkeyPatch) -> None:
         SafeSyncObj("127.0.0.1:1", [], conf=None)
 
 
-# -- random schedules against SafeSyncObj ------------------------------------------------------
-MEMBER = st.integers(0, 2)
-FAULT = st.sampled_from(
-    [None] * 12 + ["crash_leader", "crash", "restart", "restart", "cut", "heal", "via_follower"])
-STEP = st.tuples(
-    st.sampled_from([0.0, 0.05, 0.11, 0.11, 0.11, 0.3, 1.5]),  # clock advance
-    st.lists(MEMBER, max_size=3),  # members that tick, in this order
-    st.lists(st.tuples(MEMBER, MEMBER, st.integers(1, 4)), max_size=6),  # link, how many
-    st.integers(0, 5),  # commands submitted to the leader
-    st.tuples(FAULT, MEMBER, MEMBER),  # occasional fault and its members
-)
-
-
-class SafetyChecker:
-    """Raft's safety properties, checked incrementally over the whole run (all members, alive
-    or since crashed): one entry per committed index, applied sequences prefixes of each other."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.committed: dict[int, tuple[int, Any]] = {}  # index -> (term, value)
-        self.checked: dict[str, int] = {}  # member -> highest index already compared
-        self.longest_applied: list[Any] = []
-
-    def forget(self, name: str) -> None:
-        self.checked.pop(name, None)
-
-    def check(self) -> None:
-        cluster = self.cluster
-        for name in cluster.alive:
-            obj = cluster.objs[name]
-            entries = cluster.entries(name)
-            first, commit = entries[0][1], obj.raftCommitIndex
-            assert commit <= entries[-1][1], f"{name} commit {commit} beyond its log"
-            for idx in range(max(self.checked.get(name, 0) + 1, first), commit + 1):
-                command, entry_idx, term = entries[idx - first]
-                assert entry_idx == idx
-                entry = (term, decode(command))
-                seen = self.committed.setdefault(idx, entry)
-                assert seen == entry, f"{name} committed {entry} at {idx}, another {seen}"
-            self.checked[name] = max(self.checked.get(name, 0), commit)
-            applied = cluster.applied(name)
-            shorter, longer = sorted((applied, self.longest_applied), key=len)
-            assert longer[:len(shorter)] == shorter, f"{name} applied {applied}, seen {longer}"
-            self.longest_applied = longer
-        for leader in cluster.alive:
-            if cluster.objs[leader]._isLeader():
-                self.check_match_indexes(leader)
-
-    def check_match_indexes(self, leader: str) -> None:
-        """A leader never counts a follower of its term for an entry the follower lacks."""
-        cluster = self.cluster
-        status = cluster.objs[leader].getStatus()
-        mine = {idx: term for _, idx, term in cluster.entries(leader)}
-        for follower in cluster.alive:
-            if follower == leader or (cluster.objs[follower].raftCurrentTerm
-                                      != cluster.objs[leader].raftCurrentTerm):
-                continue
-            match = status["match_idx_server_" + follower]
-            theirs = cluster.entries(follower)
-            assert theirs[-1][1] >= match, f"{leader} counts {follower} up to {match}: {theirs}"
-            for _, idx, term in theirs:
-                if idx <= match and idx in mine:
-                    assert term == mine[idx], f"{follower}[{idx}] differs, {leader} counts it"
-
-
-def run_schedule(seed: int, schedule: list[tuple[Any, ...]], journal_dir: Path,
-                 compaction: bool = False) -> None:
-    """Replay ``schedule`` on SafeSyncObj members, then heal, restart and check convergence.
-
-    With ``compaction`` members compact their log every few entries (journal + full dump), so
-    followers also catch up through snapshots.
-    """
-    conf: dict[str, Any] = {"logCompactionMinEntries": 3} if compaction else {}
-    with controlled_time(seed=seed) as clock:
-        cluster = Cluster(SafeSyncObj, clock, journal_dir=journal_dir, full_dump=compaction,
-                          **conf)
-        checker = SafetyChecker(cluster)
-        names, counter = cluster.names, 0
-        try:
-            elect(cluster)
-            for dt, ticks, deliveries, submits, (fault, a, b) in schedule:
-                clock.advance(dt)
-                for member in ticks:
-                    cluster.tick(names[member])
-                for src, dst, count in deliveries:
-                    cluster.network.deliver(names[src], names[dst], count)
-                target = cluster.leader() or names[a]
-                if fault == "via_follower":  # forwarded to the leader by a follower
-                    target = names[a]
-                for _ in range(submits if target in cluster.objs else 0):
-                    counter += 1
-                    cluster.submit(target, counter)
-                if fault == "crash_leader" and (leader := cluster.leader()) is not None:
-                    cluster.crash(leader)
-                    checker.forget(leader)
-                elif fault == "crash" and names[a] in cluster.objs:
-                    cluster.crash(names[a])
-                    checker.forget(names[a])
-                elif fault == "restart" and names[a] not in cluster.objs:
-                    cluster.restart(names[a])
-                elif fault == "cut" and a != b:
-                    cluster.network.cut_link(names[a], names[b])
-                elif fault == "heal" and a != b:
-                    cluster.network.heal_link(names[a], names[b])
-                checker.check()
-
-            # Heal everything, restart the dead, and let the cluster converge.
-            for a in names:
-                for b in names:
-                    if a < b:
-                        cluster.network.heal_link(a, b)
-            for name in names:
-                if name not in cluster.objs:
-                    cluster.restart(name)
-            # A probe acknowledged by the current leader means the leader committed an entry of
-            # its term, so everything committed before is in its log (a pending callback of an
-            # index that is never reused would wait forever: probe again instead).
-            for _ in range(10):
-                assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
-                counter += 1
-                probe = counter
-                cluster.submit(cluster.leader(), probe)
-                if cluster.run_until(lambda p=probe: p in cluster.acked, rounds=30):
-                    break
-            assert probe in cluster.acked, "no command committed after healing"
-
-            def caught_up() -> bool:
-                leader = cluster.leader()
-                return leader is not None and all(
-                    cluster.applied(n) == cluster.applied(leader) for n in names)
-
-            assert cluster.run_until(caught_up, rounds=100), "followers did not catch up"
-            checker.check()
-            applied = {n: set(cluster.applied(n)) for n in names}
-            for value in cluster.acked:
-                holders = [n for n in names if value in applied[n]]
-                assert len(holders) == len(names), f"acknowledged {value} held by {holders}"
-        finally:
-            cluster.destroy()
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**16), schedule=st.lists(STEP, min_size=10, max_size=60),
-       compaction=st.booleans())
-def test_random_schedules_never_lose_acknowledged_writes(
-        seed: int, schedule: list[tuple[Any, ...]], compaction: bool) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        run_schedule(seed, schedule, Path(tmp), compaction)
-
-
 # -- the sibling misbehaviours of 0.3.17 -------------------------------------------------------
 def empty_follower_log(cls: type[SyncObj], clock: FakeClock) -> tuple[Cluster, str]:
     """F starts a log compaction, then a resent batch cuts its log below the compaction point.
@@ -446,10 +292,11 @@ def test_safe_syncobj_counts_failing_ticks_of_an_empty_log() -> None:
         cluster.destroy()
 
 
-@pytest.mark.parametrize("cls", [UNPATCHED, SAFE])
+@pytest.mark.parametrize("cls", [UNPATCHED])
 def test_callback_of_follower_command_never_fires_after_snapshot_install(
         cls: type[SyncObj]) -> None:
-    """Documents the library (SafeSyncObj does not change it): the adapter needs timeouts."""
+    """Documents the library: the adapter needs timeouts, and answers waiters from the request
+    memory of an installed snapshot (tests/adapter/test_replicator.py)."""
     with controlled_time(seed=7) as clock:
         cluster = Cluster(cls, clock)
         leader, follower, _ = elect(cluster)
@@ -482,7 +329,7 @@ def test_callback_of_follower_command_never_fires_after_snapshot_install(
     pytest.param(False, id="journal-only-comes-back-empty"),
     pytest.param(True, id="journal-plus-full-dump-survives"),
 ])
-@pytest.mark.parametrize("cls", [UNPATCHED, SAFE])
+@pytest.mark.parametrize("cls", [UNPATCHED])
 def test_restart_of_whole_cluster_after_log_compaction(
         cls: type[SyncObj], full_dump: bool, tmp_path: Path) -> None:
     with controlled_time(seed=8) as clock:
@@ -514,16 +361,17 @@ def test_restart_of_whole_cluster_after_log_compaction(
         cluster.destroy()
 
 
+
 @pytest.mark.parametrize(("cls", "loses"), [
     pytest.param(SyncObj, True, id="unpatched-library-clears-journal-and-loses"),
-    pytest.param(SafeSyncObj, False, id="safe-syncobj-keeps-journal-tail"),
 ])
 def test_restart_between_full_dump_and_journal_compaction(
         cls: type[SyncObj], loses: bool, tmp_path: Path) -> None:
     """F acknowledges entries, writes a full dump, restarts before compacting its journal.
 
     Unpatched, the restart clears F's journal (it does not start with the dump's entries), so
-    entries F acknowledged are gone; with the leader dead and G lagging they are lost.
+    entries F acknowledged are gone; with the leader dead and G lagging they are lost. The
+    production stack keeps them: tests/adapter/test_restart.py.
     """
     with controlled_time(seed=9) as clock:
         cluster = Cluster(cls, clock, journal_dir=tmp_path, full_dump=True)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,6 +14,7 @@ from hacoord.core import ClusterState, apply
 from hacoord.core import commands as c
 from hacoord.replication.base import MemberInfo, NotLeaderError, OutcomeUnknownError
 from hacoord.replication.raft import RaftReplicator, _Waiter
+from tests.integration.harness import free_ports
 
 
 def replicator(tmp_path: Path) -> RaftReplicator:
@@ -28,7 +32,7 @@ def test_a_snapshot_that_already_holds_a_command_answers_its_waiter(tmp_path: Pa
         rep._waiting["r1"] = _Waiter(future, command)
         installed = ClusterState()
         apply(installed, command)
-        rep._sm.state = installed
+        rep._state = installed  # what a snapshot install leaves (no engine in this test)
         rep._on_restored()
         return future.done(), future.result(), rep.feed.floor
 
@@ -38,17 +42,85 @@ def test_a_snapshot_that_already_holds_a_command_answers_its_waiter(tmp_path: Pa
     assert floor == 1  # the change feed restarts at the installed revision
 
 
+class QueueOnly:
+    """A driver that queues what it is given and never commits it."""
+
+    def __init__(self) -> None:
+        self.queued: list[str] = []
+        self.sm = SimpleNamespace(state=ClusterState())
+        self.obj = SimpleNamespace(_isLeader=lambda: True, _getLeader=lambda: None,
+                                   leader_commit_index=None, raftLastApplied=0)
+
+    def propose(self, rid: str, raw: bytes) -> None:
+        self.queued.append(rid)
+
+    def tick(self) -> bool:
+        return False
+
+
 def test_submit_refuses_when_not_leading_and_times_out_as_unknown(tmp_path: Path) -> None:
     async def scenario() -> None:
         rep = replicator(tmp_path)
         with pytest.raises(NotLeaderError):
             await rep.submit(c.Barrier(), timeout=0.1)
-        rep.is_leader = lambda: True  # type: ignore[method-assign]
+        driver = QueueOnly()
+        rep._driver = driver  # type: ignore[assignment]
         rep._loop = asyncio.get_running_loop()
-        with pytest.raises(OutcomeUnknownError):  # nothing ticks: no outcome can arrive
+        with pytest.raises(OutcomeUnknownError):  # nothing commits: no outcome can arrive
             await rep.submit(c.RegisterNode(request_id="x", node_id="n", address="h:1"), 0.05)
         # Still pending: a retry with the same request id joins this waiter, not a second entry.
         assert "x" in rep._waiting and not rep._waiting["x"].future.done()
-        assert len(rep._queue) == 1
+        with pytest.raises(OutcomeUnknownError):
+            await rep.submit(c.RegisterNode(request_id="x", node_id="n", address="h:1"), 0.05)
+        assert driver.queued == ["x"]
 
     asyncio.run(scenario())
+
+
+def test_a_failed_sync_fails_stop_and_the_member_reopens_from_disk(tmp_path: Path) -> None:
+    """ENOSPC on the journal's fdatasync: the write's outcome is unknown, the member reports
+    the failure and is not ready, then reopens its data from disk; the retried write (same
+    request id) is applied once, and nothing acknowledged before is missing."""
+    armed: dict[str, int] = {}
+
+    def fault(point: str) -> None:
+        if armed.pop(point, None) is not None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    port = free_ports(1)[0]
+    members = {"m1": MemberInfo("m1", f"127.0.0.1:{port}", "http://127.0.0.1:1")}
+
+    async def until(predicate, what: str) -> None:
+        for _ in range(400):
+            if predicate():
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario() -> None:
+        rep = RaftReplicator("m1", members, tmp_path, secret=None, fault=fault)
+        await rep.start()
+        try:
+            await until(lambda: rep.status().ready, "ready")
+            for k in range(3):
+                outcome = await rep.submit(c.RegisterNode(request_id=f"r{k}", node_id=f"n{k}",
+                                                          address="127.0.0.1:9"), timeout=5)
+                assert outcome.ok
+            armed["journal.sync"] = 1
+            fourth = c.RegisterNode(request_id="r3", node_id="n3", address="127.0.0.1:9")
+            with pytest.raises(OutcomeUnknownError, match="storage failure"):
+                await rep.submit(fourth, timeout=5)
+            status = rep.status()
+            assert (status.role, status.ready, status.loaded) == ("storage_failed", False, False)
+            assert "fdatasync" in (status.storage_failure or "") and status.storage_failures == 1
+            await until(lambda: rep.status().ready, "the reopen")
+            assert rep.reopens == 1 and rep.status().storage_failure is None
+            assert await rep.submit(fourth, timeout=5)
+            assert sorted(rep.state.nodes) == ["n0", "n1", "n2", "n3"]
+        finally:
+            await rep.stop()
+
+    asyncio.run(scenario())
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

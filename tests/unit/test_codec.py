@@ -1,4 +1,8 @@
-"""Snapshots: exact round trips of reachable states, refusal of foreign ones, snapshot files."""
+"""The state codec: exact round trips of reachable states, refusal of foreign ones.
+
+Snapshot files (the codec plus Raft entries and a checksum) are tested in
+``tests/adapter/test_snapshot.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from hypothesis import strategies as st
 from hacoord.core import ClusterState, apply, commands, decode_state, digest, encode_state
 from hacoord.core.model import SCHEMA_VERSION
 from hacoord.core.validate import validate
-from hacoord.replication.snapshot import SNAPSHOT_FORMAT, read_snapshot, write_snapshot
 from tests.unit.scenarios import build_state, next_command
 
 CODEC_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,49 +102,3 @@ def test_foreign_schema_is_refused(schema):
 def test_malformed_snapshot_raises_value_error(raw):
     with pytest.raises(ValueError):
         decode_state(raw)
-
-
-def test_snapshot_file_round_trip(tmp_path):
-    state = _sample_state()
-    path = tmp_path / "snapshot.json"
-    write_snapshot(path, state, ((b"x", 5, 2), (b"y", 4, 2), []))
-    restored, raft = read_snapshot(path)
-    assert raft == ((b"x", 5, 2), (b"y", 4, 2), [])
-    assert encode_state(restored) == encode_state(state)
-    assert restored == state
-    document = json.loads(path.read_bytes())
-    assert document["format"] == SNAPSHOT_FORMAT
-    # Written again from the restored state, the file is byte for byte the same.
-    again = tmp_path / "again.json"
-    write_snapshot(again, restored, raft)
-    assert again.read_bytes() == path.read_bytes()
-
-
-def test_snapshot_file_keeps_binary_entries_and_members(tmp_path):
-    class Member:
-        def __init__(self, address: str) -> None:
-            self.address = address
-
-    state = ClusterState()
-    path = tmp_path / "snapshot.json"
-    raft_data = ((bytes(range(256)), 10, 3), (b"\x00\xff", 9, 3), [Member("b:2"), Member("a:1")])
-    write_snapshot(path, state, raft_data)
-    restored, raft = read_snapshot(path)
-    assert raft == ((bytes(range(256)), 10, 3), (b"\x00\xff", 9, 3), ["a:1", "b:2"])
-    assert restored == state
-
-
-@pytest.mark.parametrize("change", ["format", "version", "schema"])
-def test_snapshot_file_of_another_format_is_refused(tmp_path, change):
-    path = tmp_path / "snapshot.json"
-    write_snapshot(path, _sample_state(), ((b"x", 5, 2), (b"y", 4, 2), []))
-    document = json.loads(path.read_bytes())
-    if change == "format":
-        document["format"] = "pickle"
-    elif change == "version":
-        document["version"] = 2
-    else:
-        document["state"]["schema"] = SCHEMA_VERSION + 1
-    path.write_text(json.dumps(document))
-    with pytest.raises(ValueError):
-        read_snapshot(path)

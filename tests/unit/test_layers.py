@@ -22,7 +22,8 @@ ALLOWED = {
     "replication": {"core", "replication", "pysyncobj"},
     "server": {"core", "placement", "replication", "server", "fastapi", "uvicorn"},
     "client": {"client"},
-    "cli": {"cli", "client", "server", "core"},
+    # serve / cluster up run the server; member rejoin works on a stopped member's files.
+    "cli": {"cli", "client", "server", "core", "replication"},
 }
 COORDINATOR_ONLY = {"pysyncobj", "fastapi", "uvicorn"}
 

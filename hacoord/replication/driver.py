@@ -1,0 +1,228 @@
+"""``RaftDriver``: one member's Raft engine and the order it is driven in, without asyncio.
+
+The driver owns the engine (:class:`~hacoord.replication.engine.HacoordSyncObj` and its
+:class:`~hacoord.replication.statemachine.StateMachine`), the queue of commands waiting to be
+proposed and the batches in flight. :meth:`RaftDriver.tick` is the member's whole tick, in the
+order production runs it:
+
+1. propose queued commands as group-commit batches (leader only, at most ``max_in_flight``);
+2. sync the journal: entries the leader added in the previous tick become durable before this
+   tick counts the leader's own copy towards a commit;
+3. the library's tick (timeouts, elections, commit, apply, received messages: a follower syncs
+   before each acknowledgement);
+4. send the entries added in this tick to the followers at once;
+5. sync the journal again: the leader's own copy syncs while the followers sync theirs.
+
+:class:`~hacoord.replication.raft.RaftReplicator` runs a driver on the member's asyncio loop;
+the deterministic tests run several drivers over an in-memory network and a fake clock, through
+the seams the constructor offers (transport, poller, snapshot writer, fault hook, clock). A
+:class:`~hacoord.replication.storage.StorageError` from :meth:`tick` means the member must fail
+stop: the caller abandons the driver and later builds a new one from the files on disk.
+
+Threads: every method runs on the one thread that ticks (the member's event loop).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObjConf
+from pysyncobj.node import Node, TCPNode
+from pysyncobj.poller import Poller
+from pysyncobj.transport import TCPTransport
+
+from hacoord.core.results import Outcome
+from hacoord.replication.engine import HacoordSyncObj
+from hacoord.replication.snapshot_store import SnapshotWriter
+from hacoord.replication.statemachine import StateMachine, encode_batch
+from hacoord.replication.storage import FaultHook
+
+FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if k.isupper()}
+JOURNAL_FILE = "raft.journal"
+SNAPSHOT_FILE = "raft.snapshot"
+
+
+@dataclass(frozen=True)
+class RaftTuning:
+    """Raft timing and batching. The defaults favour fast failover on a LAN or one host."""
+
+    tick_period: float = 0.01
+    append_entries_period: float = 0.05
+    election_timeout_min: float = 0.3
+    election_timeout_max: float = 0.6
+    connection_timeout: float = 1.0
+    connection_retry: float = 0.2
+    leader_fallback_timeout: float = 1.2
+    log_compaction_min_entries: int = 5000
+    log_compaction_min_time: float = 300.0
+    max_in_flight: int = 4
+    max_batch_commands: int = 256
+    max_batch_bytes: int = 256 * 1024
+    max_pending: int = 20_000
+    fsync: bool = True
+
+    def conf_kwargs(self) -> dict[str, Any]:
+        return {
+            "appendEntriesPeriod": self.append_entries_period,
+            "raftMinTimeout": self.election_timeout_min,
+            "raftMaxTimeout": self.election_timeout_max,
+            "connectionTimeout": self.connection_timeout,
+            "connectionRetryTime": self.connection_retry,
+            "leaderFallbackTimeout": self.leader_fallback_timeout,
+            "logCompactionMinEntries": self.log_compaction_min_entries,
+            "logCompactionMinTime": self.log_compaction_min_time,
+            # Batch mode, but the driver sends new entries right after the tick that added them
+            # (HacoordSyncObj.send_new_entries): one message per follower per group-commit
+            # batch, instead of the library's choice between a message per command and a wait
+            # for the next heartbeat.
+            "appendEntriesUseBatch": True,
+            "appendEntriesBatchSizeBytes": 4 * self.max_batch_bytes,
+        }
+
+
+@dataclass
+class _Batch:
+    request_ids: list[str]
+    deadline: float
+
+
+class RaftDriver:
+    """One member's engine, command queue and tick order. See the module docstring.
+
+    Callbacks (all on the ticking thread): ``on_applied(request_id, outcome)`` after each
+    applied command; ``on_restored()`` after a snapshot replaced the state;
+    ``on_role_changed(old, new)`` with PySyncObj's role numbers; ``on_failed(request_ids,
+    reason)`` for a batch that certainly did not commit. ``wanted(request_id)`` is asked before
+    a queued command is proposed: False when its caller gave up on it.
+
+    Raises :class:`~hacoord.replication.storage.StorageCorrupt` or
+    :class:`~hacoord.replication.storage.StorageError` from the constructor when the member's
+    files cannot be used.
+    """
+
+    def __init__(self, self_address: str, other_addresses: list[str], data_dir: Path,
+                 secret: str | None, tuning: RaftTuning, *,
+                 on_applied: Callable[[str, Outcome], None],
+                 on_restored: Callable[[], None],
+                 on_role_changed: Callable[[int, int], None],
+                 on_failed: Callable[[list[str], str], None],
+                 wanted: Callable[[str], bool] = lambda _rid: True,
+                 transport_class: Any = TCPTransport, node_class: type[Node] = TCPNode,
+                 poller: Poller | None = None, snapshot_writer: SnapshotWriter | None = None,
+                 fault: FaultHook | None = None, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.tuning = tuning
+        self.clock = clock
+        self._on_failed = on_failed
+        self._wanted = wanted
+        self.sm = StateMachine(on_applied, on_restored)
+        conf = SyncObjConf(
+            autoTick=False,
+            password=secret,
+            bindAddress=self_address,
+            journalFile=str(Path(data_dir) / JOURNAL_FILE),
+            fullDumpFile=str(Path(data_dir) / SNAPSHOT_FILE),
+            commandsWaitLeader=False,
+            dynamicMembershipChange=False,
+            maxBindRetries=1,
+            onStateChanged=on_role_changed,
+            **tuning.conf_kwargs(),
+        )
+        self.obj = HacoordSyncObj(
+            self_address, other_addresses, conf, state_machine=self.sm, durable=tuning.fsync,
+            snapshot_writer=snapshot_writer, poller=poller, fault=fault, rng=rng,
+            nodeClass=node_class, transportClass=transport_class)
+        self.journal = self.obj.journal
+        self.queue: deque[tuple[str, bytes]] = deque()
+        self.batches: dict[int, _Batch] = {}
+        self._batch_ids = itertools.count(1)
+        #: The commit index this member had recorded when it started: reads wait until the
+        #: state has been applied that far (it never serves less than it had).
+        self.start_commit_index = self.journal.getRaftCommitIndex() if self.journal else 0
+
+    # --- proposing ----------------------------------------------------------------------------
+
+    def propose(self, request_id: str, raw: bytes) -> None:
+        """Queue one encoded command; it is proposed at the next tick (leader only)."""
+        self.queue.append((request_id, raw))
+
+    def drop_queue(self) -> list[str]:
+        """Deposed: nothing queued will be proposed here. Returns their request ids."""
+        dropped = [rid for rid, _ in self.queue]
+        self.queue.clear()
+        return dropped
+
+    @property
+    def wants_tick(self) -> bool:
+        """True when queued commands could be proposed now."""
+        return bool(self.queue) and len(self.batches) < self.tuning.max_in_flight
+
+    def _propose(self) -> None:
+        """Move queued commands into the log, a batch at a time, within the in-flight bound."""
+        obj = self.obj
+        if not self.queue or not obj._isLeader():
+            return
+        while self.queue and len(self.batches) < self.tuning.max_in_flight:
+            rids, raws, size = [], [], 0
+            while self.queue and len(rids) < self.tuning.max_batch_commands:
+                rid, raw = self.queue[0]
+                if rids and size + len(raw) > self.tuning.max_batch_bytes:
+                    break
+                self.queue.popleft()
+                if not self._wanted(rid):  # its caller gave up before it was proposed
+                    continue
+                rids.append(rid)
+                raws.append(raw)
+                size += len(raw)
+            if not rids:
+                continue
+            batch_id = next(self._batch_ids)
+            self.batches[batch_id] = _Batch(rids, self.clock() + 30.0)
+            self.sm.apply_batch(encode_batch(raws),
+                                callback=lambda res, err, b=batch_id: self._on_batch_done(b, err))
+
+    def _on_batch_done(self, batch_id: int, err: int) -> None:
+        batch = self.batches.pop(batch_id, None)
+        if batch is not None and err != FAIL_REASON.SUCCESS:
+            self._on_failed(batch.request_ids, FAIL_NAMES.get(err, str(err)))
+
+    def expire_batches(self) -> None:
+        """Forget batches whose callback never came (PySyncObj skips callbacks in some paths),
+        so they do not hold the in-flight bound forever. Their waiters time out on their own."""
+        now = self.clock()
+        for batch_id in [b for b, batch in self.batches.items() if batch.deadline < now]:
+            del self.batches[batch_id]
+
+    # --- ticking ------------------------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """One tick in production order; True if another should follow at once (events were
+        handled, or queued commands can be proposed). Raises ``StorageError`` (fail stop)."""
+        self._propose()
+        journal = self.journal
+        if journal is not None:
+            journal.sync()
+        self.obj.doTick(0.0)
+        self.obj.send_new_entries()
+        if journal is not None:
+            journal.sync()
+        return bool(self.obj.poller.last_events) or self.wants_tick
+
+    # --- stopping -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Clean stop: sync and close the journal, close connections."""
+        if self.journal is not None and self.journal.failed is None:
+            self.journal.sync()
+        self.obj.destroy()
+
+    def abandon(self) -> None:
+        """Stop without another write (storage failure, simulated crash)."""
+        self.obj.abandon()

@@ -1,0 +1,86 @@
+"""A member stops cleanly on SIGTERM as on SIGINT, even with thousands of open long polls: the
+polls are answered, the replicator stops (journal synced), the process exits 0, and the
+stopping member starts no election on its way out."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.harness import running_cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+POLLS = 5000
+
+
+async def open_polls(port: int, count: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``count`` connections, each with a long poll on /v1/watch in flight."""
+    request = (b"GET /v1/watch?timeout=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Connection: close\r\n\r\n")
+    streams = []
+    for start in range(0, count, 500):
+        batch = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port)
+                                       for _ in range(start, min(count, start + 500))))
+        for _, writer in batch:
+            writer.write(request)
+        streams.extend(batch)
+    await asyncio.gather(*(writer.drain() for _, writer in streams))
+    return streams
+
+
+async def answers(streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> list[bytes]:
+    async def first_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        try:
+            return await asyncio.wait_for(reader.readline(), 30)
+        except (TimeoutError, ConnectionError):
+            return b""
+        finally:
+            writer.close()
+
+    return await asyncio.gather(*(first_line(r, w) for r, w in streams))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_member_stops_cleanly_with_thousands_of_long_polls(tmp_path: Path, sig: int) -> None:
+    with running_cluster(tmp_path) as cluster:
+        leader = cluster.leader()
+        stopping = next(m for m in cluster.members if m != leader)
+        member = cluster.members[stopping]
+        term = cluster.status(leader)["member"]["term"]
+
+        async def scenario() -> tuple[list[bytes], float]:
+            streams = await open_polls(member.api_port, POLLS)
+            wait_for(f"{POLLS} open long polls on {stopping}",
+                     lambda: _open_watches(member.url) >= POLLS, timeout=60)
+            assert member.proc is not None
+            started = time.monotonic()
+            member.proc.send_signal(sig)
+            replies = await answers(streams)
+            await asyncio.get_running_loop().run_in_executor(None, member.proc.wait, 30)
+            return replies, time.monotonic() - started
+
+        replies, took = asyncio.run(scenario())
+        assert member.proc is not None and member.proc.returncode == 0
+        answered = sum(1 for line in replies if line.startswith(b"HTTP/1.1 200"))
+        assert answered == POLLS, f"{answered} of {POLLS} long polls answered"
+        log = member.log_path.read_text()
+        after = log[log.rindex("stopping: answering open long polls"):]
+        assert "stopped" in after and "Traceback" not in log
+        assert not re.search(r"role \w+ -> candidate", after), after
+        # The others keep their leader and term: the stopping member started no election.
+        survivors = [m for m in cluster.members if m != stopping]
+        assert {cluster.status(m)["member"]["term"] for m in survivors} == {term}
+        print(f"{signal.Signals(sig).name} with {POLLS} long polls: exit 0 after {took:.2f}s")
+
+
+def _open_watches(url: str) -> int:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    match = re.search(r"^hacoord_watchers (\d+(?:\.\d+)?)", text, re.M)
+    return int(float(match.group(1))) if match else 0
