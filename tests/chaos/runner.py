@@ -33,6 +33,7 @@ from tests.chaos.membership import MembershipWorkload
 from tests.chaos.nemesis import NETWORK_FAULTS, LinkFault, Nemesis
 from tests.chaos.network import ProxiedCluster
 from tests.chaos.resolve import resolve
+from tests.chaos.storage import STORAGE_FAULTS, SmallDisk, StorageNemesis
 from tests.chaos.workloads import Context, RegisterWorkload, SetWorkload, Workload
 from tests.integration.harness import LocalCluster
 
@@ -140,6 +141,12 @@ def run(scenario: Scenario, root: Path) -> Outcome:
     rng = random.Random(scenario.seed)
     history = History()
     cluster = make_cluster(scenario, root)
+    victim, disk = None, None
+    if scenario.fault in STORAGE_FAULTS:
+        victim = rng.choice(sorted(cluster.members))
+        if scenario.fault == "disk_full":
+            disk = SmallDisk(cluster.members[victim].data_dir)
+            disk.mount()
     cluster.start()
     workload = make_workload(scenario)
     stop, watch_stop = threading.Event(), threading.Event()
@@ -158,10 +165,16 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         for thread in [*threads, *watchers]:
             thread.start()
         time.sleep(scenario.warmup)
+        storage = StorageNemesis(cluster, rng, history, disk) if victim is not None else None
         nemesis = Nemesis(cluster, rng, history, scenario.link)
-        nemesis.inject(scenario.fault)
-        nemesis.hold(scenario.fault, scenario.hold)
-        nemesis.heal(scenario.fault)
+        if storage is not None and victim is not None:
+            storage.inject(scenario.fault, victim)
+            time.sleep(scenario.hold)
+            storage.heal(scenario.fault)
+        else:
+            nemesis.inject(scenario.fault)
+            nemesis.hold(scenario.fault, scenario.hold)
+            nemesis.heal(scenario.fault)
         healed = time.monotonic()
         outcome.recovery = _first_write_after(cluster, healed, history)
         time.sleep(scenario.cooldown)
@@ -172,7 +185,11 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         watch_stop.set()
         for thread in watchers:
             thread.join(timeout=10)
-        outcome.problems += nemesis.problems(scenario.fault, outcome.leader_after)
+        if storage is not None:
+            cluster.converged(timeout=30)  # the victim, too, caught up
+            outcome.problems += storage.problems(scenario.fault)
+        else:
+            outcome.problems += nemesis.problems(scenario.fault, outcome.leader_after)
         cluster.converged(timeout=30)
         outcome.problems += _check(scenario, cluster, workload, history, sampler, rng)
         outcome.problems += check_one_leader_per_term(leaders)
@@ -191,6 +208,8 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             if member.alive() and member.proc is not None:
                 member.proc.send_signal(signal.SIGCONT)
         cluster.stop_all()
+        if disk is not None:
+            disk.unmount()
     traced = [m.id for m in cluster.members.values()  # whole logs: cluster.logs() keeps the tails
               if m.log_path.exists() and "Traceback" in m.log_path.read_text(errors="replace")]
     if traced:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.runner import Scenario, run
+from tests.chaos.storage import SmallDisk
 
 pytestmark = pytest.mark.chaos
 
@@ -57,11 +58,18 @@ SCENARIOS = [
     Scenario("fencing-one-way-loss", "one_way_loss", seed=24, workload="fencing"),
     # Data nodes joining and draining away (two-phase moves by the leader's rebalancer).
     Scenario("membership-kill-leader", "kill_leader", seed=25, workload="membership", hold=8.0),
+    # Storage faults (tests.chaos.storage): a full disk (a tmpfs, root only), damaged files.
+    Scenario("disk-full", "disk_full", seed=26, hold=6.0),
+    Scenario("flip-journal-byte", "flip_journal_byte", seed=27),
+    Scenario("truncate-journal-tail", "truncate_journal_tail", seed=28),
+    Scenario("delete-snapshot", "delete_snapshot", seed=29),
 ]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_scenario_keeps_every_promise(scenario: Scenario, tmp_path: Path) -> None:
+    if scenario.fault == "disk_full" and not SmallDisk.available():
+        pytest.skip("mounting a small tmpfs needs root (CI runs the chaos suite as root)")
     outcome = run(scenario, tmp_path)
     where = f" (history and logs in {outcome.artifacts}; seed {scenario.seed})"
     assert not outcome.problems, "\n".join(outcome.problems) + where
