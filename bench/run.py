@@ -132,7 +132,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("bench needs wrk (Debian package 'wrk'); `make bench` installs it as root")
     with tempfile.TemporaryDirectory(prefix="hacoord-bench-") as tmp:
-        cluster = LocalCluster(Path(tmp), 3, tuple(args.member_arg))
+        # wrk stands for many clients from one address: lift the per-client write limit.
+        cluster = LocalCluster(Path(tmp), 3, ("--writes-per-client", "0", *args.member_arg))
         cluster.start()
         try:
             cluster.leader()

@@ -79,6 +79,16 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
 @click.option("--down-after", type=float, default=8.0, envvar="HACOORD_DOWN_AFTER",
               show_default=True, help="Seconds without a heartbeat before a data node is down "
                                       "(its leaderships move).")
+@click.option("--max-body-bytes", type=int, default=1 << 20, envvar="HACOORD_MAX_BODY_BYTES",
+              show_default=True, help="Largest request body (413 beyond).")
+@click.option("--max-watches", type=int, default=5000, envvar="HACOORD_MAX_WATCHES",
+              show_default=True, help="Open long polls on this member (429 beyond).")
+@click.option("--max-watches-per-client", type=int, default=500,
+              envvar="HACOORD_MAX_WATCHES_PER_CLIENT", show_default=True,
+              help="Open long polls from one client address (429 beyond).")
+@click.option("--writes-per-client", type=float, default=1000.0,
+              envvar="HACOORD_WRITES_PER_CLIENT", show_default=True,
+              help="Writes per second one client address may send (429 beyond; 0: no limit).")
 @click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
               help="Chaos canary only: serve consistent reads from local state.")
 @click.option("--log-format", default="console", envvar="HACOORD_LOG_FORMAT", show_default=True,
@@ -90,7 +100,9 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
           secret_file: str | None, insecure: bool, submit_timeout: float,
           election_timeout_min: float, election_timeout_max: float,
           log_compaction_min_entries: int, fsync: bool, suspect_after: float, down_after: float,
-          unsafe_stale_reads: bool, log_format: str, log_level: str) -> None:
+          max_body_bytes: int, max_watches: int, max_watches_per_client: int,
+          writes_per_client: float, unsafe_stale_reads: bool, log_format: str,
+          log_level: str) -> None:
     """Run one coordinator member (for deployments across hosts)."""
     missing = [name for name, value in (("member_id", member_id), ("raft_address", raft_address),
                                         ("api_address", api_address), ("data_dir", data_dir))
@@ -107,6 +119,8 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
             election_timeout_min=election_timeout_min, election_timeout_max=election_timeout_max,
             log_compaction_min_entries=log_compaction_min_entries, fsync=fsync,
             suspect_after=suspect_after, down_after=down_after,
+            max_body_bytes=max_body_bytes, max_watches=max_watches,
+            max_watches_per_client=max_watches_per_client, writes_per_client=writes_per_client,
             unsafe_stale_reads=unsafe_stale_reads)
         settings.validate()
         settings.read_secret()

@@ -6,7 +6,8 @@ The tree::
     ├── ApiError                     a member answered with an error body (.code, .message, .status)
     │   ├── InvalidArgument          400 invalid_argument: the request is malformed
     │   ├── NotFound                 404 not_found: no such node, resource or partition
-    │   ├── Conflict                 409 already_exists, node_not_empty, not_enough_nodes, stale_plan
+    │   ├── Conflict                 409 already_exists, node_not_empty, not_enough_nodes, stale_plan,
+    │   │                                request_id_reused, ...
     │   │   └── StaleEpoch           409 stale_epoch: the node started a newer session; start one
     │   ├── Compacted                410 compacted: watch asked for history no longer kept
     │   ├── ServiceUnavailable       503 no_leader / not_ready / unavailable, 504 timeout: retried
@@ -131,6 +132,7 @@ _CLASS_BY_CODE: dict[str, type[ApiError]] = {
     "maintenance": Conflict,
     "throttled": Conflict,
     "conflict": Conflict,
+    "request_id_reused": Conflict,
     "compacted": Compacted,
     "not_leader": NotLeader,
     "no_leader": ServiceUnavailable,

@@ -632,12 +632,19 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     if not isinstance(rid, str) or len(rid) > MAX_REQUEST_ID:
         return Rejected("invalid_argument", "request_id must be a string of at most 128 characters",
                         state.revision)
+    if not isinstance(command.fingerprint, str) or len(command.fingerprint) > MAX_REQUEST_ID:
+        return Rejected("invalid_argument", "fingerprint must be a string of at most 128 characters",
+                        state.revision)
     # Checked before any handler runs: a bad time found after the handler mutated the state
     # would turn into an internal error with the state already changed.
     if not _number(command.time):
         return Rejected("invalid_argument", "time must be a finite number", state.revision)
     if rid and rid in state.requests:
-        return _recall(state, state.requests[rid])
+        record = state.requests[rid]
+        if command.fingerprint and record.get("fp", command.fingerprint) != command.fingerprint:
+            return Rejected("request_id_reused", f"request id {rid!r} was already used for "
+                            "another request; use a new id for a new request", state.revision)
+        return _recall(state, record)
     if isinstance(command, c.Barrier):
         return Applied(state.revision, {"revision": state.revision})
     handler = _HANDLERS.get(type(command))
@@ -661,6 +668,8 @@ def _remember(command: c.Command, outcome: Applied) -> dict[str, Any]:
     """What a request id keeps: its revision and time, and enough to answer a retry. Node results
     are re-read from the state instead of copied (they dominate the table)."""
     record: dict[str, Any] = {"revision": outcome.revision, "time": float(command.time)}
+    if command.fingerprint:
+        record["fp"] = command.fingerprint
     if isinstance(command, c.RegisterNode | c.SetNodeState | c.SetNodeLiveness):
         record["node"] = command.node_id
     elif isinstance(command, c.StartNodeSession):

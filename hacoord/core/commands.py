@@ -21,11 +21,17 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class Command:
-    """Base of all commands. ``TYPE`` names the command on the wire."""
+    """Base of all commands. ``TYPE`` names the command on the wire.
+
+    ``fingerprint`` identifies the client request behind a write (a digest of its method, path
+    and body, made by the API): a request id used again with another request is refused
+    (``request_id_reused``) instead of being answered with the first request's outcome.
+    """
 
     TYPE: ClassVar[str] = ""
     request_id: str = ""
     time: float = 0.0
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -275,8 +281,10 @@ class DecodeError:
 
 
 def to_dict(command: Command) -> dict[str, Any]:
-    """The command as a plain dict with its ``type``."""
+    """The command as a plain dict with its ``type`` (an empty fingerprint is left out)."""
     data = asdict(command)
+    if not data["fingerprint"]:
+        del data["fingerprint"]
     data["type"] = command.TYPE
     return data
 
@@ -303,6 +311,8 @@ def from_dict(data: Any) -> Command | DecodeError:
     kwargs = {k: v for k, v in data.items() if k != "type"}
     if not isinstance(kwargs.get("time", 0.0), int | float):
         return DecodeError("time must be a number", request_id)
+    if not isinstance(kwargs.get("fingerprint", ""), str):
+        return DecodeError("fingerprint must be a string", request_id)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # defensive: dataclass construction with bad arguments

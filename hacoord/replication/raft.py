@@ -42,7 +42,7 @@ from pathlib import Path
 from hacoord.core.apply import apply
 from hacoord.core.commands import Command, encode
 from hacoord.core.model import ClusterState
-from hacoord.core.results import Outcome
+from hacoord.core.results import Outcome, Rejected
 from hacoord.replication.base import (
     MemberInfo,
     MemberStatus,
@@ -389,6 +389,10 @@ class RaftReplicator:
         if rid in self.state.requests:
             return apply(self.state, command)  # a duplicate: answered from memory, no change
         waiter = self._waiting.get(rid)
+        if waiter is not None and command.fingerprint and \
+                waiter.command.fingerprint not in ("", command.fingerprint):
+            return Rejected("request_id_reused", f"request id {rid!r} is in use by another "
+                            "request; use a new id for a new request", self.state.revision)
         if waiter is None:
             if len(self._waiting) >= self.tuning.max_pending:
                 raise NotAppliedError("too many commands in flight; retry later")

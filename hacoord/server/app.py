@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import time
 import uuid
@@ -17,10 +19,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import httpx
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from hacoord import __version__
+from hacoord.core.codec import canonical_json
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.health import summary as health_summary
 from hacoord.core.model import REQUEST_RETENTION
@@ -28,13 +31,15 @@ from hacoord.placement import explain
 from hacoord.placement.schedule import eta_seconds, inputs, plan_for, waves
 from hacoord.replication.base import Replicator
 from hacoord.replication.feed import Compacted
-from hacoord.server.coordinator import Coordinator
+from hacoord.server.coordinator import Coordinator, request_fingerprint
 from hacoord.server.errors import ApiError, install_error_handlers
+from hacoord.server.limits import HttpLimits, LimitsMiddleware
 from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, LivenessMonitor
-from hacoord.server.metrics import install_metrics
+from hacoord.server.metrics import install_metrics, refusals
 from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
 from hacoord.server.rebalancer import Rebalancer
 from hacoord.server.schemas import (
+    ID,
     CaughtUp,
     NodeCreate,
     NodeHeartbeat,
@@ -53,13 +58,35 @@ FORWARDED_HEADER = "x-hacoord-forwarded"
 LEADER_HEADER = "x-hacoord-leader"
 REQUEST_ID_HEADER = "x-request-id"
 REVISION_HEADER = "x-hacoord-revision"
+CLIENT_HEADER = "x-hacoord-client"  # who a forwarded request counts for (hacoord.server.limits)
 FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
+MAX_REVISION = 2**53  # revisions asked for are bounded (JSON numbers are exact up to here)
+
+# Path parameters are checked before a handler runs (and before a follower forwards them).
+NodeId = Annotated[str, Path(pattern=ID, description="a data node's id")]
+ResourceName = Annotated[str, Path(pattern=ID, description="a resource's name")]
+PartitionIndex = Annotated[int, Path(ge=0, le=10_000_000, description="a partition's index")]
+RequestIdPath = Annotated[str, Path(pattern=r"^[\x21-\x7e]{1,128}$",
+                                    description="a write's X-Request-Id")]
 
 
-def _request_id(request: Request) -> str:
+async def _request_id(request: Request) -> str:
+    """The write's request id (``X-Request-Id``, or a new one), and its fingerprint set for the
+    coordinator: a digest of method, path and body (JSON bodies in canonical form), so that
+    the id reused with another request is refused (409 ``request_id_reused``)."""
     rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
     if len(rid) > 128:
         raise ApiError("invalid_argument", "X-Request-Id longer than 128 characters")
+    body = await request.body()
+    try:
+        body = canonical_json(json.loads(body)) if body else b""
+    except ValueError:
+        pass  # not JSON: the bytes themselves
+    digest = hashlib.blake2b(digest_size=12)
+    for part in (request.method.encode(), request.url.path.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    request_fingerprint.set(digest.hexdigest())
     return rid
 
 
@@ -69,12 +96,14 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                liveness_clock: Callable[[], float] = time.monotonic,
                liveness_check_interval: float | None = None,
                rebalance_interval: float = DEFAULT_REBALANCE_INTERVAL,
-               rebalance_clock: Callable[[], float] = time.time) -> FastAPI:
+               rebalance_clock: Callable[[], float] = time.time,
+               limits: HttpLimits | None = None) -> FastAPI:
     """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
     and stops it; otherwise the caller does. The lifespan also runs the leader's
     :class:`LivenessMonitor` (``app.state.liveness``) with the given timeouts and clock, and its
     :class:`Rebalancer` (``app.state.rebalancer``), a pass every ``rebalance_interval`` seconds
-    on ``rebalance_clock`` (leader time, seconds since the epoch).
+    on ``rebalance_clock`` (leader time, seconds since the epoch). ``limits`` bound what one
+    client may ask (:mod:`hacoord.server.limits`).
 
     ``unsafe_stale_reads`` is the chaos suite's canary: "consistent" reads are then served from
     whatever state the member asked has, which a linearizability checker must catch. Never set it
@@ -105,8 +134,16 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                   description="Partition coordinator API: nodes, resources, routing, status.")
     install_error_handlers(app)
     watching = {"open": 0}
+    guard: dict[str, LimitsMiddleware] = {}
     install_metrics(app, replicator, lambda: watching["open"],
-                    lambda: iter(liveness.metrics() + rebalancer.metrics()))
+                    lambda: iter(liveness.metrics() + rebalancer.metrics()
+                                 + refusals(guard["limits"].refused if guard else {})))
+
+    def keep(middleware: LimitsMiddleware) -> LimitsMiddleware:
+        guard["limits"] = middleware
+        return middleware
+
+    app.add_middleware(lambda inner: keep(LimitsMiddleware(inner, limits or HttpLimits())))
     app.state.replicator = replicator
     app.state.coordinator = coordinator
     app.state.liveness = liveness
@@ -121,10 +158,12 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             raise ApiError("not_leader", f"{replicator.member_id} does not lead", leader=leader)
         if leader is None or leader == replicator.member_id:
             raise ApiError("no_leader", "no leader is elected right now; retry shortly")
-        target = replicator.members[leader].api_url.rstrip("/") + request.url.path
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        target = replicator.members[leader].api_url.rstrip("/") + raw_path.decode("ascii", "replace")
         if request.url.query:
             target += "?" + request.url.query
-        headers = {FORWARDED_HEADER: replicator.member_id}
+        headers = {FORWARDED_HEADER: replicator.member_id,
+                   CLIENT_HEADER: request.client.host if request.client else "unknown"}
         for name in ("content-type", REQUEST_ID_HEADER):
             if name in request.headers:
                 headers[name] = request.headers[name]
@@ -210,7 +249,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return reply(body)
 
     @app.get("/v1/requests/{request_id}", tags=["status"])
-    async def request_status(request_id: str, request: Request, consistent: bool = False) -> Response:
+    async def request_status(request_id: RequestIdPath, request: Request,
+                             consistent: bool = False) -> Response:
         """Whether the write with this request id was applied, and at which revision: the
         answer to "did my write land?" after a timeout. Request ids are remembered for
         ``retention`` seconds of leader time (at most 50,000 of them); an older or unknown id is
@@ -238,7 +278,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                       "nodes": [state.nodes[n].to_dict() for n in sorted(state.nodes)]})
 
     @app.get("/v1/nodes/{node_id}", tags=["nodes"])
-    async def show_node(node_id: str, request: Request, consistent: bool = False) -> Response:
+    async def show_node(node_id: NodeId, request: Request, consistent: bool = False) -> Response:
         if (fwd := await read_point(request, consistent)) is not None:
             return fwd
         state = replicator.state
@@ -251,39 +291,39 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
         applied = await coordinator.register_node(
-            _request_id(request), node_id=body.id, address=body.address, zone=body.zone,
+            await _request_id(request), node_id=body.id, address=body.address, zone=body.zone,
             capacity=body.capacity, tags=body.tags)
         return reply({"revision": applied.revision, **applied.result}, 201)
 
     @app.patch("/v1/nodes/{node_id}", tags=["nodes"])
-    async def set_node_state(node_id: str, body: NodeUpdate, request: Request) -> Response:
+    async def set_node_state(node_id: NodeId, body: NodeUpdate, request: Request) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
         applied = await coordinator.set_node_state(
-            _request_id(request), node_id, **body.model_dump(exclude_unset=True))
+            await _request_id(request), node_id, **body.model_dump(exclude_unset=True))
         return reply({"revision": applied.revision, **applied.result})
 
     @app.delete("/v1/nodes/{node_id}", tags=["nodes"])
-    async def remove_node(node_id: str, request: Request, force: bool = False) -> Response:
+    async def remove_node(node_id: NodeId, request: Request, force: bool = False) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.remove_node(_request_id(request), node_id, force)
+        applied = await coordinator.remove_node(await _request_id(request), node_id, force)
         return reply({"revision": applied.revision, **applied.result})
 
     @app.post("/v1/nodes/{node_id}/session", tags=["nodes"])
-    async def start_node_session(node_id: str, request: Request,
+    async def start_node_session(node_id: NodeId, request: Request,
                                  body: NodeSession | None = None) -> Response:
         """A node (re)starts: its epoch grows by one and it is marked up. Answers the new
         ``epoch``, which its heartbeats and reports must carry from now on."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
         address = body.address if body is not None else None
-        applied = await coordinator.start_node_session(_request_id(request), node_id, address)
+        applied = await coordinator.start_node_session(await _request_id(request), node_id, address)
         liveness.session_started(node_id)
         return reply({"revision": applied.revision, **applied.result})
 
     @app.post("/v1/nodes/{node_id}/heartbeat", tags=["nodes"])
-    async def node_heartbeat(node_id: str, body: NodeHeartbeat, request: Request) -> Response:
+    async def node_heartbeat(node_id: NodeId, body: NodeHeartbeat, request: Request) -> Response:
         """The node is alive at ``epoch``. Held in the leader's memory, not logged (unless the
         node was suspect or down: then it is judged up before the answer). 409 ``stale_epoch``
         if the node has started a newer session."""
@@ -292,23 +332,23 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return reply(await liveness.heartbeat(node_id, body.epoch))
 
     @app.post("/v1/nodes/{node_id}/metrics", tags=["nodes"])
-    async def report_node_metrics(node_id: str, body: NodeMetrics, request: Request) -> Response:
+    async def report_node_metrics(node_id: NodeId, body: NodeMetrics, request: Request) -> Response:
         """The node reports metrics (merged into its record; a resource may balance on one). 409
         ``stale_epoch`` if the node has started a newer session."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.set_node_state(_request_id(request), node_id,
+        applied = await coordinator.set_node_state(await _request_id(request), node_id,
                                                    metrics=body.metrics, epoch=body.epoch)
         return reply({"revision": applied.revision, **applied.result})
 
     @app.post("/v1/nodes/{node_id}/caught-up", tags=["nodes"])
-    async def report_caught_up(node_id: str, body: CaughtUp, request: Request) -> Response:
+    async def report_caught_up(node_id: NodeId, body: CaughtUp, request: Request) -> Response:
         """Phase two of a move: the node's new replica has caught up. The move completes (the new
         replica replaces the old one, leadership follows, the epoch grows). 409 ``stale_epoch``
         for an older node session or partition epoch, ``no_move`` if no move goes to this node."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.report_caught_up(_request_id(request), node_id, body.epoch,
+        applied = await coordinator.report_caught_up(await _request_id(request), node_id, body.epoch,
                                                      body.resource, body.partition,
                                                      body.partition_epoch)
         return reply({"revision": applied.revision, **applied.result})
@@ -328,59 +368,59 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     async def create_resource(body: ResourceCreate, request: Request) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.create_resource(_request_id(request), body.name,
+        applied = await coordinator.create_resource(await _request_id(request), body.name,
                                                     body.partitions, body.replicas,
                                                     body.balance_metric)
         return reply({"revision": applied.revision, **applied.result}, 201)
 
     @app.patch("/v1/resources/{name}", tags=["resources"])
-    async def update_resource(name: str, body: ResourceUpdate, request: Request) -> Response:
+    async def update_resource(name: ResourceName, body: ResourceUpdate, request: Request) -> Response:
         """Change the replication factor (missing replicas are added two-phase by the rebalancer;
         extra ones dropped at once) or the balance metric."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.update_resource(_request_id(request), name,
+        applied = await coordinator.update_resource(await _request_id(request), name,
                                                     **body.model_dump(exclude_unset=True))
         return reply({"revision": applied.revision, **applied.result})
 
     @app.delete("/v1/resources/{name}", tags=["resources"])
-    async def delete_resource(name: str, request: Request) -> Response:
+    async def delete_resource(name: ResourceName, request: Request) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.delete_resource(_request_id(request), name)
+        applied = await coordinator.delete_resource(await _request_id(request), name)
         return reply({"revision": applied.revision, **applied.result})
 
     @app.post("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"])
-    async def move_partition(name: str, partition: int, body: PartitionMove,
+    async def move_partition(name: ResourceName, partition: PartitionIndex, body: PartitionMove,
                              request: Request) -> Response:
         """Move the replica on ``from`` to ``to``: at once, or two-phase (``two_phase``: the
         answer is the pending move; the move completes when ``to`` reports caught up)."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
         if body.two_phase:
-            applied = await coordinator.start_move(_request_id(request), name, partition,
+            applied = await coordinator.start_move(await _request_id(request), name, partition,
                                                    body.from_node, body.to_node, "operator")
         else:
-            applied = await coordinator.move_partition(_request_id(request), name, partition,
+            applied = await coordinator.move_partition(await _request_id(request), name, partition,
                                                        body.from_node, body.to_node)
         return reply({"revision": applied.revision, **applied.result})
 
     @app.post("/v1/resources/{name}/partitions/{partition}/leader", tags=["resources"])
-    async def set_partition_leader(name: str, partition: int, body: PartitionLeader,
+    async def set_partition_leader(name: ResourceName, partition: PartitionIndex, body: PartitionLeader,
                                    request: Request) -> Response:
         """Hand the partition's leadership to one of its replicas on an up node; the epoch grows."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.set_partition_leader(_request_id(request), name, partition,
+        applied = await coordinator.set_partition_leader(await _request_id(request), name, partition,
                                                          body.node)
         return reply({"revision": applied.revision, **applied.result})
 
     @app.delete("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"])
-    async def cancel_move(name: str, partition: int, request: Request) -> Response:
+    async def cancel_move(name: ResourceName, partition: PartitionIndex, request: Request) -> Response:
         """Abandon the partition's pending move (the copy being made is dropped)."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.cancel_move(_request_id(request), name, partition, "operator")
+        applied = await coordinator.cancel_move(await _request_id(request), name, partition, "operator")
         return reply({"revision": applied.revision, **applied.result})
 
     # --- rebalance ----------------------------------------------------------------------------
@@ -399,7 +439,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         (see ``GET /v1/rebalance`` for progress) and ends the run when nothing is left."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        rid = _request_id(request)
+        rid = await _request_id(request)
         applied = await coordinator.start_rebalance(rid, f"run-{rid[:12]}")
         return reply({"revision": applied.revision, **applied.result,
                       "progress": rebalancer.progress()}, 201)
@@ -412,7 +452,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         run = replicator.state.rebalance.run
         if run is None:
             raise ApiError("not_found", "no rebalance is running")
-        rid = _request_id(request)
+        rid = await _request_id(request)
         applied = await coordinator.end_rebalance(rid, run["id"], "cancelled")
         cancelled = 0
         if cancel_moves:
@@ -429,14 +469,15 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         required)."""
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
-        applied = await coordinator.configure_rebalance(_request_id(request),
+        applied = await coordinator.configure_rebalance(await _request_id(request),
                                                         **body.model_dump(exclude_unset=True))
         return reply({"revision": applied.revision, **applied.result})
 
     # --- watch --------------------------------------------------------------------------------
 
     @app.get("/v1/watch", tags=["watch"])
-    async def watch(since: int | None = Query(None, ge=0, description="last revision seen"),
+    async def watch(since: int | None = Query(None, ge=0, le=MAX_REVISION, description=(
+                        "last revision seen (a lagging member waits until it gets there)")),
                     timeout: float = Query(25.0, ge=0, le=60, description="seconds to wait"),
                     limit: int = Query(1000, ge=1, le=10_000)) -> Response:
         """Long poll: the events after revision ``since`` (whole revisions, in order), waiting up
@@ -510,7 +551,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                       "eta_seconds": eta_seconds(state, plan.moves, now)})
 
     @app.get("/v1/resources/{name}/partitions/{partition}/explain", tags=["placement"])
-    async def explain_partition(name: str, partition: int, request: Request,
+    async def explain_partition(name: ResourceName, partition: PartitionIndex, request: Request,
                                 consistent: bool = False) -> Response:
         """Why each replica of the partition is where it is, and whether the current rebalance
         plan would move it, and why."""

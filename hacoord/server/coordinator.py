@@ -8,6 +8,7 @@ plan as stale and it is computed again (a bounded number of times).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
 from typing import Any
@@ -25,6 +26,11 @@ from hacoord.server.errors import ApiError
 
 STALE_PLAN_RETRIES = 3
 
+#: The fingerprint of the API request being served (set by the handler; see
+#: ``hacoord.core.commands.Command.fingerprint``); empty for the leader's own commands.
+request_fingerprint: contextvars.ContextVar[str] = contextvars.ContextVar("request_fingerprint",
+                                                                         default="")
+
 
 class Coordinator:
     """Leader-side write path. ``submit_timeout`` bounds every wait for an outcome."""
@@ -35,7 +41,8 @@ class Coordinator:
 
     async def submit(self, command: c.Command) -> Applied:
         """Submit one command, stamped with the leader's clock; raise ApiError unless applied."""
-        command = dataclasses.replace(command, time=time.time())
+        command = dataclasses.replace(command, time=time.time(),
+                                      fingerprint=command.fingerprint or request_fingerprint.get())
         try:
             outcome = await self.replicator.submit(command, self.submit_timeout)
         except NotLeaderError as exc:

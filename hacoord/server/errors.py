@@ -32,6 +32,8 @@ STATUS_BY_CODE = {
     # the new leader is the one to ask.
     "stale_term": 503,
     "conflict": 409,
+    # The request id was already used for another request (method, path or body differ).
+    "request_id_reused": 409,
     "compacted": 410,
     "not_leader": 503,
     "no_leader": 503,

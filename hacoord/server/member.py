@@ -27,6 +27,7 @@ import uvicorn
 
 from hacoord.replication.raft import FatalReplicationError, RaftReplicator, RaftTuning
 from hacoord.server.app import create_app
+from hacoord.server.limits import HttpLimits
 from hacoord.server.logs import follow_term
 from hacoord.server.settings import MemberSettings
 
@@ -85,7 +86,13 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 
 def build_replicator(settings: MemberSettings) -> RaftReplicator:
     """The replicator a member runs, from validated settings."""
+    # PySyncObj needs heartbeats well inside the election timeout (a third of it at most) and
+    # a connection timeout no shorter than the longest election timeout.
+    heartbeat = min(0.05, settings.election_timeout_min / 4)
     tuning = RaftTuning(
+        append_entries_period=heartbeat,
+        connection_timeout=max(1.0, settings.election_timeout_max),
+        leader_fallback_timeout=max(1.2, 2 * settings.election_timeout_max),
         election_timeout_min=settings.election_timeout_min,
         election_timeout_max=settings.election_timeout_max,
         log_compaction_min_entries=settings.log_compaction_min_entries,
@@ -120,9 +127,18 @@ async def serve_member(settings: MemberSettings) -> int:
         log.critical("%s", exc)
         return 1
     host, port = settings.api_address.rsplit(":", 1)
+    limits = HttpLimits(max_body=settings.max_body_bytes, max_watches=settings.max_watches,
+                        max_watches_per_client=settings.max_watches_per_client,
+                        writes_per_client=settings.writes_per_client,
+                        write_burst=max(1, int(2 * settings.writes_per_client)))
     app = create_app(replicator, settings.submit_timeout, manage_replicator=False,
                      unsafe_stale_reads=settings.unsafe_stale_reads,
-                     suspect_after=settings.suspect_after, down_after=settings.down_after)
+                     suspect_after=settings.suspect_after, down_after=settings.down_after,
+                     limits=limits)
+    if settings.insecure:
+        log.warning("INSECURE: running without a cluster secret. PySyncObj's peer protocol is "
+                    "pickle: any local user who can reach %s can run code in this member. Use a "
+                    "secret (--secret-file) for anything but a throwaway test", settings.raft_address)
     if settings.unsafe_stale_reads:
         log.warning("UNSAFE: consistent reads are served from local state (chaos canary mode)")
     config = uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",

@@ -102,6 +102,15 @@ class MemberCollector(Collector):
         yield parts
 
 
+def refusals(counts: dict[str, int]) -> list[Family]:
+    """Requests the HTTP limits refused, by reason (headers, body, watches, writes)."""
+    family = CounterMetricFamily("hacoord_http_refused", "Requests refused by the HTTP limits",
+                                 labels=["reason"])
+    for reason, count in sorted(counts.items()):
+        family.add_metric([reason], count)
+    return [family]
+
+
 class _LatencyMiddleware:
     """Pure ASGI middleware timing each HTTP request (Starlette's BaseHTTPMiddleware costs a task
     group per request, measured at a fifth of the leader's CPU under load)."""

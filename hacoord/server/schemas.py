@@ -1,14 +1,30 @@
-"""Request bodies of the HTTP API (pydantic; unknown fields are refused)."""
+"""Request bodies of the HTTP API (pydantic).
+
+Strict: unknown fields are refused, and so are values of another JSON type (``true`` or ``"7"``
+for a number of partitions); every size is bounded here, at the edge, so input that a limit
+refuses never reaches the Raft log.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+MAX_TAGS = 64          # tags or metrics per node
+MAX_TAG_VALUE = 256    # characters of a tag value
+
+Key = Annotated[str, StringConstraints(pattern=ID)]
+TagValue = Annotated[str, StringConstraints(max_length=MAX_TAG_VALUE)]
+Number = Annotated[float, Field(allow_inf_nan=False, ge=-1e18, le=1e18)]
+Tags = Annotated[dict[Key, TagValue], Field(max_length=MAX_TAGS)]
+TagChanges = Annotated[dict[Key, TagValue | None], Field(max_length=MAX_TAGS)]
+Metrics = Annotated[dict[Key, Number | None], Field(max_length=MAX_TAGS)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NodeCreate(_Body):
@@ -17,8 +33,8 @@ class NodeCreate(_Body):
     id: str = Field(pattern=ID)
     address: str = Field(min_length=3, max_length=260, description="host:port")
     zone: str = Field("default", pattern=ID)
-    capacity: float = Field(1.0, gt=0, le=1e6)
-    tags: dict[str, str] = Field(default_factory=dict)
+    capacity: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
+    tags: Tags = Field(default_factory=dict)
 
 
 class NodeUpdate(_Body):
@@ -31,10 +47,10 @@ class NodeUpdate(_Body):
     admin_reason: str | None = Field(None, max_length=256)
     address: str | None = Field(None, min_length=3, max_length=260)
     zone: str | None = Field(None, pattern=ID)
-    capacity: float | None = Field(None, gt=0, le=1e6)
-    tags: dict[str, str | None] | None = None
-    metrics: dict[str, float | None] | None = None
-    expect_tags: dict[str, str | None] | None = Field(
+    capacity: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
+    tags: TagChanges | None = None
+    metrics: Metrics | None = None
+    expect_tags: TagChanges | None = Field(
         None, description="compare-and-set: apply only if these tags have these values "
                           "(null: absent); else 409 precondition_failed")
 
@@ -48,7 +64,7 @@ class NodeSession(_Body):
 class NodeHeartbeat(_Body):
     """A node is alive, in the session of ``epoch``."""
 
-    epoch: int = Field(ge=1, description="the node epoch its session was given")
+    epoch: int = Field(ge=1, le=2**62, description="the node epoch its session was given")
 
 
 class ResourceCreate(_Body):
@@ -83,18 +99,18 @@ class NodeMetrics(_Body):
     """A data node reports its metrics (merged into the node's; null deletes one) in the session
     of ``epoch``."""
 
-    epoch: int = Field(ge=1, description="the node epoch its session was given")
-    metrics: dict[str, float | None]
+    epoch: int = Field(ge=1, le=2**62, description="the node epoch its session was given")
+    metrics: Metrics
 
 
 class CaughtUp(_Body):
     """A data node's new replica of ``resource``/``partition`` has caught up (phase two of a move),
     as of the partition epoch it was told."""
 
-    epoch: int = Field(ge=1, description="the node epoch its session was given")
+    epoch: int = Field(ge=1, le=2**62, description="the node epoch its session was given")
     resource: str = Field(pattern=ID)
-    partition: int = Field(ge=0)
-    partition_epoch: int = Field(ge=1)
+    partition: int = Field(ge=0, le=10_000_000)
+    partition_epoch: int = Field(ge=1, le=2**62)
 
 
 class PartitionLeader(_Body):
@@ -108,6 +124,7 @@ class RebalanceSettings(_Body):
 
     max_moves_per_node: int | None = Field(None, ge=1, le=10_000)
     max_moves: int | None = Field(None, ge=1, le=10_000)
-    rereplicate_after: float | None = Field(None, ge=0, le=1e7, description="seconds")
+    rereplicate_after: float | None = Field(None, ge=0, le=1e7, allow_inf_nan=False,
+                                            description="seconds")
     maintenance: bool | None = Field(None, description="true freezes rebalancing (reason needed)")
     reason: str = Field("", max_length=256)

@@ -21,6 +21,7 @@ TOML file (``hacoord serve --config member.toml``)::
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import secrets
 import stat
@@ -123,6 +124,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     return flat
 
 
+#: Numeric settings: (key, lowest, highest); each must also be finite.
+NUMBER_RANGES = (
+    ("submit_timeout", 0.1, 600.0),
+    ("election_timeout_min", 0.1, 60.0),
+    ("election_timeout_max", 0.15, 120.0),
+    ("suspect_after", 0.1, 86_400.0),
+    ("down_after", 0.2, 86_400.0),
+    ("max_body_bytes", 1024, 1 << 30),
+    ("max_watches", 1, 1_000_000),
+    ("max_watches_per_client", 1, 1_000_000),
+    ("writes_per_client", 0, 1e9),
+)
+
+
 @dataclass
 class MemberSettings:
     """Everything one member needs to run. Build it, then call :meth:`validate`."""
@@ -143,6 +158,10 @@ class MemberSettings:
     unsafe_stale_reads: bool = False
     suspect_after: float = 3.0
     down_after: float = 8.0
+    max_body_bytes: int = 1 << 20
+    max_watches: int = 5000
+    max_watches_per_client: int = 500
+    writes_per_client: float = 1000.0
 
     def validate(self) -> None:
         """Raise ConfigError for the first setting that is wrong."""
@@ -154,16 +173,17 @@ class MemberSettings:
         ids = [p.id for p in self.peers]
         if self.member_id in ids or len(set(ids)) != len(ids):
             raise ConfigError("peer", "member ids must be distinct and not repeat this member's")
-        if not 0.05 <= self.election_timeout_min < self.election_timeout_max:
-            raise ConfigError("election_timeout_min", "must be >= 0.05 and below election_timeout_max")
-        if self.submit_timeout <= 0:
-            raise ConfigError("submit_timeout", "must be positive")
-        if self.log_compaction_min_entries < 2:
-            raise ConfigError("log_compaction_min_entries", "must be at least 2")
-        if not self.suspect_after > 0:
-            raise ConfigError("suspect_after", "must be positive")
+        for key, low, high in NUMBER_RANGES:
+            value = getattr(self, key)
+            if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+                raise ConfigError(key, f"must be a number from {low:g} to {high:g}, got {value!r}")
+        if not self.election_timeout_min < self.election_timeout_max:
+            raise ConfigError("election_timeout_min", "must be below election_timeout_max "
+                              f"({self.election_timeout_max:g})")
+        if not 2 <= self.log_compaction_min_entries <= 10_000_000:
+            raise ConfigError("log_compaction_min_entries", "must be from 2 to 10000000")
         if not self.down_after > self.suspect_after:
-            raise ConfigError("down_after", f"must be above suspect_after ({self.suspect_after})")
+            raise ConfigError("down_after", f"must be above suspect_after ({self.suspect_after:g})")
         if self.insecure:
             for key in ("raft_address", "api_address"):
                 host = getattr(self, key).rsplit(":", 1)[0]

@@ -33,8 +33,8 @@ def test_timeouts_default_and_come_from_flags_env_and_toml(tmp_path: Path, secre
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["--suspect-after", "0"], "suspect_after: must be positive"),
-    (["--suspect-after", "-1", "--down-after", "5"], "suspect_after: must be positive"),
+    (["--suspect-after", "0"], "suspect_after: must be a number from 0.1"),
+    (["--suspect-after", "-1", "--down-after", "5"], "suspect_after: must be a number from 0.1"),
     (["--suspect-after", "3", "--down-after", "3"], "down_after: must be above suspect_after"),
     (["--down-after", "2"], "down_after: must be above suspect_after"),
 ])

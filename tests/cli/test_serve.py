@@ -99,6 +99,14 @@ def test_peers_from_environment_are_space_separated(tmp_path: Path, secret: Path
     ([*BASE, "--data-dir", "d", "--insecure", "--peer", "m2"], "peer: expected ID=RAFT_HOST:PORT,API_URL"),
     ([*BASE, "--data-dir", "d", "--insecure", "--peer", "m1=127.0.0.1:1,http://x"], "peer: member ids"),
     ([*BASE, "--data-dir", "d", "--insecure", "--election-timeout-min", "2"], "election_timeout_min"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--submit-timeout", "nan"], "submit_timeout: must be"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--submit-timeout", "0"], "submit_timeout: must be"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--down-after", "inf"], "down_after: must be"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--suspect-after", "-1"], "suspect_after: must be"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--election-timeout-max", "1e9"],
+     "election_timeout_max: must be"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--log-compaction-min-entries", "1"],
+     "log_compaction_min_entries"),
 ])
 def test_bad_settings_are_one_line_naming_the_key(args: list[str], fragment: str,
                                                  captured: list[MemberSettings]) -> None:
@@ -128,3 +136,18 @@ def test_insecure_on_loopback_is_allowed(tmp_path: Path, captured: list[MemberSe
     result = serve(*BASE, "--data-dir", str(tmp_path), "--insecure")
     assert result.exit_code == 0, result.output
     assert captured[0].read_secret() is None
+
+
+@pytest.mark.parametrize(("low", "high"), [("0.1", "0.2"), ("0.3", "2"), ("1", "30")])
+def test_any_accepted_election_timeouts_make_a_working_raft_configuration(
+        low: str, high: str, tmp_path: Path, captured: list[MemberSettings]) -> None:
+    """What PySyncObj asserts about its timeouts (heartbeat period, connection timeout) follows
+    from the accepted election timeouts, instead of failing with an AssertionError."""
+    from pysyncobj import SyncObjConf
+
+    from hacoord.server.member import build_replicator
+
+    result = serve(*BASE, "--data-dir", str(tmp_path), "--insecure",
+                   "--election-timeout-min", low, "--election-timeout-max", high)
+    assert result.exit_code == 0, result.output
+    SyncObjConf(**build_replicator(captured[0]).tuning.conf_kwargs()).validate()

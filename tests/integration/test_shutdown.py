@@ -49,7 +49,8 @@ async def answers(streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_member_stops_cleanly_with_thousands_of_long_polls(tmp_path: Path, sig: int) -> None:
-    with running_cluster(tmp_path) as cluster:
+    limits = ("--max-watches", str(2 * POLLS), "--max-watches-per-client", str(2 * POLLS))
+    with running_cluster(tmp_path, extra_args=limits) as cluster:
         leader = cluster.leader()
         stopping = next(m for m in cluster.members if m != leader)
         member = cluster.members[stopping]
