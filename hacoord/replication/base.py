@@ -79,6 +79,10 @@ class MemberStatus:
     snapshot_write_seconds: float = 0.0
     #: After ``hacoord member rejoin``: no vote until caught up with a leader.
     rejoining: bool = False
+    #: The Raft listener is open (a member whose listener is down is not ready).
+    listening: bool = True
+    #: Connections the Raft peer port dropped, by reason (hacoord.replication.peer).
+    peer_refused: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -36,10 +36,10 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObjConf
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.poller import Poller
-from pysyncobj.transport import TCPTransport
 
 from hacoord.core.results import Outcome
 from hacoord.replication.engine import HacoordSyncObj
+from hacoord.replication.peer import GuardedTransport
 from hacoord.replication.snapshot_store import SnapshotWriter
 from hacoord.replication.statemachine import StateMachine, encode_batch
 from hacoord.replication.storage import FaultHook
@@ -114,7 +114,7 @@ class RaftDriver:
                  on_role_changed: Callable[[int, int], None],
                  on_failed: Callable[[list[str], str], None],
                  wanted: Callable[[str], bool] = lambda _rid: True,
-                 transport_class: Any = TCPTransport, node_class: type[Node] = TCPNode,
+                 transport_class: Any = GuardedTransport, node_class: type[Node] = TCPNode,
                  poller: Poller | None = None, snapshot_writer: SnapshotWriter | None = None,
                  fault: FaultHook | None = None, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:

@@ -224,6 +224,12 @@ class HacoordSyncObj(SafeSyncObj):
             # Tick right at the deadline: a late tick would blur the stagger.
             self.on_early_election(delay)
 
+    @property
+    def transport(self) -> Any:
+        """The library's transport (a :class:`~hacoord.replication.peer.GuardedTransport` in
+        production)."""
+        return self._SyncObj__transport
+
     def send_new_entries(self) -> None:
         """On the leader, send log entries added since the last call now, rather than at the
         next heartbeat (the library's batch mode waits ``appendEntriesPeriod``)."""

@@ -466,8 +466,11 @@ class RaftReplicator:
                 "match_index": raw.get(f"match_idx_server_{addr}"),
             }
         loaded = self.loaded
-        ready = (self.fatal is None and loaded and leader is not None and raw["has_quorum"]
-                 and self.consecutive_tick_failures < 3 and raw["last_applied"] >= leader_commit)
+        transport = obj.transport
+        listening = bool(getattr(transport, "listening", True))
+        ready = (self.fatal is None and loaded and listening and leader is not None
+                 and raw["has_quorum"] and self.consecutive_tick_failures < 3
+                 and raw["last_applied"] >= leader_commit)
         snapshots = obj.snapshots
         return MemberStatus(
             member_id=self.member_id,
@@ -494,6 +497,8 @@ class RaftReplicator:
             snapshot_write_failures=snapshots.write_failures,
             snapshot_write_seconds=snapshots.last_write_seconds,
             rejoining=bool(driver.journal is not None and driver.journal.rejoining),
+            listening=listening,
+            peer_refused=dict(getattr(transport, "refused", {})),
         )
 
 

@@ -225,8 +225,15 @@ class SnapshotStore:
         state = self._state()
         header = SnapshotHeader(raft_data[0], raft_data[1],
                                 tuple(sorted(getattr(n, "address", str(n)) for n in cluster)))
+        try:
+            self.writer.start(lambda: encode_snapshot(state, raft_data), self._persist)
+        except OSError as exc:  # no process or pipe to be had (out of descriptors, memory)
+            self.write_failures += 1
+            self.last_error = str(exc)
+            log.warning("snapshot at index %d not started (tried again later): %s",
+                        header.index, exc)
+            return
         self._job = (serialize_id, header, time.monotonic())
-        self.writer.start(lambda: encode_snapshot(state, raft_data), self._persist)
 
     def _persist(self, data: bytes) -> None:
         """Runs in the writer: the dump replaced atomically (0600, synced, directory synced)."""

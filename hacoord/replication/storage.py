@@ -85,16 +85,51 @@ def ensure_private_dir(path: Path) -> None:
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or creation inside directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = RESERVE.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+class _Reserve:
+    """A few descriptors held back for the member's own files: when the process runs out of
+    descriptors (a flood of connections), writing the vote or a snapshot must still work, or
+    the member would fail stop for want of a descriptor rather than of a disk."""
+
+    SIZE = 4
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def fill(self) -> None:
+        while len(self.fds) < self.SIZE:
+            try:
+                self.fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return
+
+    def open(self, path: Path, flags: int, mode: int) -> int:
+        try:
+            return os.open(path, flags, mode)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self.fds:
+                raise
+        os.close(self.fds.pop())
+        try:
+            return os.open(path, flags, mode)
+        finally:
+            self.fill()
+
+
+RESERVE = _Reserve()
+RESERVE.fill()
+
+
 def open_private(path: Path, flags: int) -> int:
-    """``os.open`` with mode 0600, and 0600 enforced on an existing file too."""
-    fd = os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
+    """``os.open`` with mode 0600, and 0600 enforced on an existing file too (using the
+    descriptor reserve when the process has none left)."""
+    fd = RESERVE.open(path, flags | os.O_CLOEXEC, FILE_MODE)
     try:
         if (os.fstat(fd).st_mode & 0o777) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)

@@ -63,6 +63,14 @@ class MemberCollector(Collector):
         yield CounterMetricFamily("hacoord_storage_failures", "Failed writes or syncs of the "
                                   "member's files (each stopped it until it reopened them)",
                                   value=status.storage_failures)
+        yield GaugeMetricFamily("hacoord_raft_listening", "1 while the Raft peer listener is open",
+                                value=1.0 if status.listening else 0.0)
+        refused = CounterMetricFamily("hacoord_raft_peer_refused", "Connections the Raft peer port "
+                                      "dropped (oversized, unauthenticated, handshake timeout, "
+                                      "too many pending, accept failures)", labels=["reason"])
+        for reason, count in sorted(status.peer_refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
         yield GaugeMetricFamily("hacoord_snapshot_index", "Last log index the snapshot on disk "
                                 "covers", value=status.snapshot_index)
         yield CounterMetricFamily("hacoord_snapshot_writes", "Snapshots this member wrote",

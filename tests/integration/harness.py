@@ -115,12 +115,14 @@ class LocalCluster:
         elsewhere, through a proxy say."""
         return peer.peer_spec
 
-    def start(self, member_id: str | None = None) -> None:
+    def start(self, member_id: str | None = None, prefix: tuple[str, ...] = ()) -> None:
+        """Start one member (or all); ``prefix`` runs it under a wrapper (``prlimit ...``)."""
         targets = [self.members[member_id]] if member_id else list(self.members.values())
         for member in targets:
             assert not member.alive(), f"{member.id} already running"
             log = open(member.log_path, "ab")  # noqa: SIM115 (the child owns it)
-            member.proc = subprocess.Popen(self.argv(member), stdout=log, stderr=subprocess.STDOUT)
+            member.proc = subprocess.Popen([*prefix, *self.argv(member)], stdout=log,
+                                           stderr=subprocess.STDOUT)
             log.close()
 
     def kill(self, member_id: str, sig: int = signal.SIGKILL) -> None:
