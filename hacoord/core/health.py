@@ -31,15 +31,39 @@ def partition_health(state: ClusterState, partition: Partition, replication_fact
 
 def summary(state: ClusterState) -> dict[str, Any]:
     """Counts of nodes by status and partitions by health, and the unhealthy partitions (at most
-    100 listed)."""
+    100 listed). One pass over the replicas; the same answer as :func:`partition_health` on
+    every partition."""
     nodes = dict.fromkeys(NODE_STATUSES, 0)
+    down: set[str] = set()
+    up: set[str] = set()
     for node in state.nodes.values():
         nodes[node.status] = nodes.get(node.status, 0) + 1
+        if node.status == "down":
+            down.add(node.id)
+        elif node.status == "up":
+            up.add(node.id)
+    everyone_up = len(up) == len(state.nodes)
     partitions = dict.fromkeys(PARTITION_HEALTH, 0)
     unhealthy = []
     for res in state.resources.values():
+        rf = res.replication_factor
         for i, part in enumerate(res.partitions):
-            health = partition_health(state, part, res.replication_factor)
+            replicas = part.replicas
+            if everyone_up:
+                if not replicas:
+                    health = "unavailable"
+                elif part.leader is None:
+                    health = "leaderless"
+                else:
+                    health = "healthy" if len(replicas) >= rf else "under_replicated"
+            elif all(n in down for n in replicas):
+                health = "unavailable"
+            elif part.leader is None or part.leader in down:
+                health = "leaderless"
+            elif sum(1 for n in replicas if n in up) < rf:
+                health = "under_replicated"
+            else:
+                health = "healthy"
             partitions[health] += 1
             if health != "healthy" and len(unhealthy) < 100:
                 unhealthy.append({"resource": res.name, "partition": i, "health": health})

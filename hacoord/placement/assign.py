@@ -17,6 +17,7 @@ can; this module only ever adds replicas.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 from collections.abc import Iterable
@@ -83,24 +84,33 @@ def _choose_leader(state: ClusterState, loads: _Loads, replicas: list[str]) -> s
     return leader
 
 
+def _slot_hash(prefix: hashlib._Hash, slot: int) -> int:
+    h = prefix.copy()
+    h.update(slot.to_bytes(2, "big"))
+    return int.from_bytes(h.digest(), "big")
+
+
 class _FastChooser:
-    """The policy of ``_choose_replicas`` for many partitions in a row, without scanning every node
-    for every slot: up nodes are kept per zone in buckets of equal load, so a slot that can go to a
-    fresh zone looks only at the least-loaded bucket of each fresh zone and hashes only the nodes
-    tied there. Other slots (no fresh zone left, or no up node left) take the plain path. Same
-    choices as ``_choose_replicas`` (ties of equal load and equal 64-bit rendezvous score aside).
+    """The policy of ``_choose_replicas`` for many partitions in a row, at a cost per replica that
+    does not grow with the number of nodes: up nodes are kept per zone in buckets of equal load
+    (each a sorted list of node ids), so a slot looks only at the least-loaded bucket of each
+    zone it may use, and picks one of the nodes tied there by one hash of resource, partition
+    and slot (an index into the tied nodes in id order). Zones first, then load, as in
+    ``_choose_replicas``; among equally loaded nodes the pick is pseudo-random per partition,
+    so replica sets scatter across the cluster. A slot no up node can take falls back to the
+    plain path (nodes that are down).
     """
 
     def __init__(self, state: ClusterState, loads: _Loads) -> None:
         self.state, self.loads = state, loads
         self.up = _eligible(state.nodes.values())
+        self.by_id = {n.id: n for n in self.up}
         self.zones: dict[str, list[Node]] = {}
-        for node in self.up:
+        for node in sorted(self.up, key=lambda n: (n.zone, n.id)):  # not registration order
             self.zones.setdefault(node.zone, []).append(node)
-        self.key = {n.id: n.id.encode() for n in self.up}
-        self.buckets: dict[str, dict[float, dict[str, Node]]] = {z: {} for z in self.zones}
+        self.buckets: dict[str, dict[float, list[str]]] = {z: {} for z in self.zones}
         self.heaps: dict[str, list[float]] = {z: [] for z in self.zones}
-        for node in self.up:
+        for node in sorted(self.up, key=lambda n: n.id):
             self._file(node)
 
     def _load(self, node: Node) -> float:
@@ -110,54 +120,63 @@ class _FastChooser:
         load = self._load(node)
         bucket = self.buckets[node.zone].get(load)
         if bucket is None:
-            bucket = self.buckets[node.zone][load] = {}
+            bucket = self.buckets[node.zone][load] = []
             heapq.heappush(self.heaps[node.zone], load)
-        bucket[node.id] = node
+        bisect.insort(bucket, node.id)
 
-    def _least(self, zone: str) -> float:
+    def _least(self, zone: str) -> float | None:
         heap, buckets = self.heaps[zone], self.buckets[zone]
-        while heap[0] not in buckets:
+        while heap and heap[0] not in buckets:
             heapq.heappop(heap)
-        return heap[0]
+        return heap[0] if heap else None
 
     def _add(self, node: Node) -> None:
         buckets = self.buckets.get(node.zone)
-        if buckets is not None and node.status == "up":
+        if buckets is not None and node.id in self.by_id:
             load = self._load(node)
-            del buckets[load][node.id]
-            if not buckets[load]:
+            bucket = buckets[load]
+            del bucket[bisect.bisect_left(bucket, node.id)]
+            if not bucket:
                 del buckets[load]
         self.loads.replicas[node.id] += 1
-        if buckets is not None and node.status == "up":
+        if buckets is not None and node.id in self.by_id:
             self._file(node)
 
     def choose(self, resource: str, partition: int, count: int) -> list[str]:
         chosen: list[str] = []
         used: set[str] = set()
         prefix = hashlib.blake2b(f"{resource}\x00{partition}\x00".encode(), digest_size=8)
-        for _ in range(count):
-            fresh = [z for z in self.zones if z not in used]
-            if fresh:
-                least = min(self._least(z) for z in fresh)
-                ties = [n for z in fresh if self._least(z) == least
-                        for n in self.buckets[z][least].values()]
-                if len(ties) == 1:
-                    node = ties[0]
-                else:
-                    def score(n: Node) -> bytes:
-                        h = prefix.copy()
-                        h.update(self.key[n.id])
-                        return h.digest()
-                    node = max(ties, key=score)
-            else:
-                node_or_none = self._plain(resource, partition, chosen, used)
-                if node_or_none is None:
-                    break
-                node = node_or_none
+        for slot in range(count):
+            node = self._tied(prefix, slot, [z for z in self.zones if z not in used], chosen) \
+                or self._tied(prefix, slot, list(self.zones), chosen) \
+                or self._plain(resource, partition, chosen, used)
+            if node is None:
+                break
             chosen.append(node.id)
             used.add(node.zone)
             self._add(node)
         return chosen
+
+    def _tied(self, prefix: hashlib._Hash, slot: int, zones: list[str],
+              chosen: list[str]) -> Node | None:
+        """One of the least-loaded up nodes of ``zones`` not in ``chosen``, picked by hash."""
+        leasts = {z: self._least(z) for z in zones}
+        present = [load for load in leasts.values() if load is not None]
+        if not present:
+            return None
+        least = min(present)
+        groups = [self.buckets[z][least] for z in zones if leasts[z] == least]
+        total = sum(len(g) for g in groups)
+        start = _slot_hash(prefix, slot) % total
+        for step in range(min(total, len(chosen) + 1)):
+            k = (start + step) % total
+            for group in groups:
+                if k < len(group):
+                    if group[k] not in chosen:
+                        return self.by_id[group[k]]
+                    break
+                k -= len(group)
+        return None
 
     def _plain(self, resource: str, partition: int, chosen: list[str], used: set[str]) -> Node | None:
         candidates = [n for n in self.up if n.id not in chosen]

@@ -42,6 +42,7 @@ from hacoord.replication.engine import HacoordSyncObj
 from hacoord.replication.peer import GuardedTransport
 from hacoord.replication.snapshot_store import SnapshotWriter
 from hacoord.replication.statemachine import StateMachine, encode_batch
+from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import FaultHook
 
 FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if k.isupper()}
@@ -205,6 +206,7 @@ class RaftDriver:
     def tick(self) -> bool:
         """One tick in production order; True if another should follow at once (events were
         handled, or queued commands can be proposed). Raises ``StorageError`` (fail stop)."""
+        started = time.perf_counter()
         self._propose()
         journal = self.journal
         if journal is not None:
@@ -213,6 +215,7 @@ class RaftDriver:
         self.obj.send_new_entries()
         if journal is not None:
             journal.sync()
+        STEPS.note("raft tick", time.perf_counter() - started)
         return bool(self.obj.poller.last_events) or self.wants_tick
 
     # --- stopping -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from hacoord.replication.raft_safety import SafeSyncObj
 from hacoord.replication.snapshot import SnapshotError, SnapshotHeader
 from hacoord.replication.snapshot_store import SnapshotStore, SnapshotWriter
 from hacoord.replication.statemachine import StateMachine
+from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import FaultHook, StorageCorrupt
 
 
@@ -165,7 +166,8 @@ class HacoordSyncObj(SafeSyncObj):
         return self.snapshots.setTransmissionData(serialized)
 
     def _safe_snapshot_staged(self) -> tuple[Any, int, int]:
-        header, state = self.snapshots.read_received()
+        with STEPS.timed("decode received snapshot"):
+            header, state = self.snapshots.read_received()
         assert state is not None
         self._staged = (header, state)
         return header.last
@@ -185,6 +187,10 @@ class HacoordSyncObj(SafeSyncObj):
 
     def _adopt(self, header: SnapshotHeader, state: ClusterState, keep_tail: bool) -> None:
         """Make the snapshot the applied state; align the log with it."""
+        with STEPS.timed("adopt snapshot"):
+            self._adopt_now(header, state, keep_tail)
+
+    def _adopt_now(self, header: SnapshotHeader, state: ClusterState, keep_tail: bool) -> None:
         log = self._SyncObj__raftLog
         if keep_tail:
             pos = header.prev[1] - log[0][1]

@@ -26,9 +26,6 @@ Threads: every method runs on the thread that ticks PySyncObj.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import gc
 import logging
 import os
 import signal
@@ -40,6 +37,7 @@ from typing import Any, BinaryIO, Protocol
 from pysyncobj.config import SERIALIZER_STATE
 
 from hacoord.core.model import ClusterState
+from hacoord.replication.forking import become_child
 from hacoord.replication.snapshot import (
     SnapshotError,
     SnapshotHeader,
@@ -97,10 +95,6 @@ class InlineWriter:
         self._result = None
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if os.name == "posix" else None
-_PR_SET_PDEATHSIG = 1
-
-
 class ForkWriter:
     """Runs the job in a forked child: the state is frozen by copy-on-write at the fork, and
     the encoding, writing and fsync cost the member's event loop nothing.
@@ -121,11 +115,7 @@ class ForkWriter:
             status = 1
             try:
                 os.close(read_end)
-                gc.disable()  # collections would only copy pages the parent shares
-                if _libc is not None:
-                    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() != parent:
-                    os._exit(1)
+                become_child(parent)
                 persist(encode())
                 status = 0
             except BaseException as exc:  # noqa: BLE001 (reported to the parent, then exit)

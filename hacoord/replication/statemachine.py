@@ -18,6 +18,7 @@ from hacoord.core.apply import apply
 from hacoord.core.commands import Command, DecodeError, from_dict
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
+from hacoord.replication.steps import STEPS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ class StateMachine(SyncObjConsumer):
         for command in decode_batch(payload):
             started = time.perf_counter()
             outcome = apply(self.state, command)
-            self.apply_seconds += time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.apply_seconds += took
+            STEPS.note(f"apply {getattr(command, 'TYPE', 'undecodable')}", took)
             self.applied_commands += 1
             try:
                 self._on_applied(getattr(command, "request_id", ""), outcome)

@@ -25,17 +25,19 @@ from fastapi.responses import JSONResponse
 from hacoord import __version__
 from hacoord.core.codec import canonical_json
 from hacoord.core.codec import digest as state_digest
-from hacoord.core.health import summary as health_summary
 from hacoord.core.model import REQUEST_RETENTION
 from hacoord.placement import explain
 from hacoord.placement.schedule import eta_seconds, inputs, plan_for, waves
 from hacoord.replication.base import Replicator
 from hacoord.replication.feed import Compacted
-from hacoord.server.coordinator import Coordinator, request_fingerprint
+from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
 from hacoord.server.errors import ApiError, install_error_handlers
+from hacoord.server.health import HealthCache
 from hacoord.server.limits import HttpLimits, LimitsMiddleware
 from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, LivenessMonitor
+from hacoord.server.looplag import LagMonitor
 from hacoord.server.metrics import install_metrics, refusals
+from hacoord.server.offload import offload
 from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
 from hacoord.server.rebalancer import Rebalancer
 from hacoord.server.schemas import (
@@ -121,9 +123,11 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             await replicator.start()
         await liveness.start()
         await rebalancer.start()
+        await lag.start()
         try:
             yield
         finally:
+            await lag.stop()
             await rebalancer.stop()
             await liveness.stop()
             if manage_replicator:
@@ -135,9 +139,12 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     install_error_handlers(app)
     watching = {"open": 0}
     guard: dict[str, LimitsMiddleware] = {}
-    install_metrics(app, replicator, lambda: watching["open"],
-                    lambda: iter(liveness.metrics() + rebalancer.metrics()
-                                 + refusals(guard["limits"].refused if guard else {})))
+    health = HealthCache(replicator)
+    registry = install_metrics(app, replicator, lambda: watching["open"],
+                               lambda: iter(liveness.metrics() + rebalancer.metrics()
+                                            + refusals(guard["limits"].refused if guard else {})),
+                               health.summary)
+    lag = LagMonitor(registry)
 
     def keep(middleware: LimitsMiddleware) -> LimitsMiddleware:
         guard["limits"] = middleware
@@ -243,7 +250,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         members = {m.id: {"api_url": m.api_url, "raft_address": m.raft_address}
                    for m in replicator.members.values()}
         body = {"revision": status.revision, "member": status.to_dict(), "leader": status.leader_id,
-                "members": members, "pid": os.getpid(), "health": health_summary(replicator.state)}
+                "members": members, "pid": os.getpid(), "health": health.summary()}
         if digest:
             body["digest"] = state_digest(replicator.state)
         return reply(body)
@@ -431,7 +438,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         moves left, the ETA."""
         if (fwd := await read_point(request, consistent)) is not None:
             return fwd
-        return reply(rebalancer.progress())
+        return reply(await rebalancer.progress())
 
     @app.post("/v1/rebalance", tags=["placement"], status_code=201)
     async def start_rebalance(request: Request) -> Response:
@@ -442,7 +449,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         rid = await _request_id(request)
         applied = await coordinator.start_rebalance(rid, f"run-{rid[:12]}")
         return reply({"revision": applied.revision, **applied.result,
-                      "progress": rebalancer.progress()}, 201)
+                      "progress": await rebalancer.progress()}, 201)
 
     @app.delete("/v1/rebalance", tags=["placement"])
     async def cancel_rebalance(request: Request, cancel_moves: bool = False) -> Response:
@@ -540,7 +547,9 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         if unknown:
             raise ApiError("not_found", f"unknown node(s) {', '.join(map(repr, unknown))}")
         now = rebalancer.clock()
-        plan = plan_for(state, inputs(state, now, drain=exclude))
+        plan = await offload(plan_for, state, inputs(state, now, drain=exclude),
+                             size=replica_count(state), name="dry-run plan")
+        state = replicator.state
         settings = state.rebalance
         return reply({"revision": state.revision, "dry_run": True, "plan": plan.to_dict(),
                       "throttle": {"max_moves": settings.max_moves,
@@ -561,7 +570,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         res = state.resources.get(name)
         if res is None or not 0 <= partition < len(res.partitions):
             raise ApiError("not_found", f"no partition {name}/{partition}")
-        plan, _ = rebalancer.plan()
+        plan, _ = await rebalancer.plan()
         return reply({"revision": state.revision, **explain(state, name, partition, plan)})
 
     @app.get("/v1/routing/diff", tags=["routing"])

@@ -23,6 +23,7 @@ from hacoord.replication.base import (
     Replicator,
 )
 from hacoord.server.errors import ApiError
+from hacoord.server.offload import offload
 
 STALE_PLAN_RETRIES = 3
 
@@ -56,10 +57,10 @@ class Coordinator:
         return outcome
 
     async def _submit_planned(self, request_id: str, plan: Any) -> Applied:
-        """Submit ``plan()``'s command, re-planning while apply calls the plan stale."""
+        """Submit ``await plan()``'s command, re-planning while apply calls the plan stale."""
         for attempt in range(STALE_PLAN_RETRIES):
             try:
-                return await self.submit(plan())
+                return await self.submit(await plan())
             except ApiError as exc:
                 if exc.code != "stale_plan" or attempt == STALE_PLAN_RETRIES - 1:
                     raise
@@ -69,9 +70,11 @@ class Coordinator:
         return await self.submit(c.RegisterNode(request_id=request_id, **fields))
 
     async def remove_node(self, request_id: str, node_id: str, force: bool) -> Applied:
-        def plan() -> c.RemoveNode:
+        async def plan() -> c.RemoveNode:
             state = self.replicator.state
-            replacements = replacements_for(state, node_id) if force and node_id in state.nodes else {}
+            replacements = await offload(replacements_for, state, node_id, size=replica_count(state),
+                                         name="replacement plan") \
+                if force and node_id in state.nodes else {}
             return c.RemoveNode(request_id=request_id, node_id=node_id, force=force,
                                 replacements=replacements)
 
@@ -87,8 +90,9 @@ class Coordinator:
 
     async def create_resource(self, request_id: str, name: str, partitions: int,
                               replicas: int, balance_metric: str | None = None) -> Applied:
-        def plan() -> c.CreateResource:
-            assignment = place_resource(self.replicator.state, name, partitions, replicas)
+        async def plan() -> c.CreateResource:
+            assignment = await offload(place_resource, self.replicator.state, name, partitions,
+                                       replicas, size=partitions * replicas, name="placement")
             return c.CreateResource(request_id=request_id, name=name, partitions=partitions,
                                     replication_factor=replicas, assignment=assignment,
                                     balance_metric=balance_metric)
@@ -156,3 +160,8 @@ class Coordinator:
         barrier is applied on this (leading) member."""
         outcome = await self.submit(c.Barrier())
         return outcome.revision
+
+
+def replica_count(state: Any) -> int:
+    """How many replicas the state holds (the size of a planning job over it)."""
+    return sum(len(res.partitions) * res.replication_factor for res in state.resources.values())

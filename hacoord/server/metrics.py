@@ -29,10 +29,12 @@ class MemberCollector(Collector):
     families of the member's leader-side services (liveness, rebalancing)."""
 
     def __init__(self, replicator: Replicator, watchers: Callable[[], int],
-                 extra: Callable[[], Iterator[Family]] | None = None) -> None:
+                 extra: Callable[[], Iterator[Family]] | None = None,
+                 health: Callable[[], dict] | None = None) -> None:
         self.replicator = replicator
         self.watchers = watchers
         self.extra = extra
+        self.health = health or (lambda: summary(replicator.state))
 
     def collect(self) -> Iterator[Family]:
         status = self.replicator.status()
@@ -99,7 +101,7 @@ class MemberCollector(Collector):
                                 value=1.0 if state.rebalance.maintenance is not None else 0.0)
         if self.extra is not None:
             yield from self.extra()
-        health = summary(state)
+        health = self.health()
         nodes = GaugeMetricFamily("hacoord_nodes", "Data nodes by status", labels=["status"])
         for name, count in sorted(health["nodes"].items()):
             nodes.add_metric([name], count)
@@ -148,10 +150,12 @@ class _LatencyMiddleware:
 
 
 def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[], int],
-                    extra: Callable[[], Iterator[Family]] | None = None) -> None:
-    """Add ``GET /metrics`` and the API latency middleware to ``app``."""
+                    extra: Callable[[], Iterator[Family]] | None = None,
+                    health: Callable[[], dict] | None = None) -> CollectorRegistry:
+    """Add ``GET /metrics`` and the API latency middleware to ``app``; return the registry
+    (others register their metrics there)."""
     registry = CollectorRegistry()
-    registry.register(MemberCollector(replicator, watchers, extra))
+    registry.register(MemberCollector(replicator, watchers, extra, health))
     latency = Histogram("hacoord_api_request_seconds", "API request latency",
                         ["route", "method", "status"], registry=registry,
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -160,3 +164,5 @@ def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[],
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return registry

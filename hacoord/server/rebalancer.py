@@ -12,8 +12,9 @@ While this member leads, every ``interval`` seconds it:
    ends the run (``EndRebalance``) when nothing is left to move or hand over.
 
 Every command it submits carries the Raft term it leads in, so a deposed leader's late decision is
-refused. Planning is skipped while nothing that matters changed (same revision and inputs).
-Everything runs on the member's event loop.
+refused. Planning is skipped while nothing that matters changed (same revision and inputs); for a
+large state it runs in a forked child (:mod:`hacoord.server.offload`) while the event loop goes on,
+and a plan that has gone stale meanwhile is refused by ``apply`` and made again next pass.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from prometheus_client.core import CounterMetricFamily
 from hacoord.placement.rebalance import Plan
 from hacoord.placement.schedule import Inputs, admissible, inputs, plan_for, progress, wanted
 from hacoord.replication.base import Replicator
-from hacoord.server.coordinator import Coordinator
+from hacoord.server.coordinator import Coordinator, replica_count
 from hacoord.server.errors import ApiError
+from hacoord.server.offload import offload
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class Rebalancer:
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
         self._cache: tuple[tuple[Any, ...], Plan, Inputs] | None = None
+        self._planning: dict[tuple[Any, ...], asyncio.Future[Plan]] = {}
         #: Moves started, completed-and-observed, cancelled and refused by this member (metrics).
         self.counts = {"started": 0, "cancelled": 0, "refused": 0, "leader_changes": 0}
 
@@ -80,20 +83,29 @@ class Rebalancer:
 
     # --- planning -----------------------------------------------------------------------------
 
-    def plan(self, now: float | None = None) -> tuple[Plan, Inputs]:
-        """The current plan (cached while the state and the planner's inputs are unchanged)."""
+    async def plan(self, now: float | None = None) -> tuple[Plan, Inputs]:
+        """The current plan (cached while the state and the planner's inputs are unchanged;
+        computed off the event loop for a large state, one computation shared by every caller
+        that asks meanwhile)."""
         state = self.replicator.state
         now = self.clock() if now is None else now
         given = inputs(state, now)
-        key = (state.revision, given.exclude, given.hold)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, plan_for(state, given), given)
-        return self._cache[1], self._cache[2]
+        key = (id(state), state.revision, given.exclude, given.hold)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1], self._cache[2]
+        pending = self._planning.get(key)
+        if pending is None:
+            pending = self._planning[key] = asyncio.ensure_future(
+                offload(plan_for, state, given, size=replica_count(state), name="rebalance plan"))
+            pending.add_done_callback(lambda _f, k=key: self._planning.pop(k, None))
+        plan = await asyncio.shield(pending)
+        self._cache = (key, plan, given)
+        return plan, given
 
-    def progress(self) -> dict[str, Any]:
+    async def progress(self) -> dict[str, Any]:
         """Rebalance progress as this member sees it (any member can answer)."""
         now = self.clock()
-        plan, given = self.plan(now)
+        plan, given = await self.plan(now)
         return progress(self.replicator.state, plan, given, now)
 
     def metrics(self) -> list[CounterMetricFamily]:
@@ -113,7 +125,8 @@ class Rebalancer:
         state = self.replicator.state
         if state.rebalance.maintenance is not None:
             return done
-        plan, given = self.plan()
+        plan, given = await self.plan()
+        state = self.replicator.state  # planning may have let the loop apply more meanwhile
         todo = wanted(plan, state, given.pinned)
         done["started"] = await self._submit_all(
             self.coordinator.start_move(uuid.uuid4().hex, m.resource, m.partition, m.from_node,

@@ -72,10 +72,11 @@ def status(cluster: InProcessCluster, node: str, member: str = "m1") -> str:
 
 
 def setup_nodes(client: Client) -> None:
-    """Nodes a, b, c in three zones, resource r of 2 partitions x 3 replicas."""
+    """Nodes a, b, c in three zones, resource r of 3 partitions x 3 replicas (leaders balanced:
+    each node leads one)."""
     for i, node in enumerate("abc"):
         client.node_add(node, f"10.0.0.{i + 1}:9000", zone=f"z{i}")
-    client.resource_create("r", 2, 3)
+    client.resource_create("r", 3, 3)
 
 
 def test_silent_node_goes_suspect_then_down_and_a_heartbeat_brings_it_back(

@@ -1,0 +1,29 @@
+"""What every forked helper child of a member does first (snapshot writers, offloaded planning).
+
+A child must never outlive its member: a snapshot writer of a crashed member could rename an old
+dump over one a restarted member installed, and an orphaned planner would only burn a core.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import os
+import signal
+
+# Loaded in the parent, at import: a child must not import anything (another thread of the
+# parent may have held the import lock at the fork).
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if os.name == "posix" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def become_child(parent: int) -> None:
+    """In a freshly forked child of ``parent``: die with the parent (Linux), exit at once if it
+    is already gone, and stop collecting garbage (a collection would only copy pages the parent
+    still shares)."""
+    gc.disable()
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)

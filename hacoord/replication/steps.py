@@ -1,0 +1,53 @@
+"""Long steps on the member's event loop, noted by whatever ran them.
+
+Everything a member does - Raft ticks, applying commands, HTTP handlers, planning - shares one
+event loop, so a step that runs long delays all the others (and, past the election timeout,
+costs the leadership). Code that may run long notes what it did and how long it took; the lag
+monitor (:class:`hacoord.server.looplag.LagMonitor`) names the longest recent ones when it sees
+the loop stall.
+
+Threads: the event loop only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+NOTE_ABOVE = 0.005  # seconds: shorter steps are not worth remembering
+
+
+class Steps:
+    """The longest steps since the last :meth:`take` (a few, the longest kept)."""
+
+    KEEP = 8
+
+    def __init__(self) -> None:
+        self._recent: list[tuple[float, str]] = []
+
+    def note(self, name: str, seconds: float) -> None:
+        if seconds < NOTE_ABOVE:
+            return
+        recent = self._recent
+        recent.append((seconds, name))
+        if len(recent) > 4 * self.KEEP:
+            recent.sort(reverse=True)
+            del recent[self.KEEP:]
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.note(name, time.perf_counter() - started)
+
+    def take(self, count: int = 3) -> list[tuple[float, str]]:
+        """The ``count`` longest steps noted since the last call, longest first; forgets them."""
+        recent, self._recent = sorted(self._recent, reverse=True), []
+        return recent[:count]
+
+
+#: The member's registry (one event loop per process).
+STEPS = Steps()

@@ -1,0 +1,62 @@
+"""How late the member's event loop runs: a histogram for ``/metrics`` and a log line for every
+stall over ``STALL`` seconds, naming the longest steps that ran meanwhile
+(:mod:`hacoord.replication.steps`).
+
+The monitor asks to be woken every ``interval`` seconds and measures how much later it actually
+runs: that lateness is what a Raft tick, a heartbeat or a request waiting on the loop suffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from hacoord.replication.steps import STEPS, Steps
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 0.05
+STALL = 0.1
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class LagMonitor:
+    """Measures event-loop lag into ``hacoord_event_loop_lag_seconds`` (on ``registry``)."""
+
+    def __init__(self, registry: CollectorRegistry, steps: Steps = STEPS,
+                 interval: float = INTERVAL) -> None:
+        self.histogram = Histogram("hacoord_event_loop_lag_seconds",
+                                   "How late the member's event loop ran a timer",
+                                   registry=registry, buckets=BUCKETS)
+        self.steps = steps
+        self.interval = interval
+        self.worst = 0.0
+        self.stalls = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval
+            await asyncio.sleep(self.interval)
+            lag = max(0.0, loop.time() - due)
+            self.histogram.observe(lag)
+            self.worst = max(self.worst, lag)
+            steps = self.steps.take()
+            if lag > STALL:
+                self.stalls += 1
+                named = ", ".join(f"{name} {seconds * 1000:.0f} ms" for seconds, name in steps)
+                log.warning("event loop stalled %.0f ms (longest steps: %s)", lag * 1000,
+                            named or "none noted")
