@@ -176,14 +176,15 @@ class Network:
         return delivered
 
     def deliver_all(self, limit: int = 100_000) -> int:
-        """Round-robin over links (held ones skipped) until quiet or ``limit`` messages."""
+        """Round-robin over links (held ones skipped) until quiet, until a pass delivers
+        nothing, or ``limit`` messages."""
         total = 0
-        while total < limit:
+        for _ in range(limit):
             links = sorted(k for k, q in self.queues.items() if q and k not in self.held)
-            if not links:
+            moved = sum(self.deliver(src, dst, 1) for src, dst in links)
+            total += moved
+            if not moved or total >= limit:
                 break
-            for src, dst in links:
-                total += self.deliver(src, dst, 1)
         return total
 
 

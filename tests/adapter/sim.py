@@ -200,9 +200,14 @@ class InboxNetwork(Network):
         return [describe(src, dst, message) for message in self.peek(src, dst)]
 
     def deliver(self, src: str, dst: str, count: int = 1) -> int:
+        """Move up to ``count`` messages into ``dst``'s inbox. A member that is down receives
+        nothing: what was queued for it is lost, as on a connection that was refused."""
         delivered = 0
         inbox = self.inboxes.get(dst)
-        while delivered < count and self.queues.get((src, dst)) and inbox is not None:
+        if inbox is None:
+            self.queues.pop((src, dst), None)
+            return 0
+        while delivered < count and self.queues.get((src, dst)):
             message = pickle.loads(self.queues[(src, dst)].popleft())
             inbox.inbox.append((src, message))
             delivered += 1
