@@ -17,7 +17,8 @@ from typing import Any
 from hacoord.client import PartitionRoute, RoutingTable, WatchEvent
 
 #: The change-feed events that carry routes.
-PARTITION_EVENTS = frozenset({"PartitionChanged", "ResourceCreated", "ResourceDeleted"})
+PARTITION_EVENTS = frozenset({"PartitionChanged", "ResourceCreated", "PartitionsAdded",
+                              "ResourceDeleted"})
 
 Key = tuple[str, int]
 
@@ -134,12 +135,16 @@ class AssignmentBook:
         data = event.data
         if event.type == "PartitionChanged":
             return self.apply_route(PartitionRoute.from_api(str(data["resource"]), data), event.revision)
-        if event.type == "ResourceCreated":
-            name = str(data["name"])
+        if event.type in ("ResourceCreated", "PartitionsAdded"):
+            # A large resource is created in slices: the first in ResourceCreated, the rest in
+            # PartitionsAdded, each numbering its partitions from ``start``.
+            name = str(data["name"] if event.type == "ResourceCreated" else data["resource"])
+            start = int(data.get("start", 0))
             changes = []
-            for index, part in enumerate(data["partitions"]):
-                route = PartitionRoute(name, index, tuple(part["replicas"]), part["leader"],
-                                       int(part["epoch"]), tuple(part.get("adding", ())))
+            for offset, part in enumerate(data["partitions"]):
+                route = PartitionRoute(name, start + offset, tuple(part["replicas"]),
+                                       part["leader"], int(part["epoch"]),
+                                       tuple(part.get("adding", ())))
                 changes += self.apply_route(route, event.revision)
             return changes
         if event.type == "ResourceDeleted":

@@ -133,6 +133,7 @@ _CLASS_BY_CODE: dict[str, type[ApiError]] = {
     "throttled": Conflict,
     "conflict": Conflict,
     "request_id_reused": Conflict,
+    "limit_exceeded": Conflict,
     "compacted": Compacted,
     "not_leader": NotLeader,
     "no_leader": ServiceUnavailable,

@@ -43,6 +43,8 @@ from hacoord.core.results import Applied, Outcome, Rejected
 log = logging.getLogger(__name__)
 
 MAX_PARTITIONS = 100_000
+MAX_CLUSTER_PARTITIONS = 300_000
+MAX_CLUSTER_REPLICAS = 1_000_000
 MAX_REPLICATION_FACTOR = 15
 MAX_TAGS = 64
 MAX_TEXT = 256
@@ -356,23 +358,68 @@ def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Ap
              "invalid_argument", f"replicas must be an integer in 1..{MAX_REPLICATION_FACTOR}")
     _require(rf <= len(state.nodes), "not_enough_nodes",
              f"{rf} replicas requested but the cluster has {len(state.nodes)} nodes")
-    _require(isinstance(cmd.assignment, list) and len(cmd.assignment) == cmd.partitions,
-             "stale_plan", "assignment does not cover every partition")
-    for replicas in cmd.assignment:
-        _require(isinstance(replicas, list) and len(replicas) == rf
-                 and len(set(map(str, replicas))) == rf
-                 and all(isinstance(n, str) and n in state.nodes for n in replicas),
-                 "stale_plan", "assignment names unknown or repeated nodes")
+    _require(isinstance(cmd.assignment, list) and 1 <= len(cmd.assignment) <= cmd.partitions,
+             "stale_plan", "assignment must cover the resource's first partitions (all or some)")
+    _check_assignment(state, cmd.assignment, rf)
+    total_partitions, total_replicas = cluster_size(state)
+    _require(total_partitions + cmd.partitions <= MAX_CLUSTER_PARTITIONS
+             and total_replicas + cmd.partitions * rf <= MAX_CLUSTER_REPLICAS, "limit_exceeded",
+             f"the cluster would hold more than {MAX_CLUSTER_PARTITIONS} partitions or "
+             f"{MAX_CLUSTER_REPLICAS} replicas (it holds {total_partitions} and {total_replicas})")
     if cmd.balance_metric is not None:
         _require(valid_id(cmd.balance_metric), "invalid_argument",
                  f"malformed metric name {cmd.balance_metric!r}")
     partitions = [Partition(replicas=list(r), leader=r[0], epoch=1) for r in cmd.assignment]
+    size = cmd.partitions if len(partitions) < cmd.partitions else 0
     resource = Resource(cmd.name, rf, partitions, created_at=cmd.time,
-                        balance_metric=cmd.balance_metric)
+                        balance_metric=cmd.balance_metric, size=size)
     state.resources[cmd.name] = resource
     summary = {"name": cmd.name, "partitions": cmd.partitions, "replication_factor": rf,
                "balance_metric": cmd.balance_metric}
+    if resource.creating:  # the request's answer waits for the remaining slices
+        summary["creating"] = True
     return Applied(rev, {"resource": summary}, (Event("ResourceCreated", rev, resource.to_dict()),))
+
+
+def _check_assignment(state: ClusterState, assignment: list[Any], rf: int) -> None:
+    for replicas in assignment:
+        _require(isinstance(replicas, list) and len(replicas) == rf
+                 and len(set(map(str, replicas))) == rf
+                 and all(isinstance(n, str) and n in state.nodes for n in replicas),
+                 "stale_plan", "assignment names unknown or repeated nodes")
+
+
+def cluster_size(state: ClusterState) -> tuple[int, int]:
+    """Partitions and replicas the cluster holds, counting resources still being created at
+    their full size."""
+    partitions = replicas = 0
+    for res in state.resources.values():
+        count = max(res.size, len(res.partitions))
+        partitions += count
+        replicas += count * res.replication_factor
+    return partitions, replicas
+
+
+def _add_partitions(state: ClusterState, cmd: c.AddPartitions, rev: int) -> Applied:
+    _require(valid_id(cmd.name), "invalid_argument", f"malformed resource name {cmd.name!r}")
+    res = state.resources.get(cmd.name)
+    _require(res is not None, "not_found", f"unknown resource {cmd.name!r}")
+    assert res is not None
+    _require(res.creating, "conflict", f"resource {cmd.name!r} is complete")
+    _require(_integer(cmd.start) and cmd.start == len(res.partitions), "stale_plan",
+             f"resource {cmd.name!r} has {len(res.partitions)} partitions, not {cmd.start}")
+    _require(isinstance(cmd.assignment, list)
+             and 1 <= len(cmd.assignment) <= res.size - len(res.partitions),
+             "invalid_argument", "a slice adds at least one partition, up to the resource's size")
+    _check_assignment(state, cmd.assignment, res.replication_factor)
+    added = [Partition(replicas=list(r), leader=r[0], epoch=1) for r in cmd.assignment]
+    res.partitions.extend(added)
+    if not res.creating:
+        res.size = 0
+    data = {"resource": res.name, "start": cmd.start, "partitions": [p.to_dict() for p in added],
+            "complete": not res.creating}
+    return Applied(rev, {"resource": res.name, "partitions": len(res.partitions),
+                         "creating": res.creating}, (Event("PartitionsAdded", rev, data),))
 
 
 def _update_resource(state: ClusterState, cmd: c.UpdateResource, rev: int) -> Applied:
@@ -384,6 +431,11 @@ def _update_resource(state: ClusterState, cmd: c.UpdateResource, rev: int) -> Ap
     if rf is not None:
         _require(_integer(rf) and 1 <= rf <= MAX_REPLICATION_FACTOR, "invalid_argument",
                  f"replicas must be an integer in 1..{MAX_REPLICATION_FACTOR}")
+        _require(not res.creating, "conflict", f"resource {cmd.name!r} is still being created")
+        _, total_replicas = cluster_size(state)
+        more = (rf - res.replication_factor) * max(res.size, len(res.partitions))
+        _require(total_replicas + more <= MAX_CLUSTER_REPLICAS, "limit_exceeded",
+                 f"the cluster would hold more than {MAX_CLUSTER_REPLICAS} replicas")
         shrinking = [i for i in range(len(res.partitions)) if move_key(res.name, i) in state.moves]
         _require(rf >= res.replication_factor or not shrinking, "move_pending",
                  f"{len(shrinking)} partitions of {res.name!r} have pending moves; cancel them or "
@@ -603,6 +655,7 @@ _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = 
     c.StartNodeSession: _start_node_session,
     c.SetNodeLiveness: _set_node_liveness,
     c.CreateResource: _create_resource,
+    c.AddPartitions: _add_partitions,
     c.UpdateResource: _update_resource,
     c.DeleteResource: _delete_resource,
     c.MovePartition: _move_partition,

@@ -108,7 +108,9 @@ class SetNodeLiveness(Command):
 @dataclass(frozen=True)
 class CreateResource(Command):
     """Create a resource with the replicas the leader placed: ``assignment[p]`` lists partition
-    p's replicas, its leader first."""
+    p's replicas, its leader first. A large resource comes in slices: ``assignment`` may cover
+    only its first partitions, the rest following in :class:`AddPartitions` commands (one log
+    entry each, so that no entry costs a member more than a few milliseconds to apply)."""
 
     TYPE: ClassVar[str] = "CreateResource"
     name: str = ""
@@ -116,6 +118,17 @@ class CreateResource(Command):
     replication_factor: int = 0
     assignment: list[list[str]] = field(default_factory=list)
     balance_metric: str | None = None
+
+
+@dataclass(frozen=True)
+class AddPartitions(Command):
+    """The next slice of a resource being created: partitions ``start`` onwards (``start`` must
+    be how many it has), placed like ``CreateResource``'s."""
+
+    TYPE: ClassVar[str] = "AddPartitions"
+    name: str = ""
+    start: int = 0
+    assignment: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -257,6 +270,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         StartNodeSession,
         SetNodeLiveness,
         CreateResource,
+        AddPartitions,
         UpdateResource,
         DeleteResource,
         MovePartition,

@@ -231,15 +231,26 @@ class Resource:
     partitions: list[Partition]
     created_at: float = 0.0
     balance_metric: str | None = None
+    #: Partitions the resource was created with; while ``len(partitions)`` is below it, the
+    #: resource is still being created (its slices arrive in ``AddPartitions``). 0: complete.
+    size: int = 0
+
+    @property
+    def creating(self) -> bool:
+        """True while slices of the resource are still to come."""
+        return len(self.partitions) < self.size
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "replication_factor": self.replication_factor,
             "partitions": [p.to_dict() for p in self.partitions],
             "created_at": self.created_at,
             "balance_metric": self.balance_metric,
         }
+        if self.creating:
+            data["size"] = self.size
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Resource:
@@ -249,6 +260,7 @@ class Resource:
             partitions=[Partition.from_dict(p) for p in data["partitions"]],
             created_at=data["created_at"],
             balance_metric=data.get("balance_metric"),
+            size=data.get("size", 0),
         )
 
 

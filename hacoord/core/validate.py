@@ -108,6 +108,14 @@ def check_changes(state: ClusterState, events: Iterable[Event]) -> list[str]:
             if name in state.resources:
                 for i in range(len(state.resources[name].partitions)):
                     problems += _partition_problems(state, name, i)
+        elif event.type == "PartitionsAdded":
+            name, start = data.get("resource"), data.get("start", 0)
+            res = state.resources.get(name)
+            if res is not None:
+                for i in range(start, start + len(data.get("partitions", ()))):
+                    problems += _partition_problems(state, name, i)
+                if res.size and len(res.partitions) > res.size:
+                    problems.append(f"{name}: {len(res.partitions)} partitions, above its size")
     return problems
 
 

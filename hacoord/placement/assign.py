@@ -186,8 +186,9 @@ class _FastChooser:
 
 
 def place_resource(state: ClusterState, name: str, partitions: int,
-                   replication_factor: int) -> list[list[str]]:
-    """Replicas for each partition of a new resource, leader first.
+                   replication_factor: int, start: int = 0) -> list[list[str]]:
+    """Replicas for each partition of a new resource, leader first: partitions ``start`` to
+    ``start + partitions - 1`` (a resource created in slices is placed on from where it ends).
 
     Returns fewer than ``replication_factor`` replicas per partition only when the cluster has
     fewer nodes; the caller (``apply``) rejects that case.
@@ -195,7 +196,7 @@ def place_resource(state: ClusterState, name: str, partitions: int,
     loads = _Loads(state)
     chooser = _FastChooser(state, loads)
     assignment = []
-    for p in range(partitions):
+    for p in range(start, start + partitions):
         replicas = chooser.choose(name, p, replication_factor)
         if not replicas:
             assignment.append([])

@@ -94,6 +94,13 @@ class ChangeFeed:
             self._routing[name] = (data["replication_factor"], [
                 (tuple(p["replicas"]), p["leader"], p["epoch"], ()) for p in data["partitions"]])
             return ("resource", name, previous)
+        if event.type == "PartitionsAdded":
+            name = data["resource"]
+            if name not in self._routing:
+                return None
+            added = [(tuple(p["replicas"]), p["leader"], p["epoch"], ()) for p in data["partitions"]]
+            self._routing[name][1].extend(added)
+            return ("added", name, len(added))
         if event.type == "ResourceUpdated":
             name = data["name"]
             previous = self._routing.get(name)
@@ -131,6 +138,10 @@ class ChangeFeed:
                     routing.pop(name, None)
                 else:
                     routing[name] = (previous[0], list(previous[1]))
+            elif undo[0] == "added":
+                _, name, count = undo
+                if name in routing:
+                    del routing[name][1][len(routing[name][1]) - count:]
             else:
                 _, name, index, previous = undo
                 routing[name][1][index] = previous

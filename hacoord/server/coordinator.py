@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import hashlib
 import time
 from typing import Any
 
 from hacoord.core import commands as c
+from hacoord.core.apply import MAX_CLUSTER_REPLICAS, MAX_PARTITIONS, cluster_size
 from hacoord.core.results import Applied, Rejected
 from hacoord.placement import place_resource, replacements_for
 from hacoord.replication.base import (
@@ -26,6 +28,9 @@ from hacoord.server.errors import ApiError
 from hacoord.server.offload import offload
 
 STALE_PLAN_RETRIES = 3
+#: Partitions per log entry when a resource is created: applying a slice costs a member a few
+#: milliseconds of its event loop; a resource of 100,000 partitions arrives in 100 of them.
+MAX_SLICE = 1000
 
 #: The fingerprint of the API request being served (set by the handler; see
 #: ``hacoord.core.commands.Command.fingerprint``); empty for the leader's own commands.
@@ -90,14 +95,58 @@ class Coordinator:
 
     async def create_resource(self, request_id: str, name: str, partitions: int,
                               replicas: int, balance_metric: str | None = None) -> Applied:
+        """Place the resource (off the loop when large) and create it: in one entry, or for a
+        large one in slices of ``MAX_SLICE`` partitions (see :meth:`complete_resource`)."""
+        state = self.replicator.state
+        _, total = cluster_size(state)
+        if total + partitions * replicas > MAX_CLUSTER_REPLICAS:
+            raise ApiError("limit_exceeded", f"the cluster would hold more than "
+                           f"{MAX_CLUSTER_REPLICAS} replicas (it holds {total})")
+        placed: dict[str, list[list[str]]] = {}
+
         async def plan() -> c.CreateResource:
-            assignment = await offload(place_resource, self.replicator.state, name, partitions,
-                                       replicas, size=partitions * replicas, name="placement")
+            placed["assignment"] = await offload(
+                place_resource, self.replicator.state, name, partitions, replicas,
+                size=partitions * replicas, name="placement")
             return c.CreateResource(request_id=request_id, name=name, partitions=partitions,
-                                    replication_factor=replicas, assignment=assignment,
+                                    replication_factor=replicas,
+                                    assignment=placed["assignment"][:MAX_SLICE],
                                     balance_metric=balance_metric)
 
-        return await self._submit_planned(request_id, plan)
+        created = await self._submit_planned(request_id, plan)
+        if created.result.get("resource", {}).get("creating"):
+            await self.complete_resource(name, request_id, placed.get("assignment"))
+            # The answer describes the finished resource (a new dict: the outcome remembered
+            # for the request id belongs to the replicated state).
+            summary = {k: v for k, v in created.result["resource"].items() if k != "creating"}
+            created = dataclasses.replace(created, result={**created.result, "resource": summary})
+        return created
+
+    async def complete_resource(self, name: str, request_id: str,
+                                assignment: list[list[str]] | None = None) -> None:
+        """Add the missing slices of a resource being created (the request that created it, a
+        retry of that request, or the leader's rebalancer after a failover). Each slice is an
+        ``AddPartitions`` entry starting where the resource ends; a slice another caller added
+        first, or one whose nodes left meanwhile, is planned again from the current state."""
+        for _ in range(MAX_PARTITIONS // MAX_SLICE + STALE_PLAN_RETRIES * 4):
+            res = self.replicator.state.resources.get(name)
+            if res is None or not res.creating:
+                return
+            start, size, rf = len(res.partitions), res.size, res.replication_factor
+            if assignment is None or len(assignment) != size:
+                assignment = await offload(_place_rest, self.replicator.state, name, start, size,
+                                           rf, size=(size - start) * rf, name="placement")
+                assignment = [[] for _ in range(start)] + assignment
+            piece = assignment[start:start + MAX_SLICE]
+            try:
+                slice_id = hashlib.blake2b(request_id.encode(), digest_size=12).hexdigest()
+                await self.submit(c.AddPartitions(request_id=f"{slice_id}:{start}", name=name,
+                                                  start=start, assignment=piece))
+            except ApiError as exc:
+                if exc.code not in ("stale_plan", "request_id_reused"):
+                    raise
+                assignment = None  # the resource moved on, or a node left: plan the rest again
+        raise ApiError("unavailable", f"resource {name!r} is still being created; retry")
 
     async def update_resource(self, request_id: str, name: str, replicas: int | None = None,
                               balance_metric: str | None = None) -> Applied:
@@ -165,3 +214,8 @@ class Coordinator:
 def replica_count(state: Any) -> int:
     """How many replicas the state holds (the size of a planning job over it)."""
     return sum(len(res.partitions) * res.replication_factor for res in state.resources.values())
+
+
+def _place_rest(state: Any, name: str, start: int, size: int, rf: int) -> list[list[str]]:
+    """Replicas for partitions ``start..size-1`` of a resource being created."""
+    return place_resource(state, name, size - start, rf, start=start)

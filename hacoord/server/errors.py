@@ -34,6 +34,8 @@ STATUS_BY_CODE = {
     "conflict": 409,
     # The request id was already used for another request (method, path or body differ).
     "request_id_reused": 409,
+    # The cluster would hold more partitions or replicas than a member is built for.
+    "limit_exceeded": 409,
     "compacted": 410,
     "not_leader": 503,
     "no_leader": 503,

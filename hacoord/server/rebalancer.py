@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL = 0.5
 #: Leadership changes submitted per pass (they are cheap, but a burst would crowd the log).
 LEADER_CHANGES_PER_PASS = 64
+#: Seconds a resource being created may go without a new slice before the rebalancer adds them.
+STALLED_CREATION = 5.0
 
 
 class Rebalancer:
@@ -57,6 +59,7 @@ class Rebalancer:
         self._task: asyncio.Task[None] | None = None
         self._cache: tuple[tuple[Any, ...], Plan, Inputs] | None = None
         self._planning: dict[tuple[Any, ...], asyncio.Future[Plan]] = {}
+        self._creating: dict[str, tuple[int, float]] = {}  # name -> (partitions, since when)
         #: Moves started, completed-and-observed, cancelled and refused by this member (metrics).
         self.counts = {"started": 0, "cancelled": 0, "refused": 0, "leader_changes": 0}
 
@@ -121,6 +124,7 @@ class Rebalancer:
 
     async def step(self) -> dict[str, int]:
         """One pass (leader only); returns what it submitted."""
+        await self._finish_creations()
         done = {"cancelled": await self._cancel_hopeless(), "started": 0, "leader_changes": 0}
         state = self.replicator.state
         if state.rebalance.maintenance is not None:
@@ -147,6 +151,23 @@ class Rebalancer:
         self.counts["started"] += done["started"]
         self.counts["leader_changes"] += done["leader_changes"]
         return done
+
+    async def _finish_creations(self) -> None:
+        """Resources still being created whose slices stopped coming (the request that created
+        them died with the former leader, or its client gave up): add the rest."""
+        now = time.monotonic()
+        seen, self._creating = self._creating, {}
+        for name, res in self.replicator.state.resources.items():
+            if not res.creating:
+                continue
+            count = len(res.partitions)
+            since = seen.get(name, (count, now))[1] if seen.get(name, (-1, 0))[0] == count else now
+            self._creating[name] = (count, since)
+            if now - since >= STALLED_CREATION:
+                log.info("finishing the creation of %s (%d of %d partitions)", name, count,
+                         res.size)
+                await self.coordinator.complete_resource(name, f"rebalancer-{name}-{count}")
+                self._creating.pop(name, None)
 
     async def _cancel_hopeless(self) -> int:
         state = self.replicator.state

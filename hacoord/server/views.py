@@ -15,6 +15,8 @@ def resource_summary(resource: Resource) -> dict[str, Any]:
         "replication_factor": resource.replication_factor,
         "created_at": resource.created_at,
         "balance_metric": resource.balance_metric,
+        "creating": resource.creating,
+        "size": max(resource.size, len(resource.partitions)),
     }
 
 

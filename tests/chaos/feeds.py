@@ -96,10 +96,11 @@ class FeedSampler:
                         d = event["data"]
                         self.routes.append((revision, d["resource"], int(d["partition"]),
                                             tuple(d["replicas"]), d["leader"], int(d["epoch"])))
-                    elif event["type"] == "ResourceCreated":
+                    elif event["type"] in ("ResourceCreated", "PartitionsAdded"):
                         d = event["data"]
-                        for i, p in enumerate(d["partitions"]):
-                            self.routes.append((revision, d["name"], i, tuple(p["replicas"]),
+                        name, start = d.get("name", d.get("resource")), int(d.get("start", 0))
+                        for i, p in enumerate(d["partitions"], start):
+                            self.routes.append((revision, name, i, tuple(p["replicas"]),
                                                 p["leader"], int(p["epoch"])))
             elif first[1] != digest:
                 self.problems.append(f"revision {revision}: {member_id} applied other events than "

@@ -147,7 +147,7 @@ CASES: list[tuple[str, Callable[[ClusterState], object], str]] = [
      "stale_plan"),
     ("create-plan-unknown-node", create(assignment=[["a", "ghost"], ["b", "c"]]), "stale_plan"),
     ("create-plan-repeated-node", create(assignment=[["a", "a"], ["b", "c"]]), "stale_plan"),
-    ("create-plan-too-few-partitions", create(assignment=[["a", "b"]]), "stale_plan"),
+    ("create-plan-no-partition", create(assignment=[]), "stale_plan"),
     ("create-plan-too-many-partitions", create(assignment=[["a", "b"]] * 3), "stale_plan"),
     ("create-plan-wrong-width", create(assignment=[["a", "b", "c"], ["b", "c"]]), "stale_plan"),
     ("create-plan-not-a-list", create(assignment={"0": ["a", "b"], "1": ["b", "c"]}), "stale_plan"),

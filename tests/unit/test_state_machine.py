@@ -451,8 +451,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(RESOURCES), partitions=st.sampled_from([1, 2, 3, 5]),
           rf=st.sampled_from([1, 2, 3, 3]),
-          kind=st.sampled_from(["placed"] * 6 + ["name", "partitions", "rf", "unknown", "repeat", "short",
-                                                 "long-inner", "not-list", "int-node"]),
+          kind=st.sampled_from(["placed"] * 6 + ["name", "partitions", "rf", "unknown", "repeat", "empty",
+                                                 "slice", "long-inner", "not-list", "int-node"]),
           bad_pick=PICK, rid_kind=RID_KIND, rid_pick=PICK, via_wire=st.booleans())
     def create_resource(self, name, partitions, rf, kind, bad_pick, rid_kind, rid_pick, via_wire):
         assignment: object = place_resource(self.state, name, partitions, rf)
@@ -474,9 +474,11 @@ class CoordinatorMachine(RuleBasedStateMachine):
         elif kind == "repeat" and assignment and len(assignment[0]) >= 2:
             assignment[0][1] = assignment[0][0]
             corrupt = True
-        elif kind == "short":
-            assignment = assignment[:-1]
+        elif kind == "empty":
+            assignment = []
             corrupt = True
+        elif kind == "slice" and len(assignment) > 1:  # valid: the rest follows in AddPartitions
+            assignment = assignment[:-1]
         elif kind == "long-inner" and assignment:
             extra = [n for n in self._nodes() if n not in assignment[0]]
             if extra:
@@ -507,11 +509,47 @@ class CoordinatorMachine(RuleBasedStateMachine):
         if outcome is None or not outcome.ok:
             return
         res = self.state.resources[name]
-        assert res.replication_factor == rf and len(res.partitions) == partitions
+        assert res.replication_factor == rf and len(res.partitions) == len(assignment)
+        assert res.creating == (len(assignment) < partitions)
+        assert max(res.size, len(res.partitions)) == partitions
         assert res.created_at == cmd.time
         for part, replicas in zip(res.partitions, assignment, strict=True):
             assert part.replicas == replicas and part.leader == replicas[0] and part.epoch == 1
             assert len(set(replicas)) == rf
+
+    @rule(pick=PICK, kind=st.sampled_from(["next", "next", "next", "gap", "again", "too-many",
+                                           "complete", "unknown"]),
+          rid_kind=RID_KIND, rid_pick=PICK, via_wire=st.booleans())
+    def add_partitions(self, pick, kind, rid_kind, rid_pick, via_wire):
+        creating = sorted(n for n, r in self.state.resources.items() if r.creating)
+        done = sorted(n for n, r in self.state.resources.items() if not r.creating)
+        if kind == "complete" and done:
+            name = done[pick % len(done)]
+        elif kind == "unknown" or not creating:
+            name, kind = "never-created", "unknown"
+        else:
+            name = creating[pick % len(creating)]
+        res = self.state.resources.get(name)
+        have = len(res.partitions) if res is not None else 0
+        rf = res.replication_factor if res is not None else 1
+        left = res.size - have if res is not None and res.creating else 1
+        start = {"gap": have + 1, "again": max(have - 1, 0)}.get(kind, have)
+        count = left + 1 if kind == "too-many" else 1 + pick % left
+        assignment = place_resource(self.state, name, count, rf, start=start)
+        expect = {"next": (True, None), "gap": (False, "stale_plan"),
+                  "again": (False, "stale_plan"), "too-many": (False, "invalid_argument"),
+                  "complete": (False, "conflict"), "unknown": (False, "not_found")}[kind]
+        if any(len(r) < rf for r in assignment):  # nodes removed since: a plan that is stale
+            expect = (False, expect[1] if kind != "next" else "stale_plan")
+        cmd = commands.AddPartitions(request_id=self._rid(rid_kind, rid_pick), time=self._tick(),
+                                     name=name, start=start, assignment=assignment)
+        outcome = self.step(cmd, expect_ok=expect[0], expect_code=expect[1], via_wire=via_wire)
+        if outcome is not None and outcome.ok:
+            res = self.state.resources[name]
+            assert len(res.partitions) == have + count
+            assert res.creating == (have + count < res.size) or res.size == 0
+            for part, replicas in zip(res.partitions[start:], assignment, strict=True):
+                assert part.replicas == replicas and part.leader == replicas[0] and part.epoch == 1
 
     @rule(pick=PICK, kind=st.sampled_from(["existing", "existing", "unknown", "malformed"]),
           rid_kind=RID_KIND, rid_pick=PICK, via_wire=st.booleans())
