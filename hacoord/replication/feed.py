@@ -162,17 +162,22 @@ class ChangeFeed:
                                     "before": _route_dict(a), "after": _route_dict(b)})
         return changes
 
-    def since(self, revision: int, limit: int = 1000) -> list[Event]:
-        """Events after ``revision``: whole revisions, about ``limit`` events at most."""
+    def since(self, revision: int, limit: int = 1000,
+              max_partitions: int | None = None) -> list[Event]:
+        """Events after ``revision``: whole revisions, about ``limit`` events at most, and about
+        ``max_partitions`` partitions (those a resource's creation lists) at most."""
         if revision < self.floor:
             raise Compacted(revision, self.floor)
         out: list[Event] = []
+        carried = 0
         for event in self._events:  # newest events are few; a scan is fine at this size
             if event.revision <= revision:
                 continue
-            if len(out) >= limit and event.revision != out[-1].revision:
+            full = len(out) >= limit or (max_partitions is not None and carried >= max_partitions)
+            if full and event.revision != out[-1].revision:
                 break
             out.append(event)
+            carried += len(event.data.get("partitions", ()))
         return out
 
     def close(self) -> None:

@@ -38,6 +38,7 @@ from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, L
 from hacoord.server.looplag import LagMonitor
 from hacoord.server.metrics import install_metrics, refusals
 from hacoord.server.offload import offload
+from hacoord.server.reads import HeavyReads
 from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
 from hacoord.server.rebalancer import Rebalancer
 from hacoord.server.schemas import (
@@ -62,6 +63,9 @@ REQUEST_ID_HEADER = "x-request-id"
 REVISION_HEADER = "x-hacoord-revision"
 CLIENT_HEADER = "x-hacoord-client"  # who a forwarded request counts for (hacoord.server.limits)
 FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
+#: Partitions a watch page carries at most (whole revisions: a page holds at least one); the
+#: slices of a resource of 100,000 partitions take several pages.
+WATCH_PAGE_PARTITIONS = 10_000
 MAX_REVISION = 2**53  # revisions asked for are bounded (JSON numbers are exact up to here)
 
 # Path parameters are checked before a handler runs (and before a follower forwards them).
@@ -140,6 +144,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     watching = {"open": 0}
     guard: dict[str, LimitsMiddleware] = {}
     health = HealthCache(replicator)
+    heavy = HeavyReads()
     registry = install_metrics(app, replicator, lambda: watching["open"],
                                lambda: iter(liveness.metrics() + rebalancer.metrics()
                                             + refusals(guard["limits"].refused if guard else {})),
@@ -228,6 +233,16 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         revision = body.get("revision", replicator.state.revision)
         return JSONResponse(body, status_code=status, headers={REVISION_HEADER: str(revision)})
 
+    async def reply_heavy(key: Any, fn: Callable[..., dict[str, Any]], *args: Any) -> Response:
+        """``reply(fn(*args))`` for an answer that walks the whole state: built off the loop
+        when the state is large, and shared by readers of the same revision (see
+        :mod:`hacoord.server.reads`)."""
+        state = replicator.state
+        revision, body = await heavy.answer(key, state.revision, fn, *args,
+                                            size=replica_count(state), name=f"read {key[0]}")
+        return Response(body, media_type="application/json",
+                        headers={REVISION_HEADER: str(revision)})
+
     # --- health and status --------------------------------------------------------------------
 
     @app.get("/livez", tags=["health"])
@@ -252,7 +267,10 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         body = {"revision": status.revision, "member": status.to_dict(), "leader": status.leader_id,
                 "members": members, "pid": os.getpid(), "health": health.summary()}
         if digest:
-            body["digest"] = state_digest(replicator.state)
+            state = replicator.state
+            answer = await heavy.answer(("digest",), state.revision, _digest_body, state,
+                                        size=replica_count(state), name="read digest")
+            body["revision"], body["digest"] = answer[0], json.loads(answer[1])["digest"]
         return reply(body)
 
     @app.get("/v1/requests/{request_id}", tags=["status"])
@@ -291,7 +309,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         state = replicator.state
         if node_id not in state.nodes:
             raise ApiError("not_found", f"unknown node {node_id!r}")
-        return reply({"revision": state.revision, "node": node_view(state, node_id)})
+        return await reply_heavy(("node", node_id), _node_body, state, node_id)
 
     @app.post("/v1/nodes", tags=["nodes"], status_code=201)
     async def add_node(body: NodeCreate, request: Request) -> Response:
@@ -500,7 +518,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         finally:
             watching["open"] -= 1
         try:
-            events = feed.since(start, limit)
+            events = feed.since(start, limit, max_partitions=WATCH_PAGE_PARTITIONS)
         except Compacted as exc:
             raise ApiError("compacted", str(exc), status=410) from None
         return reply({"revision": replicator.state.revision, "since": start,
@@ -526,10 +544,11 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                 raise ApiError("compacted", str(exc), status=410) from None
             if resource is not None and resource not in past:
                 raise ApiError("not_found", f"no resource {resource!r} at revision {revision}")
-            return reply(routing_from(past, state, revision, resource))
+            return await reply_heavy(("routing", resource, revision), routing_from, past, state,
+                                     revision, resource)
         if resource is not None and resource not in state.resources:
             raise ApiError("not_found", f"unknown resource {resource!r}")
-        return reply(routing(state, resource))
+        return await reply_heavy(("routing", resource), routing, state, resource)
 
     @app.get("/v1/rebalance/plan", tags=["placement"])
     async def rebalance_plan(request: Request, consistent: bool = False,
@@ -584,10 +603,21 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         if since > until or until > current:
             raise ApiError("invalid_argument", f"need from <= to <= {current} (this member's "
                            "revision)")
-        try:
-            changes = replicator.feed.diff(since, until)
-        except Compacted as exc:
-            raise ApiError("compacted", str(exc), status=410) from None
-        return reply({"revision": current, "from": since, "to": until, "changes": changes})
+        feed = replicator.feed
+        if since < feed.floor:
+            raise ApiError("compacted", str(Compacted(since, feed.floor)), status=410)
+        return await reply_heavy(("diff", since, until), _diff_body, feed, since, until, current)
 
     return app
+
+
+def _node_body(state: Any, node_id: str) -> dict[str, Any]:
+    return {"revision": state.revision, "node": node_view(state, node_id)}
+
+
+def _digest_body(state: Any) -> dict[str, Any]:
+    return {"revision": state.revision, "digest": state_digest(state)}
+
+
+def _diff_body(feed: Any, since: int, until: int, current: int) -> dict[str, Any]:
+    return {"revision": current, "from": since, "to": until, "changes": feed.diff(since, until)}

@@ -7,12 +7,18 @@ can help: 4xx never, 503/504 yes (with the same request id).
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from hacoord.core.results import Rejected
+from hacoord.server.offload import OffloadError
+
+log = logging.getLogger(__name__)
 
 STATUS_BY_CODE = {
     "invalid_argument": 400,
@@ -89,11 +95,32 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_argument", _validation_message(exc)), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=headers)
+
+    @app.exception_handler(OffloadError)
+    async def _offload(_: Request, exc: OffloadError) -> JSONResponse:
+        log.warning("work moved off the event loop failed: %s", exc)
+        return JSONResponse(error_body("unavailable", f"{exc}; retry"), status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(error_body("internal_error", f"internal error: {type(exc).__name__}"),
                             status_code=500)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this path (Starlette's own 405 names only
+    the first route that matches the path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)

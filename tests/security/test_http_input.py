@@ -155,3 +155,16 @@ def test_revisions_asked_for_are_bounded(cluster: InProcessCluster) -> None:
     with client(cluster) as api:
         error(api.get("/v1/watch", params={"since": 10**30}), 400, "invalid_argument")
         error(api.get("/v1/routing", params={"revision": 10**30}), 400, "invalid_argument")
+
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("PUT", "/v1/nodes", {"GET", "POST"}),
+    ("POST", "/v1/routing", {"GET"}),
+    ("PUT", "/v1/resources/orders", {"PATCH", "DELETE"}),
+])
+def test_a_method_not_allowed_names_the_allowed_ones(cluster: InProcessCluster, method: str,
+                                                     path: str, allowed: set[str]) -> None:
+    with client(cluster) as api:
+        answer = api.request(method, path)
+        error(answer, 405, "method_not_allowed")
+        assert set(answer.headers["allow"].replace(" ", "").split(",")) >= allowed

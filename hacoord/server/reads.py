@@ -1,0 +1,92 @@
+"""Reads that walk the whole state (the routing table, a node's replicas, a state digest, a
+routing diff) answered without holding the event loop.
+
+On a large state such a read takes tens to hundreds of milliseconds to build and to encode as
+JSON: long enough to delay a Raft tick past a heartbeat. :class:`HeavyReads` builds and encodes
+it in a forked child (:func:`hacoord.server.offload.offload`: the child sees the state as it was
+at the fork) and keeps the last few answers by revision, so that a thousand data nodes reading
+the routing table after one change cost one child, not a thousand. Readers asking for the same
+answer at the same moment share one child. Small states are answered inline.
+
+Threads: the event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from hacoord.server.offload import offload
+
+#: Answers kept (by what was asked and the revision it was answered at), and their total size.
+MAX_KEPT = 16
+MAX_KEPT_BYTES = 128 << 20
+
+
+def encode_json(body: Any) -> bytes:
+    """JSON exactly as Starlette's ``JSONResponse`` renders it."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def _build(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> tuple[int, bytes]:
+    body = fn(*args)
+    return int(body.get("revision", 0)), encode_json(body)
+
+
+class HeavyReads:
+    """Builds and encodes whole-state answers off the loop; see the module docstring."""
+
+    def __init__(self, max_kept: int = MAX_KEPT, max_bytes: int = MAX_KEPT_BYTES) -> None:
+        self.max_kept = max_kept
+        self.max_bytes = max_bytes
+        self._kept: OrderedDict[tuple[Hashable, int], tuple[int, bytes]] = OrderedDict()
+        self._pending: dict[tuple[Hashable, int], asyncio.Future[tuple[int, bytes]]] = {}
+        #: Answers built (in a child or inline) and answers served from what was kept.
+        self.counts = {"built": 0, "reused": 0}
+
+    async def answer(self, key: Hashable, revision: int, fn: Callable[..., dict[str, Any]],
+                     *args: Any, size: int, name: str) -> tuple[int, bytes]:
+        """``(revision, JSON bytes)`` of ``fn(*args)``, a dict carrying its ``revision``.
+        ``key`` names what is asked (route and parameters), ``revision`` the state it is asked
+        of: an answer kept for both is reused. ``size`` estimates the work (replicas walked);
+        below the offload threshold the answer is built here."""
+        slot = (key, revision)
+        kept = self._kept.get(slot)
+        if kept is not None:
+            self._kept.move_to_end(slot)
+            self.counts["reused"] += 1
+            return kept
+        pending = self._pending.get(slot)
+        if pending is not None:
+            self.counts["reused"] += 1
+            return await asyncio.shield(pending)
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[slot] = future
+        try:
+            result = await offload(_build, fn, args, size=size, name=name)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            self._pending.pop(slot, None)
+        future.set_result(result)
+        self.counts["built"] += 1
+        self._keep((key, result[0]), result)
+        return result
+
+    def _keep(self, slot: tuple[Hashable, int], result: tuple[int, bytes]) -> None:
+        if len(result[1]) > self.max_bytes:
+            return
+        self._kept[slot] = result
+        self._kept.move_to_end(slot)
+        while len(self._kept) > self.max_kept or self.kept_bytes() > self.max_bytes:
+            self._kept.popitem(last=False)
+
+    def kept_bytes(self) -> int:
+        """Bytes of the answers kept."""
+        return sum(len(body) for _, body in self._kept.values())
