@@ -43,6 +43,10 @@ from hacoord.core.results import Applied, Outcome, Rejected
 log = logging.getLogger(__name__)
 
 MAX_PARTITIONS = 100_000
+#: A node's capacity is a relative weight; a billion to one is range enough, and the planner's
+#: arithmetic (shares, loads per capacity) stays far from underflow.
+MIN_CAPACITY = 0.001
+MAX_CAPACITY = 1e6
 MAX_CLUSTER_PARTITIONS = 300_000
 MAX_CLUSTER_REPLICAS = 1_000_000
 MAX_REPLICATION_FACTOR = 15
@@ -84,8 +88,8 @@ def _integer(value: object) -> bool:
 
 
 def _check_capacity(capacity: object) -> None:
-    _require(_number(capacity) and 0 < capacity <= 1e6,  # type: ignore[operator]
-             "invalid_argument", "capacity must be a number in (0, 1e6]")
+    _require(_number(capacity) and MIN_CAPACITY <= capacity <= MAX_CAPACITY,  # type: ignore[operator]
+             "invalid_argument", f"capacity must be a number in [{MIN_CAPACITY:g}, {MAX_CAPACITY:g}]")
 
 
 def _check_zone(zone: object) -> None:

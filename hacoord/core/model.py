@@ -21,7 +21,9 @@ SCHEMA_VERSION = 1
 #: Identifiers of nodes and resources: a letter or digit, then letters, digits, ``.``, ``_``, ``-``.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: ``host:port``; the host is a DNS name, an IPv4 address or a bracketed IPv6 address.
-ADDRESS_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})$")
+PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+ADDRESS = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):" + PORT + "$"
+ADDRESS_PATTERN = re.compile(ADDRESS)
 
 #: ``up``: serving. ``suspect``: missed heartbeats for a while; keeps its leaderships until it is
 #: judged ``down``, which moves them to an up replica (see ``apply``).

@@ -226,7 +226,7 @@ def feasible_shares(nodes: Sequence[Node], demand: Mapping[DemandKey, int]) -> l
             if weight <= 0:
                 continue
             ratio = (rank([taken[z] + k for z, k in enumerate(ks)]) - base) / weight
-            if ratio < best * (1 - 1e-12) - 1e-15:
+            if not best_k or ratio < best * (1 - 1e-12) - 1e-15:
                 best, best_k = ratio, list(ks)
             elif ratio <= best * (1 + 1e-12) + 1e-15:
                 best_k = [max(a, b) for a, b in zip(best_k, ks, strict=True)]  # union of minimisers

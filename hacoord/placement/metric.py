@@ -76,9 +76,9 @@ def spread(load: Sequence[float], capacity: Sequence[float], nodes: Iterable[int
     pick = list(nodes)
     whole = sum(capacity[n] for n in pick)
     total = sum(load[n] for n in pick)
-    if not pick or whole <= 0 or total <= 0:
+    mean = total / whole if pick and whole > 0 else 0.0
+    if not pick or total <= 0 or mean <= 0:  # mean 0: loads so small that the ratio underflows
         return 1.0, 1.0
-    mean = total / whole
     ratios = [load[n] / capacity[n] / mean for n in pick]
     return max(ratios), min(ratios)
 

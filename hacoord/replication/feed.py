@@ -177,7 +177,8 @@ class ChangeFeed:
             if full and event.revision != out[-1].revision:
                 break
             out.append(event)
-            carried += len(event.data.get("partitions", ()))
+            listed = event.data.get("partitions")  # a list in creations (a count elsewhere)
+            carried += len(listed) if isinstance(listed, list) else 0
         return out
 
     def close(self) -> None:

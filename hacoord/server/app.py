@@ -38,6 +38,7 @@ from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, L
 from hacoord.server.looplag import LagMonitor
 from hacoord.server.metrics import install_metrics, refusals
 from hacoord.server.offload import offload
+from hacoord.server.openapi import document_errors
 from hacoord.server.reads import HeavyReads
 from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
 from hacoord.server.rebalancer import Rebalancer
@@ -141,6 +142,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     app = FastAPI(title="hacoord", version=__version__, lifespan=lifespan,
                   description="Partition coordinator API: nodes, resources, routing, status.")
     install_error_handlers(app)
+    document_errors(app)
     watching = {"open": 0}
     guard: dict[str, LimitsMiddleware] = {}
     health = HealthCache(replicator)
@@ -210,6 +212,10 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                                "while forwarding; retry", leader=now)
         forward.cancel()
         raise ApiError("unavailable", f"leader {leader} did not answer in time", leader=leader)
+
+    def not_reached(revision: int, current: int) -> ApiError:
+        return ApiError("not_found", f"revision {revision} is ahead of this member (at {current}); "
+                        "ask the leader, or with consistent=true")
 
     def loaded() -> None:
         """Refuse reads until this member has applied everything it had (503 ``not_ready``)."""
@@ -527,7 +533,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     @app.get("/v1/routing", tags=["routing"])
     async def get_routing(request: Request, consistent: bool = False,
                           resource: str | None = Query(None),
-                          revision: int | None = Query(None, ge=0, description=(
+                          revision: int | None = Query(None, ge=0, le=MAX_REVISION, description=(
                               "as of this past revision (within the kept history)"))) -> Response:
         """Routing table: partition -> replicas, leader, fencing epoch; with the revision. With
         ``revision``, as it was then (410 ``compacted`` if older than this member keeps)."""
@@ -536,8 +542,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         state = replicator.state
         if revision is not None and revision != state.revision:
             if revision > state.revision:
-                raise ApiError("invalid_argument", f"revision {revision} is in the future "
-                               f"(this member is at {state.revision})")
+                raise not_reached(revision, state.revision)
             try:
                 past = replicator.feed.routing_at(revision)
             except Compacted as exc:
@@ -593,19 +598,18 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return reply({"revision": state.revision, **explain(state, name, partition, plan)})
 
     @app.get("/v1/routing/diff", tags=["routing"])
-    async def routing_diff(since: int = Query(alias="from", ge=0),
-                           until: int | None = Query(None, alias="to", ge=0)) -> Response:
+    async def routing_diff(since: int = Query(alias="from", ge=0, le=MAX_REVISION),
+                           until: int | None = Query(None, alias="to", ge=0, le=MAX_REVISION)) -> Response:
         """Partitions whose replicas, leader or epoch differ between revisions ``from`` and ``to``
-        (default: now), each with its before and after."""
+        (default: now), each with its before and after; ``from`` may be the later one."""
         loaded()
         current = replicator.state.revision
         until = current if until is None else until
-        if since > until or until > current:
-            raise ApiError("invalid_argument", f"need from <= to <= {current} (this member's "
-                           "revision)")
+        if max(since, until) > current:
+            raise not_reached(max(since, until), current)
         feed = replicator.feed
-        if since < feed.floor:
-            raise ApiError("compacted", str(Compacted(since, feed.floor)), status=410)
+        if min(since, until) < feed.floor:
+            raise ApiError("compacted", str(Compacted(min(since, until), feed.floor)), status=410)
         return await reply_heavy(("diff", since, until), _diff_body, feed, since, until, current)
 
     return app

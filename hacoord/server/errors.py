@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from hacoord.core.model import ADDRESS, ID_PATTERN
 from hacoord.core.results import Rejected
 from hacoord.server.offload import OffloadError
 
@@ -74,11 +75,24 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"code": code, "message": message, **extra}
 
 
+#: What a pattern asks for, in words (a regular expression is no answer for a user).
+PATTERN_WORDS = {
+    ID_PATTERN.pattern: "an id: a letter or digit, then up to 62 letters, digits, '.', '_' or '-'",
+    ADDRESS: "host:port, with a port in 1..65535",
+}
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+        words = PATTERN_WORDS.get(str(err.get("ctx", {}).get("pattern")))
+        if err.get("type") == "string_pattern_mismatch" and words:
+            name = where.rsplit(".", 1)[-1] if where else "value"
+            text = str(err.get("input"))[:80]
+            parts.append(f"{where or 'request'}: malformed {name} {text!r} (expected {words})")
+        else:
+            parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -7,20 +7,44 @@ refuses never reaches the Raft log.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from hacoord.core.apply import MAX_CAPACITY, MIN_CAPACITY
+from hacoord.core.model import ADDRESS
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 MAX_TAGS = 64          # tags or metrics per node
 MAX_TAG_VALUE = 256    # characters of a tag value
+MAX_EPOCH = 2**53 - 1  # the largest integer every JSON reader holds exactly
 
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 7.0 as an integer (the document says "integer"); a float with a
+    fraction, a bool or a string stays refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_INTEGRAL = BeforeValidator(_integral)  # after the bounds: pydantic then documents them
+Epoch = Annotated[int, Field(ge=1, le=MAX_EPOCH), _INTEGRAL]
+Replicas = Annotated[int, Field(ge=1, le=15), _INTEGRAL]
+Partitions = Annotated[int, Field(ge=1, le=100_000), _INTEGRAL]
+PartitionIndex = Annotated[int, Field(ge=0, le=10_000_000), _INTEGRAL]
+Moves = Annotated[int, Field(ge=1, le=10_000), _INTEGRAL]
 Key = Annotated[str, StringConstraints(pattern=ID)]
 TagValue = Annotated[str, StringConstraints(max_length=MAX_TAG_VALUE)]
 Number = Annotated[float, Field(allow_inf_nan=False, ge=-1e18, le=1e18)]
-Tags = Annotated[dict[Key, TagValue], Field(max_length=MAX_TAGS)]
-TagChanges = Annotated[dict[Key, TagValue | None], Field(max_length=MAX_TAGS)]
-Metrics = Annotated[dict[Key, Number | None], Field(max_length=MAX_TAGS)]
+#: A map's keys are ids: pydantic says so with ``patternProperties``, which alone would let
+#: other keys through in the OpenAPI document; ``additionalProperties: false`` closes it.
+_IDS_ONLY = {"additionalProperties": False}
+Tags = Annotated[dict[Key, TagValue], Field(max_length=MAX_TAGS, json_schema_extra=_IDS_ONLY)]
+TagChanges = Annotated[dict[Key, TagValue | None],
+                       Field(max_length=MAX_TAGS, json_schema_extra=_IDS_ONLY)]
+Metrics = Annotated[dict[Key, Number | None], Field(max_length=MAX_TAGS, json_schema_extra=_IDS_ONLY)]
 
 
 class _Body(BaseModel):
@@ -31,9 +55,9 @@ class NodeCreate(_Body):
     """Register a data node."""
 
     id: str = Field(pattern=ID)
-    address: str = Field(min_length=3, max_length=260, description="host:port")
+    address: str = Field(min_length=3, max_length=260, pattern=ADDRESS, description="host:port")
     zone: str = Field("default", pattern=ID)
-    capacity: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
+    capacity: float = Field(1.0, ge=MIN_CAPACITY, le=MAX_CAPACITY, allow_inf_nan=False)
     tags: Tags = Field(default_factory=dict)
 
 
@@ -45,9 +69,9 @@ class NodeUpdate(_Body):
     admin: str | None = Field(None, pattern="^(active|cordoned|draining)$",
                               description="cordoned: no new replicas; draining: move all off")
     admin_reason: str | None = Field(None, max_length=256)
-    address: str | None = Field(None, min_length=3, max_length=260)
+    address: str | None = Field(None, min_length=3, max_length=260, pattern=ADDRESS)
     zone: str | None = Field(None, pattern=ID)
-    capacity: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
+    capacity: float | None = Field(None, ge=MIN_CAPACITY, le=MAX_CAPACITY, allow_inf_nan=False)
     tags: TagChanges | None = None
     metrics: Metrics | None = None
     expect_tags: TagChanges | None = Field(
@@ -58,21 +82,22 @@ class NodeUpdate(_Body):
 class NodeSession(_Body):
     """Start a node's new session; an ``address`` given replaces the registered one."""
 
-    address: str | None = Field(None, min_length=3, max_length=260, description="host:port")
+    address: str | None = Field(None, min_length=3, max_length=260, pattern=ADDRESS,
+                                description="host:port")
 
 
 class NodeHeartbeat(_Body):
     """A node is alive, in the session of ``epoch``."""
 
-    epoch: int = Field(ge=1, le=2**62, description="the node epoch its session was given")
+    epoch: Epoch = Field(description="the node epoch its session was given")
 
 
 class ResourceCreate(_Body):
     """Create a resource; the leader places its replicas."""
 
     name: str = Field(pattern=ID)
-    partitions: int = Field(ge=1, le=100_000)
-    replicas: int = Field(ge=1, le=15)
+    partitions: Partitions
+    replicas: Replicas
     balance_metric: str | None = Field(None, pattern=ID, description=(
         "node metric to balance on instead of replica count (e.g. disk_bytes)"))
 
@@ -81,7 +106,7 @@ class ResourceUpdate(_Body):
     """Change a resource's replication factor (more: added two-phase by the rebalancer; fewer:
     dropped at once) or balance metric (empty string: back to replica count)."""
 
-    replicas: int | None = Field(None, ge=1, le=15)
+    replicas: Replicas | None = None
     balance_metric: str | None = Field(None, pattern=r"^$|" + ID)
 
 
@@ -99,7 +124,7 @@ class NodeMetrics(_Body):
     """A data node reports its metrics (merged into the node's; null deletes one) in the session
     of ``epoch``."""
 
-    epoch: int = Field(ge=1, le=2**62, description="the node epoch its session was given")
+    epoch: Epoch = Field(description="the node epoch its session was given")
     metrics: Metrics
 
 
@@ -107,10 +132,10 @@ class CaughtUp(_Body):
     """A data node's new replica of ``resource``/``partition`` has caught up (phase two of a move),
     as of the partition epoch it was told."""
 
-    epoch: int = Field(ge=1, le=2**62, description="the node epoch its session was given")
+    epoch: Epoch = Field(description="the node epoch its session was given")
     resource: str = Field(pattern=ID)
-    partition: int = Field(ge=0, le=10_000_000)
-    partition_epoch: int = Field(ge=1, le=2**62)
+    partition: PartitionIndex
+    partition_epoch: Epoch
 
 
 class PartitionLeader(_Body):
@@ -122,8 +147,13 @@ class PartitionLeader(_Body):
 class RebalanceSettings(_Body):
     """Rebalance throttles, re-replication delay and maintenance mode; omitted fields unchanged."""
 
-    max_moves_per_node: int | None = Field(None, ge=1, le=10_000)
-    max_moves: int | None = Field(None, ge=1, le=10_000)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        # Entering maintenance needs a reason (some text that is not all blanks).
+        "if": {"properties": {"maintenance": {"const": True}}, "required": ["maintenance"]},
+        "then": {"properties": {"reason": {"pattern": r"\S"}}, "required": ["reason"]}})
+
+    max_moves_per_node: Moves | None = None
+    max_moves: Moves | None = None
     rereplicate_after: float | None = Field(None, ge=0, le=1e7, allow_inf_nan=False,
                                             description="seconds")
     maintenance: bool | None = Field(None, description="true freezes rebalancing (reason needed)")

@@ -101,11 +101,16 @@ def test_a_watch_page_carries_a_bounded_number_of_partitions() -> None:
             name=f"s{k}", partitions=30, replication_factor=3,
             assignment=place_resource(state, f"s{k}", 30, 3)))
         feed.record(outcome.events)
-    assert len(feed.since(start)) == 4
+    updated = apply(state, c.UpdateResource(name="s3", replication_factor=2))  # a count, no list
+    feed.record(updated.events)
+    assert len(feed.since(start)) == 4 + len(updated.events)
     page = feed.since(start, max_partitions=50)
     assert [e.data["name"] for e in page] == ["s0", "s1"]  # stops once 50 are reached
     assert len(feed.since(start, max_partitions=1)) == 1  # a page holds at least a revision
-    assert [e.data["name"] for e in feed.since(page[-1].revision, max_partitions=50)] == ["s2", "s3"]
+    rest = feed.since(page[-1].revision, max_partitions=50)
+    assert [e.data["name"] for e in rest if e.type == "ResourceCreated"] == ["s2", "s3"]
+    last = feed.since(rest[-1].revision, max_partitions=50)
+    assert [e.type for e in last] == [e.type for e in updated.events]
 
 
 def test_api_reads_of_a_large_state_answer_as_small_ones_do() -> None:

@@ -11,6 +11,11 @@ Process faults use signals (SIGKILL, SIGSTOP/SIGCONT) and restarts. Network faul
 * ``slow_links``: every link delayed (a uniform draw per frame, order kept) and lossy (a lost
   frame comes one retransmission timeout late, as over TCP).
 
+Heavy input (``large_create``): a resource of ``LARGE_PARTITIONS`` partitions x RF 3 created
+under the load, which must neither depose the leader nor change its term; with
+``large_create_kill_leader`` the leader is SIGKILLed half-way through the creation's slices and
+the new leader's rebalancer must finish it. Either way every member ends with the whole resource.
+
 The members' HTTP ports stay reachable throughout: clients may still talk to an isolated leader,
 which cannot commit anything (its writes time out or it answers ``not_leader``).
 """
@@ -19,8 +24,11 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 from dataclasses import dataclass
+
+import httpx
 
 from tests.chaos.history import History
 from tests.chaos.network import Network
@@ -29,10 +37,14 @@ from tests.integration.harness import LocalCluster
 NETWORK_FAULTS = ("isolate_leader", "isolate_minority", "one_way_loss", "slow_links")
 PROCESS_FAULTS = ("kill_leader", "kill_random", "restart_leader_fast", "kill_all", "pause_leader",
                   "pause_follower", "lagging_member")
-FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS, "none")
+HEAVY_FAULTS = ("large_create", "large_create_kill_leader")
+FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS, *HEAVY_FAULTS, "none")
+#: The large resource: 20 slices of 1,000 partitions.
+LARGE = "chaos-large"
+LARGE_PARTITIONS = 20_000
 #: Faults after which the leader must have changed (partitions check that the majority elected
 #: a leader of its own while they lasted).
-DEPOSING = ("kill_leader", "pause_leader")
+DEPOSING = ("kill_leader", "pause_leader", "large_create_kill_leader")
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,8 @@ class Nemesis:
         self.directions: list[str] = []    # "SRC>DST" of the links the fault acts on
         self.stats_before: dict[str, dict[str, int]] = {}
         self.stats_after: dict[str, dict[str, int]] = {}
+        self.term_before: int | None = None
+        self.created: list[str] = []  # what the large create's request answered
 
     def inject(self, fault: str) -> None:
         cluster = self.cluster
@@ -88,6 +102,8 @@ class Nemesis:
             cluster.kill(self.victims[0], signal.SIGKILL)
         elif fault in NETWORK_FAULTS:
             self._inject_network(fault, leader, followers)
+        elif fault in HEAVY_FAULTS:
+            self._inject_large_create(leader, kill=fault == "large_create_kill_leader")
         elif fault != "none":
             raise ValueError(f"unknown fault {fault!r}")
         self.history.note(f"inject {fault} on {self.victims or 'nobody'} (leader was {leader})")
@@ -115,6 +131,56 @@ class Nemesis:
             self.victims = members
             self.directions = [f"{a}>{b}" for a in members for b in members if a != b]
 
+    def _inject_large_create(self, leader: str, kill: bool) -> None:
+        url = self.cluster.members[leader].url
+        self.term_before = self.cluster.status(leader)["member"]["term"]
+        self.victims = [leader]
+
+        def create() -> None:
+            try:
+                answer = httpx.post(url + "/v1/resources", timeout=60, json={
+                    "name": LARGE, "partitions": LARGE_PARTITIONS, "replicas": 3})
+                self.created.append(f"{answer.status_code} {answer.text[:200]}")
+            except httpx.HTTPError as exc:
+                self.created.append(f"{type(exc).__name__}")
+
+        threading.Thread(target=create, daemon=True).start()
+        if not kill:
+            return
+        for _ in range(600):  # up to a minute: the first slice, then the leader dies
+            resources = httpx.get(url + "/v1/resources", timeout=5).json()["resources"]
+            if any(r["name"] == LARGE and r["creating"] for r in resources):
+                self.cluster.kill(leader, signal.SIGKILL)
+                self.history.note("the leader killed while creating " + LARGE)
+                return
+            time.sleep(0.1)
+
+    def _large_resource_problems(self, fault: str, leader_after: str | None) -> list[str]:
+        """Every member holds the whole large resource (within 30 s: a creation cut short is
+        finished by the new leader's rebalancer); a create without a kill kept the term."""
+        problems = []
+        counts: dict[str, object] = {}
+        for _ in range(300):
+            counts = {}
+            for member in self.cluster.live():
+                resources = self.cluster.members[member].get("/v1/resources", timeout=10)["resources"]
+                found = [r for r in resources if r["name"] == LARGE]
+                counts[member] = (found[0]["partitions"], found[0]["creating"]) if found else None
+            if set(counts.values()) == {(LARGE_PARTITIONS, False)}:
+                break
+            time.sleep(0.1)
+        else:
+            problems.append(f"{fault}: the large resource is not whole everywhere: {counts}")
+        if fault == "large_create":
+            term = self.cluster.status(self.cluster.leader())["member"]["term"]
+            if leader_after != self.leader or term != self.term_before:
+                problems.append(f"{fault}: creating {LARGE_PARTITIONS} partitions deposed the "
+                                f"leader ({self.leader}, term {self.term_before} -> {leader_after}, "
+                                f"term {term})")
+            if not self.created or not self.created[0].startswith("201"):
+                problems.append(f"{fault}: the create was answered {self.created}")
+        return problems
+
     def hold(self, fault: str, seconds: float) -> None:
         """Keep the fault for ``seconds``; meanwhile, for a partition, note the leader the
         majority elects."""
@@ -136,7 +202,8 @@ class Nemesis:
         for member_id in self.victims:
             if fault in ("pause_leader", "pause_follower"):
                 self._signal(member_id, signal.SIGCONT)
-            elif fault in PROCESS_FAULTS and not self.cluster.members[member_id].alive():
+            elif fault in (*PROCESS_FAULTS, *HEAVY_FAULTS) \
+                    and not self.cluster.members[member_id].alive():
                 self.cluster.start(member_id)
         self.history.note(f"heal {fault} on {self.victims or 'nobody'}")
 
@@ -146,6 +213,8 @@ class Nemesis:
             return [f"{fault}: nothing was injected"]
         if fault in DEPOSING and leader_after == self.leader:
             return [f"{fault}: the leader did not change ({self.leader})"]
+        if fault in HEAVY_FAULTS:
+            return self._large_resource_problems(fault, leader_after)
         if self.cut_off and self.elected in (None, *self.cut_off):
             return [f"{fault}: the majority elected no leader of its own while {self.cut_off} "
                     f"were cut off"]

@@ -2,7 +2,8 @@
 
 Faults (tests.chaos.nemesis): SIGKILL of the leader, of a random member, of everyone; a killed
 leader restarted during the election; SIGSTOP of the leader or a follower; a member down long
-enough to need a snapshot; overload without a fault; and, through a userspace proxy on every Raft
+enough to need a snapshot; overload without a fault; a resource of 20,000 partitions created
+under the load (with and without the leader killed half-way); and, through a userspace proxy on every Raft
 link (tests.chaos.network, no root needed), the leader isolated, a minority with the leader cut
 off, one-way loss between the leader and a follower, and slow lossy links everywhere.
 
@@ -58,6 +59,10 @@ SCENARIOS = [
     Scenario("fencing-one-way-loss", "one_way_loss", seed=24, workload="fencing"),
     # Data nodes joining and draining away (two-phase moves by the leader's rebalancer).
     Scenario("membership-kill-leader", "kill_leader", seed=25, workload="membership", hold=8.0),
+    # Heavy input: a resource of 20,000 partitions created under the load (the leader keeps its
+    # term), and the same with the leader killed half-way (its successor finishes the creation).
+    Scenario("large-create", "large_create", seed=30, hold=8.0),
+    Scenario("large-create-kill-leader", "large_create_kill_leader", seed=31, hold=8.0),
     # Storage faults (tests.chaos.storage): a full disk (a tmpfs, root only), damaged files.
     Scenario("disk-full", "disk_full", seed=26, hold=6.0),
     Scenario("flip-journal-byte", "flip_journal_byte", seed=27),

@@ -108,7 +108,7 @@ def test_a_write_flood_from_one_client_is_throttled(cluster: InProcessCluster) -
 @pytest.mark.parametrize(("body", "where"), [
     ({"name": "r", "partitions": True, "replicas": 1}, "partitions"),
     ({"name": "r", "partitions": "7", "replicas": 1}, "partitions"),
-    ({"name": "r", "partitions": 7.0, "replicas": 1}, "partitions"),
+    ({"name": "r", "partitions": 7.5, "replicas": 1}, "partitions"),  # 7.0 is an integer
     ({"name": "r", "partitions": 100_001, "replicas": 1}, "partitions"),
     ({"name": "bad name", "partitions": 1, "replicas": 1}, "name"),
 ])
@@ -155,6 +155,10 @@ def test_revisions_asked_for_are_bounded(cluster: InProcessCluster) -> None:
     with client(cluster) as api:
         error(api.get("/v1/watch", params={"since": 10**30}), 400, "invalid_argument")
         error(api.get("/v1/routing", params={"revision": 10**30}), 400, "invalid_argument")
+        error(api.get("/v1/routing/diff", params={"from": 0, "to": 10**30}), 400, "invalid_argument")
+        ahead = revision(cluster) + 1  # plausible, not reached yet: no such revision here
+        error(api.get("/v1/routing", params={"revision": ahead}), 404, "not_found")
+        error(api.get("/v1/routing/diff", params={"from": ahead}), 404, "not_found")
 
 
 @pytest.mark.parametrize("method,path,allowed", [

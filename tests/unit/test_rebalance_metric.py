@@ -277,3 +277,17 @@ print(hashlib.sha256(json.dumps(plan.to_dict(), sort_keys=True).encode()).hexdig
 def test_plans_with_every_argument_are_the_same_in_fresh_interpreters():
     (output,) = outputs_across_hash_seeds(PLAN_SCRIPT)
     assert len(output.split()) == 2 and int(output.split()[1]) > 0  # a digest, and moves to digest
+
+
+def test_metrics_too_small_to_divide_by_plan_like_zero() -> None:
+    """A node reporting a subnormal metric (5e-324: the mean load per capacity underflows to 0)
+    once made every plan raise ZeroDivisionError; found by the API fuzzer."""
+    state = ClusterState()
+    for k in range(2):
+        assert apply(state, commands.RegisterNode(node_id=f"n{k}", address="h:1", capacity=3.0)).ok
+    assert apply(state, commands.SetNodeState(node_id="n0", metrics={"disk": 5e-324})).ok
+    assert apply(state, commands.CreateResource(
+        name="r", partitions=2, replication_factor=1, balance_metric="disk",
+        assignment=[["n0"], ["n1"]])).ok
+    plan = plan_rebalance(state, balance_metric={"r": "disk"})
+    assert not plan.moves and all(m.max_over_mean_before == 1.0 for m in plan.metrics)

@@ -1,0 +1,71 @@
+"""The whole API fuzzed from its own OpenAPI document (schemathesis), in-process: every answer is
+documented (status code, content type, body schema), no input gets a server error, and a
+rejected request leaves every member's state exactly as it was."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from hacoord.core.codec import digest
+from hacoord.replication.base import MemberInfo
+from hacoord.replication.memory import MemoryReplicator
+from hacoord.server.app import create_app
+from hacoord.server.limits import HttpLimits
+from tests.api.inproc import InProcessCluster
+
+#: Writes are not rate-limited here: the fuzzer sends hundreds a second from one address.
+LIMITS = HttpLimits(writes_per_client=0)
+MEMBER = MemberInfo("m1", "127.0.0.1:7501", "http://m1.test")
+schema = schemathesis.openapi.from_dict(
+    create_app(MemoryReplicator("m1", {"m1": MEMBER})).openapi())
+#: Requests alternate between the leader and a follower (which forwards or answers itself).
+TARGETS = itertools.cycle(["m1", "m1", "m2"])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[InProcessCluster]:
+    # Nothing changes the state but the requests: the liveness clock stands still and the
+    # rebalancer's pass is an hour away.
+    with InProcessCluster(3, limits=LIMITS, liveness_clock=lambda: 1000.0,
+                          rebalance_interval=3600.0) as made:
+        with httpx.Client(transport=made.transport, base_url=made.url("m1"), timeout=10) as api:
+            for k in range(4):
+                assert api.post("/v1/nodes", json={"id": f"n{k}", "address": f"10.0.0.{k}:1",
+                                                   "zone": f"z{k % 2}"}).status_code == 201
+            assert api.post("/v1/resources", json={"name": "orders", "partitions": 4,
+                                                   "replicas": 2}).status_code == 201
+        yield made
+
+
+def digests(cluster: InProcessCluster) -> dict[str, str]:
+    return {m: digest(cluster.state(m)) for m in cluster.members}
+
+
+@schema.parametrize()
+@settings(max_examples=20, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_every_route_answers_as_documented(case: schemathesis.Case,
+                                           cluster: InProcessCluster) -> None:
+    member = next(TARGETS)
+    kwargs = case.as_transport_kwargs(base_url=cluster.url(member))
+    if case.path == "/v1/watch":  # a long poll: the fuzzer must not wait on it
+        kwargs.setdefault("params", {})["timeout"] = 0
+    before = digests(cluster)
+    with httpx.Client(transport=cluster.transport, timeout=10) as http:
+        response = http.request(kwargs.pop("method"), kwargs.pop("url"),
+                                params=kwargs.get("params"), headers=kwargs.get("headers"),
+                                json=kwargs.get("json"), content=kwargs.get("data"))
+    response.elapsed = datetime.timedelta(0)  # an in-process answer: no clock ran
+    assert response.status_code < 500 or response.json()["code"] in (
+        "not_leader", "no_leader", "unavailable", "timeout", "stale_term"), response.text
+    case.validate_response(response)
+    if response.status_code >= 400:
+        assert digests(cluster) == before, \
+            f"{case.method} {case.formatted_path} answered {response.text} but changed the state"
