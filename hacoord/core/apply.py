@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_PARTITIONS = 100_000
 #: A node's capacity is a relative weight; a billion to one is range enough, and the planner's
 #: arithmetic (shares, loads per capacity) stays far from underflow.
+MAX_JUDGEMENTS = 10_000  # liveness judgements in one command
 MIN_CAPACITY = 0.001
 MAX_CAPACITY = 1e6
 MAX_CLUSTER_PARTITIONS = 300_000
@@ -301,19 +302,31 @@ def _follow_status(state: ClusterState, node: Node, rev: int) -> list[Event]:
     """Leadership follows a status change: away from a node going down (to another up replica),
     onto a node coming up for partitions left without a leader (none, or one that is down). A
     suspect node keeps its leaderships: it is not judged yet. Each change bumps the epoch."""
+    return _follow_statuses(state, [node], rev)
+
+
+def _follow_statuses(state: ClusterState, nodes: list[Node], rev: int) -> list[Event]:
+    """:func:`_follow_status` for several nodes whose statuses changed together, in one pass
+    over the partitions (statuses are all set first: a leadership leaving a node that went down
+    goes to a replica that is up after the whole change). A partition without a live leader
+    goes to the first of the nodes that came up holding it, in ``nodes`` order."""
+    down = {n.id for n in nodes if n.status == "down"}
+    up = [n.id for n in nodes if n.status == "up"]
+    if not down and not up:  # only suspicions: nobody's leaderships move
+        return []
     events = []
     for res in state.resources.values():
         for i, part in enumerate(res.partitions):
-            new_leader = part.leader
-            if node.status == "down" and part.leader == node.id:
-                new_leader = _up_successor(state, part, node.id) or part.leader
-            elif node.status == "up" and node.id in part.replicas and (
-                    part.leader is None or state.nodes[part.leader].status == "down"):
-                new_leader = node.id
+            new_leader, why = part.leader, ""
+            if part.leader in down:
+                new_leader, why = _up_successor(state, part, part.leader) or part.leader, "down"
+            elif up and (part.leader is None or state.nodes[part.leader].status == "down"):
+                new_leader = next((n for n in up if n in part.replicas), part.leader)
+                why = "up"
             if new_leader != part.leader:
                 part.leader = new_leader
                 part.epoch += 1
-                events.append(_partition_event(state, rev, res.name, i, part, f"node {node.status}"))
+                events.append(_partition_event(state, rev, res.name, i, part, f"node {why}"))
     return events
 
 
@@ -349,6 +362,37 @@ def _set_node_liveness(state: ClusterState, cmd: c.SetNodeLiveness, rev: int) ->
     if changed:
         events.extend(_follow_status(state, node, rev))
     return Applied(rev, {"node": node.to_dict()}, tuple(events))
+
+
+def _set_nodes_liveness(state: ClusterState, cmd: c.SetNodesLiveness, rev: int) -> Applied:
+    _require(isinstance(cmd.judgements, list) and 1 <= len(cmd.judgements) <= MAX_JUDGEMENTS,
+             "invalid_argument", f"judgements must be a list of 1..{MAX_JUDGEMENTS}")
+    for judgement in cmd.judgements:
+        _require(isinstance(judgement, list) and len(judgement) == 3, "invalid_argument",
+                 "a judgement is [node_id, status, epoch]")
+        node_id, status, epoch = judgement
+        _require(valid_id(node_id), "invalid_argument", f"malformed node id {node_id!r}")
+        _require(status in NODE_STATUSES, "invalid_argument",
+                 f"status must be one of {', '.join(NODE_STATUSES)}")
+        _require(_integer(epoch) and epoch >= 1, "invalid_argument",
+                 "epoch must be a positive integer")
+    _require(_integer(cmd.term) and cmd.term >= 0, "invalid_argument",
+             "term must be a non-negative integer")
+    _check_term(state, cmd.term)
+    state.leader_term = cmd.term
+    events, changed, judged, skipped = [], [], [], []
+    for node_id, status, epoch in cmd.judgements:
+        node = state.nodes.get(node_id)
+        if node is None or node.epoch != epoch or node_id in judged:
+            skipped.append(node_id)  # gone, restarted since, or judged twice in one batch
+            continue
+        judged.append(node_id)
+        if _set_status(node, status, cmd.time):
+            changed.append(node)
+        node.updated_at = cmd.time
+        events.append(Event("NodeStateChanged", rev, {**node.to_dict(), "reason": "liveness"}))
+    events.extend(_follow_statuses(state, changed, rev))
+    return Applied(rev, {"judged": judged, "skipped": skipped}, tuple(events))
 
 
 def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Applied:
@@ -658,6 +702,7 @@ _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = 
     c.SetNodeState: _set_node_state,
     c.StartNodeSession: _start_node_session,
     c.SetNodeLiveness: _set_node_liveness,
+    c.SetNodesLiveness: _set_nodes_liveness,
     c.CreateResource: _create_resource,
     c.AddPartitions: _add_partitions,
     c.UpdateResource: _update_resource,

@@ -106,6 +106,19 @@ class SetNodeLiveness(Command):
 
 
 @dataclass(frozen=True)
+class SetNodesLiveness(Command):
+    """Several of the leader's liveness judgements at once (one pass of its monitor): each of
+    ``judgements`` is ``[node_id, status, epoch]``, applied as :class:`SetNodeLiveness` would
+    be, except that one about a node that is gone or at another epoch is skipped (listed in the
+    result), not a refusal of the others. Leaderships then follow every change in one pass over
+    the partitions. Refused as a whole as ``stale_term`` (see SetNodeLiveness)."""
+
+    TYPE: ClassVar[str] = "SetNodesLiveness"
+    judgements: list[list[Any]] = field(default_factory=list)
+    term: int = 0
+
+
+@dataclass(frozen=True)
 class CreateResource(Command):
     """Create a resource with the replicas the leader placed: ``assignment[p]`` lists partition
     p's replicas, its leader first. A large resource comes in slices: ``assignment`` may cover
@@ -269,6 +282,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         SetNodeState,
         StartNodeSession,
         SetNodeLiveness,
+        SetNodesLiveness,
         CreateResource,
         AddPartitions,
         UpdateResource,

@@ -4,8 +4,9 @@ Data nodes heartbeat (through any member; followers forward to the leader) with 
 The leader keeps when it last heard from each node in memory and never writes a heartbeat to the
 Raft log. A background task judges every node once per ``check_interval``: silent for
 ``suspect_after`` seconds -> ``suspect``, for ``down_after`` seconds -> ``down``, and a heartbeat
-from a suspect or down node brings it back ``up``. Each judgement is one ``SetNodeLiveness``
-command, submitted once per (node, status) until the state shows it.
+from a suspect or down node brings it back ``up``. The judgements of a pass go in one
+command (``SetNodesLiveness``: one scan of the partitions however many nodes it judges), each
+judgement submitted once per (node, status) until the state shows it.
 
 Leadership. A member that becomes leader cannot know when its predecessor last heard from each
 node, so on every leadership gain (a new Raft term) it grants every node one full timeout of grace:
@@ -34,6 +35,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from hacoord.core import commands as c
+from hacoord.core.apply import MAX_JUDGEMENTS
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.errors import ApiError
@@ -173,7 +175,7 @@ class LivenessMonitor:
         self.last_seen[node_id] = self.clock()
         self._heard.add(node_id)
         if node.status != "up" and node_id not in self._pending:
-            await self._judge(node_id, "up", epoch, term)
+            await self._judge([(node_id, "up", epoch)], term)
         state = self.replicator.state
         node = state.nodes.get(node_id)
         if node is None:
@@ -233,49 +235,63 @@ class LivenessMonitor:
                 self.last_seen[node_id] = min(now, seen + late)
 
     def check(self) -> int:
-        """Submit every due transition in the background (a slow commit must not hold up the
-        judging of other nodes); returns how many were submitted."""
+        """Submit every due transition in the background, in one command (a slow commit must
+        not hold up later passes); returns how many were submitted."""
         term = self.leading_term()
         if term is None:
             return 0
         due = self.due()
-        nodes = self.replicator.state.nodes
-        for node_id, status in due.items():
-            task = asyncio.create_task(self._judge_quietly(node_id, status, nodes[node_id].epoch, term))
+        if due:
+            task = asyncio.create_task(self._judge_quietly(self._epochs(due), term))
             self._submissions.add(task)
             task.add_done_callback(self._submissions.discard)
         return len(due)
 
     async def judge(self) -> dict[str, str]:
-        """Submit every due transition and wait for the outcomes; returns those applied (node id
+        """Submit every due transition and wait for the outcome; returns those applied (node id
         -> status). Refused ones are logged and judged again on a later pass if still due."""
         term = self.leading_term()
         if term is None:
             return {}
         due = self.due()
+        if not due:
+            return {}
+        return await self._judge_quietly(self._epochs(due), term)
+
+    def _epochs(self, due: dict[str, str]) -> list[tuple[str, str, int]]:
         nodes = self.replicator.state.nodes
-        applied = await asyncio.gather(*(self._judge_quietly(n, s, nodes[n].epoch, term)
-                                         for n, s in due.items()))
-        return {n: s for (n, s), ok in zip(due.items(), applied, strict=True) if ok}
+        return [(node_id, status, nodes[node_id].epoch) for node_id, status in due.items()]
 
-    async def _judge_quietly(self, node_id: str, status: str, epoch: int, term: int) -> bool:
-        try:
-            await self._judge(node_id, status, epoch, term)
-        except ApiError as exc:
-            log.warning("node %s: judgement %s not applied: %s: %s", node_id, status, exc.code,
-                        exc.message)
-            return False
-        return True
+    async def _judge_quietly(self, judgements: list[tuple[str, str, int]],
+                             term: int) -> dict[str, str]:
+        applied: dict[str, str] = {}
+        for start in range(0, len(judgements), MAX_JUDGEMENTS):
+            batch = judgements[start:start + MAX_JUDGEMENTS]
+            try:
+                applied.update(await self._judge(batch, term))
+            except ApiError as exc:
+                log.warning("%d judgements (%s...) not applied: %s: %s", len(batch),
+                            ", ".join(f"{n} {s}" for n, s, _ in batch[:3]), exc.code, exc.message)
+        return applied
 
-    async def _judge(self, node_id: str, status: str, epoch: int, term: int) -> None:
-        """Commit one judgement; the pending mark stops it being submitted twice meanwhile."""
-        key = (status, epoch)
-        self._pending[node_id] = key
+    async def _judge(self, judgements: list[tuple[str, str, int]], term: int) -> dict[str, str]:
+        """Commit judgements in one command; the pending marks stop them being submitted twice
+        meanwhile. Returns those applied."""
+        keys = {node_id: (status, epoch) for node_id, status, epoch in judgements}
+        self._pending.update(keys)
         try:
-            await self.coordinator.submit(c.SetNodeLiveness(node_id=node_id, status=status,
-                                                            epoch=epoch, term=term))
+            outcome = await self.coordinator.submit(c.SetNodesLiveness(
+                judgements=[[n, s, e] for n, s, e in judgements], term=term))
         finally:
-            if self._pending.get(node_id) == key:
-                del self._pending[node_id]
-        self.transitions[status] += 1
-        log.info("node %s judged %s (epoch %d, term %d)", node_id, status, epoch, term)
+            for node_id, key in keys.items():
+                if self._pending.get(node_id) == key:
+                    del self._pending[node_id]
+        applied = {}
+        for node_id in outcome.result.get("judged", []):
+            status, epoch = keys[node_id]
+            applied[node_id] = status
+            self.transitions[status] += 1
+            log.info("node %s judged %s (epoch %d, term %d)", node_id, status, epoch, term)
+        for node_id in outcome.result.get("skipped", []):
+            log.info("node %s: judgement not applied (gone or restarted meanwhile)", node_id)
+        return applied

@@ -143,3 +143,47 @@ def test_a_snapshot_from_before_node_epochs_loads_with_first_incarnations(state:
     restored = ClusterState.from_dict(data)
     assert restored.leader_term == 0
     assert all(n.epoch == 1 for n in restored.nodes.values())
+
+
+def batch(judgements: list[list[object]], term: int = 1) -> c.SetNodesLiveness:
+    return c.SetNodesLiveness(time=5.0, judgements=judgements, term=term)
+
+
+def test_a_batch_of_judgements_moves_each_leadership_once_to_a_node_that_is_up(
+        state: ClusterState) -> None:
+    """a and b go down together: partition 0 (a, b, c) and partition 1 (b, c, a) both go to c
+    in one step; one at a time, partition 0 would first go to b, then again to c."""
+    outcome = applied(state, batch([["a", "down", 1], ["b", "down", 1]]))
+    assert outcome.result == {"judged": ["a", "b"], "skipped": []}
+    parts = state.resources["r"].partitions
+    assert [(p.leader, p.epoch) for p in parts] == [("c", 2), ("c", 2)]
+    assert [e.type for e in outcome.events] == ["NodeStateChanged"] * 2 + ["PartitionChanged"] * 2
+
+    back = applied(state, batch([["b", "up", 1], ["a", "up", 1]]))
+    assert back.result["judged"] == ["b", "a"]
+    assert [p.leader for p in parts] == ["c", "c"]  # c is up: nobody takes over
+
+
+def test_a_batch_equals_the_same_judgements_one_by_one_when_they_do_not_interact(
+        state: ClusterState) -> None:
+    one_by_one = decode_state(encode_state(state))
+    applied(state, batch([["a", "down", 1], ["c", "suspect", 1]]))
+    applied(one_by_one, liveness("a", "down"))
+    applied(one_by_one, liveness("c", "suspect"))
+    assert state.nodes == one_by_one.nodes and state.resources == one_by_one.resources
+
+
+def test_stale_judgements_in_a_batch_are_skipped_and_the_others_applied(state: ClusterState) -> None:
+    applied(state, c.StartNodeSession(time=3.0, node_id="a"))  # a is at epoch 2 now
+    outcome = applied(state, batch([["a", "down", 1], ["ghost", "down", 1], ["b", "suspect", 1],
+                                    ["b", "down", 1]]))
+    assert outcome.result == {"judged": ["b"], "skipped": ["a", "ghost", "b"]}
+    assert (state.nodes["a"].status, state.nodes["b"].status) == ("up", "suspect")
+    assert state.leader_term == 1
+    rejected(state, batch([["c", "down", 1]], term=0), "stale_term")  # a deposed leader's pass
+
+
+@pytest.mark.parametrize("judgements", [[], [["a", "down"]], [["a", "sideways", 1]],
+                                        [["a", "down", 0]], [["bad id", "down", 1]], "a"])
+def test_malformed_batches_are_refused_whole(state: ClusterState, judgements: object) -> None:
+    rejected(state, batch(judgements), "invalid_argument")  # type: ignore[arg-type]
