@@ -116,10 +116,12 @@ async def register(host: str, port: int, nodes: int, connections: int) -> None:
 
 
 async def heartbeat_load(host: str, ports: dict[str, int], leader: str, via: str, nodes: int,
-                         period: float, seconds: float, connections: int) -> LoadStats:
-    """Node i heartbeats at t0 + i*period/nodes + k*period, for k while inside ``seconds``. With
-    ``via`` leader, to the leader; spread: first to member i mod N, then wherever a forwarded
-    answer says the leader is (as the client does); followers: always to a follower."""
+                         period: float, seconds: float, connections: int,
+                         stop: asyncio.Event | None = None) -> LoadStats:
+    """Node i heartbeats at t0 + i*period/nodes + k*period, for k while inside ``seconds`` (and
+    until ``stop`` is set). With ``via`` leader, to the leader; spread: first to member i mod N,
+    then wherever a forwarded answer says the leader is (as the client does); followers: always
+    to a follower."""
     members = sorted(ports)
     if via == "leader":
         start = [leader] * nodes
@@ -139,7 +141,7 @@ async def heartbeat_load(host: str, ports: dict[str, int], leader: str, via: str
 
     async def produce() -> None:
         j = 0
-        while j < total:
+        while j < total and not (stop is not None and stop.is_set()):
             now = loop.time()
             while j < total and t0 + j * period / nodes <= now:
                 queue.put_nowait((j % nodes, t0 + j * period / nodes))
