@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.liveness import Connection, heartbeat_load, percentile, register
+from bench.liveness import Connection, LoadStats, heartbeat_load, percentile, register
 from tests.integration.harness import LocalCluster
 
 PROBE_PATH = "/v1/nodes/n00000"  # a node that heartbeats (a silent one would be judged down)
@@ -314,8 +314,11 @@ async def scenario(bench: Bench) -> dict[str, Any]:
 
         results["leader_kill"] = await bench.phase("SIGKILL the leader", kill_leader())
     stop.set()
-    heartbeats = await beats
-    await probing
+    # Bounded: a worker may be waiting on a connection to a member that was killed meanwhile.
+    done, pending = await asyncio.wait([beats, probing], timeout=30)
+    for task in pending:
+        task.cancel()
+    heartbeats = beats.result() if beats in done else LoadStats()
     results["heartbeats"] = {"sent": heartbeats.sent, "by_status": heartbeats.by_status,
                              "errors": heartbeats.errors,
                              "p99_ms": 1000 * percentile(heartbeats.latencies, 0.99),

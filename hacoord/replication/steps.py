@@ -51,3 +51,25 @@ class Steps:
 
 #: The member's registry (one event loop per process).
 STEPS = Steps()
+
+
+class GcTimer:
+    """Notes every garbage collection in :data:`STEPS` (``gc generation N``), so that a stall
+    the collector caused says so. ``install`` hooks it into ``gc.callbacks`` once."""
+
+    def __init__(self, steps: Steps) -> None:
+        self.steps = steps
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.steps.note(f"gc generation {info.get('generation')}",
+                            time.perf_counter() - self._started)
+
+    def install(self) -> None:
+        import gc
+
+        if not any(isinstance(cb, GcTimer) for cb in gc.callbacks):
+            gc.callbacks.append(self)

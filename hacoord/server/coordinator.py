@@ -105,9 +105,10 @@ class Coordinator:
         placed: dict[str, list[list[str]]] = {}
 
         async def plan() -> c.CreateResource:
+            # The work: the new replicas, and a count of every replica the cluster holds.
             placed["assignment"] = await offload(
                 place_resource, self.replicator.state, name, partitions, replicas,
-                size=partitions * replicas, name="placement")
+                size=partitions * replicas + total, name="placement")
             return c.CreateResource(request_id=request_id, name=name, partitions=partitions,
                                     replication_factor=replicas,
                                     assignment=placed["assignment"][:MAX_SLICE],
@@ -134,8 +135,10 @@ class Coordinator:
                 return
             start, size, rf = len(res.partitions), res.size, res.replication_factor
             if assignment is None or len(assignment) != size:
-                assignment = await offload(_place_rest, self.replicator.state, name, start, size,
-                                           rf, size=(size - start) * rf, name="placement")
+                state = self.replicator.state
+                assignment = await offload(_place_rest, state, name, start, size, rf,
+                                           size=(size - start) * rf + replica_count(state),
+                                           name="placement")
                 assignment = [[] for _ in range(start)] + assignment
             piece = assignment[start:start + MAX_SLICE]
             try:

@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 
 from hacoord.replication.raft import FatalReplicationError, RaftReplicator, RaftTuning
+from hacoord.replication.steps import STEPS, GcTimer
 from hacoord.server.app import create_app
 from hacoord.server.limits import HttpLimits
 from hacoord.server.logs import follow_term
@@ -118,6 +119,7 @@ async def serve_member(settings: MemberSettings) -> int:
     # objects per request, and each collection pauses Raft ticks and requests alike.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    GcTimer(STEPS).install()  # a stall that a collection caused names it
     raise_descriptor_limit()
     replicator = build_replicator(settings)
     follow_term(lambda: replicator.term)

@@ -1,0 +1,61 @@
+"""Long steps on the event loop: what is noted, what a collection adds, and what the lag monitor
+says when the loop stalls."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from hacoord.replication.steps import GcTimer, Steps
+from hacoord.server.looplag import LagMonitor
+
+
+def test_the_longest_steps_are_kept_and_taken_once() -> None:
+    steps = Steps()
+    for k in range(100):
+        steps.note(f"step {k}", 0.01 + k / 1000)
+    steps.note("short", 0.001)  # below the threshold: not worth remembering
+    taken = steps.take(3)
+    assert [name for _, name in taken] == ["step 99", "step 98", "step 97"]
+    assert steps.take() == []
+
+
+def test_a_garbage_collection_is_noted_with_its_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hacoord.replication.steps.NOTE_ABOVE", 0.0)
+    steps = Steps()
+    before = list(gc.callbacks)
+    try:
+        GcTimer(steps).install()
+        GcTimer(steps).install()  # once per process, however often it is asked
+        assert sum(isinstance(cb, GcTimer) for cb in gc.callbacks) == 1
+        gc.collect()
+        assert any(name == "gc generation 2" for _, name in steps.take(8))
+    finally:
+        gc.callbacks[:] = before
+
+
+def test_a_stall_is_measured_and_logged_with_what_ran(caplog: pytest.LogCaptureFixture) -> None:
+    steps = Steps()
+    registry = CollectorRegistry()
+    monitor = LagMonitor(registry, steps, interval=0.01)
+
+    async def scenario() -> None:
+        await monitor.start()
+        await asyncio.sleep(0.05)
+        with steps.timed("a long apply"):
+            time.sleep(0.25)  # holds the loop, as a heavy step on it would
+        await asyncio.sleep(0.05)
+        await monitor.stop()
+
+    with caplog.at_level(logging.WARNING, logger="hacoord.server.looplag"):
+        asyncio.run(scenario())
+    assert monitor.stalls >= 1 and monitor.worst >= 0.2
+    assert any("a long apply" in r.getMessage() for r in caplog.records)
+    over = registry.get_sample_value("hacoord_event_loop_lag_seconds_bucket", {"le": "0.1"})
+    total = registry.get_sample_value("hacoord_event_loop_lag_seconds_count")
+    assert total is not None and over is not None and total - over >= 1
