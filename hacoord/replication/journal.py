@@ -42,6 +42,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import (
     FaultHook,
     StorageCorrupt,
@@ -203,7 +204,8 @@ class HacoordJournal:
             try:
                 if self.fault is not None:
                     self.fault("journal.sync")
-                os.fdatasync(self._fd)
+                with STEPS.timed("journal fdatasync"):
+                    os.fdatasync(self._fd)
             except OSError as exc:
                 raise self._fail("fdatasync", exc) from None
             self.syncs += 1
@@ -264,7 +266,8 @@ class HacoordJournal:
         """
         self._check()
         try:
-            self._rewrite(self._entries[entryTo:])
+            with STEPS.timed("journal compaction"):
+                self._rewrite(self._entries[entryTo:])
         except StorageError as exc:
             log.warning("journal compaction skipped, the journal stays longer: %s", exc)
 

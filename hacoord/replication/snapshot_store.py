@@ -44,6 +44,7 @@ from hacoord.replication.snapshot import (
     encode_snapshot,
     read_snapshot,
 )
+from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import (
     FaultHook,
     StorageError,
@@ -216,7 +217,8 @@ class SnapshotStore:
         header = SnapshotHeader(raft_data[0], raft_data[1],
                                 tuple(sorted(getattr(n, "address", str(n)) for n in cluster)))
         try:
-            self.writer.start(lambda: encode_snapshot(state, raft_data), self._persist)
+            with STEPS.timed("fork for snapshot"):
+                self.writer.start(lambda: encode_snapshot(state, raft_data), self._persist)
         except OSError as exc:  # no process or pipe to be had (out of descriptors, memory)
             self.write_failures += 1
             self.last_error = str(exc)
@@ -257,7 +259,8 @@ class SnapshotStore:
 
     def deserialize(self) -> tuple[Any, ...]:
         """The library's view of the dump: ``(None, last, prev, cluster)`` (state not loaded)."""
-        header, _ = self.load(with_state=False)
+        with STEPS.timed("read snapshot header"):
+            header, _ = self.load(with_state=False)
         return None, header.last, header.prev, list(header.cluster)
 
     # --- sending the dump to a follower (leader side) -----------------------------------------
