@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -208,11 +209,9 @@ async def wait_ready(url: str, timeout: float = 300.0) -> float:
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=2) as http:
         while time.monotonic() - started < timeout:
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
                 if (await http.get(url + "/readyz")).status_code == 200:
                     return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
             await asyncio.sleep(0.05)
     raise RuntimeError(f"{url} not ready after {timeout:.0f}s")
 

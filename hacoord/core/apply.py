@@ -409,11 +409,8 @@ def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Ap
     _require(isinstance(cmd.assignment, list) and 1 <= len(cmd.assignment) <= cmd.partitions,
              "stale_plan", "assignment must cover the resource's first partitions (all or some)")
     _check_assignment(state, cmd.assignment, rf)
-    total_partitions, total_replicas = cluster_size(state)
-    _require(total_partitions + cmd.partitions <= MAX_CLUSTER_PARTITIONS
-             and total_replicas + cmd.partitions * rf <= MAX_CLUSTER_REPLICAS, "limit_exceeded",
-             f"the cluster would hold more than {MAX_CLUSTER_PARTITIONS} partitions or "
-             f"{MAX_CLUSTER_REPLICAS} replicas (it holds {total_partitions} and {total_replicas})")
+    over = over_cluster_limits(state, cmd.partitions, rf)
+    _require(over is None, "limit_exceeded", over or "")
     if cmd.balance_metric is not None:
         _require(valid_id(cmd.balance_metric), "invalid_argument",
                  f"malformed metric name {cmd.balance_metric!r}")
@@ -435,6 +432,17 @@ def _check_assignment(state: ClusterState, assignment: list[Any], rf: int) -> No
                  and len(set(map(str, replicas))) == rf
                  and all(isinstance(n, str) and n in state.nodes for n in replicas),
                  "stale_plan", "assignment names unknown or repeated nodes")
+
+
+def over_cluster_limits(state: ClusterState, partitions: int, rf: int) -> str | None:
+    """Why a new resource of ``partitions`` x ``rf`` would take the cluster over its limits
+    (checked by ``apply``, and by the leader before it plans); None when it fits."""
+    total_partitions, total_replicas = cluster_size(state)
+    if (total_partitions + partitions <= MAX_CLUSTER_PARTITIONS
+            and total_replicas + partitions * rf <= MAX_CLUSTER_REPLICAS):
+        return None
+    return (f"the cluster would hold more than {MAX_CLUSTER_PARTITIONS} partitions or "
+            f"{MAX_CLUSTER_REPLICAS} replicas (it holds {total_partitions} and {total_replicas})")
 
 
 def cluster_size(state: ClusterState) -> tuple[int, int]:

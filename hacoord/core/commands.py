@@ -96,7 +96,8 @@ class SetNodeLiveness(Command):
     """The leader's liveness monitor judges a node ``up``, ``suspect`` or ``down``. Refused as
     ``stale_epoch`` unless ``epoch`` is the node's current epoch (the judgement was about an older
     incarnation), and as ``stale_term`` if ``term`` (the Raft term the leader judged in) is below
-    the highest term seen (a deposed leader's late judgement)."""
+    the highest term seen (a deposed leader's late judgement). The monitor now sends
+    :class:`SetNodesLiveness`; this one stays applicable for the logs that hold it."""
 
     TYPE: ClassVar[str] = "SetNodeLiveness"
     node_id: str = ""

@@ -11,6 +11,7 @@ Threads: the event loop only.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,7 +70,5 @@ class GcTimer:
                             time.perf_counter() - self._started)
 
     def install(self) -> None:
-        import gc
-
         if not any(isinstance(cb, GcTimer) for cb in gc.callbacks):
             gc.callbacks.append(self)

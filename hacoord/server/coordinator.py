@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from hacoord.core import commands as c
-from hacoord.core.apply import MAX_CLUSTER_REPLICAS, MAX_PARTITIONS, cluster_size
+from hacoord.core.apply import MAX_PARTITIONS, over_cluster_limits
 from hacoord.core.results import Applied, Rejected
 from hacoord.placement import place_resource, replacements_for
 from hacoord.replication.base import (
@@ -98,10 +98,10 @@ class Coordinator:
         """Place the resource (off the loop when large) and create it: in one entry, or for a
         large one in slices of ``MAX_SLICE`` partitions (see :meth:`complete_resource`)."""
         state = self.replicator.state
-        _, total = cluster_size(state)
-        if total + partitions * replicas > MAX_CLUSTER_REPLICAS:
-            raise ApiError("limit_exceeded", f"the cluster would hold more than "
-                           f"{MAX_CLUSTER_REPLICAS} replicas (it holds {total})")
+        over = over_cluster_limits(state, partitions, replicas)
+        if over is not None:  # refused before it is placed, let alone logged
+            raise ApiError("limit_exceeded", over)
+        total = replica_count(state)
         placed: dict[str, list[list[str]]] = {}
 
         async def plan() -> c.CreateResource:
@@ -129,6 +129,7 @@ class Coordinator:
         retry of that request, or the leader's rebalancer after a failover). Each slice is an
         ``AddPartitions`` entry starting where the resource ends; a slice another caller added
         first, or one whose nodes left meanwhile, is planned again from the current state."""
+        slice_id = hashlib.blake2b(request_id.encode(), digest_size=12).hexdigest()
         for _ in range(MAX_PARTITIONS // MAX_SLICE + STALE_PLAN_RETRIES * 4):
             res = self.replicator.state.resources.get(name)
             if res is None or not res.creating:
@@ -142,7 +143,6 @@ class Coordinator:
                 assignment = [[] for _ in range(start)] + assignment
             piece = assignment[start:start + MAX_SLICE]
             try:
-                slice_id = hashlib.blake2b(request_id.encode(), digest_size=12).hexdigest()
                 await self.submit(c.AddPartitions(request_id=f"{slice_id}:{start}", name=name,
                                                   start=start, assignment=piece))
             except ApiError as exc:

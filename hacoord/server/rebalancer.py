@@ -155,13 +155,14 @@ class Rebalancer:
     async def _finish_creations(self) -> None:
         """Resources still being created whose slices stopped coming (the request that created
         them died with the former leader, or its client gave up): add the rest."""
-        now = time.monotonic()
+        now = self.clock()
         seen, self._creating = self._creating, {}
         for name, res in self.replicator.state.resources.items():
             if not res.creating:
                 continue
             count = len(res.partitions)
-            since = seen.get(name, (count, now))[1] if seen.get(name, (-1, 0))[0] == count else now
+            previous = seen.get(name)
+            since = previous[1] if previous is not None and previous[0] == count else now
             self._creating[name] = (count, since)
             if now - since >= STALLED_CREATION:
                 log.info("finishing the creation of %s (%d of %d partitions)", name, count,

@@ -246,3 +246,28 @@ def test_an_operator_two_phase_move(client: Client, cluster: InProcessCluster) -
     report_all(client, cluster)
     after = client.routing("orders").route("orders", 0)
     assert target in after.replicas and source not in after.replicas and after.epoch == route.epoch + 2
+
+
+def test_a_creation_cut_short_is_finished_by_the_rebalancer(client: Client, cluster: InProcessCluster,
+                                                          clock: Clock) -> None:
+    """The leader that created a resource's first slice died before the rest: once no slice has
+    come for STALLED_CREATION seconds, the (new) leader's rebalancer adds them."""
+    from hacoord.core import commands as c
+    from hacoord.placement import place_resource
+    from hacoord.server.rebalancer import STALLED_CREATION
+
+    state = cluster.state("m1")
+    first = place_resource(state, "cut", 3, 2)
+    coordinator = cluster.apps["m1"].state.coordinator
+    cluster.run(coordinator.submit, c.CreateResource(name="cut", partitions=10,
+                                                     replication_factor=2, assignment=first))
+    assert state.resources["cut"].creating and len(state.resources["cut"].partitions) == 3
+    step(cluster)
+    clock.offset += STALLED_CREATION / 2
+    step(cluster)
+    assert len(state.resources["cut"].partitions) == 3  # not stalled long enough yet
+    clock.offset += STALLED_CREATION
+    step(cluster)
+    res = state.resources["cut"]
+    assert not res.creating and len(res.partitions) == 10
+    assert all(len(set(p.replicas)) == 2 for p in res.partitions)
