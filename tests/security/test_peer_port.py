@@ -93,17 +93,30 @@ def test_a_member_out_of_descriptors_keeps_its_raft_listener(tmp_path: Path) -> 
         cluster.start(victim, prefix=("prlimit", "--nofile=200:200", "--"))
         wait_for(f"{victim} ready", lambda: cluster.members[victim].get("/readyz")["ready"])
         member = cluster.members[victim]
-        hogs = []
+        hogs: list[socket.socket] = []
         try:
             for _ in range(260):  # more than the member's descriptors: its accepts fail
                 try:
                     hogs.append(socket.create_connection(("127.0.0.1", member.api_port), timeout=2))
                 except OSError:
                     break
-            raft = [socket.create_connection(("127.0.0.1", member.raft_port), timeout=2)
-                    for _ in range(5)]
-            hogs.extend(raft)
-            time.sleep(1.0)  # let the member hit EMFILE on both listeners
+
+            def raft_accept_failed() -> bool:
+                # One more stranger per poll: either it takes one of the last descriptors or
+                # the member cannot accept it. The log, not the API, tells: the API cannot
+                # accept either while the member is out of descriptors.
+                if "Raft listener cannot accept" in member.log_path.read_text():
+                    return True
+                if len(hogs) < 400:
+                    try:
+                        hogs.append(socket.create_connection(("127.0.0.1", member.raft_port),
+                                                             timeout=2))
+                    except OSError:
+                        pass
+                return False
+
+            wait_for("the Raft listener out of descriptors", raft_accept_failed, timeout=30,
+                     interval=0.1)
         finally:
             for sock in hogs:
                 sock.close()
