@@ -226,8 +226,8 @@ def _remove_node(state: ClusterState, cmd: c.RemoveNode, rev: int) -> Applied:
             if pending is not None and pending.to_node == new:
                 del state.moves[pending.key]  # a forced removal places the replica at once
         if part.leader == cmd.node_id:
-            part.leader = _up_successor(state, part, new or "") or (
-                part.replicas[0] if part.replicas else None)
+            state.set_leader(res.name, i, _up_successor(state, part, new or "") or (
+                part.replicas[0] if part.replicas else None))
         part.epoch += 1
         events.append(_partition_event(state, rev, res.name, i, part, "node removed"))
     state.removed[cmd.node_id] = {"epoch": state.nodes[cmd.node_id].epoch, "removed_at": cmd.time}
@@ -314,19 +314,25 @@ def _follow_statuses(state: ClusterState, nodes: list[Node], rev: int) -> list[E
     up = [n.id for n in nodes if n.status == "up"]
     if not down and not up:  # only suspicions: nobody's leaderships move
         return []
+    # Only partitions led by a node that went down, or (when a node came up) without a live
+    # leader, can change: the leader index finds them without scanning every partition.
+    leaders: set[str | None] = set(down)
+    if up:
+        leaders.add(None)
+        leaders.update(n.id for n in state.nodes.values() if n.status == "down")
     events = []
-    for res in state.resources.values():
-        for i, part in enumerate(res.partitions):
-            new_leader, why = part.leader, ""
-            if part.leader in down:
-                new_leader, why = _up_successor(state, part, part.leader) or part.leader, "down"
-            elif up and (part.leader is None or state.nodes[part.leader].status == "down"):
-                new_leader = next((n for n in up if n in part.replicas), part.leader)
-                why = "up"
-            if new_leader != part.leader:
-                part.leader = new_leader
-                part.epoch += 1
-                events.append(_partition_event(state, rev, res.name, i, part, f"node {why}"))
+    for name, i in state.leader_index().led_by(leaders):
+        part = state.resources[name].partitions[i]
+        new_leader, why = part.leader, ""
+        if part.leader in down:
+            new_leader, why = _up_successor(state, part, part.leader) or part.leader, "down"
+        elif up and (part.leader is None or state.nodes[part.leader].status == "down"):
+            new_leader = next((n for n in up if n in part.replicas), part.leader)
+            why = "up"
+        if new_leader != part.leader:
+            state.set_leader(name, i, new_leader)
+            part.epoch += 1
+            events.append(_partition_event(state, rev, name, i, part, f"node {why}"))
     return events
 
 
@@ -419,6 +425,7 @@ def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Ap
     resource = Resource(cmd.name, rf, partitions, created_at=cmd.time,
                         balance_metric=cmd.balance_metric, size=size)
     state.resources[cmd.name] = resource
+    state.partitions_added(cmd.name, 0)
     summary = {"name": cmd.name, "partitions": cmd.partitions, "replication_factor": rf,
                "balance_metric": cmd.balance_metric}
     if resource.creating:  # the request's answer waits for the remaining slices
@@ -470,6 +477,7 @@ def _add_partitions(state: ClusterState, cmd: c.AddPartitions, rev: int) -> Appl
     _check_assignment(state, cmd.assignment, res.replication_factor)
     added = [Partition(replicas=list(r), leader=r[0], epoch=1) for r in cmd.assignment]
     res.partitions.extend(added)
+    state.partitions_added(res.name, cmd.start)
     if not res.creating:
         res.size = 0
     data = {"resource": res.name, "start": cmd.start, "partitions": [p.to_dict() for p in added],
@@ -525,7 +533,7 @@ def _delete_resource(state: ClusterState, cmd: c.DeleteResource, rev: int) -> Ap
     _require(cmd.name in state.resources, "not_found", f"unknown resource {cmd.name!r}")
     for key in [k for k, m in state.moves.items() if m.resource == cmd.name]:
         del state.moves[key]
-    del state.resources[cmd.name]
+    state.delete_resource(cmd.name)
     return Applied(rev, {"name": cmd.name}, (Event("ResourceDeleted", rev, {"name": cmd.name}),))
 
 
@@ -542,7 +550,7 @@ def _move_partition(state: ClusterState, cmd: c.MovePartition, rev: int) -> Appl
     part.replicas[part.replicas.index(cmd.from_node)] = cmd.to_node
     if part.leader == cmd.from_node:
         # The new replica starts empty: leadership goes to a surviving replica if there is one.
-        part.leader = _up_successor(state, part, cmd.to_node) or cmd.to_node
+        state.set_leader(res.name, cmd.partition, _up_successor(state, part, cmd.to_node) or cmd.to_node)
     part.epoch += 1
     event = _partition_event(state, rev, res.name, cmd.partition, part, "moved")
     return Applied(rev, {"partition": event.data}, (event,))
@@ -606,7 +614,7 @@ def _report_caught_up(state: ClusterState, cmd: c.ReportCaughtUp, rev: int) -> A
     else:
         part.replicas[part.replicas.index(move.from_node)] = move.to_node
     if part.leader is None or part.leader == move.from_node:
-        part.leader = move.to_node  # caught up: the natural successor
+        state.set_leader(res.name, cmd.partition, move.to_node)  # caught up: the natural successor
     part.epoch += 1
     duration = max(0.0, float(cmd.time) - move.started_at)
     settings = state.rebalance
@@ -645,7 +653,7 @@ def _set_partition_leader(state: ClusterState, cmd: c.SetPartitionLeader, rev: i
     state.leader_term = cmd.term
     changed = part.leader != cmd.leader
     if changed:
-        part.leader = cmd.leader
+        state.set_leader(res.name, cmd.partition, cmd.leader)
         part.epoch += 1
     event = _partition_event(state, rev, res.name, cmd.partition, part, cmd.reason or "leader set")
     return Applied(rev, {"partition": event.data}, (event,) if changed else ())

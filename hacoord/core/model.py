@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from hacoord.core.leadership import LeaderIndex
+
 SCHEMA_VERSION = 1
 
 #: Identifiers of nodes and resources: a letter or digit, then letters, digits, ``.``, ``_``, ``-``.
@@ -293,6 +295,9 @@ class ClusterState:
     moves: dict[str, PendingMove] = field(default_factory=dict)
     rebalance: RebalanceState = field(default_factory=RebalanceState)
     removed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Derived from the partitions on first use, kept current by the methods below, never
+    #: serialized (see :mod:`hacoord.core.leadership`).
+    _leaders: LeaderIndex | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -328,6 +333,35 @@ class ClusterState:
             rebalance=RebalanceState.from_dict(data.get("rebalance", {})),
             removed={node_id: dict(record) for node_id, record in data.get("removed", [])},
         )
+
+    # --- leaderships ---------------------------------------------------------------------------
+    # Code that changes a partition's leader, or adds or deletes partitions, in a state whose
+    # index may be built goes through these (``apply`` does); a state built by hand and changed
+    # in place before its first use needs nothing, since the index is built on first use.
+
+    def leader_index(self) -> LeaderIndex:
+        """Which partitions each node leads (built from the partitions on first use)."""
+        if self._leaders is None:
+            self._leaders = LeaderIndex.build(self.resources)
+        return self._leaders
+
+    def set_leader(self, resource: str, index: int, leader: str | None) -> None:
+        """Make ``leader`` the leader of ``resource``/``index`` (epochs are the caller's)."""
+        part = self.resources[resource].partitions[index]
+        if self._leaders is not None:
+            self._leaders.move(part.leader, leader, resource, index)
+        part.leader = leader
+
+    def partitions_added(self, resource: str, start: int) -> None:
+        """The partitions of ``resource`` from ``start`` on are new (a resource or a slice)."""
+        if self._leaders is not None:
+            self._leaders.add_resource(resource, self.resources[resource], start)
+
+    def delete_resource(self, resource: str) -> None:
+        """Delete ``resource`` with its partitions (its pending moves are the caller's)."""
+        res = self.resources.pop(resource)
+        if self._leaders is not None:
+            self._leaders.remove_resource(resource, res)
 
     def move_of(self, resource: str, partition: int) -> PendingMove | None:
         """The pending move of ``resource``/``partition``, or None."""

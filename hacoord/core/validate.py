@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 
 from hacoord.core.events import Event
+from hacoord.core.leadership import LeaderIndex
 from hacoord.core.model import NODE_ADMIN, NODE_STATUSES, ClusterState, valid_address, valid_id
 
 
@@ -79,6 +80,8 @@ def validate(state: ClusterState) -> list[str]:
         res = state.resources.get(move.resource)
         if key != move.key or res is None or not 0 <= move.partition < len(res.partitions):
             problems.append(f"pending move {key!r} names no partition")
+    if state.leader_index().as_dict() != LeaderIndex.build(state.resources).as_dict():
+        problems.append("the leader index disagrees with the partitions' leaders")
     return problems
 
 
