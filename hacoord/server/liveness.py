@@ -6,7 +6,9 @@ Raft log. A background task judges every node once per ``check_interval``: silen
 ``suspect_after`` seconds -> ``suspect``, for ``down_after`` seconds -> ``down``, and a heartbeat
 from a suspect or down node brings it back ``up``. The judgements of a pass go in one
 command (``SetNodesLiveness``: one scan of the partitions however many nodes it judges), each
-judgement submitted once per (node, status) until the state shows it.
+judgement submitted once per (node, status) until the state shows it. Heartbeats that bring
+nodes back within ``RETURN_WINDOW`` of each other share one command too (after an election,
+every node whose heartbeats went to the old leader comes back within a second or two).
 
 Leadership. A member that becomes leader cannot know when its predecessor last heard from each
 node, so on every leadership gain (a new Raft term) it grants every node one full timeout of grace:
@@ -29,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -44,6 +46,19 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SUSPECT_AFTER = 3.0
 DEFAULT_DOWN_AFTER = 8.0
+
+
+#: How long the first heartbeat of a returning node waits for others to join its judgement.
+RETURN_WINDOW = 0.02
+
+
+class _Returning:
+    """Nodes (id -> epoch) to be judged up in one command, and that command's outcome."""
+
+    def __init__(self, term: int) -> None:
+        self.term = term
+        self.nodes: dict[str, int] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 def default_check_interval(suspect_after: float) -> float:
@@ -81,10 +96,12 @@ class LivenessMonitor:
         self._heard: set[str] = set()
         #: node id -> (status, node epoch) of the judgement in flight for it.
         self._pending: dict[str, tuple[str, int]] = {}
+        #: Nodes whose heartbeats are bringing them back up, in the batch not yet submitted.
+        self._returning: _Returning | None = None
         self._term: int | None = None
         self._last_pass: float | None = None
         self._task: asyncio.Task[None] | None = None
-        self._submissions: set[asyncio.Task[None]] = set()
+        self._submissions: set[asyncio.Task[Any]] = set()
         #: Judgements this member had applied, by status (for tests and metrics).
         self.transitions: dict[str, int] = {"up": 0, "suspect": 0, "down": 0}
         #: Seconds this member could not listen, forgiven to every node.
@@ -175,13 +192,47 @@ class LivenessMonitor:
         self.last_seen[node_id] = self.clock()
         self._heard.add(node_id)
         if node.status != "up" and node_id not in self._pending:
-            await self._judge([(node_id, "up", epoch)], term)
+            await self._come_up(node_id, epoch, term)
         state = self.replicator.state
         node = state.nodes.get(node_id)
         if node is None:
             raise ApiError("not_found", f"unknown node {node_id!r}")
         return {"node_id": node_id, "status": node.status, "epoch": node.epoch,
                 "revision": state.revision}
+
+    async def _come_up(self, node_id: str, epoch: int, term: int) -> None:
+        """Judge ``node_id`` up together with every node whose heartbeat brings it back within
+        ``RETURN_WINDOW`` (after an election, hundreds of nodes come back within a second: one
+        command each would crowd the log), and wait for that command's outcome."""
+        batch = self._returning
+        if batch is None or batch.term != term or batch.done.done():
+            batch = self._returning = _Returning(term)
+            self._track(self._submit_returning(batch))
+        batch.nodes[node_id] = epoch
+        self._pending[node_id] = ("up", epoch)  # the periodic pass leaves it to this batch
+        await asyncio.shield(batch.done)
+
+    async def _submit_returning(self, batch: _Returning) -> None:
+        try:
+            await asyncio.sleep(RETURN_WINDOW)
+            if self._returning is batch:
+                self._returning = None
+            await self._judge([(n, "up", e) for n, e in batch.nodes.items()], batch.term)
+        except asyncio.CancelledError:  # the monitor stops
+            self._unmark(batch)
+            batch.done.cancel()
+            raise
+        except Exception as exc:
+            self._unmark(batch)
+            batch.done.set_exception(exc)
+            batch.done.exception()  # retrieved here: the waiting heartbeats may all be gone
+        else:
+            batch.done.set_result(None)
+
+    def _unmark(self, batch: _Returning) -> None:
+        for node_id, epoch in batch.nodes.items():
+            if self._pending.get(node_id) == ("up", epoch):
+                del self._pending[node_id]
 
     def session_started(self, node_id: str) -> None:
         """A node began a new session (so it is alive, at a new epoch): hear from it now."""
@@ -242,10 +293,14 @@ class LivenessMonitor:
             return 0
         due = self.due()
         if due:
-            task = asyncio.create_task(self._judge_quietly(self._epochs(due), term))
-            self._submissions.add(task)
-            task.add_done_callback(self._submissions.discard)
+            self._track(self._judge_quietly(self._epochs(due), term))
         return len(due)
+
+    def _track(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` in the background until it ends or the monitor stops."""
+        task = asyncio.create_task(work)
+        self._submissions.add(task)
+        task.add_done_callback(self._submissions.discard)
 
     async def judge(self) -> dict[str, str]:
         """Submit every due transition and wait for the outcome; returns those applied (node id

@@ -16,6 +16,7 @@ from hacoord.core import commands as c
 from hacoord.core.codec import digest
 from hacoord.replication.memory import MemoryReplicator
 from hacoord.server.coordinator import Coordinator
+from hacoord.server.errors import ApiError
 from hacoord.server.liveness import LivenessMonitor
 from tests.api.inproc import InProcessCluster
 
@@ -348,5 +349,43 @@ def test_a_late_pass_is_not_held_against_the_nodes() -> None:
         assert mon.deaf_seconds == pytest.approx(19.5)
         clock.advance(0.5)  # 2 s + one interval + this one: 3 s heard nothing while listening
         assert await mon.judge() == {"a": "suspect"}
+
+    asyncio.run(scenario())
+
+
+def test_nodes_coming_back_together_are_judged_up_in_one_command() -> None:
+    """After an election the nodes whose heartbeats went elsewhere come back within a second;
+    their returns share commands instead of taking one each."""
+
+    async def scenario() -> None:
+        replicator = MemoryReplicator()
+        coordinator = Coordinator(replicator)
+        clock = Clock()
+        mon = LivenessMonitor(replicator, coordinator, clock, suspect_after=3.0, down_after=8.0,
+                              check_interval=0.5)
+        nodes = [f"n{i}" for i in range(20)]
+        for i, node in enumerate(nodes):
+            await coordinator.submit(c.RegisterNode(node_id=node, address=f"10.0.0.{i + 1}:9000"))
+        assert await mon.judge() == {}
+
+        async def silence() -> dict[str, str]:  # 3 s of passes on time, no heartbeat
+            judged = {}
+            for _ in range(6):
+                clock.advance(0.5)
+                judged.update(await mon.judge())
+            return judged
+
+        assert await silence() == dict.fromkeys(nodes, "suspect")
+        revision = replicator.state.revision
+        beats = await asyncio.gather(*(mon.heartbeat(node, 1) for node in nodes))
+        assert {beat["status"] for beat in beats} == {"up"}
+        assert replicator.state.revision == revision + 1
+        assert {beat["revision"] for beat in beats} == {revision + 1}
+        assert mon.transitions["up"] == len(nodes)
+        # A return refused (here: the node restarted meanwhile) is answered to its heartbeat.
+        assert await silence() == dict.fromkeys(nodes, "suspect")
+        with pytest.raises(ApiError) as refused:
+            await mon.heartbeat("n0", 5)
+        assert refused.value.code == "stale_epoch"
 
     asyncio.run(scenario())
