@@ -330,15 +330,21 @@ def test_the_background_pass_judges_on_its_own() -> None:
         assert client.node_heartbeat("a", 1).status == "up"
 
 
+def lone_monitor() -> tuple[MemoryReplicator, Coordinator, Clock, LivenessMonitor]:
+    """A monitor over one in-memory member (no HTTP): suspect after 3 s, down after 8 s, passes
+    every 0.5 s of the returned clock. Call it inside the event loop that will run it."""
+    replicator = MemoryReplicator()
+    coordinator = Coordinator(replicator)
+    clock = Clock()
+    return replicator, coordinator, clock, LivenessMonitor(
+        replicator, coordinator, clock, suspect_after=3.0, down_after=8.0, check_interval=0.5)
+
+
 def test_a_late_pass_is_not_held_against_the_nodes() -> None:
     """A member that was paused (or starved) between two passes could not hear heartbeats then."""
 
     async def scenario() -> None:
-        replicator = MemoryReplicator()
-        coordinator = Coordinator(replicator)
-        clock = Clock()
-        mon = LivenessMonitor(replicator, coordinator, clock, suspect_after=3.0, down_after=8.0,
-                              check_interval=0.5)
+        replicator, coordinator, clock, mon = lone_monitor()
         await coordinator.submit(c.RegisterNode(node_id="a", address="10.0.0.1:9000"))
         assert await mon.judge() == {}  # the first pass starts a's timeout
         for _ in range(4):  # 2 s of passes on time
@@ -358,11 +364,7 @@ def test_nodes_coming_back_together_are_judged_up_in_one_command() -> None:
     their returns share commands instead of taking one each."""
 
     async def scenario() -> None:
-        replicator = MemoryReplicator()
-        coordinator = Coordinator(replicator)
-        clock = Clock()
-        mon = LivenessMonitor(replicator, coordinator, clock, suspect_after=3.0, down_after=8.0,
-                              check_interval=0.5)
+        replicator, coordinator, clock, mon = lone_monitor()
         nodes = [f"n{i}" for i in range(20)]
         for i, node in enumerate(nodes):
             await coordinator.submit(c.RegisterNode(node_id=node, address=f"10.0.0.{i + 1}:9000"))
