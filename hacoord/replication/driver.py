@@ -6,12 +6,16 @@ proposed and the batches in flight. :meth:`RaftDriver.tick` is the member's whol
 order production runs it:
 
 1. propose queued commands as group-commit batches (leader only, at most ``max_in_flight``);
-2. sync the journal: entries the leader added in the previous tick become durable before this
-   tick counts the leader's own copy towards a commit;
-3. the library's tick (timeouts, elections, commit, apply, received messages: a follower syncs
-   before each acknowledgement);
+2. take the journal's finished sync, start the next (on the syncer: a worker thread in
+   production) and send the follower acknowledgements it made durable;
+3. the library's tick (timeouts, elections, commit, apply, received messages); the commit rule
+   counts the leader's own copy only as far as it is durable, and a follower's acknowledgements
+   wait for its journal (see :mod:`hacoord.replication.durability`);
 4. send the entries added in this tick to the followers at once;
-5. sync the journal again: the leader's own copy syncs while the followers sync theirs.
+5. as step 2: the leader's own copy syncs while the followers sync theirs.
+
+A member without peers (a one-member cluster) syncs the journal in place at steps 2 and 5:
+nobody else's copy can count.
 
 :class:`~hacoord.replication.raft.RaftReplicator` runs a driver on the member's asyncio loop;
 the deterministic tests run several drivers over an in-memory network and a fake clock, through
@@ -44,6 +48,7 @@ from hacoord.replication.snapshot_store import SnapshotWriter
 from hacoord.replication.statemachine import StateMachine, encode_batch
 from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import FaultHook
+from hacoord.replication.syncer import JournalSyncer
 
 FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if k.isupper()}
 JOURNAL_FILE = "raft.journal"
@@ -118,7 +123,7 @@ class RaftDriver:
                  transport_class: Any = GuardedTransport, node_class: type[Node] = TCPNode,
                  poller: Poller | None = None, snapshot_writer: SnapshotWriter | None = None,
                  fault: FaultHook | None = None, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, syncer: JournalSyncer | None = None) -> None:
         self.tuning = tuning
         self.clock = clock
         self._on_failed = on_failed
@@ -138,9 +143,10 @@ class RaftDriver:
         )
         self.obj = HacoordSyncObj(
             self_address, other_addresses, conf, state_machine=self.sm, durable=tuning.fsync,
-            snapshot_writer=snapshot_writer, poller=poller, fault=fault, rng=rng,
+            snapshot_writer=snapshot_writer, poller=poller, fault=fault, syncer=syncer, rng=rng,
             nodeClass=node_class, transportClass=transport_class)
         self.journal = self.obj.journal
+        self._alone = not other_addresses
         self.queue: deque[tuple[str, bytes]] = deque()
         self.batches: dict[int, _Batch] = {}
         self._batch_ids = itertools.count(1)
@@ -208,15 +214,20 @@ class RaftDriver:
         handled, or queued commands can be proposed). Raises ``StorageError`` (fail stop)."""
         started = time.perf_counter()
         self._propose()
-        journal = self.journal
-        if journal is not None:
-            journal.sync()
+        self._sync()
         self.obj.doTick(0.0)
         self.obj.send_new_entries()
-        if journal is not None:
-            journal.sync()
+        self._sync()
         STEPS.note("raft tick", time.perf_counter() - started)
         return bool(self.obj.poller.last_events) or self.wants_tick
+
+    def _sync(self) -> None:
+        if self.journal is None:
+            return
+        if self._alone:
+            self.journal.sync()
+        else:
+            self.obj.sync_progress()
 
     # --- stopping -----------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ On top of :class:`~hacoord.replication.raft_safety.SafeSyncObj` (the Raft-safety
   this member acknowledged;
 * loads and installs snapshots itself (keeping the log entries after a matching last entry),
   and restores the state machine from them;
-* syncs that journal before a follower acknowledges appended entries; and
+* syncs that journal off the loop (a :class:`~hacoord.replication.syncer.JournalSyncer`) and
+  acknowledges, or counts its own copy towards a commit, only what is durable
+  (:mod:`hacoord.replication.durability`); and
 * lets the replicator send new entries right after the tick that added them.
 
 This module and its neighbours in ``hacoord.replication`` are the only code that imports pysyncobj.
@@ -32,6 +34,7 @@ from pysyncobj.poller import Poller
 from pysyncobj.transport import TCPTransport
 
 from hacoord.core.model import ClusterState
+from hacoord.replication.durability import DurableMatchIndex, PendingAcks, commit_cap
 from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.poller import EpollPoller
 from hacoord.replication.raft_safety import SafeSyncObj
@@ -40,6 +43,7 @@ from hacoord.replication.snapshot_store import SnapshotStore, SnapshotWriter
 from hacoord.replication.statemachine import StateMachine
 from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import FaultHook, StorageCorrupt
+from hacoord.replication.syncer import JournalSyncer
 
 
 def _not_used(*_args: Any) -> Any:
@@ -62,7 +66,8 @@ class HacoordSyncObj(SafeSyncObj):
     def __init__(self, selfNode: Node | str | None, otherNodes: Any, conf: SyncObjConf, *,
                  state_machine: StateMachine, durable: bool = True,
                  snapshot_writer: SnapshotWriter | None = None, poller: Poller | None = None,
-                 fault: FaultHook | None = None, early_election_step: float = 0.05,
+                 fault: FaultHook | None = None, syncer: JournalSyncer | None = None,
+                 early_election_step: float = 0.05,
                  rng: random.Random | None = None, nodeClass: type[Node] = TCPNode,
                  transportClass: Any = TCPTransport) -> None:
         if conf.journalFile is None or conf.fullDumpFile is None:
@@ -76,11 +81,13 @@ class HacoordSyncObj(SafeSyncObj):
                                        snapshot_writer, durable, fault)
         self.journal: HacoordJournal | None = None
         self._sent_up_to = 0
+        #: Follower acknowledgements waiting for the journal to be durable.
+        self.pending_acks = PendingAcks()
         self._staged: tuple[SnapshotHeader, ClusterState] | None = None
         conf.serializer = conf.deserializer = _not_used  # the store does this work
 
         def make_journal(path: str | None) -> HacoordJournal:
-            self.journal = HacoordJournal(str(path), durable=durable, fault=fault)
+            self.journal = HacoordJournal(str(path), durable=durable, fault=fault, syncer=syncer)
             return self.journal
 
         # The library creates its poller, journal and serializer inside __init__ (and may tick
@@ -105,6 +112,8 @@ class HacoordSyncObj(SafeSyncObj):
         except BaseException:
             self.abandon()
             raise
+        if self._SyncObj__otherNodes:
+            self._SyncObj__raftMatchIndex = DurableMatchIndex(self._SyncObj__raftMatchIndex)
 
     # --- start ------------------------------------------------------------------------------
 
@@ -246,11 +255,43 @@ class HacoordSyncObj(SafeSyncObj):
             self._sent_up_to = last
             self._SyncObj__sendAppendEntries()
 
-    def _safe_send_ack(self, *args: Any, **kwargs: Any) -> None:
-        """Every follower acknowledgement goes through here: make the entries durable first."""
-        if self.journal is not None:
-            self.journal.sync()
-        super()._safe_send_ack(*args, **kwargs)
+    def _safe_send_ack(self, node: Node, success: bool, reset: bool = False,
+                       next_idx: int | None = None) -> None:
+        """Every follower acknowledgement goes through here: it leaves once the journal, as it
+        is now, is durable (at once when it already is and nothing is waiting before it)."""
+        journal = self.journal
+        message = self._safe_ack_message(success, reset, next_idx)
+        if journal is None or (journal.synced and not self.pending_acks):
+            self._SyncObj__transport.send(node, message)
+            return
+        self.pending_acks.add(node, message, journal.end, journal.generation)
+        journal.sync_soon()
+
+    def sync_progress(self) -> None:
+        """Take a finished journal sync, start the next one, and send the acknowledgements it
+        made durable (the driver calls this around every tick). Raises ``StorageError``."""
+        journal = self.journal
+        if journal is None:
+            return
+        journal.sync_soon()
+        transport = self._SyncObj__transport
+        for node, message in self.pending_acks.due(journal.durable_end, journal.generation):
+            transport.send(node, message)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N803 (library's name)
+        """The library's tick, its commit rule capped at what a majority holds durably."""
+        match = self._SyncObj__raftMatchIndex
+        journal = self.journal
+        if not isinstance(match, DurableMatchIndex) or journal is None:
+            super()._onTick(timeToWait)
+            return
+        if self._isLeader() and not journal.synced:
+            match.cap = commit_cap(journal.durable_index(),
+                                   [match.get(n, 0) for n in self._SyncObj__otherNodes])
+        try:
+            super()._onTick(timeToWait)
+        finally:
+            match.cap = None
 
     # --- stopping ---------------------------------------------------------------------------
 

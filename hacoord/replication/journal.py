@@ -7,8 +7,12 @@ reads back as garbage. This journal implements the same interface (PySyncObj's `
 swapped in when the engine is built, and:
 
 * appends each record with ``pwrite``: ``[length u32][crc32 u32][index u64][term u64][command]``;
-* :meth:`sync` fdatasyncs the file if anything changed since the last call; the replicator calls
-  it before the leader counts its own copy towards a commit and before a follower acknowledges;
+* :meth:`sync_soon` starts an fdatasync of everything written so far on the journal's
+  :class:`~hacoord.replication.syncer.JournalSyncer` (a worker thread in production) and
+  :meth:`collect` takes its result on the ticking thread: only then does :attr:`durable_end`
+  move. The engine sends a follower's acknowledgement, and counts the leader's own copy towards
+  a commit, only for what :attr:`durable_end` covers; :meth:`sync` is the blocking form (clean
+  stop, a one-member cluster);
 * keeps the vote and commit index in a small side file (``.meta``) replaced atomically and
   synced whenever the vote changes, since Raft requires the vote to be durable before it is used.
 
@@ -28,11 +32,17 @@ or an unreadable ``.meta`` file is refused the same way.
 With ``durable=False`` nothing is synced (a power loss may then lose acknowledged writes; a
 process crash still cannot, since the page cache survives it).
 
-Threads: used only by the thread that ticks PySyncObj (the member's event loop).
+A truncation or rewrite first waits for a running sync (they are rare: a conflict with a new
+leader, a log compaction, a snapshot install) and bumps :attr:`generation`, so that nothing
+acknowledged before it is taken for what the file holds after it.
+
+Threads: used only by the thread that ticks PySyncObj (the member's event loop); the syncer's
+worker runs nothing but ``fdatasync`` on the file descriptor.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import logging
@@ -52,12 +62,16 @@ from hacoord.replication.storage import (
     replace_atomically,
     write_all,
 )
+from hacoord.replication.syncer import InlineSyncer, JournalSyncer
 
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<IIQQ")  # length of the rest, crc32 of the rest, index, term
 INDEX = struct.Struct("<Q")
 MAGIC = b"HACOORD-JOURNAL-1\n"
+#: How long a truncation, rewrite or blocking sync waits for a running sync before the journal
+#: fails (a disk that does not answer for this long is treated as a failed one).
+SETTLE_TIMEOUT = 60.0
 
 Entry = tuple[bytes, int, int]
 
@@ -84,16 +98,22 @@ class HacoordJournal:
     """A PySyncObj journal (same methods) over a checksummed append-only file.
 
     Public attributes: ``durable`` (fdatasync on :meth:`sync`), ``dirty`` (changes since the
-    last sync), ``syncs`` (fdatasyncs done), ``torn_tail_bytes`` (cut on open),
+    last sync started), ``syncs`` (fdatasyncs done), ``torn_tail_bytes`` (cut on open),
     ``durable_end`` (file offset up to which the content is known to be on disk), ``failed``
-    (the :class:`StorageError` that stopped it, or None).
+    (the :class:`StorageError` that stopped it, or None), ``generation`` (truncations and
+    rewrites so far), ``syncer`` (where fdatasync runs; inline by default).
     """
 
-    def __init__(self, path: str | Path, durable: bool = True, fault: FaultHook | None = None) -> None:
+    def __init__(self, path: str | Path, durable: bool = True, fault: FaultHook | None = None,
+                 syncer: JournalSyncer | None = None) -> None:
         self.path = Path(path)
         self.meta_path = Path(str(path) + ".meta")
         self.durable = durable
         self.fault = fault
+        self.syncer: JournalSyncer = syncer if syncer is not None else InlineSyncer()
+        self.generation = 0
+        #: File end the running sync will make durable, or None when none runs.
+        self._syncing: int | None = None
         self.dirty = False
         self.syncs = 0
         self.torn_tail_bytes = 0
@@ -195,22 +215,89 @@ class HacoordJournal:
         self.failed = StorageError(operation, self.path, exc)
         return self.failed
 
+    @property
+    def end(self) -> int:
+        """File offset where the next record goes."""
+        return self._end
+
+    @property
+    def synced(self) -> bool:
+        """True when everything written is durable (always, without ``durable``)."""
+        return not self.durable or self.durable_end >= self._end
+
+    def durable_index(self) -> int:
+        """Index of the last entry known to be on disk (0 when none is)."""
+        entries = self._entries
+        if not entries:
+            return 0
+        if self.synced:
+            return entries[-1][1]
+        # Entry i ends where entry i + 1 starts; the entry starting last at or before
+        # durable_end ends after it (the file goes on), so the ones before it are whole.
+        starts = bisect.bisect_right(self._offsets, self.durable_end)
+        return entries[starts - 2][1] if starts >= 2 else max(0, entries[0][1] - 1)
+
     def sync(self) -> None:
-        """Make every change so far durable (no-op when nothing changed or not durable)."""
+        """Make every change so far durable, waiting for it (no-op when nothing changed or
+        not durable)."""
+        self._settle()
         if not self.dirty:
             return
         self._check()
         if self.durable:
             try:
-                if self.fault is not None:
-                    self.fault("journal.sync")
                 with STEPS.timed("journal fdatasync"):
-                    os.fdatasync(self._fd)
+                    self._sync_job(self._fd)
             except OSError as exc:
                 raise self._fail("fdatasync", exc) from None
             self.syncs += 1
             self.durable_end = self._end
         self.dirty = False
+
+    def sync_soon(self) -> None:
+        """Start making every change so far durable on the syncer, unless a sync is running
+        (the next call covers what was written meanwhile); :meth:`collect` takes the result."""
+        self.collect()
+        if not self.dirty or self._syncing is not None:
+            return
+        self.dirty = False
+        if not self.durable:
+            return
+        self._syncing = self._end
+        fd = self._fd
+        self.syncer.start(lambda: self._sync_job(fd))
+        self.collect()
+
+    def _sync_job(self, fd: int) -> None:
+        if self.fault is not None:
+            self.fault("journal.sync")
+        os.fdatasync(fd)
+
+    def collect(self) -> None:
+        """Take the result of a finished sync: move :attr:`durable_end`, or fail the journal
+        (raises :class:`StorageError`, as every later call will)."""
+        self._check()
+        if self._syncing is None:
+            return
+        result = self.syncer.poll()
+        if result is None:
+            return
+        target, self._syncing = self._syncing, None
+        ok, error = result
+        if not ok:
+            raise self._fail("fdatasync", error or OSError("sync failed")) from None
+        self.syncs += 1
+        self.durable_end = max(self.durable_end, target)
+
+    def _settle(self) -> None:
+        """Wait for a running sync and take its result (before the file changes under it)."""
+        if self._syncing is None:
+            return
+        with STEPS.timed("journal sync wait"):
+            finished = self.syncer.wait(SETTLE_TIMEOUT)
+        if not finished:
+            raise self._fail("fdatasync", TimeoutError(f"no answer in {SETTLE_TIMEOUT:.0f}s"))
+        self.collect()
 
     # --- PySyncObj's Journal interface --------------------------------------------------------
 
@@ -247,6 +334,8 @@ class HacoordJournal:
         self._check()
         if position >= len(self._entries):
             return
+        self._settle()
+        self.generation += 1
         end = self._offsets[position] if position > 0 else len(MAGIC)
         try:
             os.ftruncate(self._fd, end)
@@ -282,6 +371,8 @@ class HacoordJournal:
             raise
 
     def _rewrite(self, keep: list[Entry]) -> None:
+        self._settle()
+        self.generation += 1
         records = [encode_record(*entry) for entry in keep]
         offsets, offset = [], len(MAGIC)
         for record in records:
@@ -314,6 +405,7 @@ class HacoordJournal:
 
     def abandon(self) -> None:
         """Close without writing anything more (a crash, or after a storage failure)."""
+        self.syncer.close()
         with contextlib.suppress(OSError):
             os.close(self._fd)
         self._fd = -1

@@ -4,7 +4,9 @@ Design (see ARCHITECTURE.md for what it absorbs from PySyncObj 0.3.17):
 
 * One thread. PySyncObj runs with ``autoTick=False`` over an epoll poller whose descriptor the
   event loop watches; a timer ticks it for timeouts. Commands are applied on the loop's thread,
-  so HTTP handlers read the state without locks and waiters are plain futures.
+  so HTTP handlers read the state without locks and waiters are plain futures. Only the
+  journal's fdatasync runs on a worker thread (:class:`~hacoord.replication.syncer.ThreadSyncer`),
+  which wakes the loop when it is done.
 * Group commit. Commands queue up and go to the log as batches (one log entry each), at most
   ``max_in_flight`` batches at once: a lone write is proposed at once and commits in one round
   trip, while under load batches grow instead of the message count.
@@ -63,6 +65,7 @@ from hacoord.replication.storage import (
     StorageError,
     ensure_private_dir,
 )
+from hacoord.replication.syncer import ThreadSyncer
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +197,8 @@ class RaftReplicator:
             me.raft_address, others, self.data_dir, self._secret, self.tuning,
             on_applied=self._on_applied, on_restored=self._on_restored,
             on_role_changed=self._on_role_changed, on_failed=self._on_batch_failed,
-            wanted=lambda rid: rid in self._waiting, snapshot_writer=writer, fault=self._fault)
+            wanted=lambda rid: rid in self._waiting, snapshot_writer=writer, fault=self._fault,
+            syncer=ThreadSyncer(on_done=self._wake_from_thread))
         self._driver = driver
         self._loaded = False
         self._must_reach = max(self._must_reach, driver.start_commit_index)
@@ -311,6 +315,13 @@ class RaftReplicator:
             self._driver.expire_batches()
         assert self._loop is not None
         self._timer = self._loop.call_later(self.tuning.tick_period, self._on_timer)
+
+    def _wake_from_thread(self) -> None:
+        """A journal sync finished on its worker thread: tick now (acknowledgements and the
+        leader's commit wait for it)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._schedule_tick)
 
     def _schedule_tick(self) -> None:
         if not self._tick_scheduled and self._loop is not None:

@@ -265,17 +265,20 @@ class SafeSyncObj(_syncobj.SyncObj):
             return
         acked = message["next_node_idx"]
         last = message.get("last_log_idx", acked - 1)
+        # ``get``: the true value (a subclass may cap what item reads return, see
+        # hacoord.replication.durability).
+        matched = match_index.get(node, 0)
         if message["success"]:
             # An ack covers what one message carried; an older batch's ack must not pull
             # nextIndex back behind batches already sent (that resend is what lost data).
-            match_index[node] = min(max(match_index[node], acked - 1), last)
+            match_index[node] = min(max(matched, acked - 1), last)
             next_index[node] = max(next_index[node], acked)
         elif message["reset"]:
-            if last < match_index[node]:
+            if last < matched:
                 # Acks of one link arrive in order, and a follower never deletes entries it
                 # acknowledged in this term: it lost them (restarted without its log).
                 logger.warning("%s no longer holds entries up to %d it acknowledged; resending "
-                               "from %d", node, match_index[node], acked)
+                               "from %d", node, matched, acked)
                 match_index[node] = min(last, acked - 1)
                 next_index[node] = acked
             else:
@@ -283,7 +286,7 @@ class SafeSyncObj(_syncobj.SyncObj):
                 # is at most its message's prevLogIdx: keep the lowest, or the leader would
                 # alternate between hints forever.  Entries up to matchIndex are known to
                 # match, so a hint below it (a conflicting term's run) restarts after it.
-                next_index[node] = max(min(next_index[node], acked), match_index[node] + 1)
+                next_index[node] = max(min(next_index[node], acked), matched + 1)
         self._SyncObj__lastResponseTime[node] = _syncobj.monotonicTime()
 
     # -- follower side ----------------------------------------------------------------------
@@ -482,13 +485,18 @@ class SafeSyncObj(_syncobj.SyncObj):
     def _safe_send_ack(self, node: Node, success: bool, reset: bool = False,
                        next_idx: int | None = None) -> None:
         """Send ``next_node_idx``; without ``next_idx`` it is the follower's own log end + 1."""
+        self._SyncObj__transport.send(node, self._safe_ack_message(success, reset, next_idx))
+
+    def _safe_ack_message(self, success: bool, reset: bool = False,
+                          next_idx: int | None = None) -> dict[str, Any]:
+        """The ``next_node_idx`` message :meth:`_safe_send_ack` sends, as of now."""
         if next_idx is None:
             next_idx = self._safe_last_index() + 1
-        self._SyncObj__transport.send(node, {
+        return {
             "type": "next_node_idx",
             "next_node_idx": next_idx,
             "reset": reset,
             "success": success,
             "term": self.raftCurrentTerm,
             "last_log_idx": self._safe_last_index(),
-        })
+        }

@@ -14,6 +14,9 @@ the driver's seams:
 * **snapshot writes** - a :class:`DeferredWriter` captures the state when the dump starts (as
   the forked child does) and writes it when the test says, so that installs of received
   snapshots race the member's own dump;
+* **journal syncs** - with ``deferred_syncs`` a :class:`DeferredSyncer` runs each fdatasync when
+  the test says (or, in :meth:`SimCluster.step`, at random), as the worker thread would finish
+  it; without, syncs finish at once (the journal's inline syncer);
 * **storage faults** - a :class:`FaultPlan` stops a member at a named point of a storage
   operation: a crash (:class:`SimulatedCrash`, optionally with a power loss that tears the
   unsynced tail of the journal at a random byte) or an I/O error (``ENOSPC``/``EIO``: the member
@@ -129,6 +132,40 @@ class DeferredWriter:
             self._result = (True, "")
         except (OSError, StorageError) as exc:
             self._result = (False, str(exc))
+
+
+class DeferredSyncer:
+    """A journal syncer whose job runs when :meth:`finish` is called (the worker thread's
+    timing, in the test's hands). Waiting for it runs it at once."""
+
+    def __init__(self) -> None:
+        self.job: Callable[[], None] | None = None
+        self._result: tuple[bool, BaseException | None] | None = None
+
+    def start(self, job: Callable[[], None]) -> None:
+        self.job = job
+
+    def poll(self) -> tuple[bool, BaseException | None] | None:
+        result, self._result = self._result, None
+        return result
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.finish()
+        return True
+
+    def close(self) -> None:
+        self.job = None
+
+    def finish(self) -> None:
+        """Run the pending sync now (a SimulatedCrash at an armed point propagates)."""
+        job, self.job = self.job, None
+        if job is None:
+            return
+        try:
+            job()
+            self._result = (True, None)
+        except OSError as exc:
+            self._result = (False, exc)
 
 
 class SimPoller(Poller):
@@ -263,6 +300,7 @@ class SimMember:
         self.name = name
         self.fault = FaultPlan()
         self.writer = DeferredWriter()
+        self.syncer = DeferredSyncer() if cluster.deferred_syncs else None
         self.poller = SimPoller()
         self.waiting: set[str] = set()
         network = cluster.network
@@ -279,7 +317,7 @@ class SimMember:
             on_role_changed=self._role_changed, on_failed=self._failed,
             transport_class=transport, node_class=SimNode, poller=self.poller,
             snapshot_writer=self.writer, fault=self.fault, clock=cluster.clock,
-            rng=random.Random(cluster.rng.random()))
+            rng=random.Random(cluster.rng.random()), syncer=self.syncer)
         network.connect(name)
 
     @property
@@ -327,8 +365,9 @@ class SimCluster(Stepping):
     """``size`` simulated members with data under ``root``. See the module docstring."""
 
     def __init__(self, root: Path, clock: FakeClock, seed: int, size: int = 3,
-                 tuning: RaftTuning = SIM_TUNING) -> None:
+                 tuning: RaftTuning = SIM_TUNING, deferred_syncs: bool = False) -> None:
         self.root = root
+        self.deferred_syncs = deferred_syncs
         self.clock = clock
         self.rng = random.Random(seed)
         self.tuning = tuning
@@ -431,15 +470,24 @@ class SimCluster(Stepping):
         if name in self.members:
             self._guard(name, self.members[name].writer.finish)
 
+    def finish_sync(self, name: str) -> None:
+        member = self.members.get(name)
+        if member is not None and member.syncer is not None:
+            self._guard(name, member.syncer.finish)
+
     def step(self, dt: float = 0.11, rounds: int = 1) -> None:
         """``rounds`` x (advance clock, tick everyone, deliver everything not held, finish
-        snapshot writes)."""
+        snapshot writes, finish most deferred journal syncs)."""
         for _ in range(rounds):
             self.clock.advance(dt)
             self.tick()
             self.network.deliver_all()
             for name in self.alive:
                 self.finish_snapshot(name)
+            if self.deferred_syncs:
+                for name in self.alive:
+                    if self.rng.random() < 0.7:
+                        self.finish_sync(name)
 
     def submit(self, name: str, count: int = 1) -> list[str]:
         rids = []
@@ -496,6 +544,11 @@ class SimCluster(Stepping):
 
         def same() -> bool:
             if len(self.members) < len(self.names):
+                # A member failed during the convergence (a sync that failed before the
+                # faults were disarmed reports at a later tick): reopen it, as the replicator does.
+                for name in self.names:
+                    if name not in self.members:
+                        self.start(name)
                 return False
             digests = {digest(self.state(n)) for n in self.names}
             return len(digests) == 1
