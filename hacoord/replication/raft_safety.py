@@ -296,10 +296,7 @@ class SafeSyncObj(_syncobj.SyncObj):
             return  # a deposed leader's message: ignored, as by the library
         if term > self.raftCurrentTerm:
             self._SyncObj__transferInProgress = False
-        if not self._SyncObj__transferInProgress:
-            # During a leadership transfer the outgoing leader must not postpone the election.
-            self._SyncObj__raftElectionDeadline = (
-                _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
+        self._safe_heard_from_leader()
         if self._SyncObj__raftLeader != node:
             self._SyncObj__onLeaderChanged()
         self._SyncObj__raftLeader = node
@@ -320,12 +317,22 @@ class SafeSyncObj(_syncobj.SyncObj):
                                         entries)
         elif message.get("serialized") is not None:
             covered = self._safe_install_snapshot(node, message["serialized"])
+            # Decoding and installing a large snapshot can take longer than an election
+            # timeout; the leader was alive when it sent it, so that time does not count.
+            self._safe_heard_from_leader()
 
         if covered is not None:
             target = min(leader_commit, covered)
             if target > self._SyncObj__raftCommitIndex:
                 self._SyncObj__raftCommitIndex = target
         self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
+
+    def _safe_heard_from_leader(self) -> None:
+        """Postpone this member's election: the leader was just heard from (not during a
+        leadership transfer, which the outgoing leader must not delay)."""
+        if not self._SyncObj__transferInProgress:
+            self._SyncObj__raftElectionDeadline = (
+                _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
 
     def _safe_receive_chunk(self, node: Node, message: dict[str, Any]) -> list[Any] | None:
         """Collect one chunk of a large entry; return ``[entry]`` once complete, else None."""

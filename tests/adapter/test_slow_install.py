@@ -1,0 +1,75 @@
+"""A follower that needs seconds to decode and install the leader's snapshot (100,000 partitions
+take about one) must not hold that time against the leader: it heard from the leader when the
+snapshot arrived, so no election follows the install."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hacoord.replication.engine import HacoordSyncObj
+from tests.adapter.raft_harness import controlled_time
+from tests.adapter.sim import SIM_TUNING, SimCluster
+
+SLOW = 3 * SIM_TUNING.election_timeout_max  # the decode outlasts any election timeout
+
+
+def test_a_slow_snapshot_install_does_not_start_an_election(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with controlled_time(seed=7) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=7)
+        try:
+            assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
+            leader = cluster.leader()
+            assert leader is not None
+            lagging, other = (n for n in cluster.names if n != leader)
+            cluster.network.cut_link(leader, lagging)
+            cluster.network.cut_link(other, lagging)
+            for _ in range(4):  # enough entries that both others compact past the lagging one
+                cluster.submit(leader, 4)
+                cluster.step(rounds=4)
+            for name in (leader, other):
+                cluster.members[name].obj.forceLogCompaction()
+            cluster.step(rounds=4)
+            assert cluster.dump_index(leader) and cluster.dump_index(leader) > cluster.commit(lagging)
+
+            slow_member = cluster.members[lagging].obj
+            staged = HacoordSyncObj._safe_snapshot_staged
+            installs: list[int] = []  # the term the member was in when each install began
+
+            def slow_staged(self: Any) -> Any:
+                last = staged(self)
+                if self is slow_member:
+                    clock.advance(SLOW)  # the decode took this long
+                    installs.append(self.raftCurrentTerm)
+                return last
+
+            monkeypatch.setattr(HacoordSyncObj, "_safe_snapshot_staged", slow_staged)
+            cluster.network.heal_link(leader, lagging)
+            cluster.network.heal_link(other, lagging)
+            cluster.network.hold(leader, lagging)
+            cluster.network.hold(other, lagging)
+            # The leader's messages reach the lagging member one per tick, so that the tick
+            # after the install has nothing from the leader to process.
+            for _ in range(300):
+                if installs:
+                    break
+                clock.advance(0.05)
+                cluster.tick(leader, other)
+                cluster.network.deliver(leader, lagging, 1)
+                cluster.tick(lagging)
+                for src, dst in list(cluster.network.queues):
+                    if dst != lagging:
+                        cluster.network.deliver(src, dst, 10)
+            assert installs, "no snapshot was installed"
+            cluster.tick(lagging)
+            journal = cluster.members[lagging].driver.journal
+            assert journal is not None
+            stood = (slow_member.raftCurrentTerm > installs[0]
+                     and journal.getVotedForNodeId() == slow_member.selfNode.id)
+            assert not stood, "the install made the member stand for election"
+            assert not slow_member._isLeader()
+        finally:
+            cluster.destroy()
