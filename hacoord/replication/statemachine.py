@@ -15,14 +15,17 @@ from collections.abc import Callable
 from pysyncobj import SyncObjConsumer, replicated
 
 from hacoord.core.apply import apply
-from hacoord.core.commands import Command, DecodeError, from_dict
+from hacoord.core.commands import AddPartitions, Command, CreateResource, DecodeError, from_dict
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
+from hacoord.replication.gcpolicy import state_grew
 from hacoord.replication.steps import STEPS
 
 log = logging.getLogger(__name__)
 
 AppliedHook = Callable[[str, Outcome], None]
+#: Commands after which the state holds many more objects (see hacoord.replication.gcpolicy).
+GROWING = (CreateResource, AddPartitions)
 
 
 def encode_batch(encoded_commands: list[bytes]) -> bytes:
@@ -61,6 +64,7 @@ class StateMachine(SyncObjConsumer):
     @replicated
     def apply_batch(self, payload: bytes) -> None:
         """Apply every command of a committed batch, in order (replicated; never raises)."""
+        grew = False
         for command in decode_batch(payload):
             started = time.perf_counter()
             outcome = apply(self.state, command)
@@ -68,12 +72,16 @@ class StateMachine(SyncObjConsumer):
             self.apply_seconds += took
             STEPS.note(f"apply {getattr(command, 'TYPE', 'undecodable')}", took)
             self.applied_commands += 1
+            grew = grew or (outcome.ok and isinstance(command, GROWING))
             try:
                 self._on_applied(getattr(command, "request_id", ""), outcome)
             except Exception:  # a waiter's failure must not stall the log
                 log.exception("on_applied hook failed")
+        if grew:
+            state_grew()
 
     def restore(self, state: ClusterState) -> None:
         """A snapshot replaced the state (loaded at start or installed from the leader)."""
         self.state = state
+        state_grew()
         self._on_restored()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import resource
@@ -25,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from hacoord.replication.gcpolicy import configure_for_member
 from hacoord.replication.raft import FatalReplicationError, RaftReplicator, RaftTuning
 from hacoord.replication.steps import STEPS, GcTimer
 from hacoord.server.app import create_app
@@ -115,10 +115,9 @@ async def _watch_fatal(replicator: RaftReplicator, server: uvicorn.Server) -> No
 
 async def serve_member(settings: MemberSettings) -> int:
     """Run until signalled; returns the process exit status."""
-    # Fewer, later collections of the young generation: the member allocates many short-lived
-    # objects per request, and each collection pauses Raft ticks and requests alike.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    # Few collections, none of them over the state (see hacoord.replication.gcpolicy): each one
+    # pauses Raft ticks and requests alike.
+    configure_for_member()
     GcTimer(STEPS).install()  # a stall that a collection caused names it
     raise_descriptor_limit()
     replicator = build_replicator(settings)
