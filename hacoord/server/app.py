@@ -30,6 +30,7 @@ from hacoord.placement import explain
 from hacoord.placement.schedule import eta_seconds, inputs, plan_for, waves
 from hacoord.replication.base import Replicator
 from hacoord.replication.feed import Compacted
+from hacoord.server import responses as r
 from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
 from hacoord.server.errors import ApiError, install_error_handlers
 from hacoord.server.health import HealthCache
@@ -251,19 +252,19 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
 
     # --- health and status --------------------------------------------------------------------
 
-    @app.get("/livez", tags=["health"])
+    @app.get("/livez", tags=["health"], response_model=r.Live)
     async def livez() -> dict[str, str]:
         """The process and its event loop answer."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], response_model=r.Ready)
     async def readyz() -> JSONResponse:
         """Ready: in a quorum, a leader known, applied index caught up, Raft ticking."""
         status = replicator.status()
         body = {"ready": status.ready, "member": status.to_dict()}
         return JSONResponse(body, status_code=200 if status.ready else 503)
 
-    @app.get("/v1/status", tags=["status"])
+    @app.get("/v1/status", tags=["status"], response_model=r.Status)
     async def get_status(digest: bool = False) -> JSONResponse:
         """This member's Raft view and the configured members; with ``digest=true`` also the
         digest of its applied state (equal on members at the same revision)."""
@@ -279,7 +280,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             body["revision"], body["digest"] = answer[0], json.loads(answer[1])["digest"]
         return reply(body)
 
-    @app.get("/v1/requests/{request_id}", tags=["status"])
+    @app.get("/v1/requests/{request_id}", tags=["status"], response_model=r.RequestStatus)
     async def request_status(request_id: RequestIdPath, request: Request,
                              consistent: bool = False) -> Response:
         """Whether the write with this request id was applied, and at which revision: the
@@ -300,7 +301,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
 
     # --- nodes --------------------------------------------------------------------------------
 
-    @app.get("/v1/nodes", tags=["nodes"])
+    @app.get("/v1/nodes", tags=["nodes"], response_model=r.NodeList)
     async def list_nodes(request: Request, consistent: bool = False) -> Response:
         if (fwd := await read_point(request, consistent)) is not None:
             return fwd
@@ -308,7 +309,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return reply({"revision": state.revision,
                       "nodes": [state.nodes[n].to_dict() for n in sorted(state.nodes)]})
 
-    @app.get("/v1/nodes/{node_id}", tags=["nodes"])
+    @app.get("/v1/nodes/{node_id}", tags=["nodes"], response_model=r.NodeShown)
     async def show_node(node_id: NodeId, request: Request, consistent: bool = False) -> Response:
         if (fwd := await read_point(request, consistent)) is not None:
             return fwd
@@ -317,7 +318,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             raise ApiError("not_found", f"unknown node {node_id!r}")
         return await reply_heavy(("node", node_id), _node_body, state, node_id)
 
-    @app.post("/v1/nodes", tags=["nodes"], status_code=201)
+    @app.post("/v1/nodes", tags=["nodes"], status_code=201, response_model=r.NodeWritten)
     async def add_node(body: NodeCreate, request: Request) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
@@ -326,7 +327,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             capacity=body.capacity, tags=body.tags)
         return reply({"revision": applied.revision, **applied.result}, 201)
 
-    @app.patch("/v1/nodes/{node_id}", tags=["nodes"])
+    @app.patch("/v1/nodes/{node_id}", tags=["nodes"], response_model=r.NodeWritten)
     async def set_node_state(node_id: NodeId, body: NodeUpdate, request: Request) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
@@ -334,14 +335,14 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             await _request_id(request), node_id, **body.model_dump(exclude_unset=True))
         return reply({"revision": applied.revision, **applied.result})
 
-    @app.delete("/v1/nodes/{node_id}", tags=["nodes"])
+    @app.delete("/v1/nodes/{node_id}", tags=["nodes"], response_model=r.NodeRemoved)
     async def remove_node(node_id: NodeId, request: Request, force: bool = False) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
         applied = await coordinator.remove_node(await _request_id(request), node_id, force)
         return reply({"revision": applied.revision, **applied.result})
 
-    @app.post("/v1/nodes/{node_id}/session", tags=["nodes"])
+    @app.post("/v1/nodes/{node_id}/session", tags=["nodes"], response_model=r.SessionStarted)
     async def start_node_session(node_id: NodeId, request: Request,
                                  body: NodeSession | None = None) -> Response:
         """A node (re)starts: its epoch grows by one and it is marked up. Answers the new
@@ -353,7 +354,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         liveness.session_started(node_id)
         return reply({"revision": applied.revision, **applied.result})
 
-    @app.post("/v1/nodes/{node_id}/heartbeat", tags=["nodes"])
+    @app.post("/v1/nodes/{node_id}/heartbeat", tags=["nodes"], response_model=r.HeartbeatAnswer)
     async def node_heartbeat(node_id: NodeId, body: NodeHeartbeat, request: Request) -> Response:
         """The node is alive at ``epoch``. Held in the leader's memory, not logged (unless the
         node was suspect or down: then it is judged up before the answer). 409 ``stale_epoch``
@@ -362,7 +363,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             return fwd
         return reply(await liveness.heartbeat(node_id, body.epoch))
 
-    @app.post("/v1/nodes/{node_id}/metrics", tags=["nodes"])
+    @app.post("/v1/nodes/{node_id}/metrics", tags=["nodes"], response_model=r.NodeWritten)
     async def report_node_metrics(node_id: NodeId, body: NodeMetrics, request: Request) -> Response:
         """The node reports metrics (merged into its record; a resource may balance on one). 409
         ``stale_epoch`` if the node has started a newer session."""
@@ -372,7 +373,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                                                    metrics=body.metrics, epoch=body.epoch)
         return reply({"revision": applied.revision, **applied.result})
 
-    @app.post("/v1/nodes/{node_id}/caught-up", tags=["nodes"])
+    @app.post("/v1/nodes/{node_id}/caught-up", tags=["nodes"], response_model=r.PartitionWritten)
     async def report_caught_up(node_id: NodeId, body: CaughtUp, request: Request) -> Response:
         """Phase two of a move: the node's new replica has caught up. The move completes (the new
         replica replaces the old one, leadership follows, the epoch grows). 409 ``stale_epoch``
@@ -386,7 +387,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
 
     # --- resources ----------------------------------------------------------------------------
 
-    @app.get("/v1/resources", tags=["resources"])
+    @app.get("/v1/resources", tags=["resources"], response_model=r.ResourceList)
     async def list_resources(request: Request, consistent: bool = False) -> Response:
         if (fwd := await read_point(request, consistent)) is not None:
             return fwd
@@ -395,7 +396,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                       "resources": [resource_summary(state.resources[n])
                                     for n in sorted(state.resources)]})
 
-    @app.post("/v1/resources", tags=["resources"], status_code=201)
+    @app.post("/v1/resources", tags=["resources"], status_code=201, response_model=r.ResourceWritten)
     async def create_resource(body: ResourceCreate, request: Request) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
@@ -404,7 +405,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                                                     body.balance_metric)
         return reply({"revision": applied.revision, **applied.result}, 201)
 
-    @app.patch("/v1/resources/{name}", tags=["resources"])
+    @app.patch("/v1/resources/{name}", tags=["resources"], response_model=r.ResourceWritten)
     async def update_resource(name: ResourceName, body: ResourceUpdate, request: Request) -> Response:
         """Change the replication factor (missing replicas are added two-phase by the rebalancer;
         extra ones dropped at once) or the balance metric."""
@@ -414,14 +415,15 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                                                     **body.model_dump(exclude_unset=True))
         return reply({"revision": applied.revision, **applied.result})
 
-    @app.delete("/v1/resources/{name}", tags=["resources"])
+    @app.delete("/v1/resources/{name}", tags=["resources"], response_model=r.ResourceDeleted)
     async def delete_resource(name: ResourceName, request: Request) -> Response:
         if (fwd := await leader_or_forward(request)) is not None:
             return fwd
         applied = await coordinator.delete_resource(await _request_id(request), name)
         return reply({"revision": applied.revision, **applied.result})
 
-    @app.post("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"])
+    @app.post("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"],
+              response_model=r.PartitionWritten)
     async def move_partition(name: ResourceName, partition: PartitionIndex, body: PartitionMove,
                              request: Request) -> Response:
         """Move the replica on ``from`` to ``to``: at once, or two-phase (``two_phase``: the
@@ -436,7 +438,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                                                        body.from_node, body.to_node)
         return reply({"revision": applied.revision, **applied.result})
 
-    @app.post("/v1/resources/{name}/partitions/{partition}/leader", tags=["resources"])
+    @app.post("/v1/resources/{name}/partitions/{partition}/leader", tags=["resources"],
+              response_model=r.PartitionWritten)
     async def set_partition_leader(name: ResourceName, partition: PartitionIndex, body: PartitionLeader,
                                    request: Request) -> Response:
         """Hand the partition's leadership to one of its replicas on an up node; the epoch grows."""
@@ -446,7 +449,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                                                          body.node)
         return reply({"revision": applied.revision, **applied.result})
 
-    @app.delete("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"])
+    @app.delete("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"],
+                response_model=r.PartitionWritten)
     async def cancel_move(name: ResourceName, partition: PartitionIndex, request: Request) -> Response:
         """Abandon the partition's pending move (the copy being made is dropped)."""
         if (fwd := await leader_or_forward(request)) is not None:
@@ -456,7 +460,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
 
     # --- rebalance ----------------------------------------------------------------------------
 
-    @app.get("/v1/rebalance", tags=["placement"])
+    @app.get("/v1/rebalance", tags=["placement"], response_model=r.RebalanceProgress)
     async def rebalance_status(request: Request, consistent: bool = False) -> Response:
         """Rebalance progress: settings, maintenance, the run, pending moves with their age, the
         moves left, the ETA."""
@@ -464,7 +468,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             return fwd
         return reply(await rebalancer.progress())
 
-    @app.post("/v1/rebalance", tags=["placement"], status_code=201)
+    @app.post("/v1/rebalance", tags=["placement"], status_code=201, response_model=r.RebalanceStarted)
     async def start_rebalance(request: Request) -> Response:
         """Apply the plan: start a rebalance run. The leader makes its moves under the throttles
         (see ``GET /v1/rebalance`` for progress) and ends the run when nothing is left."""
@@ -475,7 +479,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return reply({"revision": applied.revision, **applied.result,
                       "progress": await rebalancer.progress()}, 201)
 
-    @app.delete("/v1/rebalance", tags=["placement"])
+    @app.delete("/v1/rebalance", tags=["placement"], response_model=r.RebalanceEnded)
     async def cancel_rebalance(request: Request, cancel_moves: bool = False) -> Response:
         """End the running rebalance (pending moves complete, unless ``cancel_moves``)."""
         if (fwd := await leader_or_forward(request)) is not None:
@@ -493,7 +497,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                 cancelled += 1
         return reply({"revision": applied.revision, **applied.result, "moves_cancelled": cancelled})
 
-    @app.patch("/v1/rebalance", tags=["placement"])
+    @app.patch("/v1/rebalance", tags=["placement"], response_model=r.RebalanceConfigured)
     async def configure_rebalance(body: RebalanceSettings, request: Request) -> Response:
         """Throttles (moves in flight per node and in the cluster), the delay before a down
         node's replicas are re-created, and maintenance mode (freezes rebalancing; a reason is
@@ -506,7 +510,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
 
     # --- watch --------------------------------------------------------------------------------
 
-    @app.get("/v1/watch", tags=["watch"])
+    @app.get("/v1/watch", tags=["watch"], response_model=r.Watched)
     async def watch(since: int | None = Query(None, ge=0, le=MAX_REVISION, description=(
                         "last revision seen (a lagging member waits until it gets there)")),
                     timeout: float = Query(25.0, ge=0, le=60, description="seconds to wait"),
@@ -530,7 +534,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return reply({"revision": replicator.state.revision, "since": start,
                       "events": [e.to_dict() for e in events]})
 
-    @app.get("/v1/routing", tags=["routing"])
+    @app.get("/v1/routing", tags=["routing"], response_model=r.Routing)
     async def get_routing(request: Request, consistent: bool = False,
                           resource: str | None = Query(None),
                           revision: int | None = Query(None, ge=0, le=MAX_REVISION, description=(
@@ -555,7 +559,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
             raise ApiError("not_found", f"unknown resource {resource!r}")
         return await reply_heavy(("routing", resource), routing, state, resource)
 
-    @app.get("/v1/rebalance/plan", tags=["placement"])
+    @app.get("/v1/rebalance/plan", tags=["placement"], response_model=r.RebalancePlan)
     async def rebalance_plan(request: Request, consistent: bool = False,
                              exclude: Annotated[list[str] | None, Query(description=(
                                  "nodes to plan as if drained (repeat)"))] = None) -> Response:
@@ -583,7 +587,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                       "mean_move_seconds": settings.mean_move_seconds(),
                       "eta_seconds": eta_seconds(state, plan.moves, now)})
 
-    @app.get("/v1/resources/{name}/partitions/{partition}/explain", tags=["placement"])
+    @app.get("/v1/resources/{name}/partitions/{partition}/explain", tags=["placement"],
+              response_model=r.Explanation)
     async def explain_partition(name: ResourceName, partition: PartitionIndex, request: Request,
                                 consistent: bool = False) -> Response:
         """Why each replica of the partition is where it is, and whether the current rebalance
@@ -597,7 +602,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         plan, _ = await rebalancer.plan()
         return reply({"revision": state.revision, **explain(state, name, partition, plan)})
 
-    @app.get("/v1/routing/diff", tags=["routing"])
+    @app.get("/v1/routing/diff", tags=["routing"], response_model=r.RoutingDiff)
     async def routing_diff(since: int = Query(alias="from", ge=0, le=MAX_REVISION),
                            until: int | None = Query(None, alias="to", ge=0, le=MAX_REVISION)) -> Response:
         """Partitions whose replicas, leader or epoch differ between revisions ``from`` and ``to``

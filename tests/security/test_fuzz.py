@@ -69,3 +69,19 @@ def test_every_route_answers_as_documented(case: schemathesis.Case,
     if response.status_code >= 400:
         assert digests(cluster) == before, \
             f"{case.method} {case.formatted_path} answered {response.text} but changed the state"
+
+
+def test_every_route_documents_the_body_of_its_success() -> None:
+    """A route without a success model would let the fuzzer accept any body from it."""
+    document = create_app(MemoryReplicator("m1", {"m1": MEMBER})).openapi()
+    bare = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if path == "/metrics":
+                continue  # Prometheus text, documented as such
+            success = [s for s in operation["responses"] if s.startswith("2")]
+            schemas = [operation["responses"][s].get("content", {}).get("application/json", {})
+                       .get("schema", {}) for s in success]
+            if not success or not all("$ref" in s for s in schemas):
+                bare.append(f"{method.upper()} {path}")
+    assert bare == []
