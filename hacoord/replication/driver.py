@@ -123,7 +123,8 @@ class RaftDriver:
                  transport_class: Any = GuardedTransport, node_class: type[Node] = TCPNode,
                  poller: Poller | None = None, snapshot_writer: SnapshotWriter | None = None,
                  fault: FaultHook | None = None, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None, syncer: JournalSyncer | None = None) -> None:
+                 rng: random.Random | None = None, syncer: JournalSyncer | None = None,
+                 sync_wait: float = 0.0) -> None:
         self.tuning = tuning
         self.clock = clock
         self._on_failed = on_failed
@@ -143,8 +144,8 @@ class RaftDriver:
         )
         self.obj = HacoordSyncObj(
             self_address, other_addresses, conf, state_machine=self.sm, durable=tuning.fsync,
-            snapshot_writer=snapshot_writer, poller=poller, fault=fault, syncer=syncer, rng=rng,
-            nodeClass=node_class, transportClass=transport_class)
+            snapshot_writer=snapshot_writer, poller=poller, fault=fault, syncer=syncer,
+            sync_wait=sync_wait, rng=rng, nodeClass=node_class, transportClass=transport_class)
         self.journal = self.obj.journal
         self._alone = not other_addresses
         self.queue: deque[tuple[str, bytes]] = deque()

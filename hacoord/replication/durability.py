@@ -18,6 +18,10 @@ two rules, which :class:`~hacoord.replication.engine.HacoordSyncObj` applies wit
   reads capped at that index, so the library commits nothing beyond it. Every other read of the
   table (status, leadership transfer, the acknowledgement handler) sees the true values.
 
+A tick may wait a few milliseconds for a sync (``sync_wait``; 3 ms in a member): on a fast
+disk the acknowledgement then leaves in the same tick, as when syncing in place, and only a slow
+sync is left to finish in the background.
+
 A one-member cluster has nobody to count: its driver syncs before every tick instead.
 """
 

@@ -67,7 +67,7 @@ class HacoordSyncObj(SafeSyncObj):
                  state_machine: StateMachine, durable: bool = True,
                  snapshot_writer: SnapshotWriter | None = None, poller: Poller | None = None,
                  fault: FaultHook | None = None, syncer: JournalSyncer | None = None,
-                 early_election_step: float = 0.05,
+                 sync_wait: float = 0.0, early_election_step: float = 0.05,
                  rng: random.Random | None = None, nodeClass: type[Node] = TCPNode,
                  transportClass: Any = TCPTransport) -> None:
         if conf.journalFile is None or conf.fullDumpFile is None:
@@ -83,6 +83,9 @@ class HacoordSyncObj(SafeSyncObj):
         self._sent_up_to = 0
         #: Follower acknowledgements waiting for the journal to be durable.
         self.pending_acks = PendingAcks()
+        #: Seconds the ticking thread may wait for a journal sync before leaving it to finish
+        #: in the background (a fast disk then acknowledges as if syncing in place).
+        self.sync_wait = sync_wait
         self._staged: tuple[SnapshotHeader, ClusterState] | None = None
         conf.serializer = conf.deserializer = _not_used  # the store does this work
 
@@ -261,11 +264,13 @@ class HacoordSyncObj(SafeSyncObj):
         is now, is durable (at once when it already is and nothing is waiting before it)."""
         journal = self.journal
         message = self._safe_ack_message(success, reset, next_idx)
+        if journal is not None and not journal.synced:
+            journal.sync_within(self.sync_wait)
+            self._send_due_acks()
         if journal is None or (journal.synced and not self.pending_acks):
             self._SyncObj__transport.send(node, message)
             return
         self.pending_acks.add(node, message, journal.end, journal.generation)
-        journal.sync_soon()
 
     def sync_progress(self) -> None:
         """Take a finished journal sync, start the next one, and send the acknowledgements it
@@ -273,7 +278,12 @@ class HacoordSyncObj(SafeSyncObj):
         journal = self.journal
         if journal is None:
             return
-        journal.sync_soon()
+        journal.sync_within(self.sync_wait)
+        self._send_due_acks()
+
+    def _send_due_acks(self) -> None:
+        journal = self.journal
+        assert journal is not None
         transport = self._SyncObj__transport
         for node, message in self.pending_acks.due(journal.durable_end, journal.generation):
             transport.send(node, message)

@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,21 @@ class HacoordJournal:
         fd = self._fd
         self.syncer.start(lambda: self._sync_job(fd))
         self.collect()
+
+    def sync_within(self, budget: float) -> None:
+        """:meth:`sync_soon`, then wait up to ``budget`` seconds for the sync (and one more
+        for what was written meanwhile) to finish. On a fast disk everything is durable when
+        this returns, as with :meth:`sync`; on a slow one the caller's thread waits no longer
+        than the budget and the rest finishes in the background."""
+        self.sync_soon()
+        if budget <= 0 or self._syncing is None:
+            return
+        deadline = time.monotonic() + budget
+        for _ in range(2):
+            remaining = deadline - time.monotonic()
+            if self._syncing is None or remaining <= 0 or not self.syncer.wait(remaining):
+                return
+            self.sync_soon()  # collects the finished sync, starts one for anything newer
 
     def _sync_job(self, fd: int) -> None:
         if self.fault is not None:

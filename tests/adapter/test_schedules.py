@@ -301,16 +301,23 @@ MUTATIONS = {
 }
 
 
+#: Mutations that only matter when journal syncs finish after the tick that started them.
+DEFERRED_ONLY = {"leader-counts-unsynced-copy"}
+
+
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
 def test_the_search_finds_a_loss_when_a_safeguard_is_removed(
         mutation: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, replacement in MUTATIONS[mutation]:
         monkeypatch.setattr(HacoordSyncObj, name, replacement)
     found: list[str] = []
+    seeds = st.integers(0, 2**16)
+    if mutation in DEFERRED_ONLY:  # only visible while syncs finish late: odd seeds
+        seeds = seeds.map(lambda seed: seed | 1)
 
     @settings(max_examples=400, deadline=None, database=None, derandomize=True,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(seed=st.integers(0, 2**16), drawn=SEARCH)
+    @given(seed=seeds, drawn=SEARCH)
     def search(seed: int, drawn: tuple) -> None:
         if found:
             return
