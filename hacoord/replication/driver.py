@@ -124,7 +124,7 @@ class RaftDriver:
                  poller: Poller | None = None, snapshot_writer: SnapshotWriter | None = None,
                  fault: FaultHook | None = None, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None, syncer: JournalSyncer | None = None,
-                 sync_wait: float = 0.0) -> None:
+                 meta_writer: JournalSyncer | None = None, sync_wait: float = 0.0) -> None:
         self.tuning = tuning
         self.clock = clock
         self._on_failed = on_failed
@@ -145,7 +145,8 @@ class RaftDriver:
         self.obj = HacoordSyncObj(
             self_address, other_addresses, conf, state_machine=self.sm, durable=tuning.fsync,
             snapshot_writer=snapshot_writer, poller=poller, fault=fault, syncer=syncer,
-            sync_wait=sync_wait, rng=rng, nodeClass=node_class, transportClass=transport_class)
+            meta_writer=meta_writer, sync_wait=sync_wait, rng=rng, nodeClass=node_class,
+            transportClass=transport_class)
         self.journal = self.obj.journal
         self._alone = not other_addresses
         self.queue: deque[tuple[str, bytes]] = deque()

@@ -67,7 +67,8 @@ class HacoordSyncObj(SafeSyncObj):
                  state_machine: StateMachine, durable: bool = True,
                  snapshot_writer: SnapshotWriter | None = None, poller: Poller | None = None,
                  fault: FaultHook | None = None, syncer: JournalSyncer | None = None,
-                 sync_wait: float = 0.0, early_election_step: float = 0.05,
+                 meta_writer: JournalSyncer | None = None, sync_wait: float = 0.0,
+                 early_election_step: float = 0.05,
                  rng: random.Random | None = None, nodeClass: type[Node] = TCPNode,
                  transportClass: Any = TCPTransport) -> None:
         if conf.journalFile is None or conf.fullDumpFile is None:
@@ -90,7 +91,8 @@ class HacoordSyncObj(SafeSyncObj):
         conf.serializer = conf.deserializer = _not_used  # the store does this work
 
         def make_journal(path: str | None) -> HacoordJournal:
-            self.journal = HacoordJournal(str(path), durable=durable, fault=fault, syncer=syncer)
+            self.journal = HacoordJournal(str(path), durable=durable, fault=fault, syncer=syncer,
+                                          meta_writer=meta_writer)
             return self.journal
 
         # The library creates its poller, journal and serializer inside __init__ (and may tick

@@ -14,7 +14,11 @@ swapped in when the engine is built, and:
   a commit, only for what :attr:`durable_end` covers; :meth:`sync` is the blocking form (clean
   stop, a one-member cluster);
 * keeps the vote and commit index in a small side file (``.meta``) replaced atomically and
-  synced whenever the vote changes, since Raft requires the vote to be durable before it is used.
+  synced whenever the vote changes, since Raft requires the vote to be durable before it is used;
+  the commit index alone (a hint, saved once a second) is written by ``meta_writer`` when there
+  is one (a worker thread in production: with a snapshot being written beside it, that fsync
+  held a member's loop for 276 ms), under a lock that a vote write takes too, and always from
+  the record as it is when written, so a late hint never carries an older vote.
 
 Fail stop. Every failed write, truncate or sync raises :class:`StorageError` and leaves the
 journal *failed*: each later call raises too. A failed append first cuts its partial record back
@@ -48,6 +52,7 @@ import json
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -106,12 +111,16 @@ class HacoordJournal:
     """
 
     def __init__(self, path: str | Path, durable: bool = True, fault: FaultHook | None = None,
-                 syncer: JournalSyncer | None = None) -> None:
+                 syncer: JournalSyncer | None = None,
+                 meta_writer: JournalSyncer | None = None) -> None:
         self.path = Path(path)
         self.meta_path = Path(str(path) + ".meta")
         self.durable = durable
         self.fault = fault
         self.syncer: JournalSyncer = syncer if syncer is not None else InlineSyncer()
+        self.meta_writer = meta_writer
+        self._meta_lock = threading.Lock()
+        self._meta_writing = False
         self.generation = 0
         #: File end the running sync will make durable, or None when none runs.
         self._syncing: int | None = None
@@ -415,6 +424,7 @@ class HacoordJournal:
         """Clean close: sync, save the commit index, close. A failed journal only closes."""
         if self.failed is None:
             self.sync()
+            self._settle_meta()
             if not self._meta_saved:
                 self._store_meta()
         self.abandon()
@@ -422,6 +432,8 @@ class HacoordJournal:
     def abandon(self) -> None:
         """Close without writing anything more (a crash, or after a storage failure)."""
         self.syncer.close()
+        if self.meta_writer is not None:
+            self.meta_writer.close()
         with contextlib.suppress(OSError):
             os.close(self._fd)
         self._fd = -1
@@ -450,14 +462,46 @@ class HacoordJournal:
         return meta
 
     def _store_meta(self) -> None:
+        """Write the record now, durably, on the calling thread (a vote must be on disk
+        before it is used)."""
         self._check()
+        self._settle_meta()
+        self._meta_saved = True
         try:
-            replace_atomically(self.meta_path, json.dumps(self._meta, sort_keys=True).encode(),
-                               self.durable, self.fault)
+            with STEPS.timed("journal meta write"):
+                self._write_meta()
         except StorageError as exc:
             self.failed = exc
             raise
-        self._meta_saved = True
+
+    def _write_meta(self) -> None:
+        """Replace the record with what it holds now (under the lock: one writer at a time,
+        and the record copied whole while no vote changes it)."""
+        with self._meta_lock:
+            data = json.dumps(dict(self._meta), sort_keys=True).encode()
+            replace_atomically(self.meta_path, data, self.durable, self.fault)
+
+    def _collect_meta(self) -> None:
+        """Take the result of a background write of the record (fail stop if it failed)."""
+        if not self._meta_writing or self.meta_writer is None:
+            return
+        result = self.meta_writer.poll()
+        if result is None:
+            return
+        self._meta_writing = False
+        ok, error = result
+        if not ok:
+            self._meta_saved = False
+            self.failed = error if isinstance(error, StorageError) else \
+                StorageError("write", self.meta_path, error or OSError("write failed"))
+            raise self.failed
+
+    def _settle_meta(self) -> None:
+        if not self._meta_writing or self.meta_writer is None:
+            return
+        if not self.meta_writer.wait(SETTLE_TIMEOUT):
+            raise self._fail("write", TimeoutError(f"no answer in {SETTLE_TIMEOUT:.0f}s"))
+        self._collect_meta()
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802,N803
         if self._meta.get("commit_index") != raftCommitIndex:
@@ -492,9 +536,17 @@ class HacoordJournal:
 
     def onOneSecondTimer(self) -> None:  # noqa: N802
         # The commit index is a hint (it is recomputed from the leader); saving it once a
-        # second is enough.
-        if not self._meta_saved:
+        # second is enough, and off the loop when there is a writer for it.
+        self._check()
+        self._collect_meta()
+        if self._meta_saved or self._meta_writing:
+            return
+        if self.meta_writer is None:
             self._store_meta()
+            return
+        self._meta_saved = True  # a change after this moment marks it unsaved again
+        self._meta_writing = True
+        self.meta_writer.start(self._write_meta)
 
 
 def cut_to_durable(path: str | Path, durable_end: int) -> None:

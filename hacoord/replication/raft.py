@@ -202,7 +202,8 @@ class RaftReplicator:
             on_applied=self._on_applied, on_restored=self._on_restored,
             on_role_changed=self._on_role_changed, on_failed=self._on_batch_failed,
             wanted=lambda rid: rid in self._waiting, snapshot_writer=writer, fault=self._fault,
-            syncer=ThreadSyncer(on_done=self._wake_from_thread), sync_wait=SYNC_WAIT)
+            syncer=ThreadSyncer(on_done=self._wake_from_thread),
+            meta_writer=ThreadSyncer(name="journal-meta"), sync_wait=SYNC_WAIT)
         self._driver = driver
         self._loaded = False
         self._must_reach = max(self._must_reach, driver.start_commit_index)

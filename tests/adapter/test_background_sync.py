@@ -6,6 +6,7 @@ says. The whole engine under deferred syncs is searched in ``test_schedules``.""
 from __future__ import annotations
 
 import errno
+import json
 import threading
 from pathlib import Path
 
@@ -135,3 +136,42 @@ def test_held_acknowledgements_leave_in_order_once_durable() -> None:
     acks.add("a", {"n": 4}, end=300, generation=0)
     acks.add("a", {"n": 5}, end=50, generation=1)
     assert acks.due(60, 1) == [("a", {"n": 5})] and acks.dropped == 1
+
+
+def test_the_commit_hint_is_written_off_the_loop_and_never_reverts_a_vote(tmp_path: Path) -> None:
+    writer = DeferredSyncer()
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path, meta_writer=writer)
+    journal.setCurrentTerm(3, "m1")  # a vote: written at once
+    journal.setRaftCommitIndex(40)
+    journal.onOneSecondTimer()  # the hint: handed to the writer, nothing written yet
+    assert writer.job is not None
+    assert json.loads(Path(str(path) + ".meta").read_text()).get("commit_index") != 40
+    journal.setCurrentTerm(4, "m2")  # a new vote waits for the pending hint, then wins
+    assert writer.job is None
+    record = json.loads(Path(str(path) + ".meta").read_text())
+    assert (record["term"], record["voted_for"], record["commit_index"]) == (4, "m2", 40)
+    journal.setRaftCommitIndex(41)
+    journal.onOneSecondTimer()
+    writer.finish()  # written from the record as it is now: the newer vote stays
+    record = json.loads(Path(str(path) + ".meta").read_text())
+    assert (record["term"], record["voted_for"], record["commit_index"]) == (4, "m2", 41)
+    journal._destroy()
+
+
+def test_a_failed_background_hint_write_fails_the_journal(tmp_path: Path) -> None:
+    def fault(point: str) -> None:
+        if point.startswith("replace:raft.journal.meta"):
+            raise OSError(errno.ENOSPC, "full")
+
+    writer = ThreadSyncer(name="journal-meta")
+    journal = HacoordJournal(tmp_path / "raft.journal", meta_writer=writer)
+    journal.setRaftCommitIndex(7)
+    journal.fault = fault
+    journal.onOneSecondTimer()
+    assert writer.wait(10)
+    with pytest.raises(StorageError, match="ENOSPC|No space|full"):
+        journal.onOneSecondTimer()
+    with pytest.raises(StorageError):
+        journal.sync_soon()  # fail stop: every later call
+    journal.abandon()
