@@ -25,7 +25,9 @@ from tests.integration.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
 
-SUSPECT_AFTER, DOWN_AFTER = 1.0, 3.0
+#: After a failover an agent finds the new leader through its client's retries, whose backoff
+#: reaches 1 s: a node is only sure to be heard within the suspect timeout if that is longer.
+SUSPECT_AFTER, DOWN_AFTER = 2.0, 4.0
 HEARTBEAT = 0.2
 #: Each copy for a move lasts this long (plus the real copy): writes are sure to land meanwhile.
 COPY_DELAY = 0.3
