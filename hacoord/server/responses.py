@@ -268,7 +268,13 @@ class RebalancePlan(Revisioned):
 
 
 class Explanation(Revisioned):
-    pass
+    resource: str
+    partition: int
+    replication_factor: int
+    leader: str | None
+    epoch: int
+    replicas: list[dict[str, Any]] = Field(description="each replica with why it is where it is")
+    balance: dict[str, Any]
 
 
 class RoutingDiff(Revisioned):
