@@ -38,12 +38,16 @@ from hacoord.replication.durability import DurableMatchIndex, PendingAcks, commi
 from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.poller import EpollPoller
 from hacoord.replication.raft_safety import SafeSyncObj
+from hacoord.replication.safepickle import check_entry
+from hacoord.replication.safepickle import install as _decode_log_safely
 from hacoord.replication.snapshot import SnapshotError, SnapshotHeader
 from hacoord.replication.snapshot_store import SnapshotStore, SnapshotWriter
 from hacoord.replication.statemachine import StateMachine
 from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import FaultHook, StorageCorrupt
 from hacoord.replication.syncer import JournalSyncer
+
+_decode_log_safely()  # log entries never run code when decoded (safepickle)
 
 
 def _not_used(*_args: Any) -> Any:
@@ -92,7 +96,7 @@ class HacoordSyncObj(SafeSyncObj):
 
         def make_journal(path: str | None) -> HacoordJournal:
             self.journal = HacoordJournal(str(path), durable=durable, fault=fault, syncer=syncer,
-                                          meta_writer=meta_writer)
+                                          meta_writer=meta_writer, entry_check=check_entry)
             return self.journal
 
         # The library creates its poller, journal and serializer inside __init__ (and may tick
@@ -114,6 +118,7 @@ class HacoordSyncObj(SafeSyncObj):
              _syncobj_module.Serializer) = originals
         try:
             self._check_files()
+            self.journal.cut_torn_tail()  # only now: a refusal above leaves the file as found
         except BaseException:
             self.abandon()
             raise

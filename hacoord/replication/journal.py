@@ -28,10 +28,13 @@ data were safe: the owner abandons the journal and reopens the file from what is
 
 Torn tail or corruption. On open, records are read up to the first one that is incomplete, fails
 its checksum or breaks the run of indexes. If nothing intact follows it, that is a torn last write
-(a crash can only tear what was not yet synced): the tail is cut. If an intact record of a later
-index follows it, the damage is in the middle of the journal and cutting would drop records this
-member may have acknowledged: :class:`StorageCorrupt` (the member refuses to start). A bad header
-or an unreadable ``.meta`` file is refused the same way.
+(a crash can only tear what was not yet synced): the tail is cut, but only once the member's
+other start-up checks have passed (:meth:`cut_torn_tail`). If an intact record of a later index
+follows it anywhere (the damage may cover several records), the damage is in the middle of the
+journal and cutting would drop records this member may have acknowledged: :class:`StorageCorrupt`
+(the member refuses to start). A bad header, an unreadable ``.meta`` file, or a record whose
+command ``entry_check`` refuses (production: :func:`hacoord.replication.safepickle.check_entry`,
+so a crafted pickle is refused, never run) is refused the same way.
 
 With ``durable=False`` nothing is synced (a power loss may then lose acknowledged writes; a
 process crash still cannot, since the page cache survives it).
@@ -55,6 +58,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +104,24 @@ def _record_at(data: bytes, offset: int) -> tuple[int, int, int] | None:
     return end, idx, term
 
 
+def _intact_after(data: bytes, offset: int, last_idx: int | None) -> tuple[int, int] | None:
+    """``(start, index)`` of the first intact record at or after ``offset`` whose index follows
+    ``last_idx`` (any index when None), else None. Every byte offset is tried: a damaged stretch
+    may cover several records, and whatever follows it must be found. Only a record's own
+    checksum makes it count; an index beyond what the bytes left could hold is skipped unread."""
+    size = len(data)
+    low = -1 if last_idx is None else last_idx
+    high = (1 << 64) if last_idx is None else last_idx + (size - offset) // HEADER.size + 1
+    unpack = HEADER.unpack_from
+    for start in range(offset, size - HEADER.size + 1):
+        length, crc, idx, _term = unpack(data, start)
+        end = start + 8 + length
+        if low < idx <= high and length >= 16 and end <= size \
+                and zlib.crc32(data[start + 8:end]) == crc:
+            return start, idx
+    return None
+
+
 class HacoordJournal:
     """A PySyncObj journal (same methods) over a checksummed append-only file.
 
@@ -107,13 +129,16 @@ class HacoordJournal:
     last sync started), ``syncs`` (fdatasyncs done), ``torn_tail_bytes`` (cut on open),
     ``durable_end`` (file offset up to which the content is known to be on disk), ``failed``
     (the :class:`StorageError` that stopped it, or None), ``generation`` (truncations and
-    rewrites so far), ``syncer`` (where fdatasync runs; inline by default).
+    rewrites so far), ``syncer`` (where fdatasync runs; inline by default), ``entry_check``
+    (why a record read on open cannot be a member's, or None; no check by default).
     """
 
     def __init__(self, path: str | Path, durable: bool = True, fault: FaultHook | None = None,
                  syncer: JournalSyncer | None = None,
-                 meta_writer: JournalSyncer | None = None) -> None:
+                 meta_writer: JournalSyncer | None = None,
+                 entry_check: Callable[[bytes], str | None] | None = None) -> None:
         self.path = Path(path)
+        self.entry_check = entry_check
         self.meta_path = Path(str(path) + ".meta")
         self.durable = durable
         self.fault = fault
@@ -130,6 +155,8 @@ class HacoordJournal:
         self.failed: StorageError | None = None
         self._entries: list[Entry] = []
         self._offsets: list[int] = []
+        self._torn_from: int | None = None
+        self._torn_last: int | None = None
         self._meta: dict[str, Any] = self._read_meta()
         self._meta_saved = True
         self.meta_existed = self.meta_path.exists()
@@ -176,46 +203,53 @@ class HacoordJournal:
             if record is None or (last_idx is not None and record[1] != last_idx + 1):
                 break
             end, idx, term = record
+            command = data[offset + HEADER.size:end]
+            unsafe = self.entry_check(command) if self.entry_check is not None else None
+            if unsafe is not None:
+                raise StorageCorrupt(self.path, f"the record of index {idx} holds {unsafe}",
+                                     offset=offset)
             self._offsets.append(offset)
-            self._entries.append((data[offset + HEADER.size:end], idx, term))
+            self._entries.append((command, idx, term))
             last_idx, offset = idx, end
         if offset < size:
             self._check_tail(data, offset, last_idx)
+            # Cut only once the member's other start-up checks passed (:meth:`cut_torn_tail`):
+            # if one refuses, the bytes stay for whoever looks into it.
             self.torn_tail_bytes = size - offset
-            log.warning("%s: cut a torn last write of %d bytes at offset %d (last intact "
-                        "record: index %s)", self.path, self.torn_tail_bytes, offset, last_idx)
-            try:
-                os.ftruncate(self._fd, offset)
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                raise StorageError("truncate", self.path, exc) from None
+            self._torn_from = offset
+            self._torn_last = last_idx
         return offset
 
-    def _check_tail(self, data: bytes, offset: int, last_idx: int | None) -> None:
-        """Raise StorageCorrupt if an intact record of a later index follows the bad one."""
-        if last_idx is None:
-            # The first record is bad: no index to look for, so try every offset after it.
-            for start in range(offset + 1, len(data) - HEADER.size + 1):
-                if _record_at(data, start) is not None:
-                    raise StorageCorrupt(
-                        self.path, f"the first record is damaged but an intact record follows "
-                        f"it at offset {start} (corruption, not a torn last write)", offset=offset)
+    def cut_torn_tail(self) -> None:
+        """Cut the torn last write found on open, if any (before anything is appended)."""
+        if self._torn_from is None:
             return
-        for wanted in (last_idx + 1, last_idx + 2):
-            needle = INDEX.pack(wanted)
-            at = data.find(needle, offset + 1)
-            while at != -1:
-                start = at - 8  # the index follows the length and crc fields
-                if start == offset and _record_at(data, start) is not None:
-                    raise StorageCorrupt(
-                        self.path, f"the record after index {last_idx} has index {wanted}: "
-                        f"index {last_idx + 1} is missing", offset=offset)
-                if start > offset and _record_at(data, start) is not None:
-                    raise StorageCorrupt(
-                        self.path, f"the record after index {last_idx} is damaged but an intact "
-                        f"record of index {wanted} follows it at offset {start} (corruption, "
-                        "not a torn last write)", offset=offset)
-                at = data.find(needle, at + 1)
+        offset, self._torn_from = self._torn_from, None
+        log.warning("%s: cut a torn last write of %d bytes at offset %d (last intact "
+                    "record: index %s)", self.path, self.torn_tail_bytes, offset, self._torn_last)
+        try:
+            os.ftruncate(self._fd, offset)
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise self._fail("truncate", exc) from None
+
+    def _check_tail(self, data: bytes, offset: int, last_idx: int | None) -> None:
+        """Raise StorageCorrupt if any intact record of a later index follows (or sits at) the
+        first bad one at ``offset``: only a torn last write may be cut."""
+        found = _intact_after(data, offset, last_idx)
+        if found is None:
+            return
+        start, idx = found
+        if last_idx is None:
+            raise StorageCorrupt(self.path, f"the first record is damaged but an intact record "
+                                 f"(index {idx}) follows it at offset {start} (corruption, not "
+                                 "a torn last write)", offset=offset)
+        if start == offset:
+            raise StorageCorrupt(self.path, f"the record after index {last_idx} has index {idx}: "
+                                 f"index {last_idx + 1} is missing", offset=offset)
+        raise StorageCorrupt(self.path, f"the record after index {last_idx} is damaged but an "
+                             f"intact record of index {idx} follows it at offset {start} "
+                             "(corruption, not a torn last write)", offset=offset)
 
     def _check(self) -> None:
         if self.failed is not None:
@@ -328,6 +362,7 @@ class HacoordJournal:
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         self._check()
+        self.cut_torn_tail()
         record = encode_record(command, idx, term)
         try:
             if self.fault is not None:
@@ -375,14 +410,19 @@ class HacoordJournal:
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802,N803
         """Drop entries at list positions < ``entryTo`` (after a snapshot): rewrite the file.
 
-        If the rewrite fails (a full disk, say) the journal stays as it was - longer, but whole
-        and consistent with the snapshot - and the next compaction tries again.
+        If the rewrite fails before the new file replaces the old one (a full disk, say) the
+        journal stays as it was - longer, but whole and consistent with the snapshot - and the
+        next compaction tries again. If it fails after (the directory's sync, or reopening the
+        new file), the journal fails: its descriptor would write to a file no longer in the
+        directory.
         """
         self._check()
         try:
             with STEPS.timed("journal compaction"):
                 self._rewrite(self._entries[entryTo:])
         except StorageError as exc:
+            if self.failed is not None:
+                raise
             log.warning("journal compaction skipped, the journal stays longer: %s", exc)
 
     def replace(self, entries: list[Entry]) -> None:
@@ -403,7 +443,13 @@ class HacoordJournal:
         for record in records:
             offsets.append(offset)
             offset += len(record)
-        replace_atomically(self.path, MAGIC + b"".join(records), self.durable, self.fault)
+        try:
+            replace_atomically(self.path, MAGIC + b"".join(records), self.durable, self.fault)
+        except StorageError as exc:
+            if exc.renamed:  # the path names the new file, synced; the descriptor the old one
+                self.durable_end = offset
+                self.failed = exc
+            raise
         try:
             fd = open_private(self.path, os.O_RDWR)
         except OSError as exc:
@@ -411,6 +457,7 @@ class HacoordJournal:
         os.close(self._fd)
         self._fd = fd
         self._entries, self._offsets, self._end = list(keep), offsets, offset
+        self._torn_from = None  # a new file: whatever was torn in the old one is gone
         self.durable_end = offset if self.durable else len(MAGIC)
         self.dirty = False
 

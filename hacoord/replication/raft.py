@@ -58,6 +58,7 @@ from hacoord.replication.feed import ChangeFeed
 from hacoord.replication.invariants import InvariantWatch
 from hacoord.replication.journal import cut_to_durable
 from hacoord.replication.rejoin import member_lock
+from hacoord.replication.safepickle import UnsafeLogEntry
 from hacoord.replication.snapshot_store import SnapshotWriter
 from hacoord.replication.storage import (
     FaultHook,
@@ -345,7 +346,7 @@ class RaftReplicator:
         except StorageError as exc:
             self._storage_failed(exc)
             return
-        except StorageCorrupt as exc:
+        except (StorageCorrupt, UnsafeLogEntry) as exc:
             self.fatal = str(exc)
             log.critical("%s", exc)
             self._drop_engine(driver)

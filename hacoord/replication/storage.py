@@ -51,6 +51,9 @@ class StorageError(ReplicationError):
         self.operation = operation
         self.path = str(path)
         self.errno = cause.errno if isinstance(cause, OSError) else None
+        #: Set by :func:`replace_atomically` when the new file had already replaced the old
+        #: one (its content synced) and only the directory's sync failed.
+        self.renamed = False
 
 
 class StorageCorrupt(ReplicationError):
@@ -154,9 +157,12 @@ def replace_atomically(path: Path, data: bytes, durable: bool = True,
                        fault: FaultHook | None = None) -> None:
     """Write ``data`` to ``path`` through a synced temporary file and a rename (0600).
 
-    Raises :class:`StorageError`; the old file is then untouched and the temporary removed.
+    Raises :class:`StorageError`: the old file is then untouched and the temporary removed,
+    unless the error's ``renamed`` is set (only the directory sync after the rename failed: the
+    path names the new, synced file, and the rename itself may not survive a power loss).
     """
     tmp = path.with_name(path.name + ".tmp")
+    renamed = False
     try:
         fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
@@ -168,10 +174,15 @@ def replace_atomically(path: Path, data: bytes, durable: bool = True,
         if fault is not None:
             fault(f"replace:{path.name}:before-rename")
         os.replace(tmp, path)
+        renamed = True
         if durable:
             fsync_dir(path.parent)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise StorageError("write", path, exc) from None
+        if not renamed:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        error = StorageError("replace (directory sync)" if renamed else "write",
+                             path, exc)
+        error.renamed = renamed
+        raise error from None
 

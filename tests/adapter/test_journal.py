@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import stat
 import subprocess
 import sys
@@ -14,6 +15,13 @@ import pytest
 
 from hacoord.replication.journal import MAGIC, HacoordJournal, encode_record
 from hacoord.replication.storage import StorageCorrupt, StorageError
+
+
+class RunsCode:
+    """Unpickled, it would run a shell command: what a crafted log entry carries."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("true",))
 
 
 def fill(journal: HacoordJournal, first: int, count: int, term: int = 1) -> None:
@@ -135,6 +143,103 @@ def test_a_bad_record_followed_by_intact_ones_is_corruption_not_a_torn_tail(
     assert refused.value.offset == offset
     assert "not a torn last write" in str(refused.value) and str(path) in str(refused.value)
     assert len(path.read_bytes()) == len(before)  # nothing was cut
+
+
+def record_offsets(path: Path) -> list[int]:
+    data, offsets, offset = path.read_bytes(), [], len(MAGIC)
+    while offset < len(data):
+        offsets.append(offset)
+        offset += 8 + int.from_bytes(data[offset:offset + 4], "little")
+    return offsets
+
+
+@pytest.mark.parametrize("span", [2, 3, 6])
+def test_damage_over_several_records_is_corruption_and_nothing_is_cut(
+        tmp_path: Path, span: int) -> None:
+    # A lost stretch of the disk (zeros) over several records in the middle of the journal: the
+    # intact records after it prove it is not a torn last write, however many it covers.
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 10)
+    journal._destroy()
+    offsets = record_offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[3]:offsets[3 + span]] = bytes(offsets[3 + span] - offsets[3])
+    path.write_bytes(bytes(data))
+    with pytest.raises(StorageCorrupt, match="not a torn last write") as refused:
+        HacoordJournal(path)
+    assert refused.value.offset == offsets[3]
+    assert f"index {4 + span}" in str(refused.value)
+    assert path.read_bytes() == bytes(data)  # the evidence stays as it was found
+
+
+def test_a_torn_tail_is_cut_only_when_asked_or_before_an_append(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 5)
+    journal._destroy()
+    size = path.stat().st_size
+    os.truncate(path, size - 3)
+    opened = HacoordJournal(path)
+    assert opened.torn_tail_bytes > 0 and path.stat().st_size == size - 3  # not cut yet
+    opened.cut_torn_tail()
+    assert [e[1] for e in HacoordJournal(path)] == [1, 2, 3, 4]
+    assert HacoordJournal(path).torn_tail_bytes == 0
+
+
+def test_a_record_whose_command_does_not_decode_safely_is_refused(tmp_path: Path) -> None:
+    # A crafted pickle in the journal would run code when the library applies it: the check
+    # the engine gives the journal refuses it on open, naming the record.
+    from hacoord.replication.safepickle import check_entry
+
+    regular = bytes([0]) + pickle.dumps((0, (b"batch",), {}), protocol=2)
+    assert check_entry(regular) is None and check_entry(bytes([1])) is None
+    path = tmp_path / "raft.journal"
+    path.write_bytes(MAGIC + encode_record(regular, 1, 1)
+                     + encode_record(bytes([0]) + pickle.dumps(RunsCode(), protocol=2), 2, 1))
+    assert len(HacoordJournal(path)) == 2  # the journal alone does not judge commands
+    with pytest.raises(StorageCorrupt, match="index 2 holds a command that does not decode "
+                       "safely .*system") as refused:
+        HacoordJournal(path, entry_check=check_entry)
+    assert refused.value.offset == record_offsets(path)[1]
+
+
+def test_the_library_decodes_log_entries_without_running_code() -> None:
+    import pysyncobj.syncobj
+
+    import hacoord.replication.engine  # noqa: F401 (installs the decoder)
+    from hacoord.replication.safepickle import UnsafeLogEntry
+
+    decode = pysyncobj.syncobj.pickle.loads
+    assert decode(pickle.dumps((0, (b"x",), {}), protocol=2)) == (0, (b"x",), {})
+    with pytest.raises(UnsafeLogEntry, match="system"):
+        decode(pickle.dumps(RunsCode(), protocol=2))
+
+
+def test_a_compaction_failing_after_its_rename_fails_stop(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The new file replaced the old one, then the directory's sync failed: the journal's
+    # descriptor still names the old file, now gone from the directory, so an append there
+    # would be acknowledged and lost on restart. The journal fails instead.
+    import hacoord.replication.storage as storage
+
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 10)
+    journal.sync()
+
+    def failing_dir_sync(_path: Path) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(storage, "fsync_dir", failing_dir_sync)
+    with pytest.raises(StorageError, match="directory sync") as failed:
+        journal.deleteEntriesTo(5)
+    monkeypatch.undo()
+    assert failed.value.renamed and journal.failed is failed.value
+    with pytest.raises(StorageError):
+        fill(journal, 11, 1)
+    assert journal.durable_end == path.stat().st_size  # the new file, synced before its rename
+    assert [e[1] for e in HacoordJournal(path)] == list(range(6, 11))
 
 
 def test_a_gap_in_the_indexes_is_corruption(tmp_path: Path) -> None:
