@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import click
 import httpx
 
+from hacoord.replication.storage import ensure_private_dir, open_private
 from hacoord.server.settings import (
     DEFAULT_BASE_PORT,
     DEFAULT_DATA_DIR,
@@ -157,12 +158,16 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
     """Start a local cluster and supervise it until Ctrl-C; running it again resumes its state."""
     members = local_members(int(count), base_port, host)
     root = Path(data_dir).absolute()
+    try:
+        ensure_private_dir(root)  # the secret, the data and the logs: the owner's only
+    except OSError as exc:
+        _fail(f"cannot use data directory {root}: {exc.strerror}")
     secret = ensure_secret(root / "secret")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     click.echo(f"hacoord: starting {count} members (data in {root}, secret {secret})")
     for member in members.values():
         member_dir = root / member.id
-        member_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(member_dir)
         argv = [sys.executable, "-m", "hacoord", "serve", "--member-id", member.id,
                 "--raft-address", member.raft_address,
                 "--api-address", member.api_url.removeprefix("http://"),
@@ -170,7 +175,8 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
         for peer in members.values():
             if peer.id != member.id:
                 argv += ["--peer", f"{peer.id}={peer.raft_address},{peer.api_url}"]
-        log_file = open(member_dir / "member.log", "ab")  # noqa: SIM115 (child keeps it open)
+        log_file = os.fdopen(open_private(member_dir / "member.log",
+                                          os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
         procs[member.id] = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         click.echo(f"  {member.id}: api {member.api_url}  raft {member.raft_address}  "

@@ -233,11 +233,15 @@ class RaftReplicator:
         if driver is not None:
             self._state = driver.sm.state
             self._unwatch(driver)
+            journal = driver.journal
+            last = journal[-1][1] if journal is not None and len(journal) else 0
             try:
                 driver.close()
             except StorageError as exc:
                 log.error("stopping without a final journal sync: %s", exc)
                 driver.abandon()
+            else:
+                log.info("replicator stopped: journal synced through index %d", last)
             driver.obj.poller.close()
         if self._lock is not None:
             os.close(self._lock)

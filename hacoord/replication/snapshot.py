@@ -12,7 +12,9 @@ snapshot is versioned, compressed, never unpickled, and refused when damaged. La
 The digest covers the header too, so the index and term a snapshot claims to cover are checked
 with its content. The Raft part is the last two applied log entries (``last`` and ``prev``) and
 the member set, exactly what the library hands over. Files of format 1 (plain JSON, no
-checksum) written by earlier releases are still read.
+checksum) written by earlier releases are still read, with a warning that nothing verified them
+(refusing them would leave a cluster upgraded from such a release with no member able to start);
+the next compaction rewrites them in format 2.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,8 @@ MAGIC = b"HACOORD-SNAPSHOT-2\n"
 SNAPSHOT_VERSION = 2
 DIGEST_SIZE = 32
 LEGACY_FORMAT = "hacoord-snapshot"  # format 1: one JSON document
+
+log = logging.getLogger(__name__)
 COMPRESSION_LEVEL = 3
 
 Entry = tuple[bytes, int, int]
@@ -138,6 +143,8 @@ def _read_legacy(raw: bytes) -> tuple[SnapshotHeader, ClusterState]:
         state = ClusterState.from_dict(document["state"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SnapshotError(f"unreadable state ({type(exc).__name__}: {exc})") from None
+    log.warning("read a format-1 snapshot (index %d): that format has no checksum, so nothing "
+                "verified it; the next compaction rewrites it in format 2", header.last[1])
     return header, state
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hacoord.core import ClusterState, apply
 from hacoord.core import commands as c
 from hacoord.replication.base import MemberInfo, NotLeaderError, OutcomeUnknownError
 from hacoord.replication.raft import RaftReplicator, _Waiter
+from hacoord.server.metrics import MemberCollector
 from tests.integration.harness import free_ports
 
 
@@ -77,6 +80,16 @@ def test_submit_refuses_when_not_leading_and_times_out_as_unknown(tmp_path: Path
     asyncio.run(scenario())
 
 
+def storage_metrics(rep: RaftReplicator) -> dict[str, float]:
+    """The member's storage and readiness samples as ``/metrics`` exposes them."""
+    registry = CollectorRegistry()
+    registry.register(MemberCollector(rep, watchers=lambda: 0))
+    wanted = ("hacoord_storage_ok", "hacoord_storage_failures_total", "hacoord_ready")
+    return {sample.name: sample.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for sample in family.samples if sample.name in wanted}
+
+
 def test_a_failed_sync_fails_stop_and_the_member_reopens_from_disk(tmp_path: Path) -> None:
     """ENOSPC on the journal's fdatasync: the write's outcome is unknown, the member reports
     the failure and is not ready, then reopens its data from disk; the retried write (same
@@ -113,8 +126,14 @@ def test_a_failed_sync_fails_stop_and_the_member_reopens_from_disk(tmp_path: Pat
             status = rep.status()
             assert (status.role, status.ready, status.loaded) == ("storage_failed", False, False)
             assert "fdatasync" in (status.storage_failure or "") and status.storage_failures == 1
+            assert storage_metrics(rep) == {"hacoord_storage_ok": 0.0,
+                                            "hacoord_storage_failures_total": 1.0,
+                                            "hacoord_ready": 0.0}
             await until(lambda: rep.status().ready, "the reopen")
             assert rep.reopens == 1 and rep.status().storage_failure is None
+            assert storage_metrics(rep) == {"hacoord_storage_ok": 1.0,
+                                            "hacoord_storage_failures_total": 1.0,
+                                            "hacoord_ready": 1.0}
             assert await rep.submit(fourth, timeout=5)
             assert sorted(rep.state.nodes) == ["n0", "n1", "n2", "n3"]
         finally:

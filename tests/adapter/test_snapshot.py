@@ -95,7 +95,8 @@ def test_a_snapshot_of_an_unknown_schema_is_refused() -> None:
         decode_snapshot(encode_snapshot(Future(), RAFT))  # type: ignore[arg-type]
 
 
-def test_format_1_files_of_earlier_releases_are_read(tmp_path: Path) -> None:
+def test_format_1_files_of_earlier_releases_are_read_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     state = sample_state()
     legacy = {"format": "hacoord-snapshot", "version": 1,
               "raft": {"last": ["eA==", 5, 2], "prev": ["eQ==", 4, 2], "cluster": []},
@@ -104,6 +105,7 @@ def test_format_1_files_of_earlier_releases_are_read(tmp_path: Path) -> None:
     path.write_text(json.dumps(legacy))
     header, restored = read_snapshot(path)
     assert header.last == (b"x", 5, 2) and restored == state
+    assert "format-1 snapshot (index 5)" in caplog.text and "no checksum" in caplog.text
 
 
 # --- the store ----------------------------------------------------------------------------------

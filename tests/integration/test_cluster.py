@@ -128,6 +128,34 @@ def test_kill_all_members_and_restart_keeps_state(make_cluster) -> None:
     assert "after-restart" in node_ids(cluster.members[cluster.leader()].url)
 
 
+def test_a_member_restarted_alone_serves_no_read_until_it_has_caught_up(make_cluster) -> None:
+    # Alone it cannot learn the cluster's commit index: it must not answer from the state it
+    # happens to have loaded (revision 0 with an empty journal replay, or anything short of what
+    # it had), only once a leader tells it how far the log goes and it has applied that far.
+    cluster = make_cluster(3)
+    cluster.leader()
+    client = Client(cluster.endpoints, timeout=2.0, deadline=20.0)
+    for i in range(5):
+        client.node_add(f"n{i}", address=f"127.0.0.1:{9000 + i}")
+    before = cluster.converged()["revision"]
+    for member_id in list(cluster.members):
+        cluster.kill(member_id, signal.SIGKILL)
+    cluster.start("m1")
+    member = cluster.members["m1"]
+    wait_for("m1 answering", lambda: httpx.get(member.url + "/livez", timeout=2).status_code == 200)
+    ready = httpx.get(member.url + "/readyz", timeout=2)
+    assert ready.status_code == 503 and ready.json()["ready"] is False
+    assert ready.json()["member"]["loaded"] is False
+    for path in ("/v1/nodes", "/v1/resources", "/v1/routing", "/v1/watch?since=0&timeout=0.1"):
+        answer = httpx.get(member.url + path, timeout=5)
+        assert answer.status_code == 503, (path, answer.status_code, answer.text)
+        assert answer.json()["code"] == "not_ready", (path, answer.text)
+    cluster.start("m2")
+    wait_for("m1 ready", lambda: httpx.get(member.url + "/readyz", timeout=2).status_code == 200)
+    assert node_ids(member.url) >= {f"n{i}" for i in range(5)}
+    assert httpx.get(member.url + "/v1/nodes", timeout=2).json()["revision"] >= before
+
+
 def test_five_members_keep_working_with_two_dead(make_cluster) -> None:
     cluster = make_cluster(5)
     leader = cluster.leader()

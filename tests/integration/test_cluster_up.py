@@ -94,6 +94,9 @@ def test_cluster_up_serves_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
             assert any(f"http://127.0.0.1:{base + k}" in line for line in first.lines)
         secret = data / "secret"
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        for directory in (data, data / "m1"):  # the data, the secret and the logs: private
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+        assert stat.S_IMODE((data / "m1" / "member.log").stat().st_mode) == 0o600
         client = Client(endpoints, timeout=2, deadline=20)
         written = client.node_add("n1", address="127.0.0.1:9001", zone="a")
         status = client.status()

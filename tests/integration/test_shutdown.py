@@ -73,6 +73,7 @@ def test_a_member_stops_cleanly_with_thousands_of_long_polls(tmp_path: Path, sig
         assert answered == POLLS, f"{answered} of {POLLS} long polls answered"
         log = member.log_path.read_text()
         after = log[log.rindex("stopping: answering open long polls"):]
+        assert "replicator stopped: journal synced through index" in after
         assert "stopped" in after and "Traceback" not in log
         assert not re.search(r"role \w+ -> candidate", after), after
         # The others keep their leader and term: the stopping member started no election.
