@@ -2,8 +2,9 @@
 
 * ``disk_full``: the victim's data directory is a small tmpfs (mounted by :class:`SmallDisk`
   before the cluster starts; root only); it fills up while the victim runs and is freed at the
-  heal. The victim must fail stop (one CRITICAL line, not ready) and, once space is back,
-  reopen its data from disk and catch up.
+  heal. The victim must fail stop (one CRITICAL line, ``/readyz`` answering 503 while the disk
+  is full) and, once space is back, reopen its data from disk and catch up; then it is stopped
+  with SIGINT (exit 0) and started again, and must come back with all it had.
 * ``flip_journal_byte``, ``delete_snapshot``: the victim is killed, a byte in the middle of its
   journal is flipped (or its snapshot deleted while its journal is compacted), and it is started
   again. It must refuse with its one ``refusing to start`` line and exit 1; the operator's way
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -105,6 +107,10 @@ class StorageNemesis:
         self.refused = False
         self.started_again = False
         self.first_read_revision: int | None = None
+        #: (what happened, revision the victim reported before it, its first read after it)
+        self.reads_after: list[tuple[str, int, int | None]] = []
+        self.not_ready_while_full = False
+        self.clean_exit: int | None = None
         self.notes: list[str] = []
 
     # --- injecting ---------------------------------------------------------------------------
@@ -166,6 +172,33 @@ class StorageNemesis:
                     return
                 time.sleep(0.02)
 
+    def _saw_not_ready(self, victim: str, timeout: float = 15.0) -> bool:
+        """Whether the victim answers ``/readyz`` 503 (storage failed) within ``timeout``."""
+        member = self.cluster.members[victim]
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if http.get(member.url + "/readyz").status_code == 503:
+                        return True
+                time.sleep(0.05)
+        return False
+
+    def _after_full_disk(self, victim: str) -> None:
+        """Space is back: the victim reopens what it had; then a clean stop and start."""
+        member = self.cluster.members[victim]
+        self._watch_restart(victim)  # it never exited: the first read it answers again
+        self.reads_after.append(("reopen", self.revision_before, self.first_read_revision))
+        before = self.cluster.status(victim)["revision"]
+        self.cluster.kill(victim, signal.SIGINT)
+        self.clean_exit = member.proc.returncode if member.proc is not None else None
+        self.cluster.start(victim)
+        self.first_read_revision = None
+        self._watch_restart(victim)
+        self.reads_after.append(("SIGINT restart", before, self.first_read_revision))
+        self.notes.append(f"SIGINT: exit {self.clean_exit}, revision {before} -> first read "
+                          f"{self.first_read_revision}")
+
     # --- healing -----------------------------------------------------------------------------
 
     def heal(self, fault: str) -> None:
@@ -173,7 +206,9 @@ class StorageNemesis:
         assert victim is not None
         if fault == "disk_full":
             assert self.disk is not None
+            self.not_ready_while_full = self._saw_not_ready(victim)
             self.disk.free()
+            self._after_full_disk(victim)
         elif self.refused:
             argv = [sys.executable, "-m", "hacoord", "member", "rejoin", "--data-dir",
                     str(self.cluster.members[victim].data_dir)]
@@ -195,6 +230,16 @@ class StorageNemesis:
                 problems.append(f"disk_full: {victim} never reported the storage failure")
             if "reopened this member's data from disk" not in log:
                 problems.append(f"disk_full: {victim} never reopened its data after the heal")
+            if not self.not_ready_while_full:
+                problems.append(f"disk_full: {victim} never answered /readyz 503 on a full disk")
+            if self.clean_exit != 0:
+                problems.append(f"disk_full: {victim} exited {self.clean_exit} on SIGINT")
+            for what, before, first in self.reads_after:
+                if first is None:
+                    problems.append(f"disk_full: {victim} answered no read after its {what}")
+                elif first < before:
+                    problems.append(f"disk_full: after its {what} {victim} served revision "
+                                    f"{first}, older than the {before} it had before")
         else:
             refusals = [line for line in log.splitlines() if REFUSAL in line]
             if fault in ("flip_journal_byte", "delete_snapshot") and not refusals:
