@@ -470,6 +470,14 @@ class SimCluster(Stepping):
         if name in self.members:
             self._guard(name, self.members[name].writer.finish)
 
+    def compact(self, name: str) -> None:
+        """The member dumps its state and compacts its journal to it, now (if it is up)."""
+        if name in self.members:
+            self.members[name].obj.forceLogCompaction()
+            self.tick(name)
+            self.finish_snapshot(name)
+            self.tick(name)
+
     def finish_sync(self, name: str) -> None:
         member = self.members.get(name)
         if member is not None and member.syncer is not None:

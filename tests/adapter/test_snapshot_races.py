@@ -48,14 +48,6 @@ def world(tmp_path: Path) -> Iterator[tuple[SimCluster, FakeClock]]:
             cluster.destroy()
 
 
-def compact(cluster: SimCluster, name: str) -> None:
-    """The member dumps its state and compacts its journal to it."""
-    cluster.members[name].obj.forceLogCompaction()
-    cluster.tick(name)
-    cluster.finish_snapshot(name)
-    cluster.tick(name)
-
-
 def heartbeat(cluster: SimCluster, clock: FakeClock, leader: str) -> None:
     """The leader handles what it received, then sends its next heartbeat round."""
     cluster.tick(leader)
@@ -109,7 +101,7 @@ def test_an_install_keeps_the_entries_after_a_matching_snapshot(
     cluster.submit(a, 6)
     cluster.step(rounds=6)
     for name in (a, c):
-        compact(cluster, name)
+        cluster.compact(name)
     cluster.step(rounds=2)
     assert cluster.dump_index(c) is not None and cluster.log_indexes(b)[-1] < cluster.log_indexes(c)[0]
 
@@ -152,7 +144,7 @@ def test_an_install_keeps_the_entries_after_a_matching_snapshot(
     cluster.tick(c)
     x3 = e_index - 1
     assert cluster.commit(c) == x3 and cluster.commit(b) < x3
-    compact(cluster, c)
+    cluster.compact(c)
     assert cluster.dump_index(c) == x3
 
     # C handles the stale rejection #2 with snapshot x3 (and E after it), then B's earlier acks:
@@ -219,7 +211,7 @@ def test_a_stale_snapshot_never_replaces_the_members_own_dump(
     net.deliver_all()
     cluster.tick(leader)
     cluster.tick(leader)
-    compact(cluster, leader)
+    cluster.compact(leader)
     dump = cluster.dump_index(leader)
     assert dump is not None and cluster.log_indexes(b)[-1] < dump
     net.hold(b, leader)
@@ -264,7 +256,7 @@ def test_a_stale_snapshot_never_replaces_the_members_own_dump(
     assert e in cluster.acked and e not in cluster.state(a).nodes
 
     # B writes its own dump at its commit index, and the stale snapshot arrives.
-    compact(cluster, b)
+    cluster.compact(b)
     assert cluster.dump_index(b) == dump + 1
     net.deliver(leader, b, snapshot_chunks)
     cluster.tick(b)
