@@ -353,8 +353,12 @@ class ClusterState:
         part.leader = leader
 
     def partitions_added(self, resource: str, start: int) -> None:
-        """The partitions of ``resource`` from ``start`` on are new (a resource or a slice)."""
-        if self._leaders is not None:
+        """The partitions of ``resource`` from ``start`` on are new (a resource or a slice).
+        The index is built here if it was not yet (it then includes them), so that it grows
+        with the state instead of being built whole by the first change that needs it."""
+        if self._leaders is None:
+            self._leaders = LeaderIndex.build(self.resources)
+        else:
             self._leaders.add_resource(resource, self.resources[resource], start)
 
     def delete_resource(self, resource: str) -> None:

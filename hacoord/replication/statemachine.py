@@ -81,7 +81,11 @@ class StateMachine(SyncObjConsumer):
             state_grew()
 
     def restore(self, state: ClusterState) -> None:
-        """A snapshot replaced the state (loaded at start or installed from the leader)."""
+        """A snapshot replaced the state (loaded at start or installed from the leader). Its
+        leader index is built now, within the restore's own pause, rather than by the first
+        liveness change after it (tens of milliseconds at 100,000 partitions)."""
+        with STEPS.timed("leader index build"):
+            state.leader_index()
         self.state = state
         state_grew()
         self._on_restored()

@@ -146,12 +146,12 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     document_errors(app)
     watching = {"open": 0}
     guard: dict[str, LimitsMiddleware] = {}
-    health = HealthCache(replicator)
     heavy = HeavyReads()
+    health = HealthCache(replicator, heavy)
     registry = install_metrics(app, replicator, lambda: watching["open"],
                                lambda: iter(liveness.metrics() + rebalancer.metrics()
                                             + refusals(guard["limits"].refused if guard else {})),
-                               health.summary)
+                               health.summary, before_scrape=health.current)
     lag = LagMonitor(registry)
 
     def keep(middleware: LimitsMiddleware) -> LimitsMiddleware:
@@ -272,7 +272,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         members = {m.id: {"api_url": m.api_url, "raft_address": m.raft_address}
                    for m in replicator.members.values()}
         body = {"revision": status.revision, "member": status.to_dict(), "leader": status.leader_id,
-                "members": members, "pid": os.getpid(), "health": health.summary()}
+                "members": members, "pid": os.getpid(), "health": await health.current()}
         if digest:
             state = replicator.state
             answer = await heavy.answer(("digest",), state.revision, _digest_body, state,

@@ -7,7 +7,8 @@ filled by a middleware, labelled by route template (not raw path), method and st
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -151,9 +152,11 @@ class _LatencyMiddleware:
 
 def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[], int],
                     extra: Callable[[], Iterator[Family]] | None = None,
-                    health: Callable[[], dict] | None = None) -> CollectorRegistry:
+                    health: Callable[[], dict] | None = None,
+                    before_scrape: Callable[[], Awaitable[Any]] | None = None) -> CollectorRegistry:
     """Add ``GET /metrics`` and the API latency middleware to ``app``; return the registry
-    (others register their metrics there)."""
+    (others register their metrics there). ``before_scrape`` is awaited before each scrape
+    (to bring figures that are computed off the loop up to date)."""
     registry = CollectorRegistry()
     registry.register(MemberCollector(replicator, watchers, extra, health))
     latency = Histogram("hacoord_api_request_seconds", "API request latency",
@@ -163,6 +166,8 @@ def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[],
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
+        if before_scrape is not None:
+            await before_scrape()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return registry

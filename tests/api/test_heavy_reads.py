@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from hacoord.core import ClusterState, apply
 from hacoord.core import commands as c
 from hacoord.core.codec import digest
+from hacoord.core.health import summary
 from hacoord.placement import place_resource
 from hacoord.replication.feed import ChangeFeed
 from hacoord.server.offload import OffloadError
@@ -134,5 +135,9 @@ def _reads_of_a_large_state(cluster: Any, http: httpx.Client) -> None:
     assert len(node["replicas"]) == sum(p.replicas.count("n3") for p in state.resources["big"].partitions)
     status = http.get("/v1/status", params={"digest": "true"}).json()
     assert status["digest"] == digest(state) and status["revision"] == state.revision
+    assert status["health"] == summary(state)  # built in a child: 21,000 replicas
+    scraped = http.get("/metrics").text
+    assert f'hacoord_partitions{{health="healthy"}} {summary(state)["partitions"]["healthy"]}.0' \
+        in scraped
     diff = http.get("/v1/routing/diff", params={"from": created.json()["revision"] - 1}).json()
     assert len(diff["changes"]) == 7_000
