@@ -36,7 +36,8 @@ class HealthCache:
         if key == self._key and self._value is not None:
             return self._value
         _, body = await self.heavy.answer(("health",), state.revision, _health_body, state,
-                                          size=replica_count(state), name="health summary")
+                                          size=replica_count(state), name="health summary",
+                                          keep=False)
         value = json.loads(body)
         del value["revision"]
         if self._key is None or key[1] >= self._key[1] or key[0] != self._key[0]:

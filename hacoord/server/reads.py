@@ -49,11 +49,12 @@ class HeavyReads:
         self.counts = {"built": 0, "reused": 0}
 
     async def answer(self, key: Hashable, revision: int, fn: Callable[..., dict[str, Any]],
-                     *args: Any, size: int, name: str) -> tuple[int, bytes]:
+                     *args: Any, size: int, name: str, keep: bool = True) -> tuple[int, bytes]:
         """``(revision, JSON bytes)`` of ``fn(*args)``, a dict carrying its ``revision``.
         ``key`` names what is asked (route and parameters), ``revision`` the state it is asked
         of: an answer kept for both is reused. ``size`` estimates the work (replicas walked);
-        below the offload threshold the answer is built here."""
+        below the offload threshold the answer is built here. Without ``keep`` the answer is
+        only shared with readers waiting for it (a caller that keeps its own copy)."""
         slot = (key, revision)
         kept = self._kept.get(slot)
         if kept is not None:
@@ -76,7 +77,8 @@ class HeavyReads:
             self._pending.pop(slot, None)
         future.set_result(result)
         self.counts["built"] += 1
-        self._keep((key, result[0]), result)
+        if keep:
+            self._keep((key, result[0]), result)
         return result
 
     def _keep(self, slot: tuple[Hashable, int], result: tuple[int, bytes]) -> None:
