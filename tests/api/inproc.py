@@ -4,8 +4,8 @@ Each member is the real FastAPI app (``create_app``) over its own :class:`Memory
 driven by one event loop in a background thread (an anyio blocking portal). Members are reached by
 URL (``http://m1.test`` ...) through :attr:`InProcessCluster.transport`, a synchronous httpx
 transport, so a plain ``httpx.Client`` or a ``hacoord.client.Client`` can talk to them. A
-follower's forwarding to its leader goes through the same in-process routing: the app's own
-``httpx.AsyncClient`` is created (at lifespan start) with an async transport over the apps.
+follower's forwarding to its leader goes through the same in-process routing: each app is given
+an async transport over the apps (``create_app(forward_transport=...)``).
 
 Each member keeps its own state, as a lagging follower would: writes apply on the member that
 leads, non-consistent reads answer from the member asked.
@@ -14,14 +14,12 @@ leads, non-consistent reads answer from the member asked.
 from __future__ import annotations
 
 import contextlib
-import types
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-import hacoord.server.app as app_module
 from hacoord.replication.base import MemberInfo
 from hacoord.replication.memory import MemoryReplicator
 from hacoord.server.app import create_app
@@ -39,7 +37,8 @@ class InProcessCluster:
         self.members = {f"m{k}": MemberInfo(f"m{k}", f"127.0.0.1:{7500 + k}", f"http://m{k}.test")
                         for k in range(1, size + 1)}
         self.replicators = {m: MemoryReplicator(m, dict(self.members)) for m in self.members}
-        self.apps = {m: create_app(r, **app_options) for m, r in self.replicators.items()}
+        self.apps = {m: create_app(r, forward_transport=_AsyncTransport(self), **app_options)
+                     for m, r in self.replicators.items()}
         self.down: set[str] = set()
         #: (member id, request) for every request a member received, forwarded ones included.
         self.received: list[tuple[str, httpx.Request]] = []
@@ -82,16 +81,8 @@ class InProcessCluster:
     def start(self) -> InProcessCluster:
         portal = self._stack.enter_context(start_blocking_portal())
         self._portal = portal
-        # The apps build their forwarding client at lifespan start; hand them one over the apps.
-        fake_httpx = types.SimpleNamespace(**vars(httpx))
-        fake_httpx.AsyncClient = lambda **kw: httpx.AsyncClient(transport=_AsyncTransport(self), **kw)
-        original = app_module.httpx
-        app_module.httpx = fake_httpx  # type: ignore[assignment]
-        try:
-            for app in self.apps.values():
-                self._stack.enter_context(portal.wrap_async_context_manager(app.router.lifespan_context(app)))
-        finally:
-            app_module.httpx = original
+        for app in self.apps.values():
+            self._stack.enter_context(portal.wrap_async_context_manager(app.router.lifespan_context(app)))
         return self
 
     def close(self) -> None:

@@ -1,0 +1,220 @@
+"""What every route of a member's API shares: its services, the leader-or-forward rule, the read
+point, and how answers are written (:class:`ApiContext`), with the path parameter types and the
+headers of the API.
+
+Writes, and reads asked with ``consistent=true``, are served by the leader: a follower forwards
+them over HTTP (once; a forwarded request that lands on a non-leader is answered ``not_leader``
+with a hint, and the client library retries). A route that writes is wrapped by
+:meth:`ApiContext.leading`; a read calls :meth:`ApiContext.read_point` with its ``consistent``
+flag. Ordinary reads are served from the member's own applied state and say which revision
+they reflect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Path, Request, Response
+from fastapi.responses import JSONResponse
+
+from hacoord.core.codec import canonical_json
+from hacoord.replication.base import Replicator
+from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
+from hacoord.server.errors import ApiError
+from hacoord.server.health import HealthCache
+from hacoord.server.liveness import LivenessMonitor
+from hacoord.server.reads import HeavyReads
+from hacoord.server.rebalancer import Rebalancer
+from hacoord.server.schemas import ID
+
+FORWARDED_HEADER = "x-hacoord-forwarded"
+LEADER_HEADER = "x-hacoord-leader"
+REQUEST_ID_HEADER = "x-request-id"
+REVISION_HEADER = "x-hacoord-revision"
+CLIENT_HEADER = "x-hacoord-client"  # who a forwarded request counts for (hacoord.server.limits)
+FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
+MAX_REVISION = 2**53  # revisions asked for are bounded (JSON numbers are exact up to here)
+
+# Path parameters are checked before a handler runs (and before a follower forwards them).
+NodeId = Annotated[str, Path(pattern=ID, description="a data node's id")]
+ResourceName = Annotated[str, Path(pattern=ID, description="a resource's name")]
+PartitionIndex = Annotated[int, Path(ge=0, le=10_000_000, description="a partition's index")]
+RequestIdPath = Annotated[str, Path(pattern=r"^[\x21-\x7e]{1,128}$",
+                                    description="a write's X-Request-Id")]
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+async def request_id(request: Request) -> str:
+    """The write's request id (``X-Request-Id``, or a new one), and its fingerprint set for the
+    coordinator: a digest of method, path and body (JSON bodies in canonical form), so that
+    the id reused with another request is refused (409 ``request_id_reused``)."""
+    rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    if len(rid) > 128:
+        raise ApiError("invalid_argument", "X-Request-Id longer than 128 characters")
+    body = await request.body()
+    try:
+        body = canonical_json(json.loads(body)) if body else b""
+    except ValueError:
+        pass  # not JSON: the bytes themselves
+    digest = hashlib.blake2b(digest_size=12)
+    for part in (request.method.encode(), request.url.path.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    request_fingerprint.set(digest.hexdigest())
+    return rid
+
+
+class ApiContext:
+    """One member's API services and rules (see the module docstring). ``forward_transport``
+    carries the requests a follower forwards to the leader (the network by default; the
+    in-process test cluster passes its own)."""
+
+    def __init__(self, replicator: Replicator, coordinator: Coordinator,
+                 liveness: LivenessMonitor, rebalancer: Rebalancer, submit_timeout: float,
+                 unsafe_stale_reads: bool = False,
+                 forward_transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.replicator = replicator
+        self.coordinator = coordinator
+        self.liveness = liveness
+        self.rebalancer = rebalancer
+        self.submit_timeout = submit_timeout
+        self.unsafe_stale_reads = unsafe_stale_reads
+        self.forward_transport = forward_transport
+        self.heavy = HeavyReads()
+        self.health = HealthCache(replicator, self.heavy)
+        #: Long polls open now.
+        self.watching = 0
+        self._client: httpx.AsyncClient | None = None
+
+    # --- lifecycle (the app's lifespan) -------------------------------------------------------
+
+    async def open(self) -> None:
+        self._client = httpx.AsyncClient(timeout=self.submit_timeout + 2.0,
+                                         transport=self.forward_transport)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- the leader ---------------------------------------------------------------------------
+
+    def leading(self, handler: Handler) -> Handler:
+        """``handler`` runs on the leader; a follower answers with the leader's answer to the
+        same request. The handler must take ``request: Request`` (by name) and must not use
+        postponed annotations (FastAPI reads its signature through this wrapper)."""
+        @functools.wraps(handler)
+        async def endpoint(**kwargs: Any) -> Response:
+            forwarded = await self.leader_or_forward(kwargs["request"])
+            if forwarded is not None:
+                return forwarded
+            return await handler(**kwargs)
+
+        return endpoint
+
+    async def leader_or_forward(self, request: Request) -> Response | None:
+        """None if this member leads; otherwise the leader's answer to the same request."""
+        replicator = self.replicator
+        if replicator.is_leader():
+            return None
+        leader = replicator.leader_id()
+        if request.headers.get(FORWARDED_HEADER):
+            raise ApiError("not_leader", f"{replicator.member_id} does not lead", leader=leader)
+        if leader is None or leader == replicator.member_id:
+            raise ApiError("no_leader", "no leader is elected right now; retry shortly")
+        assert self._client is not None, "the app's lifespan opens the forwarding client"
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        target = replicator.members[leader].api_url.rstrip("/") + raw_path.decode("ascii", "replace")
+        if request.url.query:
+            target += "?" + request.url.query
+        headers = {FORWARDED_HEADER: replicator.member_id,
+                   CLIENT_HEADER: request.client.host if request.client else "unknown"}
+        for name in ("content-type", REQUEST_ID_HEADER):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        forward = asyncio.ensure_future(self._client.request(
+            request.method, target, headers=headers, content=await request.body()))
+        try:
+            answer = await self._unless_leader_changes(forward, leader)
+        except httpx.HTTPError as exc:
+            raise ApiError("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
+                           leader=leader) from None
+        passed = {k: v for k, v in answer.headers.items() if k.startswith("x-hacoord-")}
+        # Tells the client who answered, so it can go to the leader directly next time (a data
+        # node heartbeating through a follower would otherwise cost that follower a forward each
+        # time, for ever).
+        passed[LEADER_HEADER] = leader
+        return Response(answer.content, status_code=answer.status_code,
+                        media_type="application/json", headers=passed)
+
+    async def _unless_leader_changes(self, forward: asyncio.Future[httpx.Response],
+                                     leader: str) -> httpx.Response:
+        """The leader's answer; but if this member sees another leader (or none) meanwhile, give
+        up on it: a paused or cut-off leader would hold the caller until its timeout, while a
+        retry can go to the new leader now. (Safe: the write keeps its request id.)"""
+        for _ in range(int((self.submit_timeout + 2.0) / FORWARD_CHECK) + 1):
+            done, _pending = await asyncio.wait([forward], timeout=FORWARD_CHECK)
+            if done:
+                return forward.result()
+            now = self.replicator.leader_id()
+            if now != leader:
+                forward.cancel()
+                raise ApiError("not_leader", f"leadership moved from {leader} to {now or 'nobody'} "
+                               "while forwarding; retry", leader=now)
+        forward.cancel()
+        raise ApiError("unavailable", f"leader {leader} did not answer in time", leader=leader)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def loaded(self) -> None:
+        """Refuse reads until this member has applied everything it had (503 ``not_ready``)."""
+        if not self.replicator.loaded:
+            raise ApiError("not_ready", f"member {self.replicator.member_id} is still loading its "
+                           "state (or reopening it after a storage failure); ask another member")
+
+    async def read_point(self, request: Request, consistent: bool) -> Response | None:
+        """For a consistent read: forward to the leader, or on the leader pass a barrier. A
+        local read is refused while the member's state is not loaded."""
+        if not consistent or self.unsafe_stale_reads:
+            self.loaded()
+            return None
+        forwarded = await self.leader_or_forward(request)
+        if forwarded is None:
+            await self.coordinator.barrier()
+            self.loaded()
+        return forwarded
+
+    @staticmethod
+    def not_reached(revision: int, current: int) -> ApiError:
+        return ApiError("not_found", f"revision {revision} is ahead of this member (at {current}); "
+                        "ask the leader, or with consistent=true")
+
+    # --- answers ------------------------------------------------------------------------------
+
+    def reply(self, body: dict[str, Any], status: int = 200) -> JSONResponse:
+        """``body`` as JSON, its revision (or the state's) in the revision header."""
+        revision = body.get("revision", self.replicator.state.revision)
+        return JSONResponse(body, status_code=status, headers={REVISION_HEADER: str(revision)})
+
+    def written(self, applied: Any, status: int = 200, **extra: Any) -> JSONResponse:
+        """The answer to a write: its revision, the command's result and ``extra``."""
+        return self.reply({"revision": applied.revision, **applied.result, **extra}, status)
+
+    async def reply_heavy(self, key: Hashable, fn: Callable[..., dict[str, Any]],
+                          *args: Any) -> Response:
+        """``reply(fn(*args))`` for an answer that walks the whole state: built off the loop
+        when the state is large, and shared by readers of the same revision (see
+        :mod:`hacoord.server.reads`)."""
+        state = self.replicator.state
+        revision, body = await self.heavy.answer(key, state.revision, fn, *args,
+                                                 size=replica_count(state), name=f"read {key[0]}")
+        return Response(body, media_type="application/json",
+                        headers={REVISION_HEADER: str(revision)})
