@@ -11,6 +11,8 @@ in-process app.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import click
@@ -100,11 +102,20 @@ def main(endpoints: str | None, timeout: float, deadline: float) -> None:
     state.deadline = deadline
 
 
+#: ``hacoord status --check``'s exit status when something is unhealthy.
+UNHEALTHY = 3
+
+
 @main.command()
+@click.option("--check", is_flag=True,
+              help=f"Exit {UNHEALTHY} if anything is unhealthy: a node not up, a partition not "
+                   "healthy, or the coordinator without a leader or a ready majority.")
 @json_option
-def status() -> None:
-    """Every member's role, term, commit/applied index and revision, the leader, and rebalance
-    progress (moves in flight and left, ETA, maintenance)."""
+def status(check: bool) -> None:
+    """The data plane first (nodes up, suspect, down; partitions healthy, under-replicated,
+    leaderless, unavailable; the worst named), then every member's role, term, commit/applied
+    index and revision, the leader, and rebalance progress (moves in flight and left, ETA,
+    maintenance)."""
     state = _state()
     client = state.client()
     cluster_status = client.status()
@@ -113,6 +124,9 @@ def status() -> None:
     except HacoordError as exc:  # the members' status is still worth showing
         progress = {"error": str(exc)}
     state.out.status(cluster_status, progress)
+    health = cluster_status.health
+    if check and not (cluster_status.healthy and health is not None and health.healthy):
+        raise SystemExit(UNHEALTHY)
 
 
 # --- nodes ------------------------------------------------------------------------------------
@@ -132,10 +146,13 @@ def node() -> None:
 @json_option
 def node_add(node_id: str, address: str, zone: str | None, capacity: float | None,
              tags: dict[str, str]) -> None:
-    """Register data node ID."""
+    """Register data node ID. Its agent must then start a session and heartbeat (or run
+    'hacoord node keepalive ID'): a node nothing heartbeats for is judged down."""
     state = _state()
     result = state.client().node_add(node_id, address, zone=zone, capacity=capacity, tags=tags)
-    state.out.written(result, f"node {node_id} added")
+    state.out.written(result, f"node {node_id} added",
+                      note=f"{node_id} will be judged down unless its agent starts a session and "
+                           f"heartbeats (to try things out: hacoord node keepalive {node_id})")
 
 
 @node.command("remove")
@@ -148,6 +165,32 @@ def node_remove(node_id: str, force: bool) -> None:
     result = state.client().node_remove(node_id, force=force)
     moved = result.data.get("moved", 0)
     state.out.written(result, f"node {node_id} removed" + (f", {moved} replicas re-placed" if moved else ""))
+
+
+@node.command("keepalive")
+@click.argument("node_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
+              help="Seconds between heartbeats.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this many seconds (default: until interrupted).")
+def node_keepalive(node_ids: tuple[str, ...], interval: float, duration: float | None) -> None:
+    """Speak for nodes that have no agent: start a session for each ID, then heartbeat for them
+    every INTERVAL seconds until interrupted (or for DURATION). For trying hacoord out with
+    hand-added nodes; a real data node runs NodeAgent."""
+    state = _state()
+    client = state.client()
+    epochs = {node_id: client.node_start_session(node_id).epoch for node_id in node_ids}
+    click.echo("keeping alive " + ", ".join(f"{n} (epoch {e})" for n, e in epochs.items())
+               + "; Ctrl-C stops")
+    beats = None if duration is None else max(1, round(duration / interval))
+    sent = 0
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop
+        while beats is None or sent < beats:
+            time.sleep(interval)
+            for node_id, epoch in epochs.items():
+                client.node_heartbeat(node_id, epoch)
+            sent += 1
+    click.echo(f"stopped after {sent} heartbeats each")
 
 
 @node.command("list")

@@ -14,7 +14,15 @@ from typing import Any
 
 import click
 
-from hacoord.client import ClusterStatus, NodeInfo, ResourceInfo, RoutingTable, WatchEvent, WriteResult
+from hacoord.client import (
+    ClusterStatus,
+    DataPlaneHealth,
+    NodeInfo,
+    ResourceInfo,
+    RoutingTable,
+    WatchEvent,
+    WriteResult,
+)
 
 
 def error(message: str) -> None:
@@ -61,6 +69,12 @@ def _duration(seconds: float | None) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
 
 
+def session(node: NodeInfo) -> str:
+    """``epoch N`` for a node that has started a session, ``no session yet`` for one only
+    registered (nothing speaks for it: it is judged down once ``--down-after`` passes)."""
+    return "no session yet" if node.epoch <= 1 else f"epoch {node.epoch}"
+
+
 def rebalance_summary(progress: dict[str, Any]) -> str:
     """One line: the run (or repairs only), moves pending and left, the ETA."""
     run = progress["run"]
@@ -78,6 +92,31 @@ def progress_line(node_id: str, held: int, initial: int, moves: int, elapsed: fl
             f"flight, {_duration(elapsed)}")
 
 
+#: Unhealthy partitions named by ``hacoord status`` (the API reports up to 100).
+WORST_SHOWN = 5
+PARTITION_WORDS = {"healthy": "healthy", "under_replicated": "under-replicated",
+                   "leaderless": "leaderless", "unavailable": "unavailable"}
+
+
+def data_plane_lines(health: DataPlaneHealth | None) -> list[str]:
+    """The data nodes and partitions in two or three lines: counts by status, the verdict and
+    the worst partitions by name."""
+    if health is None:
+        return ["data plane: unknown (no member reported it)"]
+    nodes = ", ".join(f"{health.nodes.get(s, 0)} {s}" for s in ("up", "suspect", "down"))
+    parts = ", ".join(f"{health.partitions.get(k, 0)} {word}" for k, word in PARTITION_WORDS.items())
+    verdict = "healthy" if health.healthy else "UNHEALTHY"
+    lines = [f"data plane: {verdict}", f"  nodes: {nodes}", f"  partitions: {parts}"]
+    order = list(PARTITION_WORDS)
+    worst = sorted(health.unhealthy, key=lambda u: -order.index(u[2]) if u[2] in order else 0)
+    if worst:
+        shown = ", ".join(f"{res}/{part} {PARTITION_WORDS.get(h, h)}"
+                          for res, part, h in worst[:WORST_SHOWN])
+        more = sum(health.partitions.get(k, 0) for k in order[1:]) - min(len(worst), WORST_SHOWN)
+        lines.append(f"  worst: {shown}" + (f" (and {more} more)" if more > 0 else ""))
+    return lines
+
+
 class Output:
     """Renders one command's result, as text or (``as_json``) as a JSON document."""
 
@@ -88,11 +127,16 @@ class Output:
         click.echo(json.dumps(data, indent=2))
 
     def status(self, status: ClusterStatus, rebalance: dict[str, Any] | None = None) -> None:
+        health = status.health
         if self.as_json:
-            self._json({**status.to_dict(), "healthy": status.healthy, "rebalance": rebalance})
+            self._json({**status.to_dict(), "healthy": status.healthy,
+                        "data_plane_healthy": health.healthy if health else None,
+                        "health": health.to_dict() if health else None, "rebalance": rebalance})
             return
-        click.echo(f"leader: {_cell(status.leader)}  revision: {_cell(status.revision)}  "
-                   f"healthy: {_cell(status.healthy)}")
+        for line in data_plane_lines(health):
+            click.echo(line)
+        click.echo(f"coordinator: {'healthy' if status.healthy else 'UNHEALTHY'}  "
+                   f"leader: {_cell(status.leader)}  revision: {_cell(status.revision)}")
         headers = ["MEMBER", "ENDPOINT", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "REVISION", "READY"]
         rows = []
         for m in status.members:
@@ -121,9 +165,9 @@ class Output:
         if not nodes:
             click.echo("no nodes")
             return
-        click.echo(table(["ID", "ADDRESS", "ZONE", "CAPACITY", "STATUS", "ADMIN", "TAGS"],
-                         [[n.id, n.address, n.zone, n.capacity, n.status, n.admin, n.tags]
-                          for n in nodes]))
+        click.echo(table(["ID", "ADDRESS", "ZONE", "CAPACITY", "STATUS", "SESSION", "ADMIN", "TAGS"],
+                         [[n.id, n.address, n.zone, n.capacity, n.status, session(n), n.admin,
+                           n.tags] for n in nodes]))
 
     def node(self, node: NodeInfo) -> None:
         if self.as_json:
@@ -132,7 +176,7 @@ class Output:
         admin = node.admin + (f" ({node.admin_reason})" if node.admin_reason else "")
         fields = [("id", node.id), ("address", node.address), ("zone", node.zone),
                   ("capacity", node.capacity), ("status", node.status), ("admin", admin),
-                  ("epoch", node.epoch),
+                  ("epoch", node.epoch), ("session", session(node)),
                   ("tags", node.tags),
                   ("metrics", node.metrics), ("registered", _time(node.registered_at)),
                   ("updated", _time(node.updated_at))]
@@ -241,9 +285,12 @@ class Output:
         """``hacoord explain``: always JSON-shaped (the explanation is a nested document)."""
         self._json(answer)
 
-    def written(self, result: WriteResult, summary: str) -> None:
-        """A write's outcome: ``summary`` and the revision, or the answer as JSON."""
+    def written(self, result: WriteResult, summary: str, note: str | None = None) -> None:
+        """A write's outcome: ``summary`` and the revision (and a ``note:`` line), or the answer
+        as JSON."""
         if self.as_json:
             self._json({**result.data, "request_id": result.request_id})
             return
         click.echo(f"{summary} (revision {result.revision})")
+        if note:
+            click.echo(f"note: {note}")

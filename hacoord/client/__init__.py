@@ -28,6 +28,7 @@ from hacoord.client.errors import (
 )
 from hacoord.client.models import (
     ClusterStatus,
+    DataPlaneHealth,
     Heartbeat,
     MemberStatus,
     NodeInfo,
@@ -46,6 +47,7 @@ __all__ = [
     "ApiError",
     "Client",
     "ClusterStatus",
+    "DataPlaneHealth",
     "Compacted",
     "Conflict",
     "HacoordError",

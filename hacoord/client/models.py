@@ -161,6 +161,32 @@ class RoutingTable(_Model):
 
 
 @dataclass(frozen=True)
+class DataPlaneHealth(_Model):
+    """The data nodes and partitions as one member sees them: nodes by status (``up``,
+    ``suspect``, ``down``), partitions by health (``healthy``, ``under_replicated``,
+    ``leaderless``, ``unavailable``), the worst health found (``status``), and the first
+    unhealthy partitions (at most 100) as ``(resource, partition, health)``."""
+
+    nodes: Mapping[str, int] = _no_hash_dict()
+    partitions: Mapping[str, int] = _no_hash_dict()
+    status: str = "healthy"
+    unhealthy: tuple[tuple[str, int, str], ...] = ()
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> DataPlaneHealth:
+        return cls(nodes=dict(data.get("nodes", {})), partitions=dict(data.get("partitions", {})),
+                   status=data.get("status", "healthy"),
+                   unhealthy=tuple((u["resource"], int(u["partition"]), u["health"])
+                                   for u in data.get("unhealthy", ())))
+
+    @property
+    def healthy(self) -> bool:
+        """Every node up and every partition healthy."""
+        nodes_down = sum(n for status, n in self.nodes.items() if status != "up")
+        return self.status == "healthy" and nodes_down == 0
+
+
+@dataclass(frozen=True)
 class MemberStatus(_Model):
     """One coordinator member as seen through ``endpoint``. When ``reachable`` is false only
     ``endpoint`` (and ``member_id`` if known from another member) and ``error`` are set."""
@@ -177,15 +203,18 @@ class MemberStatus(_Model):
     ready: bool = False
     has_quorum: bool = False
     error: str | None = None
+    health: DataPlaneHealth | None = None
 
     @classmethod
     def from_api(cls, endpoint: str, data: Mapping[str, Any]) -> MemberStatus:
         member = data["member"]
+        health = data.get("health")
         return cls(endpoint=endpoint, reachable=True, member_id=member["member_id"], role=member["role"],
                    term=member["term"], leader=data.get("leader", member.get("leader_id")),
                    commit_index=member["commit_index"], applied_index=member["applied_index"],
                    revision=member["revision"], ready=bool(member.get("ready")),
-                   has_quorum=bool(member.get("has_quorum")))
+                   has_quorum=bool(member.get("has_quorum")),
+                   health=DataPlaneHealth.from_api(health) if health is not None else None)
 
 
 @dataclass(frozen=True)
@@ -208,9 +237,21 @@ class ClusterStatus(_Model):
 
     @property
     def healthy(self) -> bool:
-        """A leader is known and a majority of the members answered and are ready."""
+        """The coordinator itself: a leader is known and a majority of the members answered
+        and are ready. (The data nodes and partitions: :attr:`health`.)"""
         ready = sum(1 for m in self.members if m.reachable and m.ready)
         return self.leader is not None and ready * 2 > len(self.members)
+
+    @property
+    def health(self) -> DataPlaneHealth | None:
+        """The data plane as the leader sees it (or, without a reachable leader, the reachable
+        member with the highest revision); None if no member reported it."""
+        reported = [m for m in self.members if m.reachable and m.health is not None]
+        if not reported:
+            return None
+        leading = [m for m in reported if m.member_id == self.leader]
+        best = leading[0] if leading else max(reported, key=lambda m: m.revision or 0)
+        return best.health
 
 
 @dataclass(frozen=True)

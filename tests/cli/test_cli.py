@@ -72,13 +72,42 @@ def setup_cluster(run: Run, nodes: int = 3, resource: tuple[str, int, int] | Non
 def test_status(run: Run, cluster: InProcessCluster) -> None:
     cluster.down.add("m3")
     text = ok(run("status"))
-    assert "leader: m1" in text and "healthy: yes" in text
+    assert text.startswith("data plane: healthy\n")
+    assert "coordinator: healthy  leader: m1" in text
     assert "unreachable" in text and "http://m3.test" in text
     data = as_json(run("status", "--json"))
-    assert data["leader"] == "m1" and data["healthy"] is True
+    assert data["leader"] == "m1" and data["healthy"] is True and data["data_plane_healthy"]
     assert [(m["member_id"], m["reachable"]) for m in data["members"]] == [("m1", True), ("m2", True),
                                                                            ("m3", False)]
     assert {"role", "term", "commit_index", "applied_index", "revision"} <= set(data["members"][0])
+
+
+def test_status_leads_with_the_data_plane_and_check_fails_when_unhealthy(run: Run) -> None:
+    setup_cluster(run, nodes=3, resource=("orders", 4, 3))
+    assert run("status", "--check").exit_code == 0
+    ok(run("node", "set-state", "n3", "--status", "down"))
+    checked = run("status", "--check")
+    assert checked.exit_code == 3, checked.output
+    lines = checked.stdout.splitlines()
+    assert lines[:3] == ["data plane: UNHEALTHY", "  nodes: 2 up, 0 suspect, 1 down",
+                         "  partitions: 0 healthy, 4 under-replicated, 0 leaderless, 0 unavailable"]
+    assert lines[3].startswith("  worst: orders/0 under-replicated") and "coordinator: healthy" in lines[4]
+    assert run("status").exit_code == 0  # without --check the answer alone tells
+    data = json.loads(run("status", "--json", "--check").stdout)
+    assert data["data_plane_healthy"] is False and data["health"]["nodes"]["down"] == 1
+
+
+def test_node_list_tells_a_node_without_a_session_and_keepalive_speaks_for_it(run: Run) -> None:
+    added = ok(run("node", "add", "n1", "--address", "10.0.0.1:9000"))
+    assert "note: n1 will be judged down unless its agent starts a session" in added
+    ok(run("node", "add", "n2", "--address", "10.0.0.2:9000"))
+    listing = ok(run("node", "list"))
+    assert listing.count("no session yet") == 2
+    kept = ok(run("node", "keepalive", "n1", "--interval", "0.1", "--duration", "0.3"))
+    assert "keeping alive n1 (epoch 2)" in kept and "stopped after 3 heartbeats each" in kept
+    rows = {line.split()[0]: line for line in ok(run("node", "list")).splitlines()[1:]}
+    assert "epoch 2" in rows["n1"] and "no session yet" in rows["n2"]
+    fails(run("node", "keepalive", "ghost", "--duration", "0.1"), 2, "ghost")
 
 
 def test_node_add_list_show(run: Run) -> None:
@@ -89,7 +118,8 @@ def test_node_add_list_show(run: Run) -> None:
     assert added["node"]["id"] == "n2" and added["revision"] == 2 and len(added["request_id"]) == 32
 
     listing = ok(run("node", "list"))
-    assert listing.splitlines()[0].split() == ["ID", "ADDRESS", "ZONE", "CAPACITY", "STATUS", "ADMIN", "TAGS"]
+    assert listing.splitlines()[0].split() == ["ID", "ADDRESS", "ZONE", "CAPACITY", "STATUS", "SESSION",
+                                               "ADMIN", "TAGS"]
     assert "os=linux,rack=r7" in listing
     nodes = as_json(run("--json", "node", "list", "--consistent"))["nodes"]
     assert [(n["id"], n["capacity"], n["tags"]) for n in nodes] == [
