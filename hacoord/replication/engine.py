@@ -171,6 +171,12 @@ class HacoordSyncObj(SafeSyncObj):
             raise StorageCorrupt(self.snapshots.path, f"unreadable snapshot: {exc}") from None
         assert state is not None
         self._adopt(header, state, self._holds(header.last))
+        # The library loads the dump in the member's first tick, after its election deadline
+        # was set at construction: a load longer than an election timeout (100,000 partitions
+        # take seconds) would make a restarted follower stand for election before it heard
+        # from the leader, deposing it. The timeout counts from now, as for a new member.
+        self._SyncObj__raftElectionDeadline = (
+            _syncobj_module.monotonicTime() + self._SyncObj__generateRaftTimeout())
 
     # --- snapshots (SafeSyncObj's storage hooks) -----------------------------------------------
 

@@ -1,6 +1,7 @@
 """A follower that needs seconds to decode and install the leader's snapshot (100,000 partitions
 take about one) must not hold that time against the leader: it heard from the leader when the
-snapshot arrived, so no election follows the install."""
+snapshot arrived, so no election follows the install. Nor may a restarted member hold the time
+it took to load its own snapshot against the leader."""
 
 from __future__ import annotations
 
@@ -71,5 +72,44 @@ def test_a_slow_snapshot_install_does_not_start_an_election(
                      and journal.getVotedForNodeId() == slow_member.selfNode.id)
             assert not stood, "the install made the member stand for election"
             assert not slow_member._isLeader()
+        finally:
+            cluster.destroy()
+
+
+def test_a_slow_load_at_restart_does_not_start_an_election(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with controlled_time(seed=11) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=11)
+        try:
+            assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
+            leader = cluster.leader()
+            assert leader is not None
+            follower = next(n for n in cluster.names if n != leader)
+            cluster.submit(leader, 6)
+            cluster.step(rounds=4)
+            cluster.compact(follower)
+            assert cluster.dump_index(follower)
+            term = cluster.members[leader].obj.raftCurrentTerm
+            cluster.crash(follower)
+
+            load = HacoordSyncObj._adopt
+            loads: list[int] = []
+
+            def slow_load(self: Any, *args: Any) -> None:
+                load(self, *args)
+                clock.advance(SLOW)  # decoding the dump took this long
+                loads.append(self.raftCurrentTerm)
+
+            monkeypatch.setattr(HacoordSyncObj, "_adopt", slow_load)
+            restarted = cluster.start(follower).obj
+            for _ in range(20):  # its first ticks: the load, then whatever follows it
+                cluster.tick(follower)
+                if loads:
+                    break
+            assert loads, "the member loaded no dump"
+            cluster.tick(follower)
+            assert restarted.raftCurrentTerm == term, "the restarted member stood for election"
+            assert cluster.run_until(lambda: cluster.leader() == leader, rounds=20)
+            assert cluster.members[leader].obj.raftCurrentTerm == term
         finally:
             cluster.destroy()
