@@ -52,16 +52,13 @@ from hacoord.client.models import (
     WatchEvent,
     WriteResult,
 )
+from hacoord.protocol import LEADER_HEADER, REQUEST_ID_HEADER
 
 #: Environment variable read when no endpoints are given: base URLs separated by commas.
 ENDPOINTS_ENV = "HACOORD_ENDPOINTS"
 #: The local cluster ``hacoord cluster up`` starts (members m1..m3, API port 7400 + k).
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:7401", "http://127.0.0.1:7402", "http://127.0.0.1:7403")
 
-REQUEST_ID_HEADER = "X-Request-Id"
-REVISION_HEADER = "X-Hacoord-Revision"
-#: Set on an answer a follower forwarded from the leader: the leader's member id.
-LEADER_HEADER = "X-Hacoord-Leader"
 
 #: Backoff between attempts: a random wait in [0, initial * 2**n], capped at max (seconds).
 BACKOFF_INITIAL = 0.05

@@ -26,6 +26,8 @@ request id the state machine de-duplicates, so a retried write normally gets the
 
 from __future__ import annotations
 
+from hacoord.protocol import ErrorCode
+
 
 class HacoordError(Exception):
     """Base of every error the client raises on purpose."""
@@ -116,31 +118,37 @@ class ProtocolError(HacoordError):
     member at that address, or a version mismatch."""
 
 
-#: The exception class for each documented error code; unknown codes fall back on the status.
-_CLASS_BY_CODE: dict[str, type[ApiError]] = {
-    "invalid_argument": InvalidArgument,
-    "not_found": NotFound,
-    "already_exists": Conflict,
-    "node_not_empty": Conflict,
-    "not_enough_nodes": Conflict,
-    "stale_plan": Conflict,
-    "stale_epoch": StaleEpoch,
-    "precondition_failed": Conflict,
-    "node_busy": Conflict,
-    "move_pending": Conflict,
-    "no_move": Conflict,
-    "maintenance": Conflict,
-    "throttled": Conflict,
-    "conflict": Conflict,
-    "request_id_reused": Conflict,
-    "limit_exceeded": Conflict,
-    "compacted": Compacted,
-    "not_leader": NotLeader,
-    "no_leader": ServiceUnavailable,
-    "not_ready": ServiceUnavailable,
-    "unavailable": ServiceUnavailable,
-    "timeout": ServiceUnavailable,
-    "internal_error": ServerError,
+#: The exception class for each error code (every :class:`ErrorCode` has one; a code this
+#: version does not know falls back on the status).
+_CLASS_BY_CODE: dict[ErrorCode, type[ApiError]] = {
+    ErrorCode.INVALID_ARGUMENT: InvalidArgument,
+    ErrorCode.HTTP_ERROR: InvalidArgument,
+    ErrorCode.NOT_FOUND: NotFound,
+    ErrorCode.METHOD_NOT_ALLOWED: ApiError,
+    ErrorCode.REQUEST_TOO_LARGE: ApiError,
+    ErrorCode.TOO_MANY_REQUESTS: ApiError,
+    ErrorCode.ALREADY_EXISTS: Conflict,
+    ErrorCode.NODE_NOT_EMPTY: Conflict,
+    ErrorCode.NOT_ENOUGH_NODES: Conflict,
+    ErrorCode.STALE_PLAN: Conflict,
+    ErrorCode.STALE_EPOCH: StaleEpoch,
+    ErrorCode.PRECONDITION_FAILED: Conflict,
+    ErrorCode.NODE_BUSY: Conflict,
+    ErrorCode.MOVE_PENDING: Conflict,
+    ErrorCode.NO_MOVE: Conflict,
+    ErrorCode.MAINTENANCE: Conflict,
+    ErrorCode.THROTTLED: Conflict,
+    ErrorCode.CONFLICT: Conflict,
+    ErrorCode.REQUEST_ID_REUSED: Conflict,
+    ErrorCode.LIMIT_EXCEEDED: Conflict,
+    ErrorCode.COMPACTED: Compacted,
+    ErrorCode.STALE_TERM: ServiceUnavailable,
+    ErrorCode.NOT_LEADER: NotLeader,
+    ErrorCode.NO_LEADER: ServiceUnavailable,
+    ErrorCode.NOT_READY: ServiceUnavailable,
+    ErrorCode.UNAVAILABLE: ServiceUnavailable,
+    ErrorCode.TIMEOUT: ServiceUnavailable,
+    ErrorCode.INTERNAL_ERROR: ServerError,
 }
 
 _CLASS_BY_STATUS: dict[int, type[ApiError]] = {
@@ -157,7 +165,8 @@ def error_for(code: str, message: str, status: int, *, leader: str | None = None
               endpoint: str | None = None) -> ApiError:
     """The typed exception for an error answer. The status decides whether it is retryable: a
     503/504 is always a :class:`ServiceUnavailable`, whatever its code says."""
-    cls = _CLASS_BY_CODE.get(code) or _CLASS_BY_STATUS.get(status)
+    known = ErrorCode.lookup(code)
+    cls = (_CLASS_BY_CODE.get(known) if known is not None else None) or _CLASS_BY_STATUS.get(status)
     if cls is None:
         cls = ApiError if 400 <= status < 500 else ServerError
     if status in (503, 504) and not issubclass(cls, ServiceUnavailable):

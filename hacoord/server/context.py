@@ -25,6 +25,13 @@ from fastapi import Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from hacoord.core.codec import canonical_json
+from hacoord.protocol import (
+    CLIENT_HEADER,
+    FORWARDED_HEADER,
+    LEADER_HEADER,
+    REQUEST_ID_HEADER,
+    REVISION_HEADER,
+)
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
 from hacoord.server.errors import ApiError
@@ -34,11 +41,6 @@ from hacoord.server.reads import HeavyReads
 from hacoord.server.rebalancer import Rebalancer
 from hacoord.server.schemas import ID
 
-FORWARDED_HEADER = "x-hacoord-forwarded"
-LEADER_HEADER = "x-hacoord-leader"
-REQUEST_ID_HEADER = "x-request-id"
-REVISION_HEADER = "x-hacoord-revision"
-CLIENT_HEADER = "x-hacoord-client"  # who a forwarded request counts for (hacoord.server.limits)
 FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
 MAX_REVISION = 2**53  # revisions asked for are bounded (JSON numbers are exact up to here)
 

@@ -17,42 +17,13 @@ from starlette.routing import Match
 
 from hacoord.core.model import ADDRESS, ID_PATTERN
 from hacoord.core.results import Rejected
+from hacoord.protocol import ErrorCode
 from hacoord.server.offload import OffloadError
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_CODE = {
-    "invalid_argument": 400,
-    "not_found": 404,
-    "already_exists": 409,
-    "node_not_empty": 409,
-    "not_enough_nodes": 409,
-    "stale_plan": 409,
-    "stale_epoch": 409,
-    "precondition_failed": 409,
-    "node_busy": 409,
-    "move_pending": 409,
-    "no_move": 409,
-    "maintenance": 409,
-    "throttled": 409,
-    # A judgement made in an older term than one already applied: this member was deposed, and
-    # the new leader is the one to ask.
-    "stale_term": 503,
-    "conflict": 409,
-    # The request id was already used for another request (method, path or body differ).
-    "request_id_reused": 409,
-    # The cluster would hold more partitions or replicas than a member is built for.
-    "limit_exceeded": 409,
-    "compacted": 410,
-    "not_leader": 503,
-    "no_leader": 503,
-    # The member is loading its state (at start, or reopening after a storage failure): it
-    # serves no read that could be older than what it served before. Another member can.
-    "not_ready": 503,
-    "unavailable": 503,
-    "timeout": 504,
-    "internal_error": 500,
-}
+#: Each code's HTTP status (:class:`hacoord.protocol.ErrorCode` is the one table).
+STATUS_BY_CODE = {code.value: code.status for code in ErrorCode}
 
 
 class ApiError(Exception):

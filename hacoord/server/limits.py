@@ -25,8 +25,11 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CLIENT_HEADER = b"x-hacoord-client"
-FORWARDED_HEADER = b"x-hacoord-forwarded"
+from hacoord.protocol import CLIENT_HEADER as CLIENT_HEADER_NAME
+from hacoord.protocol import FORWARDED_HEADER as FORWARDED_HEADER_NAME
+
+CLIENT_HEADER = CLIENT_HEADER_NAME.encode()  # as ASGI carries header names: bytes
+FORWARDED_HEADER = FORWARDED_HEADER_NAME.encode()
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 WATCH_PATH = "/v1/watch"
 HEARTBEAT_SUFFIX = "/heartbeat"

@@ -43,9 +43,7 @@ ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["code", "message"],
     "properties": {
-        "code": {"type": "string", "enum": sorted({*STATUS_BY_CODE, "request_too_large",
-                                                   "headers_too_large", "too_many_requests",
-                                                   "method_not_allowed", "http_error"})},
+        "code": {"type": "string", "enum": sorted(STATUS_BY_CODE)},
         "message": {"type": "string"},
         "leader": {"type": "string", "description": "the member that leads, when known"},
     },

@@ -20,10 +20,11 @@ ALLOWED = {
     "core": {"core"},
     "placement": {"core", "placement"},
     "replication": {"core", "replication", "pysyncobj"},
-    "server": {"core", "placement", "replication", "server", "fastapi", "uvicorn"},
-    "client": {"client"},
+    "server": {"core", "placement", "replication", "server", "protocol", "fastapi", "uvicorn"},
+    "protocol": {"protocol"},
+    "client": {"client", "protocol"},
     # serve / cluster up run the server; member rejoin works on a stopped member's files.
-    "cli": {"cli", "client", "server", "core", "replication"},
+    "cli": {"cli", "client", "server", "core", "replication", "protocol"},
 }
 COORDINATOR_ONLY = {"pysyncobj", "fastapi", "uvicorn"}
 

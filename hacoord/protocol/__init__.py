@@ -1,0 +1,16 @@
+"""What client and server agree on, in one place and without dependencies: the error codes of
+the API with their HTTP status and whether a retry can help (:mod:`.errors`), and the headers it
+uses (:mod:`.headers`). The server, the client library, the agent and the CLI import it; it
+imports nothing of hacoord."""
+
+from hacoord.protocol.errors import ErrorCode
+from hacoord.protocol.headers import (
+    CLIENT_HEADER,
+    FORWARDED_HEADER,
+    LEADER_HEADER,
+    REQUEST_ID_HEADER,
+    REVISION_HEADER,
+)
+
+__all__ = ["CLIENT_HEADER", "FORWARDED_HEADER", "LEADER_HEADER", "REQUEST_ID_HEADER",
+           "REVISION_HEADER", "ErrorCode"]
