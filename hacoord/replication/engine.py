@@ -49,6 +49,8 @@ from hacoord.replication.syncer import JournalSyncer
 
 _decode_log_safely()  # log entries never run code when decoded (safepickle)
 
+_FOLLOWER = _syncobj_module._RAFT_STATE.FOLLOWER
+
 
 def _not_used(*_args: Any) -> Any:
     raise AssertionError("SnapshotStore replaces the library's serializer hooks")
@@ -302,7 +304,24 @@ class HacoordSyncObj(SafeSyncObj):
             transport.send(node, message)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N803 (library's name)
-        """The library's tick, its commit rule capped at what a majority holds durably."""
+        """The library's tick, its commit rule capped at what a majority holds durably. A
+        follower that heard from the leader in this tick, or applied entries (whose commit only
+        the leader can have told it, in the tick before), counts its election timeout from the
+        end of the tick: the time it spent (applying a long run of entries, seconds for a
+        restarted member catching up on a large log) is no sign that the leader is gone, and
+        must not make it stand for election."""
+        deadline = self._SyncObj__raftElectionDeadline
+        applied = self._SyncObj__raftLastApplied
+        self._capped_tick(timeToWait)
+        now_due = self._SyncObj__raftElectionDeadline
+        # A deadline moved earlier (the leader's connection dropped: an early election) stays.
+        busy = now_due > deadline or (now_due == deadline
+                                      and self._SyncObj__raftLastApplied > applied)
+        if busy and self._SyncObj__raftState == _FOLLOWER and not self._SyncObj__transferInProgress:
+            self._SyncObj__raftElectionDeadline = (
+                _syncobj_module.monotonicTime() + self._SyncObj__generateRaftTimeout())
+
+    def _capped_tick(self, timeToWait: float) -> None:  # noqa: N803 (library's name)
         match = self._SyncObj__raftMatchIndex
         journal = self.journal
         if not isinstance(match, DurableMatchIndex) or journal is None:
