@@ -5,6 +5,8 @@ it took to load its own snapshot against the leader."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +78,12 @@ def test_a_slow_snapshot_install_does_not_start_an_election(
             cluster.destroy()
 
 
-def test_a_slow_load_at_restart_does_not_start_an_election(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with controlled_time(seed=11) as clock:
-        cluster = SimCluster(tmp_path, clock, seed=11)
+@contextlib.contextmanager
+def a_follower_stopped(tmp_path: Path, seed: int, compact: bool) -> Iterator[tuple[Any, ...]]:
+    """A leader and a follower that was crashed after a few writes (and a compaction, if asked):
+    ``(cluster, clock, leader, follower, term)``."""
+    with controlled_time(seed=seed) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=seed)
         try:
             assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
             leader = cluster.leader()
@@ -87,78 +91,68 @@ def test_a_slow_load_at_restart_does_not_start_an_election(
             follower = next(n for n in cluster.names if n != leader)
             cluster.submit(leader, 6)
             cluster.step(rounds=4)
-            cluster.compact(follower)
-            assert cluster.dump_index(follower)
+            if compact:
+                cluster.compact(follower)
+                assert cluster.dump_index(follower)
             term = cluster.members[leader].obj.raftCurrentTerm
             cluster.crash(follower)
-
-            load = HacoordSyncObj._adopt
-            loads: list[int] = []
-
-            def slow_load(self: Any, *args: Any) -> None:
-                load(self, *args)
-                clock.advance(SLOW)  # decoding the dump took this long
-                loads.append(self.raftCurrentTerm)
-
-            monkeypatch.setattr(HacoordSyncObj, "_adopt", slow_load)
-            restarted = cluster.start(follower).obj
-            for _ in range(20):  # its first ticks: the load, then whatever follows it
-                cluster.tick(follower)
-                if loads:
-                    break
-            assert loads, "the member loaded no dump"
-            cluster.tick(follower)
-            assert restarted.raftCurrentTerm == term, "the restarted member stood for election"
+            yield cluster, clock, leader, follower, term
             assert cluster.run_until(lambda: cluster.leader() == leader, rounds=20)
             assert cluster.members[leader].obj.raftCurrentTerm == term
         finally:
             cluster.destroy()
+
+
+def test_a_slow_load_at_restart_does_not_start_an_election(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with a_follower_stopped(tmp_path, seed=11, compact=True) as (cluster, clock, _, follower, term):
+        load = HacoordSyncObj._adopt
+        loads: list[int] = []
+
+        def slow_load(self: Any, *args: Any) -> None:
+            load(self, *args)
+            clock.advance(SLOW)  # decoding the dump took this long
+            loads.append(self.raftCurrentTerm)
+
+        monkeypatch.setattr(HacoordSyncObj, "_adopt", slow_load)
+        restarted = cluster.start(follower).obj
+        for _ in range(20):  # its first ticks: the load, then whatever follows it
+            cluster.tick(follower)
+            if loads:
+                break
+        assert loads, "the member loaded no dump"
+        cluster.tick(follower)
+        assert restarted.raftCurrentTerm == term, "the restarted member stood for election"
 
 
 def test_a_slow_catch_up_after_a_restart_does_not_start_an_election(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The restarted member hears from the leader, then applies a long run of entries in the
-    # same tick: that time is its own, not the leader's silence.
-    with controlled_time(seed=13) as clock:
-        cluster = SimCluster(tmp_path, clock, seed=13)
-        try:
-            assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
-            leader = cluster.leader()
-            assert leader is not None
-            follower = next(n for n in cluster.names if n != leader)
-            cluster.submit(leader, 4)
-            cluster.step(rounds=4)
-            term = cluster.members[leader].obj.raftCurrentTerm
-            cluster.crash(follower)
-            adopt = HacoordSyncObj._adopt  # any apply after the restart goes through the engine
-            apply_entries = HacoordSyncObj._SyncObj__applyLogEntries
-            slow: dict[str, Any] = {}
-            catch_ups: list[int] = []
+    # The restarted member hears from the leader, then applies a long run of entries: that
+    # time is its own, not the leader's silence.
+    with a_follower_stopped(tmp_path, seed=13, compact=False) as (cluster, clock, leader,
+                                                                   follower, term):
+        apply_entries = HacoordSyncObj._SyncObj__applyLogEntries
+        slow: dict[str, Any] = {}
+        catch_ups: list[int] = []
 
-            def slow_apply(self: Any) -> Any:
-                applied = self.raftLastApplied
-                result = apply_entries(self)
-                if self is slow.get("obj") and self.raftLastApplied > applied and not catch_ups:
-                    clock.advance(SLOW)  # applying the entries took this long
-                    catch_ups.append(self.raftCurrentTerm)
-                return result
+        def slow_apply(self: Any) -> Any:
+            applied = self.raftLastApplied
+            result = apply_entries(self)
+            if self is slow.get("obj") and self.raftLastApplied > applied and not catch_ups:
+                clock.advance(SLOW)  # applying the entries took this long
+                catch_ups.append(self.raftCurrentTerm)
+            return result
 
-            monkeypatch.setattr(HacoordSyncObj, "_SyncObj__applyLogEntries", slow_apply)
-            del adopt
-            restarted = cluster.start(follower)
-            slow["obj"] = restarted.obj
-            for _ in range(40):
-                if catch_ups:
-                    break
-                clock.advance(0.05)
-                cluster.tick(leader)
-                cluster.network.deliver(leader, follower, 10)
-                cluster.tick(follower)
-                cluster.network.deliver(follower, leader, 10)
-            assert catch_ups, "the restarted member applied nothing"
-            cluster.tick(follower)  # the next tick, the leader's next heartbeat not yet here
-            assert restarted.obj.raftCurrentTerm == term, "the restarted member stood for election"
-            assert cluster.run_until(lambda: cluster.leader() == leader, rounds=20)
-            assert cluster.members[leader].obj.raftCurrentTerm == term
-        finally:
-            cluster.destroy()
+        monkeypatch.setattr(HacoordSyncObj, "_SyncObj__applyLogEntries", slow_apply)
+        restarted = slow["obj"] = cluster.start(follower).obj
+        for _ in range(40):
+            if catch_ups:
+                break
+            clock.advance(0.05)
+            cluster.tick(leader)
+            cluster.network.deliver(leader, follower, 10)
+            cluster.tick(follower)
+            cluster.network.deliver(follower, leader, 10)
+        assert catch_ups, "the restarted member applied nothing"
+        cluster.tick(follower)  # the next tick, the leader's next heartbeat not yet here
+        assert restarted.raftCurrentTerm == term, "the restarted member stood for election"
