@@ -34,7 +34,15 @@ soak: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check hacoord tests bench
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+## Throughput and failover of a local cluster (needs wrk, installed as root); JSON and PNG plots
+## in bench/results/.
+bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get install -y -qq wrk >/dev/null) || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

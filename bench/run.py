@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from bench.plots import plot_file
 from tests.integration.harness import LocalCluster, wait_for
 
 WRK_DIR = Path(__file__).parent / "wrk"
@@ -164,6 +165,8 @@ def main() -> None:
         print(f"failover over {fo['rounds']} leader {what}: min {fo['min_s']:.3f}s "
               f"median {fo['median_s']:.3f}s p99 {fo['p99_s']:.3f}s max {fo['max_s']:.3f}s")
     print(f"written to {args.out}")
+    for written in plot_file(args.out):
+        print(f"plotted {written}")
 
 
 if __name__ == "__main__":

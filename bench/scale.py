@@ -42,6 +42,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.liveness import Connection, LoadStats, heartbeat_load, percentile, register
+from bench.plots import plot_file
 from tests.integration.harness import LocalCluster
 
 PROBE_PATH = "/v1/nodes/n00000"  # a node that heartbeats (a silent one would be judged down)
@@ -129,6 +130,8 @@ class Bench:
         self.args = args
         self.probe = Probe()
         self.phases: dict[str, dict[str, Any]] = {}
+        #: (phase, start, end) on the event loop's clock, as the probe's samples are.
+        self.phase_times: list[tuple[str, float, float]] = []
         self.idle_p50 = float("nan")
 
     def urls(self) -> dict[str, str]:
@@ -144,6 +147,7 @@ class Bench:
         start = loop.time()
         result = await work
         end = loop.time()
+        self.phase_times.append((name, start, end))
         after = await asyncio.to_thread(self.scrape_all)
         latencies = self.probe.window(start, end)
         lag = {}
@@ -338,8 +342,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stalls = [line for line in cluster.logs().splitlines() if "event loop stalled" in line]
         finally:
             cluster.stop_all()
+    zero = min([t for t, _, _ in bench.probe.samples] + [s for _, s, _ in bench.phase_times],
+               default=0.0)
     return {"machine": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpus": os.cpu_count()},
+            "phase_times": [(name, round(a - zero, 3), round(b - zero, 3))
+                            for name, a, b in bench.phase_times],
+            "probe_samples": [(round(t - zero, 3), round(lat, 5))
+                              for t, lat, _ in bench.probe.samples],
             "settings": {"nodes": args.nodes, "partitions": args.partitions,
                          "resources": args.resources, "idle_s": args.idle,
                          "member_args": list(member_args)},
@@ -361,9 +371,12 @@ def main() -> None:
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("phases", "machine")},
+    print(json.dumps({k: v for k, v in result.items()
+                      if k not in ("phases", "machine", "probe_samples", "phase_times")},
                      indent=2, default=str))
     print(f"written to {args.out}")
+    for written in plot_file(args.out):
+        print(f"plotted {written}")
 
 
 if __name__ == "__main__":
