@@ -25,8 +25,8 @@ from typing import Any
 
 from bench.run import _first_ack_after
 from hacoord.client import Client
+from hacoord.testing.cluster import wait_for
 from tests.chaos.network import ProxiedCluster
-from tests.integration.harness import wait_for
 
 
 def isolation_rounds(cluster: ProxiedCluster, rounds: int) -> dict[str, Any]:

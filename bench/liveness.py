@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.harness import LocalCluster
+from hacoord.testing.cluster import LocalCluster
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from bench.plots import plot_file
-from tests.integration.harness import LocalCluster, wait_for
+from hacoord.testing.cluster import LocalCluster, wait_for
 
 WRK_DIR = Path(__file__).parent / "wrk"
 

@@ -43,7 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.liveness import Connection, LoadStats, heartbeat_load, percentile, register
 from bench.plots import plot_file
-from tests.integration.harness import LocalCluster
+from hacoord.testing.cluster import LocalCluster
 
 PROBE_PATH = "/v1/nodes/n00000"  # a node that heartbeats (a silent one would be judged down)
 LAG_BUCKETS = (0.02, 0.1)  # lag above these counts as a stall (the 20 ms; the log's 100 ms)

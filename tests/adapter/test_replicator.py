@@ -17,7 +17,7 @@ from hacoord.core import commands as c
 from hacoord.replication.base import MemberInfo, NotLeaderError, OutcomeUnknownError
 from hacoord.replication.raft import RaftReplicator, _Waiter
 from hacoord.server.metrics import MemberCollector
-from tests.integration.harness import free_ports
+from hacoord.testing.cluster import free_ports
 
 
 def replicator(tmp_path: Path) -> RaftReplicator:

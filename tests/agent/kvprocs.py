@@ -1,5 +1,5 @@
 """Example kv node processes on 127.0.0.1 (``python -m hacoord.examples.kvnode``), beside a
-:class:`~tests.integration.harness.LocalCluster` of coordinator members."""
+:class:`~hacoord.testing.cluster.LocalCluster` of coordinator members."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.harness import free_ports, wait_for
+from hacoord.testing.cluster import free_ports, wait_for
 
 
 class KVNodeProcess:

@@ -20,8 +20,8 @@ from hacoord.client import RoutingTable
 from hacoord.examples.kvclient import KVClient
 from hacoord.examples.kvhttp import KVCallError, KVNodeCaller
 from hacoord.examples.kvstore import partition_for
+from hacoord.testing.cluster import LocalCluster, wait_for
 from tests.agent.kvprocs import KVNodeProcess, start_kv_nodes, stop_kv_nodes
-from tests.integration.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
 

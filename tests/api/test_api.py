@@ -1,7 +1,7 @@
 """The HTTP API in process: every route, the error shape, forwarding to the leader, consistent reads.
 
 The apps are ``create_app(MemoryReplicator(...))`` reached through ``httpx.ASGITransport`` (see
-``tests.api.inproc``); ``api`` is a one-member cluster, ``cluster``/``http`` three members led by m2.
+``hacoord.testing.inprocess``); ``api`` is a one-member cluster, ``cluster``/``http`` three members led by m2.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 
 @pytest.fixture

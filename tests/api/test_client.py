@@ -1,7 +1,7 @@
 """The client: routing, leader following, retries with one request id, deadlines, typed errors.
 
 Most tests script the members with ``httpx.MockTransport``; the rest run the client against the
-real app in process (``tests.api.inproc``).
+real app in process (``hacoord.testing.inprocess``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from hacoord.client import (
     UnavailableError,
     parse_endpoints,
 )
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 A, B, C = "http://a.test", "http://b.test", "http://c.test"
 NODE = {"id": "n1", "address": "10.0.0.1:9000", "zone": "default", "capacity": 1.0, "status": "up",

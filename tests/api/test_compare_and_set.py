@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hacoord.client import Client, Conflict
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 
 def test_cas_through_the_client() -> None:

@@ -7,7 +7,7 @@ import threading
 import anyio
 import httpx
 
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 
 def test_forward_to_a_hung_leader_is_abandoned_when_leadership_moves() -> None:

@@ -19,7 +19,7 @@ from hacoord.replication.feed import ChangeFeed
 from hacoord.server.offload import OffloadError
 from hacoord.server.reads import HeavyReads, encode_json
 from hacoord.server.views import routing
-from tests.api.inproc import running_cluster
+from hacoord.testing.inprocess import running_cluster
 
 BIG = 10**9  # a size estimate above the offload threshold: the answer is built in a child
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hacoord.core import ClusterState, apply
 from hacoord.core.validate import check_changes
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 from tests.unit.scenarios import random_commands
 
 

@@ -1,5 +1,5 @@
 """Node liveness through the API: heartbeats, sessions and the leader's monitor, on a clock the
-test moves (``MemoryReplicator`` members in one process, see ``tests.api.inproc``)."""
+test moves (``MemoryReplicator`` members in one process, see ``hacoord.testing.inprocess``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hacoord.replication.memory import MemoryReplicator
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.errors import ApiError
 from hacoord.server.liveness import LivenessMonitor
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 SUSPECT, DOWN = 3.0, 8.0
 

@@ -1,7 +1,7 @@
 """The leader's rebalancer through the API: drains, delayed re-replication, maintenance, runs and
 throttles, with data nodes simulated by the test (they report caught up when told to).
 
-Members are ``MemoryReplicator``s in one process (``tests.api.inproc``); the rebalancer's
+Members are ``MemoryReplicator``s in one process (``hacoord.testing.inprocess``); the rebalancer's
 background pass waits an hour, so each test drives passes by hand on a clock it moves.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 from hacoord.client import Client, Conflict, InvalidArgument
 from hacoord.server.rebalancer import Rebalancer
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 
 class Clock:

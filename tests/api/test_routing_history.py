@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 
 def test_past_routing_matches_what_was_read_then_and_diffs_name_the_changes() -> None:

@@ -14,8 +14,8 @@ from hacoord.client import Client, Compacted
 from hacoord.core.events import Event
 from hacoord.replication.feed import ChangeFeed
 from hacoord.replication.feed import Compacted as FeedCompacted
-from tests.api.inproc import InProcessCluster
-from tests.integration.harness import wait_for
+from hacoord.testing.cluster import wait_for
+from hacoord.testing.inprocess import InProcessCluster
 
 
 @pytest.fixture

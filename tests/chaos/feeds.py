@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from hacoord.testing.cluster import LocalCluster
 from tests.chaos.checker import Route
-from tests.integration.harness import LocalCluster
 
 FLOOR = re.compile(r"oldest: after (\d+)")
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from hacoord.testing.cluster import LocalCluster
 from tests.chaos.history import History
 from tests.chaos.network import Network
-from tests.integration.harness import LocalCluster
 
 NETWORK_FAULTS = ("isolate_leader", "isolate_minority", "one_way_loss", "slow_links")
 PROCESS_FAULTS = ("kill_leader", "kill_random", "restart_leader_fast", "kill_all", "pause_leader",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import LocalCluster, Member, free_ports
+from hacoord.testing.cluster import LocalCluster, Member, free_ports
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from hacoord.client import Client, HacoordError
+from hacoord.testing.cluster import LocalCluster
 from tests.chaos.checker import check_one_leader_per_term, check_revisions
 from tests.chaos.feeds import FeedSampler
 from tests.chaos.fenced import FencingWorkload
@@ -35,7 +36,6 @@ from tests.chaos.network import ProxiedCluster
 from tests.chaos.resolve import resolve
 from tests.chaos.storage import STORAGE_FAULTS, SmallDisk, StorageNemesis
 from tests.chaos.workloads import Context, RegisterWorkload, SetWorkload, Workload
-from tests.integration.harness import LocalCluster
 
 ARTIFACTS = Path("chaos-artifacts")
 

@@ -31,8 +31,8 @@ import httpx
 
 from hacoord.replication.driver import JOURNAL_FILE, SNAPSHOT_FILE
 from hacoord.replication.journal import MAGIC
+from hacoord.testing.cluster import LocalCluster, wait_for
 from tests.chaos.history import History
-from tests.integration.harness import LocalCluster, wait_for
 
 STORAGE_FAULTS = ("disk_full", "flip_journal_byte", "truncate_journal_tail", "delete_snapshot")
 DAMAGE_FAULTS = ("flip_journal_byte", "truncate_journal_tail", "delete_snapshot")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from hacoord.client import Client
+from hacoord.testing.cluster import wait_for
 from tests.chaos.network import ProxiedCluster
-from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.chaos
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from hacoord.client import Client
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.cluster import LocalCluster, free_ports, wait_for
+from hacoord.testing.inprocess import InProcessCluster
 from tests.chaos.checker import (
     check_epochs,
     check_fenced_writes,
@@ -30,7 +31,6 @@ from tests.chaos.membership import MembershipWorkload
 from tests.chaos.network import Link, Network, ProxiedCluster, raft_address
 from tests.chaos.resolve import resolve
 from tests.chaos.workloads import Context
-from tests.integration.harness import LocalCluster, free_ports, wait_for
 
 
 def op(f: str, value: object, invoked: float, completed: float | None, status: str = "ok",

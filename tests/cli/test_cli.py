@@ -1,4 +1,4 @@
-"""The ``hacoord`` command over a client on the in-process cluster (``tests.api.inproc``).
+"""The ``hacoord`` command over a client on the in-process cluster (``hacoord.testing.inprocess``).
 
 The CLI gets its client from ``CliState.client_factory``; these tests pass one through
 ``CliRunner.invoke(obj=...)`` that builds the client on the in-process transport.
@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from hacoord.cli.main import CliState, main, make_client
 from hacoord.client import Client
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 Run = Callable[..., Result]
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from hacoord.cli.main import CliState, main
 from hacoord.client import Client
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 
 @pytest.fixture

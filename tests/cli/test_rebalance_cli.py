@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from hacoord.cli.main import CliState, main
 from hacoord.client import Client, NotFound
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 
 def populated(cluster: InProcessCluster) -> Client:

@@ -12,7 +12,7 @@ import pytest
 
 from hacoord import Client
 from hacoord.client import HacoordError
-from tests.integration.harness import LocalCluster, wait_for
+from hacoord.testing.cluster import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hacoord import Client
-from tests.integration.harness import wait_for
+from hacoord.testing.cluster import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 
 from hacoord import Client
 from hacoord.client import HacoordError
-from tests.integration.harness import LocalCluster, running_cluster, wait_for
+from hacoord.testing.cluster import LocalCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import running_cluster, wait_for
+from hacoord.testing.cluster import running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 

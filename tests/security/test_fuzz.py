@@ -18,7 +18,7 @@ from hacoord.replication.base import MemberInfo
 from hacoord.replication.memory import MemoryReplicator
 from hacoord.server.app import create_app
 from hacoord.server.limits import HttpLimits
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 #: Writes are not rate-limited here: the fuzzer sends hundreds a second from one address.
 LIMITS = HttpLimits(writes_per_client=0)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from hacoord.server.limits import HttpLimits
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 SMALL = HttpLimits(max_body=4096, max_headers=40, max_header_bytes=4096, max_watches=3,
                    max_watches_per_client=2, writes_per_client=5.0, write_burst=5)

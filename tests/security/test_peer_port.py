@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import LocalCluster, running_cluster, wait_for
+from hacoord.testing.cluster import LocalCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 

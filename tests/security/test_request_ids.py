@@ -11,7 +11,7 @@ import pytest
 from hacoord.core import apply
 from hacoord.core import commands as c
 from hacoord.core.model import ClusterState
-from tests.api.inproc import InProcessCluster
+from hacoord.testing.inprocess import InProcessCluster
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ ALLOWED = {
     "client": {"client", "protocol"},
     # serve / cluster up run the server; member rejoin works on a stopped member's files.
     "cli": {"cli", "client", "server", "core", "replication", "protocol"},
+    # The testing kit runs real members (processes) or the API over in-memory replicators.
+    "testing": {"testing", "server", "replication", "core", "client", "protocol"},
 }
 COORDINATOR_ONLY = {"pysyncobj", "fastapi", "uvicorn"}
 

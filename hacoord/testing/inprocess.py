@@ -51,9 +51,11 @@ class InProcessCluster:
 
     @property
     def urls(self) -> list[str]:
+        """Every member's base URL (reached through :attr:`transport`)."""
         return [m.api_url for m in self.members.values()]
 
     def url(self, member_id: str) -> str:
+        """One member's base URL."""
         return self.members[member_id].api_url
 
     def set_leader(self, leader: str | None) -> None:
@@ -62,6 +64,7 @@ class InProcessCluster:
             replicator.set_leader(leader)
 
     def state(self, member_id: str) -> Any:
+        """The member's applied state (a ``ClusterState``)."""
         return self.replicators[member_id].state
 
     def run(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -79,6 +82,7 @@ class InProcessCluster:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> InProcessCluster:
+        """Start the event loop and every app's lifespan."""
         portal = self._stack.enter_context(start_blocking_portal())
         self._portal = portal
         for app in self.apps.values():
@@ -86,6 +90,7 @@ class InProcessCluster:
         return self
 
     def close(self) -> None:
+        """Stop every app and the event loop."""
         self._stack.close()
 
     def __enter__(self) -> InProcessCluster:
@@ -140,5 +145,6 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
 
 @contextlib.contextmanager
 def running_cluster(size: int = 3, leader: str | None = "m1") -> Iterator[InProcessCluster]:
+    """A started :class:`InProcessCluster` for a ``with`` block."""
     with InProcessCluster(size, leader) as cluster:
         yield cluster

@@ -65,16 +65,20 @@ class Member:
 
     @property
     def url(self) -> str:
+        """The member's API base URL."""
         return f"http://127.0.0.1:{self.api_port}"
 
     @property
     def peer_spec(self) -> str:
+        """The member as another member's ``--peer`` names it."""
         return f"{self.id}=127.0.0.1:{self.raft_port},{self.url}"
 
     def alive(self) -> bool:
+        """Whether its process runs."""
         return self.proc is not None and self.proc.poll() is None
 
     def get(self, path: str, timeout: float = 2.0) -> dict[str, Any]:
+        """``GET path`` on this member; the JSON answer (raises on an error status)."""
         response = httpx.get(self.url + path, timeout=timeout)
         response.raise_for_status()
         return response.json()
@@ -97,9 +101,11 @@ class LocalCluster:
 
     @property
     def endpoints(self) -> list[str]:
+        """Every member's API base URL (what a ``Client`` takes)."""
         return [m.url for m in self.members.values()]
 
     def argv(self, member: Member) -> list[str]:
+        """The command line that starts ``member``."""
         argv = [sys.executable, "-m", "hacoord", "serve", "--member-id", member.id,
                 "--raft-address", f"127.0.0.1:{member.raft_port}",
                 "--api-address", f"127.0.0.1:{member.api_port}",
@@ -126,6 +132,7 @@ class LocalCluster:
             log.close()
 
     def kill(self, member_id: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the member (if it runs) and wait for it to exit."""
         member = self.members[member_id]
         if member.alive():
             assert member.proc is not None
@@ -133,6 +140,7 @@ class LocalCluster:
             member.proc.wait(timeout=15)
 
     def stop_all(self) -> None:
+        """SIGTERM every member, then SIGKILL any still running after 10 s."""
         for member in self.members.values():
             if member.alive():
                 assert member.proc is not None
@@ -146,6 +154,7 @@ class LocalCluster:
                     member.proc.wait()
 
     def status(self, member_id: str) -> dict[str, Any]:
+        """The member's ``/v1/status`` (with its state digest)."""
         return self.members[member_id].get("/v1/status?digest=true")
 
     def leader(self, timeout: float = 20.0, among: list[str] | None = None) -> str:
@@ -160,6 +169,7 @@ class LocalCluster:
         return wait_for("one agreed leader", probe, timeout)
 
     def live(self) -> list[str]:
+        """The ids of the members whose process runs."""
         return [m.id for m in self.members.values() if m.alive()]
 
     def converged(self, timeout: float = 20.0) -> dict[str, Any]:
@@ -172,6 +182,7 @@ class LocalCluster:
         return wait_for("equal revision and digest on every live member", probe, timeout)
 
     def logs(self) -> str:
+        """The last 4,000 characters of each member's log."""
         return "\n".join(f"--- {m.id}\n{m.log_path.read_text(errors='replace')[-4000:]}"
                          for m in self.members.values() if m.log_path.exists())
 
