@@ -120,7 +120,8 @@ async def heartbeat_load(host: str, ports: dict[str, int], leader: str, via: str
                          stop: asyncio.Event | None = None) -> LoadStats:
     """Node i heartbeats at t0 + i*period/nodes + k*period, for k while inside ``seconds`` (and
     until ``stop`` is set). With ``via`` leader, to the leader; spread: first to member i mod N,
-    then wherever a forwarded answer says the leader is (as the client does); followers: always
+    then wherever a forwarded answer says the leader is, or the next member when one does not
+    answer (as the client does); followers: always
     to a follower."""
     members = sorted(ports)
     if via == "leader":
@@ -161,6 +162,9 @@ async def heartbeat_load(host: str, ports: dict[str, int], leader: str, via: str
                 status, _, named = await conns[target[i]].request("POST", paths[i], bodies[i])
             except (OSError, IndexError, ValueError, asyncio.IncompleteReadError):
                 stats.errors += 1
+                if via == "spread":  # unreachable (a killed member): the next one, as the
+                    # client does; its answer names the leader
+                    target[i] = members[(members.index(target[i]) + 1) % len(members)]
                 continue
             end = loop.time()
             stats.latencies.append(end - start)
