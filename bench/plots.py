@@ -80,10 +80,10 @@ def plot_scale(result: dict[str, Any], stem: Path, plt: Any) -> list[Path]:
     latency.set(xlabel="seconds into the run", ylabel="probe write ms (log)", yscale="log",
                 title="A small write every 50 ms, from start to acknowledgement")
     names = [name for name in result["phases"]]
-    members = sorted({m for phase in result["phases"].values() for m in phase["lag"]})
+    members = sorted({m for phase in result["phases"].values() for m in phase["loop_lag"]})
     width = 0.8 / max(1, len(members))
     for k, member in enumerate(members):
-        counts = [result["phases"][name]["lag"].get(member, {}).get("over_20ms", 0)
+        counts = [result["phases"][name]["loop_lag"].get(member, {}).get("over_20ms", 0)
                   for name in names]
         lag.bar([i + k * width for i in range(len(names))], counts, width, label=member)
     lag.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=20,
