@@ -45,6 +45,9 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get install -y -qq wrk >/dev/null) || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
+	@command -v etcd >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -qq etcd-server >/dev/null) || \
+		echo "etcd not installed (apt-get install etcd-server): hacoord figures only"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:

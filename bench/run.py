@@ -32,16 +32,18 @@ from typing import Any
 
 import httpx
 
+from bench import etcd
 from bench.plots import plot_file
 from hacoord.testing.cluster import LocalCluster, wait_for
 
 WRK_DIR = Path(__file__).parent / "wrk"
 
 
-def _wrk(url: str, clients: int, seconds: float, mode: str, token: str) -> dict[str, float]:
+def _wrk(url: str, clients: int, seconds: float, mode: str, token: str,
+         script: str = "load.lua") -> dict[str, float]:
     """One wrk run (C load generator: the client must not eat the members' CPU)."""
     argv = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s",
-            "-s", str(WRK_DIR / "load.lua"), url, "--", mode, token]
+            "-s", str(WRK_DIR / script), url, "--", mode, token]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -68,6 +70,52 @@ def throughput(cluster: LocalCluster, seconds: float) -> list[dict[str, Any]]:
         baseline = _wrk(leader.url + "/livez", clients, seconds, "read", token)
         rows.append({"clients": clients, "writes": writes, "baseline_livez": baseline,
                      "write_vs_livez_throughput": writes["ops_per_s"] / baseline["ops_per_s"]})
+    return rows
+
+
+#: Concurrencies of the side-by-side comparison (writes), and of its linearizable reads.
+SIDE_BY_SIDE = (1, 8, 32)
+READ_CLIENTS = 32
+
+
+def hacoord_points(cluster: LocalCluster, seconds: float) -> dict[str, Any]:
+    """What the side-by-side table compares, on hacoord: writes at each concurrency (as in
+    :func:`throughput`) and linearizable reads (``consistent=true``) of one node."""
+    leader = cluster.members[cluster.leader()]
+    token = uuid.uuid4().hex[:8]
+    writes = {c: _wrk(leader.url, c, seconds, "write", f"{token}-side-{c}") for c in SIDE_BY_SIDE}
+    reads = _wrk(leader.url + "/v1/nodes/bench-1?consistent=true", READ_CLIENTS, seconds,
+                 "read", token)
+    return {"writes": writes, "reads": reads}
+
+
+def etcd_points(seconds: float) -> dict[str, Any]:
+    """The same load against a local 3-member etcd: puts of 16 keys, linearizable ranges."""
+    with tempfile.TemporaryDirectory(prefix="hacoord-bench-etcd-") as tmp:
+        cluster = etcd.EtcdCluster(Path(tmp))
+        cluster.start()
+        try:
+            url = cluster.leader_url()
+            assert url is not None
+            token = uuid.uuid4().hex[:8]
+            writes = {c: _wrk(url, c, seconds, "write", f"{token}-{c}", "etcd.lua")
+                      for c in SIDE_BY_SIDE}
+            reads = _wrk(url, READ_CLIENTS, seconds, "read", token, "etcd.lua")
+        finally:
+            cluster.stop()
+    return {"version": etcd.version(), "writes": writes, "reads": reads}
+
+
+def side_by_side(ours: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the comparison: each point's figures on both and the hacoord / etcd ratio."""
+    rows = []
+    points = [(f"writes/s, {c} connection{'s' if c > 1 else ''}", ours["writes"][c],
+               theirs["writes"][c]) for c in SIDE_BY_SIDE]
+    points.append((f"linearizable reads/s, {READ_CLIENTS} connections", ours["reads"],
+                   theirs["reads"]))
+    for name, a, b in points:
+        rows.append({"measure": name, "hacoord": a, "etcd": b,
+                     "ratio": a["ops_per_s"] / b["ops_per_s"] if b["ops_per_s"] else None})
     return rows
 
 
@@ -129,7 +177,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
     parser.add_argument("--member-arg", action="append", default=[],
                         help="extra argument for every member (e.g. --member-arg=--no-fsync)")
+    parser.add_argument("--etcd", choices=("auto", "on", "off"), default="auto",
+                        help="the same load against a local 3-member etcd, side by side "
+                             "(auto: when an etcd binary is installed)")
     args = parser.parse_args()
+    with_etcd = args.etcd == "on" or (args.etcd == "auto" and etcd.available())
+    if args.etcd == "on" and not etcd.available():
+        raise SystemExit("--etcd on needs etcd (Debian package 'etcd-server')")
+    if not with_etcd:
+        print("etcd is not installed (Debian package 'etcd-server'): hacoord figures only")
     if shutil.which("wrk") is None:
         raise SystemExit("bench needs wrk (Debian package 'wrk'); `make bench` installs it as root")
     with tempfile.TemporaryDirectory(prefix="hacoord-bench-") as tmp:
@@ -140,6 +196,7 @@ def main() -> None:
             cluster.leader()
             term_before = cluster.status(cluster.leader())["member"]["term"]
             rows = throughput(cluster, args.seconds)
+            ours = hacoord_points(cluster, args.seconds) if with_etcd else None
             term_after = cluster.status(cluster.leader())["member"]["term"]
             result = {
                 "machine": {"python": platform.python_version(), "platform": platform.platform(),
@@ -152,6 +209,10 @@ def main() -> None:
             }
         finally:
             cluster.stop_all()
+    if ours is not None:  # hacoord's members are stopped: etcd gets the machine to itself too
+        theirs = etcd_points(args.seconds)
+        result["etcd_version"] = theirs["version"]
+        result["side_by_side"] = side_by_side(ours, theirs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"{'clients':>7} {'writes/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'livez/s':>8} {'ratio':>6}")
@@ -164,6 +225,13 @@ def main() -> None:
         fo = result[key]
         print(f"failover over {fo['rounds']} leader {what}: min {fo['min_s']:.3f}s "
               f"median {fo['median_s']:.3f}s p99 {fo['p99_s']:.3f}s max {fo['max_s']:.3f}s")
+    if "side_by_side" in result:
+        print(f"side by side ({result['etcd_version']}), the same wrk load, one machine:")
+        print(f"{'measure':<38} {'hacoord (p99 ms)':>18} {'etcd (p99 ms)':>16} {'ratio':>6}")
+        for row in result["side_by_side"]:
+            a, b = row["hacoord"], row["etcd"]
+            print(f"{row['measure']:<38} {a['ops_per_s']:>9.0f} ({a['p99_ms']:>5.1f}) "
+                  f"{b['ops_per_s']:>8.0f} ({b['p99_ms']:>5.1f}) {row['ratio']:>6.2f}")
     print(f"written to {args.out}")
     for written in plot_file(args.out):
         print(f"plotted {written}")
