@@ -39,6 +39,7 @@ class EtcdCluster:
         self.peer_ports = ports[size:]
         self.names = [f"e{k}" for k in range(1, size + 1)]
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.argvs: list[list[str]] = []
 
     @property
     def urls(self) -> list[str]:
@@ -51,8 +52,7 @@ class EtcdCluster:
         initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(self.names, self.peer_ports,
                                                                         strict=True))
         for name, client, peer in zip(self.names, self.client_ports, self.peer_ports, strict=True):
-            log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it)
-            self.procs.append(subprocess.Popen([
+            self.argvs.append([
                 "etcd", "--name", name, "--data-dir", str(self.root / name),
                 "--listen-client-urls", f"http://127.0.0.1:{client}",
                 "--advertise-client-urls", f"http://127.0.0.1:{client}",
@@ -60,9 +60,32 @@ class EtcdCluster:
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-cluster", initial, "--initial-cluster-state", "new",
                 "--initial-cluster-token", token,
-            ], stdout=log, stderr=subprocess.STDOUT))
-            log.close()
+            ])
+            self.procs.append(self._spawn(len(self.argvs) - 1))
         wait_for("an etcd leader", self.leader_url, timeout=60)
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{self.names[index]}.log", "ab")  # noqa: SIM115 (child owns it)
+        try:
+            return subprocess.Popen(self.argvs[index], stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+
+    def kill(self, index: int) -> None:
+        """SIGKILL member ``index`` and wait for it."""
+        self.procs[index].kill()
+        self.procs[index].wait(timeout=15)
+
+    def restart(self, index: int) -> None:
+        """Start member ``index`` again on its data and wait until it answers and a leader is
+        known (the cluster flags are ignored once the data directory exists)."""
+        self.procs[index] = self._spawn(index)
+
+        def healthy() -> bool:
+            answer = httpx.get(self.urls[index] + "/health", timeout=2)
+            return answer.status_code == 200 and self.leader_url() is not None
+
+        wait_for(f"etcd member {self.names[index]} back", healthy, timeout=60)
 
     def leader_url(self) -> str | None:
         """The client URL of the member that leads, or None while there is none."""

@@ -17,6 +17,7 @@ The machine is shared and noisy: compare ratios, not absolute figures across run
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -89,7 +90,7 @@ def hacoord_points(cluster: LocalCluster, seconds: float) -> dict[str, Any]:
     return {"writes": writes, "reads": reads}
 
 
-def etcd_points(seconds: float) -> dict[str, Any]:
+def etcd_points(seconds: float, rounds: int = 0) -> dict[str, Any]:
     """The same load against a local 3-member etcd: puts of 16 keys, linearizable ranges."""
     with tempfile.TemporaryDirectory(prefix="hacoord-bench-etcd-") as tmp:
         cluster = etcd.EtcdCluster(Path(tmp))
@@ -101,9 +102,39 @@ def etcd_points(seconds: float) -> dict[str, Any]:
             writes = {c: _wrk(url, c, seconds, "write", f"{token}-{c}", "etcd.lua")
                       for c in SIDE_BY_SIDE}
             reads = _wrk(url, READ_CLIENTS, seconds, "read", token, "etcd.lua")
+            failover_s = [_etcd_failover(cluster, k) for k in range(rounds)]
         finally:
             cluster.stop()
-    return {"version": etcd.version(), "writes": writes, "reads": reads}
+    return {"version": etcd.version(), "writes": writes, "reads": reads,
+            "failover": _summary(failover_s, "kill") if failover_s else None}
+
+
+def _etcd_failover(cluster: etcd.EtcdCluster, round_no: int) -> float:
+    """SIGKILL etcd's leader; seconds to the first put acknowledged by a survivor (the same
+    tight loop as hacoord's: 0.1 s per attempt, 5 ms between); the member restarted after."""
+    leader = cluster.leader_url()
+    assert leader is not None
+    index = cluster.urls.index(leader)
+    others = [u for u in cluster.urls if u != leader]
+    started = time.monotonic()
+    cluster.kill(index)
+    took = None
+    with httpx.Client(timeout=0.1) as http:
+        for attempt in range(6000):  # 30 s at most
+            try:
+                answer = http.post(others[attempt % len(others)] + "/v3/kv/put",
+                                   json={"key": "Zm8=", "value": base64.b64encode(
+                                       f"{round_no}-{attempt}".encode()).decode()})
+                if answer.status_code == 200 and "error" not in answer.json():
+                    took = time.monotonic() - started
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.005)
+    cluster.restart(index)
+    if took is None:
+        raise RuntimeError("etcd acknowledged no put within 30 s of its leader's kill")
+    return took
 
 
 def side_by_side(ours: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -116,6 +147,10 @@ def side_by_side(ours: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str,
     for name, a, b in points:
         rows.append({"measure": name, "hacoord": a, "etcd": b,
                      "ratio": a["ops_per_s"] / b["ops_per_s"] if b["ops_per_s"] else None})
+    if theirs.get("failover") and ours.get("failover"):
+        a, b = ours["failover"], theirs["failover"]
+        rows.append({"measure": f"leader SIGKILL to first write, median of {a['rounds']} (s)",
+                     "hacoord": a, "etcd": b, "ratio": a["median_s"] / b["median_s"]})
     return rows
 
 
@@ -163,8 +198,13 @@ def failover(cluster: LocalCluster, rounds: int, fault: str = "kill") -> dict[st
         else:
             proc.send_signal(signal.SIGCONT)
         wait_for("the old leader to catch up", lambda: cluster.converged(), timeout=30)
+    return _summary(samples, fault)
+
+
+def _summary(samples: list[float], fault: str) -> dict[str, Any]:
+    """Failover samples with their min, median, p99 and max."""
     ordered = sorted(samples)
-    return {"fault": fault, "rounds": rounds, "min_s": ordered[0],
+    return {"fault": fault, "rounds": len(samples), "min_s": ordered[0],
             "median_s": statistics.median(ordered),
             "p99_s": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
             "max_s": ordered[-1], "samples_s": samples}
@@ -210,7 +250,8 @@ def main() -> None:
         finally:
             cluster.stop_all()
     if ours is not None:  # hacoord's members are stopped: etcd gets the machine to itself too
-        theirs = etcd_points(args.seconds)
+        ours["failover"] = result["failover"]
+        theirs = etcd_points(args.seconds, args.kills)
         result["etcd_version"] = theirs["version"]
         result["side_by_side"] = side_by_side(ours, theirs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +271,10 @@ def main() -> None:
         print(f"{'measure':<38} {'hacoord (p99 ms)':>18} {'etcd (p99 ms)':>16} {'ratio':>6}")
         for row in result["side_by_side"]:
             a, b = row["hacoord"], row["etcd"]
+            if "median_s" in a:
+                print(f"{row['measure']:<38}\n{'':<38} {a['median_s']:>9.3f} (max {a['max_s']:.2f}) "
+                      f"{b['median_s']:>6.3f} (max {b['max_s']:.2f}) {row['ratio']:>6.2f}")
+                continue
             print(f"{row['measure']:<38} {a['ops_per_s']:>9.0f} ({a['p99_ms']:>5.1f}) "
                   f"{b['ops_per_s']:>8.0f} ({b['p99_ms']:>5.1f}) {row['ratio']:>6.2f}")
     print(f"written to {args.out}")
