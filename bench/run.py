@@ -109,6 +109,17 @@ def etcd_points(seconds: float, rounds: int = 0) -> dict[str, Any]:
             "failover": _summary(failover_s, "kill") if failover_s else None}
 
 
+def _etcd_put(http: httpx.Client, url: str, value: str) -> bool:
+    """One put through etcd's gateway; whether it was acknowledged (a refused connection, a
+    timeout or an error answer is a no)."""
+    try:
+        answer = http.post(url + "/v3/kv/put",
+                           json={"key": "Zm8=", "value": base64.b64encode(value.encode()).decode()})
+        return answer.status_code == 200 and "error" not in answer.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 def _etcd_failover(cluster: etcd.EtcdCluster, round_no: int) -> float:
     """SIGKILL etcd's leader; seconds to the first put acknowledged by a survivor (the same
     tight loop as hacoord's: 0.1 s per attempt, 5 ms between); the member restarted after."""
@@ -121,15 +132,9 @@ def _etcd_failover(cluster: etcd.EtcdCluster, round_no: int) -> float:
     took = None
     with httpx.Client(timeout=0.1) as http:
         for attempt in range(6000):  # 30 s at most
-            try:
-                answer = http.post(others[attempt % len(others)] + "/v3/kv/put",
-                                   json={"key": "Zm8=", "value": base64.b64encode(
-                                       f"{round_no}-{attempt}".encode()).decode()})
-                if answer.status_code == 200 and "error" not in answer.json():
-                    took = time.monotonic() - started
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
+            if _etcd_put(http, others[attempt % len(others)], f"{round_no}-{attempt}"):
+                took = time.monotonic() - started
+                break
             time.sleep(0.005)
     cluster.restart(index)
     if took is None:

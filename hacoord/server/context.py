@@ -13,6 +13,7 @@ they reflect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -62,10 +63,8 @@ async def request_id(request: Request) -> str:
     if len(rid) > 128:
         raise ApiError("invalid_argument", "X-Request-Id longer than 128 characters")
     body = await request.body()
-    try:
+    with contextlib.suppress(ValueError):  # not JSON: the bytes themselves
         body = canonical_json(json.loads(body)) if body else b""
-    except ValueError:
-        pass  # not JSON: the bytes themselves
     digest = hashlib.blake2b(digest_size=12)
     for part in (request.method.encode(), request.url.path.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))
