@@ -24,8 +24,9 @@ Design (see ARCHITECTURE.md for what it absorbs from PySyncObj 0.3.17):
   on disk. Files that cannot be what the member synced make it refuse to start instead
   (:class:`FatalReplicationError` naming the file and ``hacoord member rejoin``).
 * No reads before the state is loaded: :attr:`RaftReplicator.loaded` is false until the member,
-  since it started (or reopened), has heard from a leader and applied up to that leader's
-  commit index - so it never serves an older state than it served before it stopped.
+  since it started (or reopened), has heard from a leader that has committed an entry of its
+  own term, and applied up to that leader's commit index - so it never serves an older state
+  than it served before it stopped (nor judges a token by one).
 """
 
 from __future__ import annotations
@@ -150,15 +151,16 @@ class RaftReplicator:
     @property
     def loaded(self) -> bool:
         """True once the member, since it started (or reopened after a storage failure), has
-        heard from a leader and applied up to that leader's commit index (and at least what it
-        had applied before): until then its state may be older than what it served before, so
-        reads wait. Checked on every tick."""
+        heard from a leader that has committed an entry of its own term and applied up to that
+        leader's commit index (and at least what it had applied before): until then its state
+        may be older than what it served before, so reads wait. Checked on every tick."""
         return self._driver is not None and self._loaded
 
     def _check_loaded(self, driver: RaftDriver) -> None:
         obj = driver.obj
         leader_commit = obj.leader_commit_index
         if (obj._getLeader() is not None and leader_commit is not None
+                and obj.leader_commit_is_current
                 and obj.raftLastApplied >= max(leader_commit, self._must_reach)):
             self._loaded = True
             log.info("caught up at applied index %d (revision %d): serving reads",

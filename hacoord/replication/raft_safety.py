@@ -199,6 +199,19 @@ class SafeSyncObj(_syncobj.SyncObj):
         return self._SyncObj__leaderCommitIndex
 
     @property
+    def leader_commit_is_current(self) -> bool:
+        """True once the entry at the leader's commit index is of the current term: the leader
+        has committed an entry of its own term, so its commit index covers every entry
+        committed before it led. Until then it may be far behind (after every member
+        restarted, the commit index comes back from the members' metadata, which lags the
+        journal), and a state applied up to it may be older than one served before."""
+        index = self._SyncObj__leaderCommitIndex
+        raft_log = self._SyncObj__raftLog
+        if index is None or len(raft_log) == 0 or not raft_log[0][1] <= index <= raft_log[-1][1]:
+            return False
+        return bool(self._SyncObj__getEntries(index, 1)[0][2] == self._SyncObj__raftCurrentTerm)
+
+    @property
     def log_is_empty(self) -> bool:
         """True when the Raft log holds no entry at all (0.3.17 then fails every tick)."""
         return len(self._SyncObj__raftLog) == 0
