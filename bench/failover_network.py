@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import _first_ack_after
-from hacoord.client import Client
 from hacoord.testing.cluster import wait_for
 from tests.chaos.network import ProxiedCluster
 
@@ -34,7 +33,7 @@ def isolation_rounds(cluster: ProxiedCluster, rounds: int) -> dict[str, Any]:
     samples = []
     for round_no in range(rounds):
         leader = cluster.leader()
-        with Client([cluster.members[leader].url], timeout=2.0, deadline=10.0) as client:
+        with cluster.client(endpoints=[cluster.members[leader].url], timeout=2.0, deadline=10.0) as client:
             client.node_add(f"pre-iso-{round_no}", address="127.0.0.1:1")  # writable before
         others = {m for m in cluster.members if m != leader}
         t_cut = time.monotonic()

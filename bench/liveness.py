@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from hacoord.testing.cluster import LocalCluster
+from hacoord.testing.cluster import LocalCluster, bearer
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -48,10 +48,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection; one request at a time."""
+    """One keep-alive HTTP/1.1 connection; one request at a time (with ``token``, if given, as
+    its bearer token)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
         self.host, self.port = host, port
+        self.auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -61,7 +63,7 @@ class Connection:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         try:
-            self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.auth}"
                               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                               .encode() + body)
             status = int((await self.reader.readline()).split()[1])
@@ -96,13 +98,13 @@ class LoadStats:
     max_gap: float = 0.0
 
 
-async def register(host: str, port: int, nodes: int, connections: int) -> None:
+async def register(host: str, port: int, nodes: int, connections: int, token: str | None = None) -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(nodes):
         queue.put_nowait(i)
 
     async def worker() -> None:
-        conn = Connection(host, port)
+        conn = Connection(host, port, token)
         while not queue.empty():
             i = queue.get_nowait()
             body = json.dumps({"id": f"n{i:05d}", "address": f"10.1.{i // 250}.{i % 250}:9000",
@@ -117,12 +119,12 @@ async def register(host: str, port: int, nodes: int, connections: int) -> None:
 
 async def heartbeat_load(host: str, ports: dict[str, int], leader: str, via: str, nodes: int,
                          period: float, seconds: float, connections: int,
-                         stop: asyncio.Event | None = None) -> LoadStats:
+                         stop: asyncio.Event | None = None, token: str | None = None) -> LoadStats:
     """Node i heartbeats at t0 + i*period/nodes + k*period, for k while inside ``seconds`` (and
     until ``stop`` is set). With ``via`` leader, to the leader; spread: first to member i mod N,
     then wherever a forwarded answer says the leader is, or the next member when one does not
     answer (as the client does); followers: always
-    to a follower."""
+    to a follower. Requests carry ``token``."""
     members = sorted(ports)
     if via == "leader":
         start = [leader] * nodes
@@ -152,7 +154,7 @@ async def heartbeat_load(host: str, ports: dict[str, int], leader: str, via: str
             queue.put_nowait(None)
 
     async def worker() -> None:
-        conns = {m: Connection(host, port) for m, port in ports.items()}
+        conns = {m: Connection(host, port, token) for m, port in ports.items()}
         while (job := await queue.get()) is not None:
             i, due = job
             start = loop.time()
@@ -189,11 +191,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def liveness_events(url: str, since: int) -> list[dict[str, Any]] | None:
-    """Every liveness judgement committed after revision ``since``, as the member recorded it;
-    None if the member no longer keeps events that old (more than its feed holds)."""
+def liveness_events(url: str, since: int, token: str | None = None) -> list[dict[str, Any]] | None:
+    """Every liveness judgement committed after revision ``since``, as the member recorded it
+    (asked with ``token``); None if the member no longer keeps events that old (more than its
+    feed holds)."""
     found: list[dict[str, Any]] = []
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=10, headers=bearer(token)) as http:
         for _ in range(1000):  # bounded: pages of 10,000 events
             page = http.get(url + "/v1/watch", params={"since": since, "timeout": 0,
                                                        "limit": 10_000}).json()
@@ -212,7 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     member_args = ("--suspect-after", str(args.suspect_after), "--down-after", str(args.down_after),
                    *args.member_arg)
     with tempfile.TemporaryDirectory(prefix="hacoord-bench-liveness-") as tmp:
-        cluster = LocalCluster(Path(tmp), 3, member_args)
+        # Plain HTTP: the load generator speaks HTTP/1.1 on its own sockets (tokens are sent).
+        cluster = LocalCluster(Path(tmp), 3, member_args, tls=False)
         cluster.start()
         try:
             leader_id = cluster.leader()
@@ -225,7 +229,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(args.seconds)
             idle_cpu = (cpu_seconds(pid) - idle_start) / (time.monotonic() - idle_t)
 
-            asyncio.run(register("127.0.0.1", leader.api_port, args.nodes, args.connections))
+            asyncio.run(register("127.0.0.1", leader.api_port, args.nodes, args.connections,
+                                 cluster.token))
             status = cluster.status(leader_id)
             since, term_before = status["revision"], status["member"]["term"]
 
@@ -236,7 +241,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             load_start, load_t = cpu_seconds(pid), time.monotonic()
             ports = {m.id: m.api_port for m in cluster.members.values()}
             stats = asyncio.run(heartbeat_load("127.0.0.1", ports, leader_id, args.via, args.nodes,
-                                               args.period, args.seconds, args.connections))
+                                               args.period, args.seconds, args.connections,
+                                               token=cluster.token))
             window = time.monotonic() - load_t
             load_cpu = (cpu_seconds(pid) - load_start) / window
             own_end = resource.getrusage(resource.RUSAGE_SELF)
@@ -244,8 +250,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # Read back at once: the nodes have stopped, and would be (rightly) suspected soon.
             status = cluster.status(leader_id)
-            judged = liveness_events(leader.url, since)
-            nodes = httpx.get(leader.url + "/v1/nodes", timeout=10).json()["nodes"]
+            judged = liveness_events(leader.url, since, cluster.token)
+            nodes = httpx.get(leader.url + "/v1/nodes", timeout=10, headers=cluster.headers).json()["nodes"]
         finally:
             cluster.stop_all()
     heartbeats_ok = stats.by_status.get(200, 0)

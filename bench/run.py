@@ -41,10 +41,13 @@ WRK_DIR = Path(__file__).parent / "wrk"
 
 
 def _wrk(url: str, clients: int, seconds: float, mode: str, token: str,
-         script: str = "load.lua") -> dict[str, float]:
-    """One wrk run (C load generator: the client must not eat the members' CPU)."""
-    argv = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s",
-            "-s", str(WRK_DIR / script), url, "--", mode, token]
+         script: str = "load.lua", headers: dict[str, str] | None = None) -> dict[str, float]:
+    """One wrk run (C load generator: the client must not eat the members' CPU); ``headers``
+    go with every request (``-H``)."""
+    argv = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv += ["-s", str(WRK_DIR / script), url, "--", mode, token]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -61,14 +64,14 @@ def _wrk(url: str, clients: int, seconds: float, mode: str, token: str,
 
 def throughput(cluster: LocalCluster, seconds: float) -> list[dict[str, Any]]:
     leader = cluster.members[cluster.leader()]
-    with httpx.Client(base_url=leader.url, timeout=10) as http:
+    with cluster.http(base_url=leader.url, timeout=10) as http:
         for w in range(16):
             http.post("/v1/nodes", json={"id": f"bench-{w}", "address": "127.0.0.1:1"})
     rows = []
     token = uuid.uuid4().hex[:8]
     for clients in (1, 8, 32):
-        writes = _wrk(leader.url, clients, seconds, "write", f"{token}-{clients}")
-        baseline = _wrk(leader.url + "/livez", clients, seconds, "read", token)
+        writes = _wrk(leader.url, clients, seconds, "write", f"{token}-{clients}", headers=cluster.headers)
+        baseline = _wrk(leader.url + "/livez", clients, seconds, "read", token, headers=cluster.headers)
         rows.append({"clients": clients, "writes": writes, "baseline_livez": baseline,
                      "write_vs_livez_throughput": writes["ops_per_s"] / baseline["ops_per_s"]})
     return rows
@@ -84,9 +87,10 @@ def hacoord_points(cluster: LocalCluster, seconds: float) -> dict[str, Any]:
     :func:`throughput`) and linearizable reads (``consistent=true``) of one node."""
     leader = cluster.members[cluster.leader()]
     token = uuid.uuid4().hex[:8]
-    writes = {c: _wrk(leader.url, c, seconds, "write", f"{token}-side-{c}") for c in SIDE_BY_SIDE}
+    writes = {c: _wrk(leader.url, c, seconds, "write", f"{token}-side-{c}", headers=cluster.headers)
+              for c in SIDE_BY_SIDE}
     reads = _wrk(leader.url + "/v1/nodes/bench-1?consistent=true", READ_CLIENTS, seconds,
-                 "read", token)
+                 "read", token, headers=cluster.headers)
     return {"writes": writes, "reads": reads}
 
 
@@ -164,7 +168,7 @@ def _first_ack_after(cluster: LocalCluster, killed: str, t_kill: float, round_no
     i = 0
     # A short timeout: a follower still forwarding to a paused leader must not hide the moment
     # the new leader answers (a healthy write takes milliseconds).
-    with httpx.Client(timeout=0.1) as http:
+    with cluster.http(timeout=0.1) as http:
         while time.monotonic() - t_kill < 30:
             url = urls[i % len(urls)]
             i += 1
@@ -186,7 +190,7 @@ def failover(cluster: LocalCluster, rounds: int, fault: str = "kill") -> dict[st
     samples = []
     for round_no in range(rounds):
         leader = cluster.leader()
-        with httpx.Client(timeout=2) as http:  # the cluster is writable before the fault
+        with cluster.http(timeout=2) as http:  # the cluster is writable before the fault
             r = http.post(cluster.members[leader].url + "/v1/nodes",
                           json={"id": f"pre-{fault}-{round_no}", "address": "127.0.0.1:1"})
             assert r.status_code == 201, r.text

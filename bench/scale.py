@@ -43,7 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.liveness import Connection, LoadStats, heartbeat_load, percentile, register
 from bench.plots import plot_file
-from hacoord.testing.cluster import LocalCluster
+from hacoord.testing.cluster import LocalCluster, bearer
 
 PROBE_PATH = "/v1/nodes/n00000"  # a node that heartbeats (a silent one would be judged down)
 LAG_BUCKETS = (0.02, 0.1)  # lag above these counts as a stall (the issue's 20 ms; the log's 100 ms)
@@ -61,9 +61,10 @@ class Probe:
 
 
 async def probe_writes(ports: dict[str, int], probe: Probe, stop: asyncio.Event,
-                       interval: float = 0.05, give_up: float = 30.0) -> None:
-    """A write every ``interval`` seconds to whichever member leads, retried until acknowledged."""
-    conns = {m: Connection("127.0.0.1", port) for m, port in ports.items()}
+                       interval: float = 0.05, give_up: float = 30.0, token: str | None = None) -> None:
+    """A write every ``interval`` seconds to whichever member leads, retried until acknowledged
+    (sent with ``token``)."""
+    conns = {m: Connection("127.0.0.1", port, token) for m, port in ports.items()}
     members = sorted(ports)
     target = members[0]
     loop = asyncio.get_running_loop()
@@ -96,9 +97,10 @@ async def probe_writes(ports: dict[str, int], probe: Probe, stop: asyncio.Event,
         conn.close()
 
 
-def scrape(url: str) -> dict[str, Any]:
-    """Term, loop-lag buckets and snapshot figures from one member's ``/metrics``."""
-    text = httpx.get(url + "/metrics", timeout=30).text
+def scrape(url: str, token: str | None = None) -> dict[str, Any]:
+    """Term, loop-lag buckets and snapshot figures from one member's ``/metrics`` (read with
+    ``token``)."""
+    text = httpx.get(url + "/metrics", timeout=30, headers=bearer(token)).text
     out: dict[str, Any] = {"lag": {}}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -138,7 +140,7 @@ class Bench:
         return {m: member.url for m, member in self.cluster.members.items() if member.alive()}
 
     def scrape_all(self) -> dict[str, dict[str, Any]]:
-        return {m: scrape(url) for m, url in self.urls().items()}
+        return {m: scrape(url, self.cluster.token) for m, url in self.urls().items()}
 
     async def phase(self, name: str, work: Any) -> Any:
         """Run ``work`` (a coroutine) and record what the cluster went through meanwhile."""
@@ -195,7 +197,8 @@ def current_leader(cluster: LocalCluster, timeout: float = 60.0) -> str:
         views = set()
         for m in cluster.live():
             try:
-                views.add(httpx.get(cluster.members[m].url + "/v1/status", timeout=5).json()["leader"])
+                views.add(httpx.get(cluster.members[m].url + "/v1/status", timeout=5,
+                                    headers=cluster.headers).json()["leader"])
             except (httpx.HTTPError, ValueError, KeyError):
                 views.add(None)
         if len(views) == 1 and (leader := views.pop()) in cluster.live():
@@ -225,14 +228,14 @@ async def scenario(bench: Bench) -> dict[str, Any]:
     ports = {m: member.api_port for m, member in cluster.members.items()}
     url = leader_url(cluster)
     port = int(url.rsplit(":", 1)[1])
-    await register("127.0.0.1", port, args.nodes, 32)
+    await register("127.0.0.1", port, args.nodes, 32, cluster.token)
     stop = asyncio.Event()
     leader_id = current_leader(cluster)
     beats = asyncio.create_task(heartbeat_load("127.0.0.1", ports, leader_id, "spread", args.nodes,
-                                               1.0, 10**6, 32, stop))
-    probing = asyncio.create_task(probe_writes(ports, bench.probe, stop))
+                                               1.0, 10**6, 32, stop, cluster.token))
+    probing = asyncio.create_task(probe_writes(ports, bench.probe, stop, token=cluster.token))
     results: dict[str, Any] = {}
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, headers=cluster.headers) as http:
         await asyncio.sleep(args.baseline)
         bench.idle_p50 = percentile(bench.probe.window(0, float("inf")), 0.5)
         livez = []
@@ -333,7 +336,8 @@ async def scenario(bench: Bench) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     member_args = ("--writes-per-client", "0", *args.member_arg)
     with tempfile.TemporaryDirectory(prefix="hacoord-bench-scale-") as tmp:
-        cluster = LocalCluster(Path(tmp), 3, member_args)
+        # Plain HTTP: the load generator speaks HTTP/1.1 on its own sockets (tokens are sent).
+        cluster = LocalCluster(Path(tmp), 3, member_args, tls=False)
         cluster.start()
         try:
             current_leader(cluster)

@@ -1,4 +1,5 @@
--- wrk script for bench/run.py. Usage: wrk -s load.lua URL -- MODE TOKEN
+-- wrk script for bench/run.py. Usage: wrk [-H "Authorization: Bearer hc_..."] -s load.lua URL -- MODE TOKEN
+--   Every request carries the headers given with -H (the API token).
 --   MODE write: small writes (PATCH /v1/nodes/bench-N, a metrics change), a unique X-Request-Id
 --               per request (TOKEN keeps ids unique across runs);
 --   MODE read:  GET of the URL as given (the baseline: /livez, the HTTP stack without Raft).
@@ -24,6 +25,9 @@ request = function()
   end
   counter = counter + 1
   local headers = {}
+  for name, value in pairs(wrk.headers) do  -- those given with -H: a table passed replaces them
+    headers[name] = value
+  end
   headers["Content-Type"] = "application/json"
   headers["X-Request-Id"] = token .. "-" .. tid .. "-" .. counter
   return wrk.format("PATCH", "/v1/nodes/bench-" .. (counter % 16), headers,

@@ -82,10 +82,12 @@ class NodeAgent:
     ``node_id`` and ``address`` (``host:port`` where the node serves) identify the node; ``zone``,
     ``capacity`` and ``tags`` are used only to register it when the coordinator does not know it
     (an existing registration keeps its settings; the session updates the address). Give either
-    ``endpoints`` (the agent then makes and owns its client) or a ``client``. ``handler`` receives
-    the changes (default: one that does nothing). ``metrics`` returns the node's metrics, reported
-    every ``metrics_interval`` seconds. ``watch_poll`` bounds each long poll of the change feed,
-    and so how long :meth:`stop` waits for the follower.
+    ``endpoints`` (the agent then makes and owns its client, which sends the token in
+    ``token_file``, or else as :class:`~hacoord.client.Client` finds one: ``HACOORD_TOKEN``,
+    ``HACOORD_TOKEN_FILE``; a node token bound to ``node_id`` is all it needs) or a ``client``.
+    ``handler`` receives the changes (default: one that does nothing). ``metrics`` returns the
+    node's metrics, reported every ``metrics_interval`` seconds. ``watch_poll`` bounds each long
+    poll of the change feed, and so how long :meth:`stop` waits for the follower.
 
     Thread-safe: :meth:`assignments`, :meth:`assignment`, :meth:`address_of` and :meth:`stats` may
     be called from any thread, handler methods included.
@@ -93,7 +95,7 @@ class NodeAgent:
 
     def __init__(self, node_id: str, address: str, handler: AssignmentHandler | None = None, *,
                  endpoints: list[str] | str | None = None, client: Client | None = None,
-                 zone: str | None = None, capacity: float | None = None,
+                 token_file: str | None = None, zone: str | None = None, capacity: float | None = None,
                  tags: Mapping[str, str] | None = None, heartbeat_interval: float = 1.0,
                  metrics: Callable[[], Mapping[str, float | None]] | None = None,
                  metrics_interval: float = 10.0, watch_poll: float = 5.0,
@@ -102,13 +104,14 @@ class NodeAgent:
             raise ValueError("heartbeat_interval and metrics_interval must be positive")
         if not 0 < watch_poll <= 60:
             raise ValueError("watch_poll must be in (0, 60] seconds")
-        if client is not None and endpoints is not None:
-            raise ValueError("give endpoints or a client, not both")
+        if client is not None and (endpoints is not None or token_file is not None):
+            raise ValueError("give endpoints (and a token file) or a client, not both")
         self.node_id = node_id
         self.address = address
         self.handler = handler if handler is not None else AssignmentHandler()
         self._owns_client = client is None
-        self._client = client or Client(endpoints, timeout=CLIENT_TIMEOUT, deadline=CLIENT_DEADLINE)
+        self._client = client or Client(endpoints, timeout=CLIENT_TIMEOUT, deadline=CLIENT_DEADLINE,
+                                        token_file=token_file)
         self._registration = {"zone": zone, "capacity": capacity, "tags": dict(tags or {})}
         self._heartbeat_interval = heartbeat_interval
         self._metrics = metrics

@@ -11,6 +11,7 @@ import click
 
 from hacoord.cli import output
 from hacoord.client import Client
+from hacoord.client.credentials import TlsFileError, TokenFileError
 
 
 @dataclass
@@ -20,6 +21,9 @@ class CliState:
     endpoints: str | None = None
     timeout: float = 5.0
     deadline: float = 15.0
+    token_file: str | None = None
+    ca: str | None = None
+    cert: tuple[str, str] | None = None
     as_json: bool = False
     client_factory: Callable[[CliState], Client] | None = None
     _client: Client | None = field(default=None, repr=False)
@@ -30,6 +34,10 @@ class CliState:
             factory = self.client_factory or make_client
             try:
                 self._client = factory(self)
+            except TokenFileError as exc:
+                raise click.BadParameter(str(exc), param_hint="'--token-file'") from None
+            except TlsFileError as exc:
+                raise click.BadParameter(str(exc), param_hint="'--ca'") from None
             except ValueError as exc:  # the settings (endpoints, timeouts) are unusable
                 raise click.BadParameter(str(exc), param_hint="'--endpoints'") from None
             click.get_current_context().find_root().call_on_close(self._client.close)
@@ -43,7 +51,8 @@ class CliState:
 def make_client(state: CliState) -> Client:
     """The default factory: a network client over ``--endpoints`` (or ``HACOORD_ENDPOINTS``, or the
     local default cluster). Raises ``ValueError`` for unusable endpoints."""
-    return Client(state.endpoints, timeout=state.timeout, deadline=state.deadline)
+    return Client(state.endpoints, timeout=state.timeout, deadline=state.deadline,
+                  token_file=state.token_file, ca=state.ca, cert=state.cert)
 
 
 class CliError(click.ClickException):

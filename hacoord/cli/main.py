@@ -89,9 +89,19 @@ def _parse_metrics(_ctx: click.Context, _param: click.Parameter,
               envvar="HACOORD_TIMEOUT", help="Seconds per HTTP attempt.")
 @click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
               envvar="HACOORD_DEADLINE", help="Seconds per command, retries included.")
+@click.option("--token-file", envvar="HACOORD_TOKEN_FILE", metavar="FILE",
+              help="File holding the API token to send (or HACOORD_TOKEN; default: the local "
+                   "cluster's admin token, .hacoord/admin.token, for members on this host).")
+@click.option("--ca", envvar="HACOORD_CA", metavar="FILE",
+              help="CA (PEM) to verify the members' HTTPS with (default: the local cluster's "
+                   ".hacoord/ca.pem for members on this host, else the system's).")
+@click.option("--cert", nargs=2, metavar="CERT KEY", default=None,
+              help="Client certificate and key (PEM) for members that require mutual TLS "
+                   "(or HACOORD_CERT and HACOORD_KEY).")
 @json_option
 @click.version_option(__version__, prog_name="hacoord")
-def main(endpoints: str | None, timeout: float, deadline: float) -> None:
+def main(endpoints: str | None, timeout: float, deadline: float, token_file: str | None,
+         ca: str | None, cert: tuple[str, str] | None) -> None:
     """hacoord: a highly-available partition coordinator.
 
     Manage data nodes, resources and their partitions, and read the routing table. Exit status 2
@@ -100,6 +110,9 @@ def main(endpoints: str | None, timeout: float, deadline: float) -> None:
     state.endpoints = endpoints
     state.timeout = timeout
     state.deadline = deadline
+    state.token_file = token_file
+    state.ca = ca
+    state.cert = cert or None
 
 
 #: ``hacoord status --check``'s exit status when something is unhealthy.
@@ -370,8 +383,10 @@ def explain(resource_name: str, partition_index: int, consistent: bool) -> None:
 from hacoord.cli.member import member  # noqa: E402  (registered last, as the layout asks)
 from hacoord.cli.moves import register  # noqa: E402
 from hacoord.cli.serve import cluster, serve  # noqa: E402
+from hacoord.cli.tokens import token  # noqa: E402
 
 register(main, node, partition)
 main.add_command(serve)
 main.add_command(cluster)
 main.add_command(member)
+main.add_command(token)

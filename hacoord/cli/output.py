@@ -55,7 +55,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _time(stamp: float | None) -> str | None:
+def timestamp(stamp: float | None) -> str | None:
     if not stamp:
         return None
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -178,8 +178,8 @@ class Output:
                   ("capacity", node.capacity), ("status", node.status), ("admin", admin),
                   ("epoch", node.epoch), ("session", session(node)),
                   ("tags", node.tags),
-                  ("metrics", node.metrics), ("registered", _time(node.registered_at)),
-                  ("updated", _time(node.updated_at))]
+                  ("metrics", node.metrics), ("registered", timestamp(node.registered_at)),
+                  ("updated", timestamp(node.updated_at))]
         for name, value in fields:
             click.echo(f"{name + ':':<12}{_cell(value)}")
         if not node.replicas:
@@ -199,7 +199,7 @@ class Output:
             return
         click.echo(table(["NAME", "PARTITIONS", "REPLICAS", "BALANCE_ON", "CREATED"],
                          [[r.name, r.partitions, r.replication_factor, r.balance_metric or "replicas",
-                           _time(r.created_at)] for r in resources]))
+                           timestamp(r.created_at)] for r in resources]))
 
     def event(self, event: WatchEvent) -> None:
         """One watch event a line: JSON lines with ``--json``, else revision, type and data."""
@@ -260,7 +260,7 @@ class Output:
             click.echo(f"rebalance run {started['id']} started")
         run, frozen = progress["run"], progress["maintenance"]
         if frozen:
-            click.echo(f"maintenance: on since {_time(frozen['since'])} ({frozen['reason']}): "
+            click.echo(f"maintenance: on since {timestamp(frozen['since'])} ({frozen['reason']}): "
                        "no move starts")
         click.echo(rebalance_summary(progress))
         if run is None and progress["balance_moves_available"]:
@@ -268,7 +268,7 @@ class Output:
                        "'hacoord rebalance' applies them")
         last = progress.get("last_run")
         if run is None and last:
-            click.echo(f"last run: {last['id']} {last['outcome']} at {_time(last['ended_at'])}, "
+            click.echo(f"last run: {last['id']} {last['outcome']} at {timestamp(last['ended_at'])}, "
                        f"{last.get('completed', 0)} moves")
         if progress["pending"]:
             click.echo(table(["RESOURCE", "PARTITION", "FROM", "TO", "REASON", "AGE"],

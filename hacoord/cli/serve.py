@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -18,13 +19,16 @@ from typing import Any, NoReturn
 import click
 import httpx
 
+from hacoord.protocol.local import ADMIN_TOKEN_FILE
 from hacoord.replication.storage import ensure_private_dir, open_private
+from hacoord.server.certs import member_tls
 from hacoord.server.settings import (
     DEFAULT_BASE_PORT,
     DEFAULT_DATA_DIR,
     LOOPBACK,
     ConfigError,
     MemberSettings,
+    ensure_admin_token,
     ensure_secret,
     local_members,
     parse_peer,
@@ -61,6 +65,23 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
               help="Directory for the journal and snapshots.")
 @click.option("--secret-file", envvar="HACOORD_SECRET_FILE", type=click.Path(dir_okay=False),
               help="File holding the cluster secret (mode 0600).")
+@click.option("--admin-token-file", envvar="HACOORD_ADMIN_TOKEN_FILE",
+              type=click.Path(dir_okay=False),
+              help="File holding the first admin token (mode 0600; the same on every member of a "
+                   "new cluster; `hacoord token generate FILE` writes one).")
+@click.option("--metrics-open", is_flag=True, envvar="HACOORD_METRICS_OPEN",
+              help="Serve /metrics without a token (default: a reader token is needed).")
+@click.option("--tls-cert", envvar="HACOORD_TLS_CERT", type=click.Path(dir_okay=False),
+              help="PEM certificate the API serves HTTPS with.")
+@click.option("--tls-key", envvar="HACOORD_TLS_KEY", type=click.Path(dir_okay=False),
+              help="PEM private key of --tls-cert (mode 0600).")
+@click.option("--tls-client-ca", envvar="HACOORD_TLS_CLIENT_CA", type=click.Path(dir_okay=False),
+              help="Mutual TLS: clients must show a certificate signed by this CA.")
+@click.option("--tls-ca", envvar="HACOORD_TLS_CA", type=click.Path(dir_okay=False),
+              help="CA this member trusts when it calls the other members (default: "
+                   "--tls-client-ca, else the system's).")
+@click.option("--plain-http", is_flag=True, envvar="HACOORD_PLAIN_HTTP",
+              help="Serve the API over plain HTTP (loopback addresses only).")
 @click.option("--insecure", is_flag=True, envvar="HACOORD_INSECURE",
               help="Run without a secret (loopback addresses only).")
 @click.option("--submit-timeout", type=float, default=5.0, envvar="HACOORD_SUBMIT_TIMEOUT",
@@ -98,7 +119,9 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(member_id: str | None, raft_address: str | None, api_address: str | None,
           advertise_api_url: str | None, peers: tuple[str, ...], data_dir: str | None,
-          secret_file: str | None, insecure: bool, submit_timeout: float,
+          secret_file: str | None, admin_token_file: str | None, metrics_open: bool,
+          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None,
+          tls_ca: str | None, plain_http: bool, insecure: bool, submit_timeout: float,
           election_timeout_min: float, election_timeout_max: float,
           log_compaction_min_entries: int, fsync: bool, suspect_after: float, down_after: float,
           max_body_bytes: int, max_watches: int, max_watches_per_client: int,
@@ -116,6 +139,11 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
             member_id=str(member_id), raft_address=str(raft_address), api_address=str(api_address),
             data_dir=Path(str(data_dir)), peers=[parse_peer(p) for p in _split_peers(peers)],
             secret_file=Path(secret_file) if secret_file else None, insecure=insecure,
+            admin_token_file=Path(admin_token_file) if admin_token_file else None,
+            metrics_open=metrics_open, plain_http=plain_http,
+            **{key: Path(value) for key, value in (("tls_cert", tls_cert), ("tls_key", tls_key),
+                                                   ("tls_client_ca", tls_client_ca),
+                                                   ("tls_ca", tls_ca)) if value},
             advertise_api_url=advertise_api_url, submit_timeout=submit_timeout,
             election_timeout_min=election_timeout_min, election_timeout_max=election_timeout_max,
             log_compaction_min_entries=log_compaction_min_entries, fsync=fsync,
@@ -125,6 +153,7 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
             unsafe_stale_reads=unsafe_stale_reads)
         settings.validate()
         settings.read_secret()
+        settings.read_admin_token_hash()
     except ConfigError as exc:
         _fail(f"config error: {exc}")
     from hacoord.server.logs import setup_logging  # the server stack loads only to serve
@@ -163,15 +192,20 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
     except OSError as exc:
         _fail(f"cannot use data directory {root}: {exc.strerror}")
     secret = ensure_secret(root / "secret")
+    admin_token = ensure_admin_token(root / ADMIN_TOKEN_FILE)
+    tls = {m.id: member_tls(root, m.id, host) for m in members.values()}
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    click.echo(f"hacoord: starting {count} members (data in {root}, secret {secret})")
+    click.echo(f"hacoord: starting {count} members (data in {root}, secret {secret}, "
+               f"admin token {admin_token})")
     for member in members.values():
         member_dir = root / member.id
         ensure_private_dir(member_dir)
         argv = [sys.executable, "-m", "hacoord", "serve", "--member-id", member.id,
                 "--raft-address", member.raft_address,
-                "--api-address", member.api_url.removeprefix("http://"),
-                "--data-dir", str(member_dir), "--secret-file", str(secret)]
+                "--api-address", member.api_url.removeprefix("https://"),
+                "--data-dir", str(member_dir), "--secret-file", str(secret),
+                "--admin-token-file", str(admin_token), "--tls-cert", str(tls[member.id].cert),
+                "--tls-key", str(tls[member.id].key), "--tls-ca", str(tls[member.id].ca)]
         for peer in members.values():
             if peer.id != member.id:
                 argv += ["--peer", f"{peer.id}={peer.raft_address},{peer.api_url}"]
@@ -188,7 +222,7 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        _report_leader(members, procs)
+        _report_leader(members, procs, admin_token.read_text().strip(), tls["m1"].ca)
         _supervise(procs)
     except KeyboardInterrupt:
         click.echo("\nhacoord: stopping members")
@@ -201,9 +235,10 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def _report_leader(members: dict[str, Any], procs: dict[str, subprocess.Popen[bytes]],
-                   timeout: float = 30.0) -> None:
+                   token: str, ca: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=1.0) as http:
+    with httpx.Client(timeout=1.0, headers={"Authorization": f"Bearer {token}"},
+                      verify=ssl.create_default_context(cafile=str(ca))) as http:
         while time.monotonic() < deadline:
             if all(p.poll() is not None for p in procs.values()):
                 return

@@ -32,6 +32,7 @@ import httpx
 import tenacity
 
 from hacoord import __version__
+from hacoord.client.credentials import resolve_token, tls_context
 from hacoord.client.errors import (
     ApiError,
     NotLeader,
@@ -44,20 +45,23 @@ from hacoord.client.models import (
     ClusterStatus,
     Heartbeat,
     MemberStatus,
+    NewToken,
     NodeInfo,
     NodeSession,
     PartitionRoute,
     ResourceInfo,
     RoutingTable,
+    TokenInfo,
     WatchEvent,
     WriteResult,
 )
 from hacoord.protocol import LEADER_HEADER, REQUEST_ID_HEADER
+from hacoord.protocol.tokens import new_token
 
 #: Environment variable read when no endpoints are given: base URLs separated by commas.
 ENDPOINTS_ENV = "HACOORD_ENDPOINTS"
 #: The local cluster ``hacoord cluster up`` starts (members m1..m3, API port 7400 + k).
-DEFAULT_ENDPOINTS = ("http://127.0.0.1:7401", "http://127.0.0.1:7402", "http://127.0.0.1:7403")
+DEFAULT_ENDPOINTS = ("https://127.0.0.1:7401", "https://127.0.0.1:7402", "https://127.0.0.1:7403")
 
 
 #: Backoff between attempts: a random wait in [0, initial * 2**n], capped at max (seconds).
@@ -73,7 +77,7 @@ T = TypeVar("T")
 
 def parse_endpoints(endpoints: str | Iterable[str] | None) -> list[str]:
     """Normalise endpoints into base URLs. A string is split on commas; ``host:port`` gets
-    ``http://``; duplicates are dropped. ``None`` reads ``HACOORD_ENDPOINTS``, then falls back on
+    ``https://``; duplicates are dropped. ``None`` reads ``HACOORD_ENDPOINTS``, then falls back on
     :data:`DEFAULT_ENDPOINTS`. Raises ``ValueError`` when nothing usable remains."""
     if endpoints is None:
         endpoints = os.environ.get(ENDPOINTS_ENV, "").strip() or DEFAULT_ENDPOINTS
@@ -84,7 +88,7 @@ def parse_endpoints(endpoints: str | Iterable[str] | None) -> list[str]:
         if not text:
             continue
         if "://" not in text:
-            text = "http://" + text
+            text = "https://" + text
         try:
             url = httpx.URL(text)
         except httpx.InvalidURL as exc:
@@ -143,6 +147,13 @@ class Client:
     reads ``HACOORD_ENDPOINTS`` and falls back on the local default cluster). ``timeout`` bounds each
     HTTP attempt, ``deadline`` each call including its retries (both in seconds). ``transport`` is an
     ``httpx.BaseTransport`` to use instead of the network (tests pass ``httpx.MockTransport``).
+    ``token`` (or the file ``token_file``) is the API token sent with every request; without
+    either, see :func:`hacoord.client.credentials.resolve_token` (``HACOORD_TOKEN``,
+    ``HACOORD_TOKEN_FILE``, the local cluster's admin token). HTTPS endpoints are verified
+    against ``ca`` (a PEM file), ``HACOORD_CA``, the local cluster's CA for members on this host,
+    or else the system's CAs; ``cert`` is a (certificate, key) pair to show under mutual TLS
+    (or ``HACOORD_CERT`` and ``HACOORD_KEY``). An unreadable token or CA file raises
+    ``ValueError``.
 
     Methods are named after the CLI commands and return the frozen dataclasses of
     :mod:`hacoord.client.models`; failures raise the errors of :mod:`hacoord.client.errors`. One
@@ -151,7 +162,9 @@ class Client:
     """
 
     def __init__(self, endpoints: list[str] | str | None = None, *, timeout: float = 5.0,
-                 deadline: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
+                 deadline: float = 15.0, transport: httpx.BaseTransport | None = None,
+                 token: str | None = None, token_file: str | None = None,
+                 ca: str | None = None, cert: tuple[str, str] | None = None) -> None:
         if timeout <= 0 or deadline <= 0:
             raise ValueError("timeout and deadline must be positive")
         self.timeout = timeout
@@ -164,9 +177,12 @@ class Client:
         self._member_urls: dict[str, str] = {}
         self._lock = threading.Lock()
         self._backoff = tenacity.wait_random_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
-        self._http = httpx.Client(transport=transport, timeout=timeout,
-                                  headers={"User-Agent": f"hacoord-client/{__version__}",
-                                           "Accept": "application/json"})
+        headers = {"User-Agent": f"hacoord-client/{__version__}", "Accept": "application/json"}
+        secret = resolve_token(self._known, token, token_file)
+        if secret is not None:
+            headers["Authorization"] = f"Bearer {secret}"
+        self._http = httpx.Client(transport=transport, timeout=timeout, headers=headers,
+                                  verify=tls_context(self._known, ca, cert))
 
     # --- lifecycle and introspection ----------------------------------------------------------
 
@@ -379,6 +395,37 @@ class Client:
         body = {k: v for k, v in (("replicas", replicas), ("balance_metric", balance_metric))
                 if v is not None}
         return self._write("PATCH", f"/v1/resources/{_segment(name)}", body, request_id)
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def token_create(self, name: str, role: str, *, node: str | None = None,
+                     expires_in: float | None = None, request_id: str | None = None) -> NewToken:
+        """Create an API token (needs an admin token). The secret is drawn here and sent once,
+        so a retried request keeps it; the answer is the only place it is shown."""
+        secret = new_token()
+        body: dict[str, Any] = {"name": name, "role": role, "token": secret}
+        if node is not None:
+            body["node"] = node
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        result = self._write("POST", "/v1/tokens", body, request_id)
+        return self._parse(lambda: NewToken(TokenInfo.from_api(result.data["token"]), secret,
+                                            result.revision))
+
+    def token_list(self, consistent: bool = False) -> list[TokenInfo]:
+        """Every token (needs an admin token), in creation order."""
+        data = self._read("/v1/tokens", consistent)
+        return self._parse(lambda: [TokenInfo.from_api(t) for t in data["tokens"]])
+
+    def token_revoke(self, name: str, *, request_id: str | None = None) -> WriteResult:
+        """Revoke token ``name``; answered once the members have applied it (``data`` has
+        ``applied_on`` and ``unconfirmed``)."""
+        return self._write("DELETE", f"/v1/tokens/{_segment(name)}", None, request_id)
+
+    def whoami(self) -> TokenInfo:
+        """The token this client sends, as the cluster knows it."""
+        data = self._read("/v1/whoami", False)
+        return self._parse(lambda: TokenInfo.from_api(data))
 
     def resource_list(self, consistent: bool = False) -> list[ResourceInfo]:
         """All resources, sorted by name."""

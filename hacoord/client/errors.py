@@ -5,6 +5,8 @@ The tree::
     HacoordError                     anything this package raises on purpose
     ├── ApiError                     a member answered with an error body (.code, .message, .status)
     │   ├── InvalidArgument          400 invalid_argument: the request is malformed
+    │   ├── Unauthenticated          401 unauthenticated: no token, or one no member accepts
+    │   ├── PermissionDenied         403 permission_denied: the token's role or node may not do this
     │   ├── NotFound                 404 not_found: no such node, resource or partition
     │   ├── Conflict                 409 already_exists, node_not_empty, not_enough_nodes, stale_plan,
     │   │                                request_id_reused, ...
@@ -62,6 +64,17 @@ class ApiError(HacoordError):
 
 class InvalidArgument(ApiError):
     """400: the request is malformed (bad id, address, capacity, field...)."""
+
+
+class Unauthenticated(ApiError):
+    """401: the request carried no token, or one the cluster does not accept (never issued,
+    revoked or expired). Give the client a token (``token=``, ``HACOORD_TOKEN``,
+    ``HACOORD_TOKEN_FILE``)."""
+
+
+class PermissionDenied(ApiError):
+    """403: the token is valid, but its role may not do this, or a node token was used for
+    another node."""
 
 
 class NotFound(ApiError):
@@ -124,6 +137,8 @@ _CLASS_BY_CODE: dict[ErrorCode, type[ApiError]] = {
     ErrorCode.INVALID_ARGUMENT: InvalidArgument,
     ErrorCode.HTTP_ERROR: InvalidArgument,
     ErrorCode.NOT_FOUND: NotFound,
+    ErrorCode.UNAUTHENTICATED: Unauthenticated,
+    ErrorCode.PERMISSION_DENIED: PermissionDenied,
     ErrorCode.METHOD_NOT_ALLOWED: ApiError,
     ErrorCode.REQUEST_TOO_LARGE: ApiError,
     ErrorCode.TOO_MANY_REQUESTS: ApiError,
@@ -153,6 +168,8 @@ _CLASS_BY_CODE: dict[ErrorCode, type[ApiError]] = {
 
 _CLASS_BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidArgument,
+    401: Unauthenticated,
+    403: PermissionDenied,
     404: NotFound,
     409: Conflict,
     410: Compacted,

@@ -315,3 +315,32 @@ class WatchEvent(_Model):
     def from_api(cls, data: Mapping[str, Any]) -> WatchEvent:
         return cls(type=str(data["type"]), revision=int(data["revision"]),
                    data=dict(data.get("data", {})))
+
+
+@dataclass(frozen=True)
+class TokenInfo(_Model):
+    """An API token as the cluster shows it (never its secret). ``node`` is the node a ``node``
+    token speaks for; ``expires_at`` is seconds since the epoch (None: never)."""
+
+    name: str
+    role: str
+    node: str | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None
+    expired: bool = False
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> TokenInfo:
+        return cls(name=str(data["name"]), role=str(data["role"]), node=data.get("node"),
+                   created_at=float(data.get("created_at", 0.0)),
+                   expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
+                   expired=bool(data.get("expired", False)))
+
+
+@dataclass(frozen=True)
+class NewToken(_Model):
+    """A token just created: its record and its ``secret``, the only copy there is."""
+
+    token: TokenInfo
+    secret: str
+    revision: int

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hacoord.core import commands as c
+from hacoord.core.access import BOOTSTRAP_NAME, HASH_PATTERN, MAX_TOKENS, ROLES, ApiToken
 from hacoord.core.events import Event
 from hacoord.core.model import (
     NODE_ADMIN,
@@ -712,6 +713,52 @@ def _end_rebalance(state: ClusterState, cmd: c.EndRebalance, rev: int) -> Applie
     return Applied(rev, {"run": dict(record)}, (Event("RebalanceEnded", rev, dict(record)),))
 
 
+def _create_token(state: ClusterState, cmd: c.CreateToken, rev: int) -> Applied:
+    _require(valid_id(cmd.name), "invalid_argument", f"malformed token name {cmd.name!r}")
+    _require(cmd.name not in state.tokens, "already_exists", f"token {cmd.name!r} exists")
+    _require(state.auth_bootstrapped or cmd.name != BOOTSTRAP_NAME, "already_exists",
+             f"token name {BOOTSTRAP_NAME!r} is kept for the bootstrap admin token")
+    _require(cmd.role in ROLES, "invalid_argument",
+             f"unknown role {cmd.role!r} (one of {', '.join(ROLES)})")
+    if cmd.role == "node":
+        _require(valid_id(cmd.node), "invalid_argument",
+                 f"a node token needs the node id it speaks for, got {cmd.node!r}")
+    else:
+        _require(cmd.node is None, "invalid_argument", f"only a node token is bound to a node "
+                 f"(role {cmd.role!r} given node {cmd.node!r})")
+    _require(isinstance(cmd.hash, str) and HASH_PATTERN.match(cmd.hash) is not None,
+             "invalid_argument", "hash must be a hex SHA-256 digest")
+    _require(state.token_by_hash(cmd.hash) is None, "already_exists",
+             "a token with this secret exists")
+    _require(cmd.expires_at is None or (_number(cmd.expires_at) and cmd.expires_at > cmd.time),
+             "invalid_argument", "expires_at must be a time after the token's creation")
+    _require(len(state.tokens) < MAX_TOKENS, "limit_exceeded", f"at most {MAX_TOKENS} tokens")
+    token = ApiToken(name=cmd.name, role=cmd.role, hash=cmd.hash, node=cmd.node,
+                     created_at=float(cmd.time),
+                     expires_at=None if cmd.expires_at is None else float(cmd.expires_at))
+    state.add_token(token)
+    return Applied(rev, {"token": token.public()}, (Event("TokenCreated", rev, token.public()),))
+
+
+def _revoke_token(state: ClusterState, cmd: c.RevokeToken, rev: int) -> Applied:
+    _require(valid_id(cmd.name), "invalid_argument", f"malformed token name {cmd.name!r}")
+    _require(cmd.name in state.tokens, "not_found", f"unknown token {cmd.name!r}")
+    token = state.remove_token(cmd.name)
+    return Applied(rev, {"token": token.public()}, (Event("TokenRevoked", rev, token.public()),))
+
+
+def _bootstrap_admin(state: ClusterState, cmd: c.BootstrapAdmin, rev: int) -> Applied:
+    _require(not state.auth_bootstrapped, "already_exists", "the cluster is bootstrapped")
+    _require(isinstance(cmd.hash, str) and HASH_PATTERN.match(cmd.hash) is not None,
+             "invalid_argument", "hash must be a hex SHA-256 digest")
+    _require(state.token_by_hash(cmd.hash) is None, "already_exists",
+             "a token with this secret exists")
+    token = ApiToken(name=BOOTSTRAP_NAME, role="admin", hash=cmd.hash, created_at=float(cmd.time))
+    state.add_token(token)
+    state.auth_bootstrapped = True
+    return Applied(rev, {"token": token.public()}, (Event("TokenCreated", rev, token.public()),))
+
+
 _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = {
     c.RegisterNode: _register_node,
     c.RemoveNode: _remove_node,
@@ -731,6 +778,9 @@ _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = 
     c.ConfigureRebalance: _configure_rebalance,
     c.StartRebalance: _start_rebalance,
     c.EndRebalance: _end_rebalance,
+    c.CreateToken: _create_token,
+    c.RevokeToken: _revoke_token,
+    c.BootstrapAdmin: _bootstrap_admin,
 }
 
 

@@ -275,6 +275,37 @@ class Barrier(Command):
     TYPE: ClassVar[str] = "Barrier"
 
 
+@dataclass(frozen=True)
+class CreateToken(Command):
+    """Add an API token: its ``name``, ``role``, the ``node`` a node token speaks for, the
+    SHA-256 ``hash`` of its secret (the secret itself never enters the log) and when it
+    expires (seconds since the epoch, leader time; None: never)."""
+
+    TYPE: ClassVar[str] = "CreateToken"
+    name: str = ""
+    role: str = ""
+    hash: str = ""
+    node: str | None = None
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RevokeToken(Command):
+    """Delete the API token ``name``: every member refuses it once this is applied."""
+
+    TYPE: ClassVar[str] = "RevokeToken"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class BootstrapAdmin(Command):
+    """Write the first admin token (digest ``hash``), the one the members were started with;
+    refused once the cluster is bootstrapped."""
+
+    TYPE: ClassVar[str] = "BootstrapAdmin"
+    hash: str = ""
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.TYPE: cls
     for cls in (
@@ -296,6 +327,9 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         ConfigureRebalance,
         StartRebalance,
         EndRebalance,
+        CreateToken,
+        RevokeToken,
+        BootstrapAdmin,
         Barrier,
     )
 }

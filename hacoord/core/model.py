@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from hacoord.core.access import ApiToken
 from hacoord.core.leadership import LeaderIndex
 
 SCHEMA_VERSION = 1
@@ -295,9 +296,16 @@ class ClusterState:
     moves: dict[str, PendingMove] = field(default_factory=dict)
     rebalance: RebalanceState = field(default_factory=RebalanceState)
     removed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: API tokens by name (:mod:`hacoord.core.access`), and whether the first admin token has
+    #: been written (until then each member accepts the admin token it was started with).
+    tokens: dict[str, ApiToken] = field(default_factory=dict)
+    auth_bootstrapped: bool = False
     #: Derived from the partitions on first use, kept current by the methods below, never
     #: serialized (see :mod:`hacoord.core.leadership`).
     _leaders: LeaderIndex | None = field(default=None, init=False, repr=False, compare=False)
+    #: Token names by digest; derived like ``_leaders``.
+    _token_hashes: dict[str, str] | None = field(default=None, init=False, repr=False,
+                                                 compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -314,6 +322,8 @@ class ClusterState:
             "moves": [move.to_dict() for move in self.moves.values()],
             "rebalance": self.rebalance.to_dict(),
             "removed": [[node_id, record] for node_id, record in self.removed.items()],
+            "tokens": [token.to_dict() for token in self.tokens.values()],
+            "auth_bootstrapped": self.auth_bootstrapped,
         }
 
     @classmethod
@@ -332,6 +342,9 @@ class ClusterState:
             moves={m.key: m for m in map(PendingMove.from_dict, data.get("moves", []))},
             rebalance=RebalanceState.from_dict(data.get("rebalance", {})),
             removed={node_id: dict(record) for node_id, record in data.get("removed", [])},
+            # Absent from snapshots written before API tokens.
+            tokens={t["name"]: ApiToken.from_dict(t) for t in data.get("tokens", [])},
+            auth_bootstrapped=data.get("auth_bootstrapped", False),
         )
 
     # --- leaderships ---------------------------------------------------------------------------
@@ -366,6 +379,26 @@ class ClusterState:
         res = self.resources.pop(resource)
         if self._leaders is not None:
             self._leaders.remove_resource(resource, res)
+
+    # --- tokens ------------------------------------------------------------------------------
+
+    def token_by_hash(self, digest: str) -> ApiToken | None:
+        """The token whose digest is ``digest``, or None."""
+        if self._token_hashes is None:
+            self._token_hashes = {t.hash: t.name for t in self.tokens.values()}
+        name = self._token_hashes.get(digest)
+        return self.tokens.get(name) if name is not None else None
+
+    def add_token(self, token: ApiToken) -> None:
+        self.tokens[token.name] = token
+        if self._token_hashes is not None:
+            self._token_hashes[token.hash] = token.name
+
+    def remove_token(self, name: str) -> ApiToken:
+        token = self.tokens.pop(name)
+        if self._token_hashes is not None:
+            self._token_hashes.pop(token.hash, None)
+        return token
 
     def move_of(self, resource: str, partition: int) -> PendingMove | None:
         """The pending move of ``resource``/``partition``, or None."""

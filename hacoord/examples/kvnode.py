@@ -5,6 +5,10 @@ Run one per node (``hacoord-kvnode --help``)::
 
     hacoord-kvnode --id kv1 --listen 127.0.0.1:9701 --zone a --resource kv --partitions 8 --replicas 3
 
+It calls the coordinator with the API token of ``--token-file`` (or ``HACOORD_TOKEN_FILE``, or
+``HACOORD_TOKEN``), over HTTPS verified with ``--ca`` (or ``HACOORD_CA``); its own routes below
+take none.
+
 Routes (``epoch`` is the partition epoch the caller acts under; see :mod:`hacoord.examples.kvhttp`
 for the refusals):
 
@@ -35,6 +39,7 @@ from pydantic import BaseModel
 
 from hacoord.agent import NodeAgent
 from hacoord.client import Client, Conflict, UnavailableError
+from hacoord.client.credentials import TlsFileError, TokenFileError
 from hacoord.examples.kvhttp import DUMP_ROUTE, KV_ROUTE, NODE_ROUTE, REPLICATE_ROUTE, KVNodeCaller
 from hacoord.examples.kvservice import KVError, KVService
 from hacoord.examples.kvstore import Entry
@@ -145,6 +150,12 @@ def _listen(value: str) -> tuple[str, int]:
 @click.option("--advertise", default=None, help="HOST:PORT others reach this node at [default: --listen].")
 @click.option("--endpoints", envvar="HACOORD_ENDPOINTS", default=None,
               help="Coordinator API URLs, comma-separated [default: the local cluster].")
+@click.option("--token-file", envvar="HACOORD_TOKEN_FILE", default=None, metavar="FILE",
+              help="File holding the coordinator API token to send [default: HACOORD_TOKEN, or the "
+                   "local cluster's admin token for members on this host].")
+@click.option("--ca", envvar="HACOORD_CA", default=None, metavar="FILE",
+              help="CA (PEM) the coordinator's HTTPS is verified with [default: the local "
+                   "cluster's for members on this host, else the system's].")
 @click.option("--zone", default=None, help="Zone, when registering the node.")
 @click.option("--capacity", type=float, default=None, help="Capacity, when registering the node.")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE tag, when registering (repeat).")
@@ -161,10 +172,11 @@ def _listen(value: str) -> tuple[str, int]:
               help="Seconds to spend after copying a partition for a move, as a large copy would.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def main(node_id: str, listen: str, advertise: str | None, endpoints: str | None, zone: str | None,
-         capacity: float | None, tags: tuple[str, ...], resource: str | None, partitions: int,
-         replicas: int, heartbeat_interval: float, metrics_interval: float, watch_poll: float,
-         copy_delay: float, log_level: str) -> None:
+def main(node_id: str, listen: str, advertise: str | None, endpoints: str | None,
+         token_file: str | None, ca: str | None, zone: str | None, capacity: float | None,
+         tags: tuple[str, ...],
+         resource: str | None, partitions: int, replicas: int, heartbeat_interval: float,
+         metrics_interval: float, watch_poll: float, copy_delay: float, log_level: str) -> None:
     """Run an example key-value data node until interrupted."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
@@ -176,7 +188,11 @@ def main(node_id: str, listen: str, advertise: str | None, endpoints: str | None
             raise click.BadParameter(f"expected KEY=VALUE, got {tag!r}", param_hint="'--tag'")
         tag_map[key] = value
     try:
-        client = Client(endpoints, timeout=2.0, deadline=10.0)
+        client = Client(endpoints, timeout=2.0, deadline=10.0, token_file=token_file, ca=ca)
+    except TokenFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--token-file'") from None
+    except TlsFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--ca'") from None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--endpoints'") from None
     peers = KVNodeCaller()

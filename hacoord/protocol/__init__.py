@@ -5,6 +5,7 @@ imports nothing of hacoord."""
 
 from hacoord.protocol.errors import ErrorCode
 from hacoord.protocol.headers import (
+    AUTHORIZATION_HEADER,
     CLIENT_HEADER,
     FORWARDED_HEADER,
     LEADER_HEADER,
@@ -12,5 +13,5 @@ from hacoord.protocol.headers import (
     REVISION_HEADER,
 )
 
-__all__ = ["CLIENT_HEADER", "FORWARDED_HEADER", "LEADER_HEADER", "REQUEST_ID_HEADER",
+__all__ = ["AUTHORIZATION_HEADER", "CLIENT_HEADER", "FORWARDED_HEADER", "LEADER_HEADER", "REQUEST_ID_HEADER",
            "REVISION_HEADER", "ErrorCode"]

@@ -30,6 +30,11 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, False)
     HTTP_ERROR = ("http_error", 400, False)
     REQUEST_TOO_LARGE = ("request_too_large", 413, False)  # 431 when the headers are
+    #: No token, or one no member knows (unknown, revoked or expired): 401 with
+    #: ``WWW-Authenticate``.
+    UNAUTHENTICATED = ("unauthenticated", 401, False)
+    #: The token's role (or, for a node token, its node) may not do this.
+    PERMISSION_DENIED = ("permission_denied", 403, False)
     # It clashes with the state as it is.
     ALREADY_EXISTS = ("already_exists", 409, False)
     NODE_NOT_EMPTY = ("node_not_empty", 409, False)

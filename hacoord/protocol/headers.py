@@ -12,3 +12,5 @@ FORWARDED_HEADER = "x-hacoord-forwarded"
 #: Set by a follower on what it forwards: the client the request counts for in the leader's
 #: per-client limits.
 CLIENT_HEADER = "x-hacoord-client"
+#: ``Bearer <token>``: who the request comes from (see :mod:`hacoord.core.access`).
+AUTHORIZATION_HEADER = "authorization"

@@ -9,6 +9,7 @@ leader-or-forward rule, the read point, how answers are written - in
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 
 from hacoord import __version__
 from hacoord.replication.base import Replicator
+from hacoord.server.auth import Authenticator, Bootstrapper, Permission, needs, require_declared
 from hacoord.server.context import ApiContext
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.errors import install_error_handlers
@@ -27,7 +29,7 @@ from hacoord.server.metrics import install_metrics, refusals
 from hacoord.server.openapi import document_errors
 from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
 from hacoord.server.rebalancer import Rebalancer
-from hacoord.server.routes import nodes, rebalance, resources, routing, status
+from hacoord.server.routes import nodes, rebalance, resources, routing, status, tokens
 
 
 def create_app(replicator: Replicator, submit_timeout: float = 5.0,
@@ -38,14 +40,25 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                rebalance_interval: float = DEFAULT_REBALANCE_INTERVAL,
                rebalance_clock: Callable[[], float] = time.time,
                limits: HttpLimits | None = None,
-               forward_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+               forward_transport: httpx.AsyncBaseTransport | None = None,
+               forward_tls: ssl.SSLContext | None = None,
+               admin_token_hash: str | None = None, bootstrap: bool = True,
+               metrics_open: bool = False,
+               auth_clock: Callable[[], float] = time.time) -> FastAPI:
     """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
     and stops it; otherwise the caller does. The lifespan also runs the leader's
     :class:`LivenessMonitor` (``app.state.liveness``) with the given timeouts and clock, and its
     :class:`Rebalancer` (``app.state.rebalancer``), a pass every ``rebalance_interval`` seconds
     on ``rebalance_clock`` (leader time, seconds since the epoch). ``limits`` bound what one
     client may ask (:mod:`hacoord.server.limits`). ``forward_transport`` carries what a follower
-    forwards to the leader (the network by default).
+    forwards to the leader (the network by default), ``forward_tls`` how it verifies the leader
+    (and shows itself, under mutual TLS) over HTTPS.
+
+    Every route but the health probes needs an API token (:mod:`hacoord.server.auth`);
+    ``admin_token_hash`` is the digest of the admin token this member was started with, accepted
+    until the cluster is bootstrapped and then (with ``bootstrap``) written into the log by the
+    leader.
+    ``metrics_open`` serves ``/metrics`` without a token. ``auth_clock`` decides token expiry.
 
     ``unsafe_stale_reads`` is the chaos suite's canary: "consistent" reads are then served from
     whatever state the member asked has, which a linearizability checker must catch. Never set it
@@ -54,8 +67,11 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     liveness = LivenessMonitor(replicator, coordinator, liveness_clock, suspect_after, down_after,
                                liveness_check_interval)
     rebalancer = Rebalancer(replicator, coordinator, rebalance_interval, rebalance_clock)
+    auth = Authenticator(replicator, admin_token_hash, auth_clock)
+    bootstrapper = Bootstrapper(replicator, coordinator.submit,
+                                admin_token_hash if bootstrap else None)
     ctx = ApiContext(replicator, coordinator, liveness, rebalancer, submit_timeout,
-                     unsafe_stale_reads, forward_transport)
+                     unsafe_stale_reads, forward_transport, forward_tls)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -65,9 +81,11 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         await liveness.start()
         await rebalancer.start()
         await lag.start()
+        await bootstrapper.start()
         try:
             yield
         finally:
+            await bootstrapper.stop()
             await lag.stop()
             await rebalancer.stop()
             await liveness.stop()
@@ -81,8 +99,10 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     guard: dict[str, LimitsMiddleware] = {}
     registry = install_metrics(app, replicator, lambda: ctx.watching,
                                lambda: iter(liveness.metrics() + rebalancer.metrics()
-                                            + refusals(guard["limits"].refused if guard else {})),
-                               ctx.health.summary, before_scrape=ctx.health.current)
+                                            + refusals(guard["limits"].refused if guard else {})
+                                            + auth.metrics()),
+                               ctx.health.summary, before_scrape=ctx.health.current,
+                               permission=needs(Permission.OPEN if metrics_open else Permission.READ))
     lag = LagMonitor(registry)
 
     def keep(middleware: LimitsMiddleware) -> LimitsMiddleware:
@@ -95,7 +115,9 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     app.state.liveness = liveness
     app.state.rebalancer = rebalancer
     app.state.context = ctx
-    for area in (status, nodes, resources, rebalance, routing):
+    app.state.auth = auth
+    for area in (status, nodes, resources, rebalance, routing, tokens):
         area.install(app, ctx)
+    require_declared(app)
     document_errors(app)
     return app

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from fastapi.responses import JSONResponse
 
 from hacoord.core.codec import canonical_json
 from hacoord.protocol import (
+    AUTHORIZATION_HEADER,
     CLIENT_HEADER,
     FORWARDED_HEADER,
     LEADER_HEADER,
@@ -43,6 +45,7 @@ from hacoord.server.rebalancer import Rebalancer
 from hacoord.server.schemas import ID
 
 FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
+CONFIRM_EVERY = 0.02  # seconds between asking members whether they applied a revision
 MAX_REVISION = 2**53  # revisions asked for are bounded (JSON numbers are exact up to here)
 
 # Path parameters are checked before a handler runs (and before a follower forwards them).
@@ -76,12 +79,13 @@ async def request_id(request: Request) -> str:
 class ApiContext:
     """One member's API services and rules (see the module docstring). ``forward_transport``
     carries the requests a follower forwards to the leader (the network by default; the
-    in-process test cluster passes its own)."""
+    in-process test cluster passes its own); ``forward_tls`` verifies the leader over HTTPS."""
 
     def __init__(self, replicator: Replicator, coordinator: Coordinator,
                  liveness: LivenessMonitor, rebalancer: Rebalancer, submit_timeout: float,
                  unsafe_stale_reads: bool = False,
-                 forward_transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 forward_transport: httpx.AsyncBaseTransport | None = None,
+                 forward_tls: ssl.SSLContext | None = None) -> None:
         self.replicator = replicator
         self.coordinator = coordinator
         self.liveness = liveness
@@ -89,6 +93,7 @@ class ApiContext:
         self.submit_timeout = submit_timeout
         self.unsafe_stale_reads = unsafe_stale_reads
         self.forward_transport = forward_transport
+        self.forward_tls = forward_tls
         self.heavy = HeavyReads()
         self.health = HealthCache(replicator, self.heavy)
         #: Long polls open now.
@@ -99,7 +104,8 @@ class ApiContext:
 
     async def open(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.submit_timeout + 2.0,
-                                         transport=self.forward_transport)
+                                         transport=self.forward_transport,
+                                         verify=self.forward_tls or True)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -138,7 +144,7 @@ class ApiContext:
             target += "?" + request.url.query
         headers = {FORWARDED_HEADER: replicator.member_id,
                    CLIENT_HEADER: request.client.host if request.client else "unknown"}
-        for name in ("content-type", REQUEST_ID_HEADER):
+        for name in ("content-type", REQUEST_ID_HEADER, AUTHORIZATION_HEADER):
             if name in request.headers:
                 headers[name] = request.headers[name]
         forward = asyncio.ensure_future(self._client.request(
@@ -172,6 +178,37 @@ class ApiContext:
                                "while forwarding; retry", leader=now)
         forward.cancel()
         raise ApiError("unavailable", f"leader {leader} did not answer in time", leader=leader)
+
+    async def applied_everywhere(self, revision: int) -> tuple[list[str], list[str]]:
+        """Wait (at most the write timeout) until every member says it has applied
+        ``revision``; return the members that said so and those that did not."""
+        assert self._client is not None, "the app's lifespan opens the forwarding client"
+        me = self.replicator.member_id
+        confirmed = {me} if self.replicator.state.revision >= revision else set()
+        others = [m for m in self.replicator.members.values() if m.id != me]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.submit_timeout
+        for _ in range(int(self.submit_timeout / CONFIRM_EVERY) + 1):
+            pending = [m for m in others if m.id not in confirmed]
+            if not pending or loop.time() >= deadline:
+                break
+            seen = await asyncio.gather(*(self._member_revision(m.api_url) for m in pending))
+            confirmed.update(m.id for m, at in zip(pending, seen, strict=True) if at >= revision)
+            if len(confirmed) < len(others) + 1:
+                await asyncio.sleep(CONFIRM_EVERY)
+        if me not in confirmed and self.replicator.state.revision >= revision:
+            confirmed.add(me)
+        everyone = sorted([me, *(m.id for m in others)])
+        return [m for m in everyone if m in confirmed], [m for m in everyone if m not in confirmed]
+
+    async def _member_revision(self, api_url: str) -> int:
+        """The revision a member says it has applied (-1 if it does not answer)."""
+        assert self._client is not None
+        try:
+            answer = await self._client.get(api_url.rstrip("/") + "/readyz", timeout=1.0)
+            return int(answer.json()["member"]["revision"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return -1
 
     # --- reads --------------------------------------------------------------------------------
 

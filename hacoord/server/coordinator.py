@@ -93,6 +93,14 @@ class Coordinator:
         return await self.submit(c.StartNodeSession(request_id=request_id, node_id=node_id,
                                                     address=address))
 
+    async def create_token(self, request_id: str, name: str, role: str, digest: str,
+                           node: str | None, expires_at: float | None) -> Applied:
+        return await self.submit(c.CreateToken(request_id=request_id, name=name, role=role,
+                                               hash=digest, node=node, expires_at=expires_at))
+
+    async def revoke_token(self, request_id: str, name: str) -> Applied:
+        return await self.submit(c.RevokeToken(request_id=request_id, name=name))
+
     async def create_resource(self, request_id: str, name: str, partitions: int,
                               replicas: int, balance_metric: str | None = None) -> Applied:
         """Place the resource (off the loop when large) and create it: in one entry, or for a

@@ -30,8 +30,9 @@ class ApiError(Exception):
     """Raised by handlers and the coordinator service; rendered as the JSON error body."""
 
     def __init__(self, code: str, message: str, status: int | None = None,
-                 leader: str | None = None) -> None:
+                 leader: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = headers
         self.code = code
         self.message = message
         self.status = status or STATUS_BY_CODE.get(code, 400)
@@ -73,7 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         extra = {"leader": exc.leader} if exc.leader else {}
-        return JSONResponse(error_body(exc.code, exc.message, **extra), status_code=exc.status)
+        return JSONResponse(error_body(exc.code, exc.message, **extra), status_code=exc.status,
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

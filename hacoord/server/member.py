@@ -17,6 +17,7 @@ import logging
 import os
 import resource
 import signal
+import ssl
 import threading
 from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
@@ -72,6 +73,17 @@ def raise_descriptor_limit() -> tuple[int, int]:
         except (ValueError, OSError):
             pass
     return soft, hard
+
+
+def member_ssl(settings: MemberSettings) -> ssl.SSLContext:
+    """How a member calls the other members over HTTPS: it verifies them against ``tls_ca``
+    (or ``tls_client_ca``, or the system's CAs) and, under mutual TLS, shows its own
+    certificate."""
+    ca = settings.tls_ca or settings.tls_client_ca
+    context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    return context
 
 
 def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -133,6 +145,8 @@ async def serve_member(settings: MemberSettings) -> int:
                         writes_per_client=settings.writes_per_client,
                         write_burst=max(1, int(2 * settings.writes_per_client)))
     app = create_app(replicator, settings.submit_timeout, manage_replicator=False,
+                     admin_token_hash=settings.read_admin_token_hash(),
+                     metrics_open=settings.metrics_open, forward_tls=member_ssl(settings),
                      unsafe_stale_reads=settings.unsafe_stale_reads,
                      suspect_after=settings.suspect_after, down_after=settings.down_after,
                      limits=limits)
@@ -142,9 +156,17 @@ async def serve_member(settings: MemberSettings) -> int:
                     "secret (--secret-file) for anything but a throwaway test", settings.raft_address)
     if settings.unsafe_stale_reads:
         log.warning("UNSAFE: consistent reads are served from local state (chaos canary mode)")
+    tls: dict[str, Any] = {}
+    if settings.tls_cert is not None:
+        tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+        if settings.tls_client_ca is not None:
+            tls |= {"ssl_ca_certs": str(settings.tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    elif settings.plain_http:
+        log.warning("plain HTTP on %s: tokens cross the wire in clear; loopback only",
+                    settings.api_address)
     config = uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",
                             access_log=False, http="httptools", lifespan="on", workers=1,
-                            timeout_graceful_shutdown=1)
+                            timeout_graceful_shutdown=1, **tls)
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:

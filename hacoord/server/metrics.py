@@ -153,10 +153,12 @@ class _LatencyMiddleware:
 def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[], int],
                     extra: Callable[[], Iterator[Family]] | None = None,
                     health: Callable[[], dict] | None = None,
-                    before_scrape: Callable[[], Awaitable[Any]] | None = None) -> CollectorRegistry:
+                    before_scrape: Callable[[], Awaitable[Any]] | None = None,
+                    permission: Any = None) -> CollectorRegistry:
     """Add ``GET /metrics`` and the API latency middleware to ``app``; return the registry
     (others register their metrics there). ``before_scrape`` is awaited before each scrape
-    (to bring figures that are computed off the loop up to date)."""
+    (to bring figures that are computed off the loop up to date). ``permission`` is the route's
+    dependency declaring who may scrape (see :mod:`hacoord.server.auth`)."""
     registry = CollectorRegistry()
     registry.register(MemberCollector(replicator, watchers, extra, health))
     latency = Histogram("hacoord_api_request_seconds", "API request latency",
@@ -164,7 +166,8 @@ def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[],
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
     app.add_middleware(_LatencyMiddleware, latency=latency)
 
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    @app.get("/metrics", tags=["health"], include_in_schema=False,
+             dependencies=[permission] if permission is not None else None)
     async def metrics() -> Response:
         if before_scrape is not None:
             await before_scrape()

@@ -9,7 +9,8 @@ schema under every status the route can answer:
 * every write: 404 (an unknown node, resource or partition), 409 (a rule of the state refused it,
   or a request id reused) and 429 (the per-client write rate);
 * a route with an id in its path: 404;
-* :data:`EXTRA` for the rest (410 for history that is no longer kept, 429 for long polls).
+* :data:`EXTRA` for the rest (410 for history that is no longer kept, 429 for long polls);
+* every route that asks for a token (it says so with its ``security``): 401 and 403.
 
 ``/livez`` answers only 200 (and the limits'); ``/readyz`` 200 or 503.
 """
@@ -35,6 +36,8 @@ HEALTH: dict[str, tuple[int, ...]] = {"/livez": (413, 431), "/readyz": (413, 431
 DESCRIPTIONS = {400: "Invalid input", 404: "Not found", 409: "Refused by the state's rules",
                 410: "History no longer kept (compacted)", 413: "Body too large",
                 429: "Too many requests (see Retry-After)", 431: "Headers too large",
+                401: "No token, or one the cluster does not accept (see WWW-Authenticate)",
+                403: "The token's role (or node) may not do this",
                 503: "Not ready, no leader or leader unreachable: retry",
                 504: "Timed out: retry with the same request id"}
 
@@ -75,7 +78,10 @@ def document_errors(app: FastAPI) -> None:
             for method, operation in operations.items():
                 responses = operation.setdefault("responses", {})
                 responses.pop("422", None)
-                for status in error_statuses(method.upper(), path):
+                statuses = error_statuses(method.upper(), path)
+                if operation.get("security"):
+                    statuses = (*statuses, 401, 403)
+                for status in statuses:
                     responses[str(status)] = {
                         "description": DESCRIPTIONS.get(status, "Error"),
                         "content": {"application/json": {

@@ -168,6 +168,7 @@ class Status(Revisioned):
     members: dict[str, MemberAddresses]
     pid: int
     health: Health
+    bootstrapped: bool = Field(description="the first admin token is in the log")
     digest: str | None = Field(None, description="with digest=true: the applied state's digest")
 
 
@@ -281,3 +282,39 @@ class RoutingDiff(Revisioned):
     from_: int = Field(alias="from")
     to: int
     changes: list[dict[str, Any]]
+
+
+class TokenRecord(Answer):
+    name: str
+    role: Literal["admin", "operator", "node", "reader"]
+    node: str | None = Field(description="the node a node token speaks for")
+    created_at: float
+    expires_at: float | None = Field(description="when it is refused (None: never)")
+
+
+class TokenShown(TokenRecord):
+    expired: bool
+
+
+class TokenCreated(Revisioned):
+    token: TokenRecord
+    secret: str | None = Field(description="the token itself: shown this once, kept nowhere "
+                                           "(absent from the answer to a retried request)")
+    applied_on: list[str] = Field(description="members known to accept the token now")
+    unconfirmed: list[str] = Field(description="members that did not confirm in time")
+
+
+class TokenList(Revisioned):
+    tokens: list[TokenShown]
+
+
+class TokenRevoked(Revisioned):
+    token: TokenRecord
+    applied_on: list[str] = Field(description="members known to refuse the token now")
+    unconfirmed: list[str] = Field(description="members that did not confirm in time")
+
+
+class WhoAmI(Answer):
+    name: str
+    role: str
+    node: str | None

@@ -7,7 +7,7 @@ refuses never reaches the Raft log.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
@@ -158,3 +158,34 @@ class RebalanceSettings(_Body):
                                             description="seconds")
     maintenance: bool | None = Field(None, description="true freezes rebalancing (reason needed)")
     reason: str = Field("", max_length=256)
+
+
+#: The longest a token may live (ten years, in seconds).
+MAX_TOKEN_LIFETIME = 10 * 365 * 86_400.0
+
+
+class _TokenCreate(_Body):
+    name: str = Field(pattern=ID)
+    expires_in: float | None = Field(None, ge=1, le=MAX_TOKEN_LIFETIME, allow_inf_nan=False,
+                                     description="seconds until the token is refused")
+    token: str | None = Field(None, pattern=r"^hc_[A-Za-z0-9_-]{43}$",
+                              description="the secret: hc_ and 43 URL-safe characters")
+
+
+class PersonTokenCreate(_TokenCreate):
+    """Create an admin, operator or reader token. ``token`` lets the caller choose the secret
+    (the client library does, so that a retried request cannot lose it); otherwise the leader
+    draws one."""
+
+    role: Literal["admin", "operator", "reader"]
+    node: None = Field(None, description="only node tokens are bound to a node")
+
+
+class NodeTokenCreate(_TokenCreate):
+    """Create a node token, bound to the node it speaks for."""
+
+    role: Literal["node"]
+    node: str = Field(pattern=ID, description="the node this token speaks for")
+
+
+TokenCreate = Annotated[PersonTokenCreate | NodeTokenCreate, Field(discriminator="role")]

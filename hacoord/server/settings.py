@@ -26,15 +26,19 @@ import os
 import secrets
 import stat
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hacoord.core.access import token_hash, well_formed
 from hacoord.core.model import valid_address, valid_id
+from hacoord.protocol.local import LOCAL_DATA_DIR
+from hacoord.protocol.tokens import new_token
 from hacoord.replication.base import MemberInfo
 
 DEFAULT_BASE_PORT = 7400
-DEFAULT_DATA_DIR = ".hacoord"
+DEFAULT_DATA_DIR = LOCAL_DATA_DIR
 LOOPBACK = "127.0.0.1"
 
 
@@ -61,7 +65,7 @@ def local_members(count: int, base_port: int = DEFAULT_BASE_PORT,
     """The members ``hacoord cluster up`` starts: m1..mN on ``host``."""
     return {
         f"m{k}": MemberInfo(f"m{k}", f"{host}:{raft_port(base_port, k)}",
-                            f"http://{host}:{api_port(base_port, k)}")
+                            f"https://{host}:{api_port(base_port, k)}")
         for k in range(1, count + 1)
     }
 
@@ -162,6 +166,19 @@ class MemberSettings:
     max_watches: int = 5000
     max_watches_per_client: int = 500
     writes_per_client: float = 1000.0
+    #: The admin token this member accepts until the cluster is bootstrapped (and writes into
+    #: the log if it leads first); every member of a new cluster gets the same file.
+    admin_token_file: Path | None = None
+    metrics_open: bool = False
+    #: HTTPS: the member's certificate and key (PEM); with ``tls_client_ca`` clients must
+    #: present a certificate signed by it (mutual TLS). ``tls_ca`` is what the member trusts
+    #: when it calls the other members (default: ``tls_client_ca``, else the system's CAs).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_ca: Path | None = None
+    #: Serve the API over plain HTTP (loopback addresses only).
+    plain_http: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for the first setting that is wrong."""
@@ -191,37 +208,88 @@ class MemberSettings:
                     raise ConfigError("insecure", f"refused: {key} {host} is not a loopback address")
         elif self.secret_file is None:
             raise ConfigError("secret_file", "a cluster secret is required (or --insecure on loopback)")
+        self._validate_tls()
+
+    def _validate_tls(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert" if self.tls_cert is None else "tls_key",
+                              "HTTPS needs both --tls-cert and --tls-key")
+        if self.tls_cert is not None:
+            if self.plain_http:
+                raise ConfigError("plain_http", "give either --plain-http or --tls-cert, not both")
+            for key in ("tls_cert", "tls_key", "tls_client_ca", "tls_ca"):
+                path = getattr(self, key)
+                if path is not None and not os.access(path, os.R_OK):
+                    raise ConfigError(key, f"cannot read {path}")
+            return
+        if self.tls_client_ca is not None:
+            raise ConfigError("tls_client_ca", "mutual TLS needs --tls-cert and --tls-key")
+        host = self.api_address.rsplit(":", 1)[0]
+        if not self.plain_http:
+            raise ConfigError("tls_cert", "the API is served over HTTPS: give --tls-cert and "
+                              "--tls-key (or --plain-http, on a loopback address only)")
+        if not is_loopback(host):
+            raise ConfigError("plain_http", f"refused: api_address {host} is not a loopback "
+                              "address (serve HTTPS with --tls-cert and --tls-key)")
 
     def read_secret(self) -> str | None:
         """The cluster secret, or None when running insecure. Refuses a world-readable file."""
         if self.secret_file is None:
             return None
-        try:
-            mode = os.stat(self.secret_file).st_mode
-            text = Path(self.secret_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError("secret_file", f"cannot read {self.secret_file}: {exc.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError("secret_file", f"{self.secret_file} must not be readable by group or "
-                                             "others (chmod 600)")
+        text = read_private("secret_file", self.secret_file)
         if len(text) < 16:
             raise ConfigError("secret_file", "the secret must be at least 16 characters")
         return text
 
+    def read_admin_token_hash(self) -> str | None:
+        """The digest of the admin token file's token (None without a file). Refuses a file
+        readable by others, or one that holds no well-formed token."""
+        if self.admin_token_file is None:
+            return None
+        text = read_private("admin_token_file", self.admin_token_file)
+        if not well_formed(text):
+            raise ConfigError("admin_token_file", f"{self.admin_token_file} does not hold a "
+                              "hacoord token (hc_ and 43 URL-safe characters; `hacoord token "
+                              "generate FILE` writes one)")
+        return token_hash(text)
+
     @property
     def api_url(self) -> str:
-        return self.advertise_api_url or f"http://{self.api_address}"
+        scheme = "http" if self.tls_cert is None else "https"
+        return self.advertise_api_url or f"{scheme}://{self.api_address}"
 
     def members(self) -> dict[str, MemberInfo]:
         me = MemberInfo(self.member_id, self.raft_address, self.api_url)
         return {me.id: me, **{p.id: p for p in self.peers}}
 
 
-def ensure_secret(path: Path) -> Path:
-    """Create a random cluster secret at ``path`` (mode 0600) unless one exists."""
+def read_private(key: str, path: Path) -> str:
+    """The stripped text of a file only its owner may read (ConfigError on ``key`` otherwise)."""
+    try:
+        mode = os.stat(path).st_mode
+        text = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(key, f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(key, f"{path} must not be readable by group or others (chmod 600)")
+    return text
+
+
+def _ensure_private(path: Path, make: Callable[[], str]) -> Path:
+    """Write ``make()`` to a new file at ``path`` (mode 0600) unless the file exists."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
+            f.write(make() + "\n")
     return path
+
+
+def ensure_admin_token(path: Path) -> Path:
+    """Write a new admin token to ``path`` (mode 0600) unless the file exists."""
+    return _ensure_private(path, new_token)
+
+
+def ensure_secret(path: Path) -> Path:
+    """Create a random cluster secret at ``path`` (mode 0600) unless one exists."""
+    return _ensure_private(path, lambda: secrets.token_urlsafe(32))

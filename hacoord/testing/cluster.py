@@ -1,6 +1,11 @@
 """Real member processes on 127.0.0.1, launched the way an operator launches ``hacoord serve``.
 
-Every wait polls with a deadline; every process is killed at teardown.
+Every member is started with the same cluster secret and admin token file; :attr:`LocalCluster.token`
+is that admin token, which :meth:`LocalCluster.client`, :meth:`LocalCluster.http` and
+:meth:`Member.get` send. Members serve HTTPS with certificates from a CA made under the root
+(:attr:`LocalCluster.ca`), which those clients trust; ``tls=False`` serves plain HTTP instead
+(loopback only, as ``hacoord serve --plain-http``). Every wait polls with a deadline; every
+process is killed at teardown.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from hacoord.client import Client
+from hacoord.protocol.local import ADMIN_TOKEN_FILE
+from hacoord.protocol.tokens import new_token
+from hacoord.server.certs import MemberTls, ensure_ca, issue, member_tls
 
 T = TypeVar("T")
 
@@ -55,8 +66,13 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0,
 class Member:
     """One ``hacoord serve`` process."""
 
-    def __init__(self, member_id: str, api_port: int, raft_port: int, root: Path) -> None:
+    def __init__(self, member_id: str, api_port: int, raft_port: int, root: Path,
+                 token: str | None = None, tls: MemberTls | None = None,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.id = member_id
+        self.token = token
+        self.tls = tls
+        self.verify = verify
         self.api_port = api_port
         self.raft_port = raft_port
         self.data_dir = root / member_id
@@ -66,7 +82,7 @@ class Member:
     @property
     def url(self) -> str:
         """The member's API base URL."""
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.api_port}"
 
     @property
     def peer_spec(self) -> str:
@@ -79,23 +95,56 @@ class Member:
 
     def get(self, path: str, timeout: float = 2.0) -> dict[str, Any]:
         """``GET path`` on this member; the JSON answer (raises on an error status)."""
-        response = httpx.get(self.url + path, timeout=timeout)
+        response = httpx.get(self.url + path, timeout=timeout, headers=bearer(self.token),
+                             verify=self.verify)
         response.raise_for_status()
         return response.json()
+
+
+def trusting(ca: Path | None, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext | bool:
+    """What an httpx client verifies the members' HTTPS with: ``ca`` (True: the system's),
+    showing ``cert`` (certificate, key) if a member asks for one (mutual TLS)."""
+    if ca is None:
+        return True
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+    return context
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    """The ``Authorization`` header that sends ``token`` (none for None)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class LocalCluster:
     """N members with a shared secret under ``root``; start, kill, restart, inspect."""
 
-    def __init__(self, root: Path, size: int = 3, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, size: int = 3, extra_args: tuple[str, ...] = (),
+                 tls: bool = True) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.secret = root / "secret"
         fd = os.open(self.secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24))
+        #: The admin token file every member is started with, and its token.
+        self.token_file = root / ADMIN_TOKEN_FILE
+        if not self.token_file.exists():
+            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(new_token() + "\n")
+        self.token = self.token_file.read_text().strip()
+        #: The CA the members' certificates are signed by (None: plain HTTP), and the client
+        #: certificate the kit's clients show (good under ``--tls-client-ca`` with that CA).
+        self.ca: Path | None = ensure_ca(root)[0] if tls else None
+        self.client_cert: tuple[Path, Path] | None = \
+            issue(ensure_ca(root), root / "testing-kit", "testing-kit", ["localhost"]) if tls else None
         ports = free_ports(2 * size)
-        self.members = {f"m{k}": Member(f"m{k}", ports[2 * (k - 1)], ports[2 * k - 1], root)
+        self.members = {f"m{k}": Member(f"m{k}", ports[2 * (k - 1)], ports[2 * k - 1], root,
+                                        self.token,
+                                        member_tls(root, f"m{k}", "127.0.0.1") if tls else None,
+                                        self.verify)
                         for k in range(1, size + 1)}
         self.extra_args = extra_args
 
@@ -110,11 +159,55 @@ class LocalCluster:
                 "--raft-address", f"127.0.0.1:{member.raft_port}",
                 "--api-address", f"127.0.0.1:{member.api_port}",
                 "--data-dir", str(member.data_dir), "--secret-file", str(self.secret),
-                *self.extra_args]
+                "--admin-token-file", str(self.token_file)]
+        if member.tls is not None:
+            argv += ["--tls-cert", str(member.tls.cert), "--tls-key", str(member.tls.key),
+                     "--tls-ca", str(member.tls.ca)]
+        else:
+            argv += ["--plain-http"]
+        argv += self.extra_args
         for peer in self.members.values():
             if peer.id != member.id:
                 argv += ["--peer", self.peer_spec_for(member, peer)]
         return argv
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header with the admin token."""
+        return bearer(self.token)
+
+    def client(self, **options: Any) -> Client:
+        """A :class:`~hacoord.client.Client` of the cluster with the admin token (``options``
+        go to it; ``endpoints`` and ``token`` may be overridden)."""
+        options.setdefault("token", self.token)
+        if self.ca is not None and self.client_cert is not None:
+            options.setdefault("ca", str(self.ca))
+            options.setdefault("cert", tuple(str(p) for p in self.client_cert))
+        endpoints = options.pop("endpoints", self.endpoints)
+        return Client(endpoints, **options)
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client verifies the members with (``verify=``)."""
+        return trusting(self.ca, self.client_cert)
+
+    def http(self, **options: Any) -> httpx.Client:
+        """An ``httpx.Client`` that sends the admin token and trusts the cluster's CA
+        (``options`` go to it)."""
+        return httpx.Client(headers=self.headers, verify=self.verify, **options)
+
+    def async_http(self, **options: Any) -> httpx.AsyncClient:
+        """The same as :meth:`http`, for asyncio."""
+        return httpx.AsyncClient(headers=self.headers, verify=self.verify, **options)
+
+    def env(self) -> dict[str, str]:
+        """The environment for a process that calls the cluster (``HACOORD_TOKEN_FILE``,
+        ``HACOORD_CA`` and the kit's client certificate set)."""
+        extra = {}
+        if self.ca is not None and self.client_cert is not None:
+            extra = {"HACOORD_CA": str(self.ca), "HACOORD_CERT": str(self.client_cert[0]),
+                     "HACOORD_KEY": str(self.client_cert[1])}
+        return {**os.environ, "HACOORD_TOKEN_FILE": str(self.token_file), **extra}
 
     def peer_spec_for(self, member: Member, peer: Member) -> str:
         """How ``member`` is told about ``peer`` (``--peer``); a subclass may route the Raft link
@@ -158,13 +251,17 @@ class LocalCluster:
         return self.members[member_id].get("/v1/status?digest=true")
 
     def leader(self, timeout: float = 20.0, among: list[str] | None = None) -> str:
-        """The member every live member (of ``among``) agrees leads, itself among them."""
+        """The member every live member (of ``among``) agrees leads, itself among them, once
+        it has written the admin token into the log (so that tests see their own revisions)."""
         voters = among or self.live()
 
         def probe() -> str | None:
-            views = {self.status(m)["leader"] for m in voters}
+            statuses = {m: self.status(m) for m in voters}
+            views = {s["leader"] for s in statuses.values()}
             leader = views.pop() if len(views) == 1 else None
-            return leader if leader in voters else None
+            if leader not in voters or not statuses[leader]["bootstrapped"]:
+                return None
+            return leader
 
         return wait_for("one agreed leader", probe, timeout)
 
@@ -188,10 +285,11 @@ class LocalCluster:
 
 
 @contextmanager
-def running_cluster(root: Path, size: int = 3, extra_args: tuple[str, ...] = ()) -> Iterator[LocalCluster]:
+def running_cluster(root: Path, size: int = 3, extra_args: tuple[str, ...] = (),
+                    tls: bool = True) -> Iterator[LocalCluster]:
     """A started :class:`LocalCluster`, stopped on the way out, whose member logs must then hold
     no traceback."""
-    cluster = LocalCluster(root, size, extra_args)
+    cluster = LocalCluster(root, size, extra_args, tls)
     cluster.start()
     try:
         yield cluster

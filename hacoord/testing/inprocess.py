@@ -9,6 +9,12 @@ an async transport over the apps (``create_app(forward_transport=...)``).
 
 Each member keeps its own state, as a lagging follower would: writes apply on the member that
 leads, non-consistent reads answer from the member asked.
+
+Every member is started with the same admin token (:attr:`InProcessCluster.admin_token`), which
+:attr:`InProcessCluster.transport` adds to each request that carries no ``Authorization`` header;
+:meth:`InProcessCluster.transport_as` sends another token, or none. The leader does not write the
+token into the log unless asked (``bootstrap=True``): the members accept it as the bootstrap admin
+token throughout, and the revisions a test sees are those of its own writes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from typing import Any, TypeVar
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from hacoord.core.access import token_hash
+from hacoord.protocol.tokens import new_token
 from hacoord.replication.base import MemberInfo
 from hacoord.replication.memory import MemoryReplicator
 from hacoord.server.app import create_app
@@ -32,8 +40,13 @@ T = TypeVar("T")
 class InProcessCluster:
     """Members ``m1..m<size>`` at ``http://m<k>.test``; every member believes ``leader`` leads."""
 
-    def __init__(self, size: int = 3, leader: str | None = "m1", **app_options: Any) -> None:
+    def __init__(self, size: int = 3, leader: str | None = "m1", bootstrap: bool = False,
+                 **app_options: Any) -> None:
         """``app_options`` go to every member's ``create_app`` (liveness timeouts and clock...)."""
+        #: The admin token every member was started with.
+        self.admin_token = new_token()
+        app_options.setdefault("admin_token_hash", token_hash(self.admin_token))
+        app_options.setdefault("bootstrap", bootstrap)
         self.members = {f"m{k}": MemberInfo(f"m{k}", f"127.0.0.1:{7500 + k}", f"http://m{k}.test")
                         for k in range(1, size + 1)}
         self.replicators = {m: MemoryReplicator(m, dict(self.members)) for m in self.members}
@@ -45,7 +58,11 @@ class InProcessCluster:
         self.set_leader(leader)
         self._stack = contextlib.ExitStack()
         self._portal: BlockingPortal | None = None
-        self.transport = _SyncTransport(self)
+        self.transport = _SyncTransport(self, self.admin_token)
+
+    def transport_as(self, token: str | None) -> httpx.BaseTransport:
+        """A transport that sends ``token`` (None: no token) on requests that carry none."""
+        return _SyncTransport(self, token)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -118,14 +135,18 @@ class InProcessCluster:
 
 
 class _SyncTransport(httpx.BaseTransport):
-    def __init__(self, cluster: InProcessCluster) -> None:
+    def __init__(self, cluster: InProcessCluster, token: str | None) -> None:
         self.cluster = cluster
+        self.token = token
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         portal = self.cluster._portal
         assert portal is not None, "start the cluster first"
         body = request.read()
-        copy = httpx.Request(request.method, request.url, headers=request.headers, content=body,
+        headers = request.headers.copy()
+        if self.token is not None and "authorization" not in headers:
+            headers["authorization"] = f"Bearer {self.token}"
+        copy = httpx.Request(request.method, request.url, headers=headers, content=body,
                              extensions=request.extensions)
         response = portal.call(self.cluster.dispatch, copy)
         return httpx.Response(response.status_code, headers=response.headers, content=response.content,

@@ -14,14 +14,20 @@ from hacoord.testing.cluster import free_ports, wait_for
 
 
 class KVNodeProcess:
-    """One kv node process, its log under ``root``."""
+    """One kv node process, its log under ``root``; it calls the coordinator with the token in
+    ``token_file``, if given."""
 
-    def __init__(self, node_id: str, port: int, root: Path, endpoints: list[str], *extra: str) -> None:
+    def __init__(self, node_id: str, port: int, root: Path, endpoints: list[str], *extra: str,
+                 token_file: Path | None = None, ca: Path | None = None) -> None:
         self.id = node_id
         self.address = f"127.0.0.1:{port}"
         self.log_path = root / f"{node_id}.log"
         self.argv = [sys.executable, "-m", "hacoord.examples.kvnode", "--id", node_id,
                      "--listen", self.address, "--endpoints", ",".join(endpoints), *extra]
+        if token_file is not None:
+            self.argv += ["--token-file", str(token_file)]
+        if ca is not None:
+            self.argv += ["--ca", str(ca)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -60,12 +66,16 @@ class KVNodeProcess:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
 
-def start_kv_nodes(root: Path, endpoints: list[str], ids: list[str], *extra: str) -> dict[str, KVNodeProcess]:
-    """Start kv nodes ``ids`` (zones a, b, c... in turn) and wait until each agent runs (the
-    coordinator need not have a leader yet: an agent's start waits for one, within its deadline)."""
+def start_kv_nodes(root: Path, endpoints: list[str], ids: list[str], *extra: str,
+                   token_file: Path | None = None, ca: Path | None = None) -> dict[str, KVNodeProcess]:
+    """Start kv nodes ``ids`` (zones a, b, c... in turn), calling the coordinator with the token in
+    ``token_file`` (over HTTPS verified with ``ca``), and wait until each agent runs (the
+    coordinator need not have a leader yet: an agent's start waits for one, within its
+    deadline)."""
     root.mkdir(parents=True, exist_ok=True)
     ports = free_ports(len(ids))
-    nodes = {node_id: KVNodeProcess(node_id, port, root, endpoints, "--zone", "abcdef"[i % 6], *extra)
+    nodes = {node_id: KVNodeProcess(node_id, port, root, endpoints, "--zone", "abcdef"[i % 6], *extra,
+                                    token_file=token_file, ca=ca)
              for i, (node_id, port) in enumerate(zip(ids, ports, strict=True))}
     for node in nodes.values():
         node.start()

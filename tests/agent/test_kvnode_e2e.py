@@ -70,7 +70,8 @@ def settled(setup: Setup) -> RoutingTable | None:
 def down_or_suspect(cluster: LocalCluster, member: str, since: int) -> list[dict]:
     """The kv nodes' liveness changes after revision ``since``, as ``member`` recorded them."""
     url = cluster.members[member].url + "/v1/watch"
-    events = httpx.get(url, params={"since": since, "timeout": 0, "limit": 10_000}, timeout=5).json()
+    events = httpx.get(url, params={"since": since, "timeout": 0, "limit": 10_000}, timeout=5,
+                       headers=cluster.headers, verify=cluster.verify).json()
     return [e["data"] for e in events["events"] if e["type"] == "NodeStateChanged"
             and e["data"]["id"] in NODE_IDS and e["data"]["status"] != "up"]
 
@@ -81,12 +82,13 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
                                                          "--down-after", str(DOWN_AFTER)))
     cluster.start()
     nodes: dict[str, KVNodeProcess] = {}
-    client = Client(cluster.endpoints, timeout=1.0, deadline=15.0)
+    client = cluster.client(timeout=1.0, deadline=15.0)
     kv = KVClient(client, RESOURCE)
     try:
         nodes = start_kv_nodes(tmp_path / "kv", cluster.endpoints, NODE_IDS,
                                "--heartbeat-interval", str(HEARTBEAT), "--watch-poll", "1",
-                               "--metrics-interval", "1", "--copy-delay", str(COPY_DELAY))
+                               "--metrics-interval", "1", "--copy-delay", str(COPY_DELAY),
+                               token_file=cluster.token_file, ca=cluster.ca)
         client.resource_create(RESOURCE, PARTITIONS, REPLICAS)
         running = Setup(cluster, nodes, client, kv)
         wait_for("every kv node holding what it is routed", lambda: settled(running), timeout=20)
@@ -146,8 +148,8 @@ def test_kv_nodes_keep_serving_and_their_agents_ride_through_a_coordinator_leade
 
     cluster.converged()
     for member in survivors:
-        statuses = {n.id: n.status for n in Client([cluster.members[member].url]).node_list()
-                    if n.id in nodes}
+        with cluster.client(endpoints=[cluster.members[member].url]) as direct:
+            statuses = {n.id: n.status for n in direct.node_list() if n.id in nodes}
         assert statuses == dict.fromkeys(nodes, "up"), (member, statuses)
         assert down_or_suspect(cluster, member, since) == []
     for node_id, node in nodes.items():

@@ -84,10 +84,10 @@ def created(request: httpx.Request) -> httpx.Response:
 # --- configuration ----------------------------------------------------------------------------
 
 def test_endpoints_from_argument_env_or_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert parse_endpoints("h1:7401, http://h2:7402/ ,h1:7401") == ["http://h1:7401", "http://h2:7402"]
+    assert parse_endpoints("h1:7401, http://h2:7402/ ,h1:7401") == ["https://h1:7401", "http://h2:7402"]
     assert Client(["https://x:1"]).endpoints == ("https://x:1",)
     monkeypatch.setenv("HACOORD_ENDPOINTS", "e1:1,e2:2")
-    assert Client().endpoints == ("http://e1:1", "http://e2:2")
+    assert Client().endpoints == ("https://e1:1", "https://e2:2")
     monkeypatch.delenv("HACOORD_ENDPOINTS")
     assert Client().endpoints == DEFAULT_ENDPOINTS
     for bad in ("", " , ", "ftp://x:1", "http://"):

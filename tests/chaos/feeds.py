@@ -42,7 +42,7 @@ class FeedSampler:
 
     def run(self, stop: threading.Event, limit: int = 100_000) -> None:
         """Sample every ``interval`` until ``stop`` is set (bounded by ``limit`` sweeps)."""
-        with httpx.Client(timeout=1.0) as http:
+        with self.cluster.http(timeout=1.0) as http:
             for _ in range(limit):
                 if stop.is_set():
                     return

@@ -120,13 +120,13 @@ class FencingWorkload(Workload):
             history.complete(op, "ok", result=accepted)
 
     def background(self, endpoints: list[str], history: History, rng: random.Random,
-                   stop: threading.Event) -> list[threading.Thread]:
+                   stop: threading.Event, token: str | None = None) -> list[threading.Thread]:
         mover_rng = random.Random(rng.random())
         return [threading.Thread(target=self._move_loop, name="mover",
-                                 args=(Client(endpoints, timeout=1.0, deadline=10.0), history, mover_rng,
-                                       stop)),
+                                 args=(Client(endpoints, token=token, timeout=1.0, deadline=10.0), history,
+                                       mover_rng, stop)),
                 threading.Thread(target=self._heartbeat_loop, name="heartbeats",
-                                 args=(Client(endpoints, timeout=1.0, deadline=2.0), stop))]
+                                 args=(Client(endpoints, token=token, timeout=1.0, deadline=2.0), stop))]
 
     def _move_loop(self, client: Client, history: History, rng: random.Random,
                    stop: threading.Event) -> None:

@@ -50,14 +50,14 @@ class MembershipWorkload(FencingWorkload):
             return [n for n in self.nodes if n not in replicas and n not in self.leaving]
 
     def background(self, endpoints: list[str], history: History, rng: random.Random,
-                   stop: threading.Event) -> list[threading.Thread]:
+                   stop: threading.Event, token: str | None = None) -> list[threading.Thread]:
         churn_rng = random.Random(rng.random())
-        return super().background(endpoints, history, rng, stop) + [
+        return super().background(endpoints, history, rng, stop, token) + [
             threading.Thread(target=self._churn_loop, name="churn",
-                             args=(Client(endpoints, timeout=1.0, deadline=10.0), history, churn_rng,
-                                   stop)),
+                             args=(Client(endpoints, token=token, timeout=1.0, deadline=10.0), history,
+                                   churn_rng, stop)),
             threading.Thread(target=self._catch_up_loop, name="catch-up",
-                             args=(Client(endpoints, timeout=1.0, deadline=2.0), stop)),
+                             args=(Client(endpoints, token=token, timeout=1.0, deadline=2.0), stop)),
         ]
 
     # --- nodes joining and leaving ------------------------------------------------------------

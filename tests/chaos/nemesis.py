@@ -138,7 +138,8 @@ class Nemesis:
 
         def create() -> None:
             try:
-                answer = httpx.post(url + "/v1/resources", timeout=60, json={
+                answer = httpx.post(url + "/v1/resources", timeout=60, headers=self.cluster.headers,
+                                    verify=self.cluster.verify, json={
                     "name": LARGE, "partitions": LARGE_PARTITIONS, "replicas": 3})
                 self.created.append(f"{answer.status_code} {answer.text[:200]}")
             except httpx.HTTPError as exc:
@@ -148,7 +149,9 @@ class Nemesis:
         if not kill:
             return
         for _ in range(600):  # up to a minute: the first slice, then the leader dies
-            resources = httpx.get(url + "/v1/resources", timeout=5).json()["resources"]
+            resources = httpx.get(url + "/v1/resources", timeout=5,
+                                  headers=self.cluster.headers,
+                                  verify=self.cluster.verify).json()["resources"]
             if any(r["name"] == LARGE and r["creating"] for r in resources):
                 self.cluster.kill(leader, signal.SIGKILL)
                 self.history.note("the leader killed while creating " + LARGE)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from hacoord.client import Client, HacoordError
+from hacoord.client import HacoordError
 from hacoord.testing.cluster import LocalCluster
 from tests.chaos.checker import check_one_leader_per_term, check_revisions
 from tests.chaos.feeds import FeedSampler
@@ -103,7 +103,7 @@ def make_cluster(scenario: Scenario, root: Path) -> LocalCluster:
 
 
 def _watch_leaders(cluster: LocalCluster, seen: list[tuple[int, str]], stop: threading.Event) -> None:
-    with httpx.Client(timeout=0.5) as http:
+    with cluster.http(timeout=0.5) as http:
         for _ in range(100_000):
             if stop.is_set():
                 return
@@ -127,8 +127,8 @@ def _client_threads(scenario: Scenario, cluster: LocalCluster, workload: Workloa
     for k in range(scenario.clients_per_member * len(members)):
         home = members[k % len(members)]
         endpoints = [home.url] + [m.url for m in members if m is not home]
-        client = Client(endpoints, timeout=1.0, deadline=scenario.client_deadline)
-        reader = Client([home.url], timeout=1.0, deadline=scenario.client_deadline) \
+        client = cluster.client(endpoints=endpoints, timeout=1.0, deadline=scenario.client_deadline)
+        reader = cluster.client(endpoints=[home.url], timeout=1.0, deadline=scenario.client_deadline) \
             if scenario.read_from_home else client
         name = f"c{k}"
         threads.append(threading.Thread(target=workload.client_loop, name=name, args=(
@@ -156,10 +156,10 @@ def run(scenario: Scenario, root: Path) -> Outcome:
     outcome = Outcome(scenario, [], history)
     try:
         outcome.leader_before = cluster.leader()
-        with Client(cluster.endpoints, timeout=2.0, deadline=20.0) as setup:
+        with cluster.client(timeout=2.0, deadline=20.0) as setup:
             workload.setup(setup)
         threads = _client_threads(scenario, cluster, workload, history, rng, stop)
-        threads += workload.background(cluster.endpoints, history, rng, stop)
+        threads += workload.background(cluster.endpoints, history, rng, stop, token=cluster.token)
         watchers = [threading.Thread(target=_watch_leaders, args=(cluster, leaders, watch_stop)),
                     threading.Thread(target=sampler.run, args=(watch_stop,))]
         for thread in [*threads, *watchers]:
@@ -222,11 +222,12 @@ def run(scenario: Scenario, root: Path) -> Outcome:
 def _check(scenario: Scenario, cluster: LocalCluster, workload: Workload, history: History,
            sampler: FeedSampler, rng: random.Random) -> list[str]:
     """The offline checks, once the cluster has healed and converged."""
-    with httpx.Client(timeout=2.0) as http:
+    with cluster.http(timeout=2.0) as http:
         sampler.sweep(http)  # every member up to the end
-    members = {m.id: Client([m.url], timeout=2.0, deadline=5.0) for m in cluster.members.values()}
+    members = {m.id: cluster.client(endpoints=[m.url], timeout=2.0, deadline=5.0)
+               for m in cluster.members.values()}
     try:
-        with Client(cluster.endpoints, timeout=2.0, deadline=10.0) as leader:
+        with cluster.client(timeout=2.0, deadline=10.0) as leader:
             resolved_at, problems = resolve(history.ops, leader, members, rng)
     finally:
         for client in members.values():
@@ -253,7 +254,7 @@ def _stats(history: History, workload: Workload, sampler: FeedSampler) -> dict[s
 
 def _first_write_after(cluster: LocalCluster, healed: float, history: History) -> float | None:
     """Seconds from the heal to the first write acknowledged by the cluster (a probe of its own)."""
-    probe = Client(cluster.endpoints, timeout=1.0, deadline=10.0)
+    probe = cluster.client(timeout=1.0, deadline=10.0)
     try:
         probe.node_add(f"probe-{int(healed * 1000)}", address="127.0.0.1:1")
     except HacoordError as exc:

@@ -157,7 +157,7 @@ class StorageNemesis:
         """Until the victim exits or answers a read: remember what it did."""
         member = self.cluster.members[victim]
         deadline = time.monotonic() + 60
-        with httpx.Client(timeout=1.0) as http:
+        with self.cluster.http(timeout=1.0) as http:
             while time.monotonic() < deadline:
                 if not member.alive():
                     self.refused = member.proc is not None and member.proc.returncode == 1
@@ -176,7 +176,7 @@ class StorageNemesis:
         """Whether the victim answers ``/readyz`` 503 (storage failed) within ``timeout``."""
         member = self.cluster.members[victim]
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=1.0) as http:
+        with self.cluster.http(timeout=1.0) as http:
             while time.monotonic() < deadline:
                 with contextlib.suppress(httpx.HTTPError):
                     if http.get(member.url + "/readyz").status_code == 503:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from hacoord.client import Client
 from hacoord.testing.cluster import wait_for
 from tests.chaos.network import ProxiedCluster
 
@@ -22,7 +21,7 @@ def test_raft_traffic_flows_through_the_proxy_and_a_cut_there_moves_the_leadersh
         leader = cluster.leader()
         followers = sorted(m for m in cluster.members if m != leader)
         before = cluster.network.stats()
-        with Client(cluster.endpoints, timeout=2.0, deadline=20.0) as client:
+        with cluster.client(timeout=2.0, deadline=20.0) as client:
             for i in range(20):
                 client.node_add(f"n{i}", address="127.0.0.1:1")
         wait_for("the leader connected to every follower, at the Raft level", lambda: all(

@@ -44,8 +44,8 @@ class Workload:
         raise NotImplementedError
 
     def background(self, endpoints: list[str], history: History, rng: random.Random,
-                   stop: threading.Event) -> list[threading.Thread]:
-        """Threads that run beside the clients (a mover, heartbeats)."""
+                   stop: threading.Event, token: str | None = None) -> list[threading.Thread]:
+        """Threads that run beside the clients (a mover, heartbeats); their clients send ``token``."""
         return []
 
     def check(self, ops: list[Op], context: Context) -> list[str]:

@@ -205,7 +205,7 @@ def test_client_settings_reach_the_factory(cluster: InProcessCluster) -> None:
                            obj=CliState(client_factory=factory), env={"HACOORD_ENDPOINTS": "h1:1,h2:2"})
     ok(result)
     assert (seen[0].endpoints, seen[0].timeout, seen[0].deadline) == ("h1:1,h2:2", 2.0, 3.0)
-    assert make_client(CliState(endpoints="h1:1,h2:2")).endpoints == ("http://h1:1", "http://h2:2")
+    assert make_client(CliState(endpoints="h1:1,h2:2")).endpoints == ("https://h1:1", "https://h2:2")
 
 
 def test_serve_commands_are_registered() -> None:

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 
 import hacoord.server.member as member_module
 from hacoord.cli.main import main
+from hacoord.server.certs import member_tls
 from hacoord.server.settings import MemberSettings
 
 
@@ -48,7 +49,8 @@ def one_error_line(result: Result, fragment: str) -> None:
     assert "Traceback" not in result.output
 
 
-BASE = ["--member-id", "m1", "--raft-address", "127.0.0.1:7501", "--api-address", "127.0.0.1:7401"]
+BASE = ["--member-id", "m1", "--raft-address", "127.0.0.1:7501", "--api-address", "127.0.0.1:7401",
+        "--plain-http"]
 
 
 def test_flags_beat_env_which_beat_toml(tmp_path: Path, secret: Path,
@@ -61,6 +63,7 @@ api_address = "127.0.0.1:7602"
 data_dir = "{tmp_path / 'toml-data'}"
 secret_file = "{secret}"
 submit_timeout = 9.0
+plain_http = true
 
 [[peers]]
 id = "m2"
@@ -120,6 +123,56 @@ def test_secret_readable_by_others_is_refused(tmp_path: Path, captured: list[Mem
     loose.chmod(0o644)
     one_error_line(serve(*BASE, "--data-dir", str(tmp_path), "--secret-file", str(loose)), "chmod 600")
     assert captured == []
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    ([], "tls_cert: the API is served over HTTPS"),
+    (["--api-address", "10.1.2.3:7401"], "plain_http: refused: api_address 10.1.2.3"),
+    (["--tls-cert", "c.pem"], "tls_key: HTTPS needs both"),
+    (["--tls-key", "k.pem"], "tls_cert: HTTPS needs both"),
+    (["--tls-client-ca", "ca.pem"], "tls_client_ca: mutual TLS needs"),
+    (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "tls_cert: cannot read"),
+])
+def test_the_api_is_https_unless_plain_http_is_asked_for_on_loopback(
+        extra: list[str], fragment: str, tmp_path: Path, secret: Path,
+        captured: list[MemberSettings]) -> None:
+    base = [arg for arg in BASE if arg != "--plain-http"]
+    plain = ["--plain-http"] if extra[:1] == ["--api-address"] else []
+    one_error_line(serve(*base, "--data-dir", str(tmp_path), "--secret-file", str(secret),
+                         *plain, *extra), fragment)
+    assert captured == []
+
+
+def test_https_settings_are_taken(tmp_path: Path, secret: Path,
+                                  captured: list[MemberSettings]) -> None:
+    tls = member_tls(tmp_path / "pki", "m1", "127.0.0.1")
+    base = [arg for arg in BASE if arg != "--plain-http"]
+    result = serve(*base, "--data-dir", str(tmp_path), "--secret-file", str(secret),
+                   "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+                   "--tls-client-ca", str(tls.ca))
+    assert result.exit_code == 0, result.output
+    assert captured[0].api_url == "https://127.0.0.1:7401"
+    assert captured[0].tls_client_ca == tls.ca
+
+
+def test_admin_token_file_must_be_private_and_hold_a_token(tmp_path: Path, secret: Path,
+                                                          captured: list[MemberSettings]) -> None:
+    args = (*BASE, "--data-dir", str(tmp_path), "--secret-file", str(secret))
+    loose = tmp_path / "loose.token"
+    loose.write_text("hc_" + "a" * 43)
+    loose.chmod(0o644)
+    one_error_line(serve(*args, "--admin-token-file", str(loose)), "admin_token_file: ")
+    garbled = tmp_path / "garbled.token"
+    fd = os.open(garbled, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("password1")
+    one_error_line(serve(*args, "--admin-token-file", str(garbled)), "does not hold a hacoord token")
+    one_error_line(serve(*args, "--admin-token-file", str(tmp_path / "none")), "cannot read")
+    assert captured == []
+    good = tmp_path / "admin.token"
+    assert CliRunner().invoke(main, ["token", "generate", str(good)]).exit_code == 0
+    assert serve(*args, "--admin-token-file", str(good), "--metrics-open").exit_code == 0
+    assert captured[0].admin_token_file == good and captured[0].metrics_open is True
 
 
 def test_broken_toml_names_the_file(tmp_path: Path, captured: list[MemberSettings]) -> None:

@@ -129,18 +129,24 @@ def test_kill_all_members_and_restart_keeps_state(make_cluster) -> None:
     assert "after-restart" in node_ids(cluster.members[cluster.leader()])
 
 
+def write_nodes_then_kill_all(cluster: LocalCluster, count: int) -> int:
+    """Register nodes n0.. (``count``), then SIGKILL every member; the revision they reached."""
+    cluster.leader()
+    client = cluster.client(timeout=2.0, deadline=20.0)
+    for i in range(count):
+        client.node_add(f"n{i}", address=f"127.0.0.1:{9000 + i}")
+    before = cluster.converged()["revision"]
+    for member_id in list(cluster.members):
+        cluster.kill(member_id, signal.SIGKILL)
+    return int(before)
+
+
 def test_after_every_member_restarts_none_serves_an_older_state(make_cluster) -> None:
     # The commit index a restarted leader starts from comes from metadata that lags the
     # journal: until it has committed an entry of its own term it may be far behind, and a
     # member "caught up" to it would serve (and judge tokens by) an older state.
     cluster = make_cluster(3)
-    cluster.leader()
-    client = cluster.client(timeout=2.0, deadline=20.0)
-    for i in range(20):
-        client.node_add(f"n{i}", address=f"127.0.0.1:{9000 + i}")
-    before = cluster.converged()["revision"]
-    for member_id in list(cluster.members):
-        cluster.kill(member_id, signal.SIGKILL)
+    before = write_nodes_then_kill_all(cluster, 20)
     cluster.start()
     seen: dict[str, int] = {}
 
@@ -161,13 +167,7 @@ def test_a_member_restarted_alone_serves_no_read_until_it_has_caught_up(make_clu
     # happens to have loaded (revision 0 with an empty journal replay, or anything short of what
     # it had), only once a leader tells it how far the log goes and it has applied that far.
     cluster = make_cluster(3)
-    cluster.leader()
-    client = cluster.client(timeout=2.0, deadline=20.0)
-    for i in range(5):
-        client.node_add(f"n{i}", address=f"127.0.0.1:{9000 + i}")
-    before = cluster.converged()["revision"]
-    for member_id in list(cluster.members):
-        cluster.kill(member_id, signal.SIGKILL)
+    before = write_nodes_then_kill_all(cluster, 5)
     cluster.start("m1")
     member = cluster.members["m1"]
     wait_for("m1 answering", lambda: member.get("/livez")["status"] == "ok")

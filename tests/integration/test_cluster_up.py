@@ -82,22 +82,25 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_cluster_up_serves_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
+def test_cluster_up_serves_stops_on_ctrl_c_and_resumes(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     base = free_base_port()
     data = tmp_path / "data"
-    endpoints = [f"http://127.0.0.1:{base + k}" for k in (1, 2, 3)]
+    endpoints = [f"https://127.0.0.1:{base + k}" for k in (1, 2, 3)]
     first = Supervisor(data, base)
     try:
         first.wait_line(r"leader is m\d")
         assert len(first.pids()) == 3
         for k in (1, 2, 3):
-            assert any(f"http://127.0.0.1:{base + k}" in line for line in first.lines)
+            assert any(f"https://127.0.0.1:{base + k}" in line for line in first.lines)
         secret = data / "secret"
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         for directory in (data, data / "m1"):  # the data, the secret and the logs: private
             assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
         assert stat.S_IMODE((data / "m1" / "member.log").stat().st_mode) == 0o600
-        client = Client(endpoints, timeout=2, deadline=20)
+        assert stat.S_IMODE((data / "admin.token").stat().st_mode) == 0o600
+        client = Client(endpoints, timeout=2, deadline=20, token_file=str(data / "admin.token"),
+                        ca=str(data / "ca.pem"))
         written = client.node_add("n1", address="127.0.0.1:9001", zone="a")
         status = client.status()
         assert status.leader is not None and all(m.reachable for m in status.members)
@@ -110,7 +113,10 @@ def test_cluster_up_serves_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
     second = Supervisor(data, base)
     try:
         second.wait_line(r"leader is m\d")
+        # No token or CA given: a client of members on this host uses the local cluster's.
+        monkeypatch.setenv("HACOORD_DATA_DIR", str(data))
         client = Client(endpoints, timeout=2, deadline=20)
+        assert client.whoami().role == "admin"
         nodes = wait_for("n1 after restart",
                          lambda: [n for n in client.node_list(consistent=True) if n.id == "n1"])
         assert nodes[0].zone == "a"

@@ -37,7 +37,8 @@ def node_status(cluster: LocalCluster, member: str, node: str) -> str:
 def status_changes(cluster: LocalCluster, member: str, since: int, node: str) -> list[dict[str, Any]]:
     """Every status ``node`` was given after revision ``since``, as ``member`` recorded them."""
     url = cluster.members[member].url + "/v1/watch"
-    events = httpx.get(url, params={"since": since, "timeout": 0, "limit": 10_000}, timeout=5).json()
+    events = httpx.get(url, params={"since": since, "timeout": 0, "limit": 10_000}, timeout=5,
+                       headers=cluster.headers, verify=cluster.verify).json()
     return [e["data"] for e in events["events"]
             if e["type"] in ("NodeStateChanged", "NodeSessionStarted") and e["data"].get("id") == node]
 
@@ -67,7 +68,7 @@ class Heartbeater(threading.Thread):
 def test_a_heartbeating_node_stays_up_across_a_leader_kill_and_a_silent_one_goes_down(
         cluster: LocalCluster) -> None:
     cluster.leader()
-    client = Client(cluster.endpoints, timeout=1.0, deadline=10.0)
+    client = cluster.client(timeout=1.0, deadline=10.0)
     for i, node in enumerate(("alive", "silent")):
         client.node_add(node, f"127.0.0.1:{9100 + i}")
     alive_epoch = client.node_start_session("alive").epoch
@@ -106,6 +107,7 @@ def test_a_heartbeating_node_stays_up_across_a_leader_kill_and_a_silent_one_goes
         assert all(change["status"] != "down" for change in changes), changes
     # The old incarnation of a node is refused by the new leader too.
     stale = httpx.post(cluster.members[new_leader].url + "/v1/nodes/alive/heartbeat",
-                       json={"epoch": alive_epoch - 1}, timeout=5)
+                       json={"epoch": alive_epoch - 1}, timeout=5, headers=cluster.headers,
+                       verify=cluster.verify)
     assert (stale.status_code, stale.json()["code"]) == (409, "stale_epoch")
     client.close()

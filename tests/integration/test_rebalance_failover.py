@@ -40,7 +40,7 @@ def report_caught_up(client: Client) -> int:
 
 
 def test_a_drain_survives_a_leader_kill(cluster: LocalCluster) -> None:
-    client = Client(cluster.endpoints, timeout=2.0, deadline=20.0)
+    client = cluster.client(timeout=2.0, deadline=20.0)
     for k in range(1, 6):
         client.node_add(f"n{k}", f"127.0.0.1:{9100 + k}", zone=f"z{k % 3}")
     client.resource_create("orders", 12, 3)

@@ -20,10 +20,11 @@ pytestmark = pytest.mark.integration
 POLLS = 5000
 
 
-async def open_polls(port: int, count: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+async def open_polls(port: int, count: int,
+                     token: str) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """``count`` connections, each with a long poll on /v1/watch in flight."""
     request = (b"GET /v1/watch?timeout=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               b"Connection: close\r\n\r\n")
+               b"Authorization: Bearer " + token.encode() + b"\r\nConnection: close\r\n\r\n")
     streams = []
     for start in range(0, count, 500):
         batch = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port)
@@ -50,16 +51,17 @@ async def answers(streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_member_stops_cleanly_with_thousands_of_long_polls(tmp_path: Path, sig: int) -> None:
     limits = ("--max-watches", str(2 * POLLS), "--max-watches-per-client", str(2 * POLLS))
-    with running_cluster(tmp_path, extra_args=limits) as cluster:
+    # Plain HTTP: the test speaks HTTP/1.1 on raw sockets (5,000 of them).
+    with running_cluster(tmp_path, extra_args=limits, tls=False) as cluster:
         leader = cluster.leader()
         stopping = next(m for m in cluster.members if m != leader)
         member = cluster.members[stopping]
         term = cluster.status(leader)["member"]["term"]
 
         async def scenario() -> tuple[list[bytes], float]:
-            streams = await open_polls(member.api_port, POLLS)
+            streams = await open_polls(member.api_port, POLLS, cluster.token)
             wait_for(f"{POLLS} open long polls on {stopping}",
-                     lambda: _open_watches(member.url) >= POLLS, timeout=60)
+                     lambda: _open_watches(member.url, cluster.headers) >= POLLS, timeout=60)
             assert member.proc is not None
             started = time.monotonic()
             member.proc.send_signal(sig)
@@ -82,7 +84,7 @@ def test_a_member_stops_cleanly_with_thousands_of_long_polls(tmp_path: Path, sig
         print(f"{signal.Signals(sig).name} with {POLLS} long polls: exit 0 after {took:.2f}s")
 
 
-def _open_watches(url: str) -> int:
-    text = httpx.get(url + "/metrics", timeout=5).text
+def _open_watches(url: str, headers: dict[str, str]) -> int:
+    text = httpx.get(url + "/metrics", timeout=5, headers=headers).text
     match = re.search(r"^hacoord_watchers (\d+(?:\.\d+)?)", text, re.M)
     return int(float(match.group(1))) if match else 0

@@ -76,8 +76,9 @@ def test_long_polls_are_capped_per_client_and_per_member(cluster: InProcessClust
         other = httpx.ASGITransport(app=cluster.apps["m2"], client=("10.0.0.2", 1))
         import asyncio
 
-        async with httpx.AsyncClient(transport=transport, base_url="http://m2.test") as a, \
-                httpx.AsyncClient(transport=other, base_url="http://m2.test") as b:
+        auth = {"Authorization": f"Bearer {cluster.admin_token}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://m2.test", headers=auth) as a, \
+                httpx.AsyncClient(transport=other, base_url="http://m2.test", headers=auth) as b:
             polls = [asyncio.ensure_future(a.get("/v1/watch", params={"timeout": 2}))
                      for _ in range(2)]
             await asyncio.sleep(0.2)

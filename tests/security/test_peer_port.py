@@ -28,7 +28,8 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 
 def refused(cluster: LocalCluster, member_id: str, reason: str) -> int:
-    text = httpx.get(cluster.members[member_id].url + "/metrics", timeout=5).text
+    text = httpx.get(cluster.members[member_id].url + "/metrics", timeout=5,
+                     headers=cluster.headers, verify=cluster.verify).text
     match = re.search(rf'^hacoord_raft_peer_refused_total{{reason="{reason}"}} (\S+)', text, re.M)
     return int(float(match.group(1))) if match else 0
 
@@ -126,7 +127,8 @@ def test_a_member_out_of_descriptors_keeps_its_raft_listener(tmp_path: Path) -> 
             assert probe.recv(1) == b""
         wait_for(f"{victim} ready again", lambda: cluster.members[victim].get("/readyz")["ready"],
                  timeout=30)
-        text = httpx.get(member.url + "/metrics", timeout=5).text
+        text = httpx.get(member.url + "/metrics", timeout=5, headers=cluster.headers,
+                         verify=cluster.verify).text
         assert re.search(r"^hacoord_raft_listening 1\.0", text, re.M)
         log = member.log_path.read_text()
         assert "Raft listener cannot accept" in log and refused(cluster, victim, "accept_failed") >= 1

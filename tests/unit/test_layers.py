@@ -17,7 +17,7 @@ ROOT = Path(hacoord.__file__).parent
 
 # room -> rooms (and third-party coordinator packages) it may import
 ALLOWED = {
-    "core": {"core"},
+    "core": {"core", "protocol"},
     "placement": {"core", "placement"},
     "replication": {"core", "replication", "pysyncobj"},
     "server": {"core", "placement", "replication", "server", "protocol", "fastapi", "uvicorn"},

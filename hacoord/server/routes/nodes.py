@@ -6,6 +6,8 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from hacoord.server import responses as r
+from hacoord.server.auth import Permission as P
+from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, NodeId, request_id
 from hacoord.server.errors import ApiError
 from hacoord.server.schemas import CaughtUp, NodeCreate, NodeHeartbeat, NodeMetrics, NodeSession, NodeUpdate
@@ -16,7 +18,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     """Add this area's routes to ``app``."""
     replicator, coordinator, leading = ctx.replicator, ctx.coordinator, ctx.leading
 
-    @app.get("/v1/nodes", tags=["nodes"], response_model=r.NodeList)
+    @app.get("/v1/nodes", dependencies=[needs(P.ROUTE)], tags=["nodes"], response_model=r.NodeList)
     async def list_nodes(request: Request, consistent: bool = False) -> Response:
         if (fwd := await ctx.read_point(request, consistent)) is not None:
             return fwd
@@ -24,7 +26,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         return ctx.reply({"revision": state.revision,
                           "nodes": [state.nodes[n].to_dict() for n in sorted(state.nodes)]})
 
-    @app.get("/v1/nodes/{node_id}", tags=["nodes"], response_model=r.NodeShown)
+    @app.get("/v1/nodes/{node_id}", dependencies=[needs(P.ROUTE)], tags=["nodes"], response_model=r.NodeShown)
     async def show_node(node_id: NodeId, request: Request, consistent: bool = False) -> Response:
         if (fwd := await ctx.read_point(request, consistent)) is not None:
             return fwd
@@ -33,7 +35,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiError("not_found", f"unknown node {node_id!r}")
         return await ctx.reply_heavy(("node", node_id), _node_body, state, node_id)
 
-    @app.post("/v1/nodes", tags=["nodes"], status_code=201, response_model=r.NodeWritten)
+    @app.post("/v1/nodes", dependencies=[needs(P.NODE)],
+              tags=["nodes"], status_code=201, response_model=r.NodeWritten)
     @leading
     async def add_node(body: NodeCreate, request: Request) -> Response:
         applied = await coordinator.register_node(
@@ -41,20 +44,23 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
             capacity=body.capacity, tags=body.tags)
         return ctx.written(applied, 201)
 
-    @app.patch("/v1/nodes/{node_id}", tags=["nodes"], response_model=r.NodeWritten)
+    @app.patch("/v1/nodes/{node_id}", dependencies=[needs(P.OPERATE)],
+               tags=["nodes"], response_model=r.NodeWritten)
     @leading
     async def set_node_state(node_id: NodeId, body: NodeUpdate, request: Request) -> Response:
         applied = await coordinator.set_node_state(
             await request_id(request), node_id, **body.model_dump(exclude_unset=True))
         return ctx.written(applied)
 
-    @app.delete("/v1/nodes/{node_id}", tags=["nodes"], response_model=r.NodeRemoved)
+    @app.delete("/v1/nodes/{node_id}", dependencies=[needs(P.OPERATE)],
+                tags=["nodes"], response_model=r.NodeRemoved)
     @leading
     async def remove_node(node_id: NodeId, request: Request, force: bool = False) -> Response:
         applied = await coordinator.remove_node(await request_id(request), node_id, force)
         return ctx.written(applied)
 
-    @app.post("/v1/nodes/{node_id}/session", tags=["nodes"], response_model=r.SessionStarted)
+    @app.post("/v1/nodes/{node_id}/session", dependencies=[needs(P.NODE)],
+              tags=["nodes"], response_model=r.SessionStarted)
     @leading
     async def start_node_session(node_id: NodeId, request: Request,
                                  body: NodeSession | None = None) -> Response:
@@ -65,7 +71,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         ctx.liveness.session_started(node_id)
         return ctx.written(applied)
 
-    @app.post("/v1/nodes/{node_id}/heartbeat", tags=["nodes"], response_model=r.HeartbeatAnswer)
+    @app.post("/v1/nodes/{node_id}/heartbeat", dependencies=[needs(P.NODE)],
+              tags=["nodes"], response_model=r.HeartbeatAnswer)
     @leading
     async def node_heartbeat(node_id: NodeId, body: NodeHeartbeat, request: Request) -> Response:
         """The node is alive at ``epoch``. Held in the leader's memory, not logged (unless the
@@ -73,7 +80,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         if the node has started a newer session."""
         return ctx.reply(await ctx.liveness.heartbeat(node_id, body.epoch))
 
-    @app.post("/v1/nodes/{node_id}/metrics", tags=["nodes"], response_model=r.NodeWritten)
+    @app.post("/v1/nodes/{node_id}/metrics", dependencies=[needs(P.NODE)],
+              tags=["nodes"], response_model=r.NodeWritten)
     @leading
     async def report_node_metrics(node_id: NodeId, body: NodeMetrics, request: Request) -> Response:
         """The node reports metrics (merged into its record; a resource may balance on one). 409
@@ -82,7 +90,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                                                    metrics=body.metrics, epoch=body.epoch)
         return ctx.written(applied)
 
-    @app.post("/v1/nodes/{node_id}/caught-up", tags=["nodes"], response_model=r.PartitionWritten)
+    @app.post("/v1/nodes/{node_id}/caught-up", dependencies=[needs(P.NODE)],
+              tags=["nodes"], response_model=r.PartitionWritten)
     @leading
     async def report_caught_up(node_id: NodeId, body: CaughtUp, request: Request) -> Response:
         """Phase two of a move: the node's new replica has caught up. The move completes (the new

@@ -8,6 +8,8 @@ from fastapi import FastAPI, Query, Request, Response
 from hacoord.placement import explain
 from hacoord.placement.schedule import eta_seconds, inputs, plan_for, waves
 from hacoord.server import responses as r
+from hacoord.server.auth import Permission as P
+from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, PartitionIndex, ResourceName, request_id
 from hacoord.server.coordinator import replica_count
 from hacoord.server.errors import ApiError
@@ -20,7 +22,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     replicator, coordinator, rebalancer = ctx.replicator, ctx.coordinator, ctx.rebalancer
     leading = ctx.leading
 
-    @app.get("/v1/rebalance", tags=["placement"], response_model=r.RebalanceProgress)
+    @app.get("/v1/rebalance", dependencies=[needs(P.READ)],
+             tags=["placement"], response_model=r.RebalanceProgress)
     async def rebalance_status(request: Request, consistent: bool = False) -> Response:
         """Rebalance progress: settings, maintenance, the run, pending moves with their age, the
         moves left, the ETA."""
@@ -28,7 +31,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
             return fwd
         return ctx.reply(await rebalancer.progress())
 
-    @app.post("/v1/rebalance", tags=["placement"], status_code=201, response_model=r.RebalanceStarted)
+    @app.post("/v1/rebalance", dependencies=[needs(P.OPERATE)],
+              tags=["placement"], status_code=201, response_model=r.RebalanceStarted)
     @leading
     async def start_rebalance(request: Request) -> Response:
         """Apply the plan: start a rebalance run. The leader makes its moves under the throttles
@@ -37,7 +41,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         applied = await coordinator.start_rebalance(rid, f"run-{rid[:12]}")
         return ctx.written(applied, 201, progress=await rebalancer.progress())
 
-    @app.delete("/v1/rebalance", tags=["placement"], response_model=r.RebalanceEnded)
+    @app.delete("/v1/rebalance", dependencies=[needs(P.OPERATE)],
+                tags=["placement"], response_model=r.RebalanceEnded)
     @leading
     async def cancel_rebalance(request: Request, cancel_moves: bool = False) -> Response:
         """End the running rebalance (pending moves complete, unless ``cancel_moves``)."""
@@ -54,7 +59,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                 cancelled += 1
         return ctx.written(applied, moves_cancelled=cancelled)
 
-    @app.patch("/v1/rebalance", tags=["placement"], response_model=r.RebalanceConfigured)
+    @app.patch("/v1/rebalance", dependencies=[needs(P.OPERATE)],
+               tags=["placement"], response_model=r.RebalanceConfigured)
     @leading
     async def configure_rebalance(body: RebalanceSettings, request: Request) -> Response:
         """Throttles (moves in flight per node and in the cluster), the delay before a down
@@ -64,7 +70,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                                                         **body.model_dump(exclude_unset=True))
         return ctx.written(applied)
 
-    @app.get("/v1/rebalance/plan", tags=["placement"], response_model=r.RebalancePlan)
+    @app.get("/v1/rebalance/plan", dependencies=[needs(P.READ)],
+             tags=["placement"], response_model=r.RebalancePlan)
     async def rebalance_plan(request: Request, consistent: bool = False,
                              exclude: Annotated[list[str] | None, Query(description=(
                                  "nodes to plan as if drained (repeat)"))] = None) -> Response:
@@ -92,7 +99,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                           "mean_move_seconds": settings.mean_move_seconds(),
                           "eta_seconds": eta_seconds(state, plan.moves, now)})
 
-    @app.get("/v1/resources/{name}/partitions/{partition}/explain", tags=["placement"],
+    @app.get("/v1/resources/{name}/partitions/{partition}/explain", dependencies=[needs(P.READ)],
+             tags=["placement"],
                 response_model=r.Explanation)
     async def explain_partition(name: ResourceName, partition: PartitionIndex, request: Request,
                                 consistent: bool = False) -> Response:

@@ -3,6 +3,8 @@
 from fastapi import FastAPI, Request, Response
 
 from hacoord.server import responses as r
+from hacoord.server.auth import Permission as P
+from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, PartitionIndex, ResourceName, request_id
 from hacoord.server.schemas import PartitionLeader, PartitionMove, ResourceCreate, ResourceUpdate
 from hacoord.server.views import resource_summary
@@ -12,7 +14,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     """Add this area's routes to ``app``."""
     replicator, coordinator, leading = ctx.replicator, ctx.coordinator, ctx.leading
 
-    @app.get("/v1/resources", tags=["resources"], response_model=r.ResourceList)
+    @app.get("/v1/resources", dependencies=[needs(P.ROUTE)],
+             tags=["resources"], response_model=r.ResourceList)
     async def list_resources(request: Request, consistent: bool = False) -> Response:
         if (fwd := await ctx.read_point(request, consistent)) is not None:
             return fwd
@@ -21,7 +24,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                           "resources": [resource_summary(state.resources[n])
                                         for n in sorted(state.resources)]})
 
-    @app.post("/v1/resources", tags=["resources"], status_code=201, response_model=r.ResourceWritten)
+    @app.post("/v1/resources", dependencies=[needs(P.OPERATE)],
+              tags=["resources"], status_code=201, response_model=r.ResourceWritten)
     @leading
     async def create_resource(body: ResourceCreate, request: Request) -> Response:
         applied = await coordinator.create_resource(await request_id(request), body.name,
@@ -29,7 +33,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                                                     body.balance_metric)
         return ctx.written(applied, 201)
 
-    @app.patch("/v1/resources/{name}", tags=["resources"], response_model=r.ResourceWritten)
+    @app.patch("/v1/resources/{name}", dependencies=[needs(P.OPERATE)],
+               tags=["resources"], response_model=r.ResourceWritten)
     @leading
     async def update_resource(name: ResourceName, body: ResourceUpdate, request: Request) -> Response:
         """Change the replication factor (missing replicas are added two-phase by the rebalancer;
@@ -38,13 +43,15 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                                                     **body.model_dump(exclude_unset=True))
         return ctx.written(applied)
 
-    @app.delete("/v1/resources/{name}", tags=["resources"], response_model=r.ResourceDeleted)
+    @app.delete("/v1/resources/{name}", dependencies=[needs(P.OPERATE)],
+                tags=["resources"], response_model=r.ResourceDeleted)
     @leading
     async def delete_resource(name: ResourceName, request: Request) -> Response:
         applied = await coordinator.delete_resource(await request_id(request), name)
         return ctx.written(applied)
 
-    @app.post("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"],
+    @app.post("/v1/resources/{name}/partitions/{partition}/move", dependencies=[needs(P.OPERATE)],
+              tags=["resources"],
                  response_model=r.PartitionWritten)
     @leading
     async def move_partition(name: ResourceName, partition: PartitionIndex, body: PartitionMove,
@@ -59,7 +66,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                                                        body.from_node, body.to_node)
         return ctx.written(applied)
 
-    @app.post("/v1/resources/{name}/partitions/{partition}/leader", tags=["resources"],
+    @app.post("/v1/resources/{name}/partitions/{partition}/leader", dependencies=[needs(P.OPERATE)],
+              tags=["resources"],
                  response_model=r.PartitionWritten)
     @leading
     async def set_partition_leader(name: ResourceName, partition: PartitionIndex,
@@ -69,7 +77,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                                                          partition, body.node)
         return ctx.written(applied)
 
-    @app.delete("/v1/resources/{name}/partitions/{partition}/move", tags=["resources"],
+    @app.delete("/v1/resources/{name}/partitions/{partition}/move", dependencies=[needs(P.OPERATE)],
+                tags=["resources"],
                    response_model=r.PartitionWritten)
     @leading
     async def cancel_move(name: ResourceName, partition: PartitionIndex, request: Request) -> Response:

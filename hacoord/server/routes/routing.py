@@ -7,6 +7,8 @@ from fastapi import FastAPI, Query, Request, Response
 
 from hacoord.replication.feed import Compacted
 from hacoord.server import responses as r
+from hacoord.server.auth import Permission as P
+from hacoord.server.auth import needs
 from hacoord.server.context import MAX_REVISION, ApiContext
 from hacoord.server.errors import ApiError
 from hacoord.server.views import routing, routing_from
@@ -20,7 +22,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     """Add this area's routes to ``app``."""
     replicator = ctx.replicator
 
-    @app.get("/v1/watch", tags=["watch"], response_model=r.Watched)
+    @app.get("/v1/watch", dependencies=[needs(P.ROUTE)], tags=["watch"], response_model=r.Watched)
     async def watch(since: int | None = Query(None, ge=0, le=MAX_REVISION, description=(
                         "last revision seen (a lagging member waits until it gets there)")),
                     timeout: float = Query(25.0, ge=0, le=60, description="seconds to wait"),
@@ -44,7 +46,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         return ctx.reply({"revision": replicator.state.revision, "since": start,
                           "events": [e.to_dict() for e in events]})
 
-    @app.get("/v1/routing", tags=["routing"], response_model=r.Routing)
+    @app.get("/v1/routing", dependencies=[needs(P.ROUTE)], tags=["routing"], response_model=r.Routing)
     async def get_routing(request: Request, consistent: bool = False,
                           resource: str | None = Query(None),
                           revision: int | None = Query(None, ge=0, le=MAX_REVISION, description=(
@@ -69,7 +71,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
             raise ApiError("not_found", f"unknown resource {resource!r}")
         return await ctx.reply_heavy(("routing", resource), routing, state, resource)
 
-    @app.get("/v1/routing/diff", tags=["routing"], response_model=r.RoutingDiff)
+    @app.get("/v1/routing/diff", dependencies=[needs(P.ROUTE)],
+             tags=["routing"], response_model=r.RoutingDiff)
     async def routing_diff(since: int = Query(alias="from", ge=0, le=MAX_REVISION),
                            until: int | None = Query(None, alias="to", ge=0,
                                                      le=MAX_REVISION)) -> Response:

@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.model import REQUEST_RETENTION
 from hacoord.server import responses as r
+from hacoord.server.auth import Permission as P
+from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, RequestIdPath
 from hacoord.server.coordinator import replica_count
 
@@ -18,27 +20,30 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     """Add this area's routes to ``app``."""
     replicator = ctx.replicator
 
-    @app.get("/livez", tags=["health"], response_model=r.Live)
+    @app.get("/livez", dependencies=[needs(P.OPEN)], tags=["health"], response_model=r.Live)
     async def livez() -> dict[str, str]:
         """The process and its event loop answer."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], response_model=r.Ready)
+    @app.get("/readyz", dependencies=[needs(P.OPEN)], tags=["health"], response_model=r.Ready)
     async def readyz() -> JSONResponse:
         """Ready: in a quorum, a leader known, applied index caught up, Raft ticking."""
         status = replicator.status()
         body = {"ready": status.ready, "member": status.to_dict()}
         return JSONResponse(body, status_code=200 if status.ready else 503)
 
-    @app.get("/v1/status", tags=["status"], response_model=r.Status)
+    @app.get("/v1/status", dependencies=[needs(P.READ)], tags=["status"], response_model=r.Status)
     async def get_status(digest: bool = False) -> JSONResponse:
         """This member's Raft view and the configured members; with ``digest=true`` also the
-        digest of its applied state (equal on members at the same revision)."""
+        digest of its applied state (equal on members at the same revision). ``bootstrapped``:
+        the first admin token is in the log (until then members accept the one they were
+        started with)."""
         status = replicator.status()
         members = {m.id: {"api_url": m.api_url, "raft_address": m.raft_address}
                    for m in replicator.members.values()}
         body = {"revision": status.revision, "member": status.to_dict(), "leader": status.leader_id,
-                "members": members, "pid": os.getpid(), "health": await ctx.health.current()}
+                "members": members, "pid": os.getpid(), "health": await ctx.health.current(),
+                "bootstrapped": replicator.state.auth_bootstrapped}
         if digest:
             state = replicator.state
             answer = await ctx.heavy.answer(("digest",), state.revision, _digest_body, state,
@@ -46,7 +51,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
             body["revision"], body["digest"] = answer[0], json.loads(answer[1])["digest"]
         return ctx.reply(body)
 
-    @app.get("/v1/requests/{request_id}", tags=["status"], response_model=r.RequestStatus)
+    @app.get("/v1/requests/{request_id}", dependencies=[needs(P.ROUTE)],
+             tags=["status"], response_model=r.RequestStatus)
     async def request_status(request_id: RequestIdPath, request: Request,
                              consistent: bool = False) -> Response:
         """Whether the write with this request id was applied, and at which revision: the
