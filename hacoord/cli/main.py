@@ -383,10 +383,11 @@ def explain(resource_name: str, partition_index: int, consistent: bool) -> None:
 from hacoord.cli.member import member  # noqa: E402  (registered last, as the layout asks)
 from hacoord.cli.moves import register  # noqa: E402
 from hacoord.cli.serve import cluster, serve  # noqa: E402
-from hacoord.cli.tokens import token  # noqa: E402
+from hacoord.cli.tokens import audit, token  # noqa: E402
 
 register(main, node, partition)
 main.add_command(serve)
 main.add_command(cluster)
 main.add_command(member)
 main.add_command(token)
+main.add_command(audit)

@@ -101,6 +101,25 @@ def token_whoami() -> None:
     click.echo(f"{me.name} (role {me.role}{f', node {me.node}' if me.node else ''})")
 
 
+@click.command("audit")
+@click.option("--since", type=click.IntRange(min=0), default=0, show_default=True,
+              help="List the changes after this revision.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True)
+@json_option
+def audit(since: int, limit: int) -> None:
+    """Who changed what: each revision's command, token (name and role; "system" for the
+    leader's own decisions), source address, request id, and the changes it made."""
+    state = _state()
+    entries = state.client().audit(since, limit)
+    if state.out.as_json:
+        state.out.document([e.to_dict() for e in entries])
+        return
+    click.echo(table(["REVISION", "TIME", "BY", "ROLE", "FROM", "COMMAND", "CHANGES"], [
+        [e.revision, timestamp(e.time), e.principal or "-", e.role or "-",
+         f"{e.client or e.source} via {e.via}" if e.via else (e.source or "-"), e.command or "-",
+         ",".join(dict.fromkeys(e.changes))] for e in entries]))
+
+
 @token.command("generate")
 @click.argument("path", type=click.Path(dir_okay=False))
 def token_generate(path: str) -> None:

@@ -29,6 +29,7 @@ from hacoord.client.errors import (
     UnavailableError,
 )
 from hacoord.client.models import (
+    AuditEntry,
     ClusterStatus,
     DataPlaneHealth,
     Heartbeat,
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_ENDPOINTS",
     "ENDPOINTS_ENV",
     "ApiError",
+    "AuditEntry",
     "Client",
     "ClusterStatus",
     "DataPlaneHealth",

@@ -42,6 +42,7 @@ from hacoord.client.errors import (
     error_for,
 )
 from hacoord.client.models import (
+    AuditEntry,
     ClusterStatus,
     Heartbeat,
     MemberStatus,
@@ -421,6 +422,12 @@ class Client:
         """Revoke token ``name``; answered once the members have applied it (``data`` has
         ``applied_on`` and ``unconfirmed``)."""
         return self._write("DELETE", f"/v1/tokens/{_segment(name)}", None, request_id)
+
+    def audit(self, since: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        """Who made each change after revision ``since`` (oldest first, at most about ``limit``
+        events' worth); :class:`Compacted` if the member no longer keeps them."""
+        data = self._read("/v1/audit", False, {"since": since, "limit": limit})
+        return self._parse(lambda: [AuditEntry.from_api(e) for e in data["entries"]])
 
     def whoami(self) -> TokenInfo:
         """The token this client sends, as the cluster knows it."""

@@ -305,16 +305,19 @@ class Heartbeat(_Model):
 @dataclass(frozen=True)
 class WatchEvent(_Model):
     """One change, as the watch feed reports it: ``type`` in the past tense (``NodeRegistered``,
-    ``PartitionChanged``, ...), the ``revision`` it happened at, and its ``data``."""
+    ``PartitionChanged``, ...), the ``revision`` it happened at, its ``data``, and who made it
+    (``audit``: the command, its request id and time, the token's ``principal`` and ``role``,
+    ``source``, ``via``; see :class:`AuditEntry`)."""
 
     type: str
     revision: int
     data: Mapping[str, Any] = _no_hash_dict()
+    audit: Mapping[str, Any] = _no_hash_dict()
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> WatchEvent:
         return cls(type=str(data["type"]), revision=int(data["revision"]),
-                   data=dict(data.get("data", {})))
+                   data=dict(data.get("data", {})), audit=dict(data.get("audit") or {}))
 
 
 @dataclass(frozen=True)
@@ -344,3 +347,30 @@ class NewToken(_Model):
     token: TokenInfo
     secret: str
     revision: int
+
+
+@dataclass(frozen=True)
+class AuditEntry(_Model):
+    """Who made the change at ``revision``: the ``command``, its ``request_id`` and ``time``, the
+    token's name (``principal``; "system" for the leader's own decisions) and ``role``, the
+    ``source`` address, the member it came ``via`` (and the ``client`` that member named), and the
+    kinds of change made (``changes``, event types)."""
+
+    revision: int
+    command: str | None
+    request_id: str | None
+    time: float | None
+    principal: str | None
+    role: str | None
+    source: str | None = None
+    via: str | None = None
+    client: str | None = None
+    changes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> AuditEntry:
+        return cls(revision=int(data["revision"]), command=data.get("command"),
+                   request_id=data.get("request_id"), time=data.get("time"),
+                   principal=data.get("principal"), role=data.get("role"),
+                   source=data.get("source"), via=data.get("via"), client=data.get("client"),
+                   changes=tuple(str(c) for c in data["changes"]))

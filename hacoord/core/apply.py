@@ -16,6 +16,7 @@ Contract (every replica relies on it):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -807,6 +808,9 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     # would turn into an internal error with the state already changed.
     if not _number(command.time):
         return Rejected("invalid_argument", "time must be a finite number", state.revision)
+    if command.audit is not None and not _audit_ok(command.audit):
+        return Rejected("invalid_argument", "audit must map at most 8 names to short strings",
+                        state.revision)
     if rid and rid in state.requests:
         record = state.requests[rid]
         if command.fingerprint and record.get("fp", command.fingerprint) != command.fingerprint:
@@ -822,6 +826,8 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
         outcome = handler(state, command, state.revision + 1)
     except _Reject as rejection:
         return Rejected(rejection.code, rejection.message, state.revision)
+    if outcome.events:
+        outcome = dataclasses.replace(outcome, events=_audited(command, outcome.events))
     state.revision = outcome.revision
     state.last_time = max(state.last_time, float(command.time))
     if rid:
@@ -830,6 +836,20 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     if state.removed:
         _forget_removed_nodes(state, float(command.time))
     return outcome
+
+
+def _audit_ok(audit: object) -> bool:
+    return (isinstance(audit, dict) and len(audit) <= 8
+            and all(valid_id(k) and (v is None or (isinstance(v, str) and len(v) <= MAX_TEXT))
+                    for k, v in audit.items()))
+
+
+def _audited(command: c.Command, events: tuple[Event, ...]) -> tuple[Event, ...]:
+    """``events`` with who made them (one shared dict: events of a revision have one author)."""
+    who = command.audit if command.audit is not None else {"principal": "system", "role": None}
+    audit = {"command": command.TYPE, "request_id": command.request_id or None,
+             "time": float(command.time), **who}
+    return tuple(dataclasses.replace(event, audit=audit) for event in events)
 
 
 def _remember(command: c.Command, outcome: Applied) -> dict[str, Any]:

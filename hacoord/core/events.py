@@ -16,6 +16,12 @@ class Event:
     type: str
     revision: int
     data: dict[str, Any] = field(default_factory=dict)
+    #: Who made the change: the command, its request id and time, and its ``principal``,
+    #: ``role``, ``source`` and ``via`` (``principal`` "system" for the leader's own decisions).
+    audit: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "revision": self.revision, "data": self.data}
+        body = {"type": self.type, "revision": self.revision, "data": self.data}
+        if self.audit is not None:
+            body["audit"] = self.audit
+        return body

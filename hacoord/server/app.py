@@ -29,7 +29,7 @@ from hacoord.server.metrics import install_metrics, refusals
 from hacoord.server.openapi import document_errors
 from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
 from hacoord.server.rebalancer import Rebalancer
-from hacoord.server.routes import nodes, rebalance, resources, routing, status, tokens
+from hacoord.server.routes import audit, nodes, rebalance, resources, routing, status, tokens
 
 
 def create_app(replicator: Replicator, submit_timeout: float = 5.0,
@@ -116,7 +116,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     app.state.rebalancer = rebalancer
     app.state.context = ctx
     app.state.auth = auth
-    for area in (status, nodes, resources, rebalance, routing, tokens):
+    for area in (status, nodes, resources, rebalance, routing, tokens, audit):
         area.install(app, ctx)
     require_declared(app)
     document_errors(app)

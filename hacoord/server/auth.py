@@ -37,7 +37,9 @@ from prometheus_client.core import CounterMetricFamily
 
 from hacoord.core import commands as c
 from hacoord.core.access import BOOTSTRAP_NAME, token_hash
+from hacoord.protocol import CLIENT_HEADER, FORWARDED_HEADER
 from hacoord.replication.base import Replicator
+from hacoord.server.coordinator import request_audit
 from hacoord.server.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -187,6 +189,10 @@ class Authenticator:
                 raise ApiError("permission_denied", f"token {principal.name!r} speaks for node "
                                f"{principal.node!r} only, not {target!r}")
         request.state.principal = principal
+        via = request.headers.get(FORWARDED_HEADER)  # the member that forwarded it, if any
+        request_audit.set({"principal": principal.name, "role": principal.role,
+                           "source": request.client.host if request.client else None,
+                           "via": via, "client": request.headers.get(CLIENT_HEADER) if via else None})
         return principal
 
     def _refuse(self, request: Request, reason: str, why: str) -> None:

@@ -36,6 +36,10 @@ MAX_SLICE = 1000
 #: ``hacoord.core.commands.Command.fingerprint``); empty for the leader's own commands.
 request_fingerprint: contextvars.ContextVar[str] = contextvars.ContextVar("request_fingerprint",
                                                                          default="")
+#: Who the API request being served comes from (set by :mod:`hacoord.server.auth`; see
+#: ``Command.audit``); None for the leader's own commands.
+request_audit: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar(
+    "request_audit", default=None)
 
 
 class Coordinator:
@@ -48,7 +52,8 @@ class Coordinator:
     async def submit(self, command: c.Command) -> Applied:
         """Submit one command, stamped with the leader's clock; raise ApiError unless applied."""
         command = dataclasses.replace(command, time=time.time(),
-                                      fingerprint=command.fingerprint or request_fingerprint.get())
+                                      fingerprint=command.fingerprint or request_fingerprint.get(),
+                                      audit=command.audit or request_audit.get())
         try:
             outcome = await self.replicator.submit(command, self.submit_timeout)
         except NotLeaderError as exc:

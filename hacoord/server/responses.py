@@ -318,3 +318,21 @@ class WhoAmI(Answer):
     name: str
     role: str
     node: str | None
+
+
+class AuditEntry(Answer):
+    revision: int
+    command: str | None = None
+    request_id: str | None = None
+    time: float | None = None
+    principal: str | None = Field(None, description="the token's name, or system")
+    role: str | None = None
+    source: str | None = Field(None, description="the address the request came from")
+    via: str | None = Field(None, description="the member that forwarded it, if one did")
+    client: str | None = Field(None, description="the client's address, as that member said")
+    changes: list[str] = Field(description="the kinds of change made (event types)")
+
+
+class AuditTrail(Revisioned):
+    since: int
+    entries: list[AuditEntry]

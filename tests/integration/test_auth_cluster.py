@@ -43,6 +43,20 @@ def test_creation_and_revocation_hold_on_every_member_when_answered(cluster: Loc
         cluster.client(token=created.secret, deadline=5.0).node_list()
 
 
+def test_a_write_through_a_follower_is_audited_with_its_token_and_path(cluster: LocalCluster) -> None:
+    admin = cluster.client(timeout=2.0, deadline=20.0)
+    ops = admin.token_create("ops", "operator")
+    leader = cluster.leader()
+    follower = next(m for m in cluster.members.values() if m.id != leader)
+    with cluster.client(endpoints=[follower.url], token=ops.secret) as via_follower:
+        written = via_follower.node_add("n1", address="127.0.0.1:9001", request_id="n1-once")
+    entry = wait_for("the write in the audit trail", lambda: next(
+        (e for e in admin.audit(0) if e.revision == written.revision), None))
+    assert (entry.principal, entry.role, entry.command, entry.request_id, entry.via) == (
+        "ops", "operator", "RegisterNode", "n1-once", follower.id)
+    assert entry.client == "127.0.0.1" and entry.changes == ("NodeRegistered",)
+
+
 def test_expiry_is_judged_by_every_member(cluster: LocalCluster) -> None:
     admin = cluster.client(timeout=2.0, deadline=20.0)
     brief = admin.token_create("brief", "reader", expires_in=1)

@@ -59,6 +59,7 @@ EXPECTED: dict[tuple[str, str], set[str | None]] = {
     ("GET", "/v1/tokens"): ADMIN,
     ("DELETE", "/v1/tokens/{name}"): ADMIN,
     ("GET", "/v1/whoami"): ROUTE,
+    ("GET", "/v1/audit"): READ,
 }
 #: Routes outside the API proper (FastAPI's documentation): open, and only these.
 DOCUMENTATION = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
