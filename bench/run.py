@@ -7,6 +7,9 @@ Run with ``make bench`` (or ``python -m bench.run --help``). It starts real memb
   small ``PATCH /v1/nodes/{id}`` writes with unique request ids), each against a baseline
   measured in the same run on the same leader: ``GET /livez`` at the same concurrency (the HTTP
   stack without Raft), so the ratio shows what replication costs here;
+* what security costs: the same writes at 1 and 32 connections on three fresh clusters in a
+  row: HTTPS with tokens (the default), plain HTTP with tokens, and plain HTTP asking for no
+  token (the hidden ``--unsafe-no-auth``, loopback only);
 * failover: SIGKILL the leader while a client writes, time from the kill to the first
   acknowledged write (min/median/max over ``--kills`` rounds), the killed member restarted
   between rounds.
@@ -75,6 +78,38 @@ def throughput(cluster: LocalCluster, seconds: float) -> list[dict[str, Any]]:
         rows.append({"clients": clients, "writes": writes, "baseline_livez": baseline,
                      "write_vs_livez_throughput": writes["ops_per_s"] / baseline["ops_per_s"]})
     return rows
+
+
+#: Concurrencies of the security-cost comparison.
+SECURITY_CLIENTS = (1, 32)
+
+
+def security_cost(seconds: float, member_args: list[str]) -> list[dict[str, Any]]:
+    """Writes at :data:`SECURITY_CLIENTS` on three fresh clusters, one after the other: HTTPS
+    with tokens (the default), plain HTTP with tokens, plain HTTP asking for none; each as a
+    ratio to the last."""
+    measured: dict[str, dict[int, dict[str, float]]] = {}
+    for mode, tls, extra in (("https+tokens", True, ()), ("http+tokens", False, ()),
+                             ("http, no auth", False, ("--unsafe-no-auth",))):
+        with tempfile.TemporaryDirectory(prefix="hacoord-bench-sec-") as tmp:
+            cluster = LocalCluster(Path(tmp), 3, ("--writes-per-client", "0", *member_args, *extra),
+                                   tls=tls)
+            cluster.start()
+            try:
+                leader = cluster.members[cluster.leader()]
+                with cluster.http(base_url=leader.url, timeout=10) as http:
+                    for w in range(16):
+                        http.post("/v1/nodes", json={"id": f"bench-{w}", "address": "127.0.0.1:1"})
+                token = uuid.uuid4().hex[:8]
+                measured[mode] = {c: _wrk(leader.url, c, seconds, "write", f"{token}-{c}",
+                                          headers=cluster.headers) for c in SECURITY_CLIENTS}
+            finally:
+                cluster.stop_all()
+    base = measured["http, no auth"]
+    return [{"mode": mode, "clients": c, "writes": points[c],
+             "vs_no_auth_throughput": points[c]["ops_per_s"] / base[c]["ops_per_s"],
+             "vs_no_auth_p50": points[c]["p50_ms"] / base[c]["p50_ms"]}
+            for mode, points in measured.items() for c in SECURITY_CLIENTS]
 
 
 #: Concurrencies of the side-by-side comparison (writes), and of its linearizable reads.
@@ -258,6 +293,7 @@ def main() -> None:
             }
         finally:
             cluster.stop_all()
+    result["security_cost"] = security_cost(args.seconds, args.member_arg)
     if ours is not None:  # hacoord's members are stopped: etcd gets the machine to itself too
         ours["failover"] = result["failover"]
         theirs = etcd_points(args.seconds, args.kills)
@@ -271,6 +307,11 @@ def main() -> None:
         print(f"{row['clients']:>7} {w['ops_per_s']:>9.0f} {w['p50_ms']:>7.1f} {w['p99_ms']:>7.1f} "
               f"{b['ops_per_s']:>8.0f} {row['write_vs_livez_throughput']:>6.2f}")
     print(f"elections during the fault-free load: {result['elections_during_load']}")
+    print(f"{'security':<14} {'clients':>7} {'writes/s':>9} {'p50 ms':>7} {'vs no auth':>10} {'p50 vs':>7}")
+    for row in result["security_cost"]:
+        w = row["writes"]
+        print(f"{row['mode']:<14} {row['clients']:>7} {w['ops_per_s']:>9.0f} {w['p50_ms']:>7.2f} "
+              f"{row['vs_no_auth_throughput']:>10.2f} {row['vs_no_auth_p50']:>7.2f}")
     for key, what in (("failover", "SIGKILLs"), ("failover_pause", "SIGSTOPs")):
         fo = result[key]
         print(f"failover over {fo['rounds']} leader {what}: min {fo['min_s']:.3f}s "

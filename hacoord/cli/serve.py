@@ -111,6 +111,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
 @click.option("--writes-per-client", type=float, default=1000.0,
               envvar="HACOORD_WRITES_PER_CLIENT", show_default=True,
               help="Writes per second one client address may send (429 beyond; 0: no limit).")
+@click.option("--unsafe-no-auth", is_flag=True, hidden=True,
+              help="Benchmark baseline only: no token asked for (plain HTTP on loopback only).")
 @click.option("--unsafe-stale-reads", is_flag=True, hidden=True,
               help="Chaos canary only: serve consistent reads from local state.")
 @click.option("--log-format", default="console", envvar="HACOORD_LOG_FORMAT", show_default=True,
@@ -125,7 +127,7 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
           election_timeout_min: float, election_timeout_max: float,
           log_compaction_min_entries: int, fsync: bool, suspect_after: float, down_after: float,
           max_body_bytes: int, max_watches: int, max_watches_per_client: int,
-          writes_per_client: float, unsafe_stale_reads: bool, log_format: str,
+          writes_per_client: float, unsafe_no_auth: bool, unsafe_stale_reads: bool, log_format: str,
           log_level: str) -> None:
     """Run one coordinator member (for deployments across hosts)."""
     missing = [name for name, value in (("member_id", member_id), ("raft_address", raft_address),
@@ -150,7 +152,7 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
             suspect_after=suspect_after, down_after=down_after,
             max_body_bytes=max_body_bytes, max_watches=max_watches,
             max_watches_per_client=max_watches_per_client, writes_per_client=writes_per_client,
-            unsafe_stale_reads=unsafe_stale_reads)
+            unsafe_stale_reads=unsafe_stale_reads, unsafe_no_auth=unsafe_no_auth)
         settings.validate()
         settings.read_secret()
         settings.read_admin_token_hash()

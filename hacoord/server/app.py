@@ -43,7 +43,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                forward_transport: httpx.AsyncBaseTransport | None = None,
                forward_tls: ssl.SSLContext | None = None,
                admin_token_hash: str | None = None, bootstrap: bool = True,
-               metrics_open: bool = False,
+               metrics_open: bool = False, unsafe_no_auth: bool = False,
                auth_clock: Callable[[], float] = time.time) -> FastAPI:
     """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
     and stops it; otherwise the caller does. The lifespan also runs the leader's
@@ -59,6 +59,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     until the cluster is bootstrapped and then (with ``bootstrap``) written into the log by the
     leader.
     ``metrics_open`` serves ``/metrics`` without a token. ``auth_clock`` decides token expiry.
+    ``unsafe_no_auth`` (the benchmark's baseline only) asks for no token at all.
 
     ``unsafe_stale_reads`` is the chaos suite's canary: "consistent" reads are then served from
     whatever state the member asked has, which a linearizability checker must catch. Never set it
@@ -67,7 +68,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     liveness = LivenessMonitor(replicator, coordinator, liveness_clock, suspect_after, down_after,
                                liveness_check_interval)
     rebalancer = Rebalancer(replicator, coordinator, rebalance_interval, rebalance_clock)
-    auth = Authenticator(replicator, admin_token_hash, auth_clock)
+    auth = Authenticator(replicator, admin_token_hash, auth_clock, open_access=unsafe_no_auth)
     bootstrapper = Bootstrapper(replicator, coordinator.submit,
                                 admin_token_hash if bootstrap else None)
     ctx = ApiContext(replicator, coordinator, liveness, rebalancer, submit_timeout,

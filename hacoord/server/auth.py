@@ -141,8 +141,10 @@ class Authenticator:
     ``clock`` (seconds since the epoch) decides expiry."""
 
     def __init__(self, replicator: Replicator, bootstrap_hash: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, open_access: bool = False) -> None:
         self.replicator = replicator
+        #: The benchmark's baseline: every request is an anonymous admin.
+        self.open_access = open_access
         self.bootstrap_hash = bootstrap_hash
         self.clock = clock
         #: Refusals by reason (``unauthenticated``, ``permission_denied``).
@@ -169,6 +171,8 @@ class Authenticator:
         raise ``unauthenticated`` or ``permission_denied``."""
         if permission is Permission.OPEN:
             return None
+        if self.open_access:
+            return self._admit(request, Principal("anonymous", "admin"))
         if credentials is None:
             self._refuse(request, "unauthenticated", "no bearer token")
             raise ApiError("unauthenticated", "this route needs an API token "
@@ -188,6 +192,10 @@ class Authenticator:
                 self._refuse(request, "permission_denied", "node token for another node")
                 raise ApiError("permission_denied", f"token {principal.name!r} speaks for node "
                                f"{principal.node!r} only, not {target!r}")
+        return self._admit(request, principal)
+
+    @staticmethod
+    def _admit(request: Request, principal: Principal) -> Principal:
         request.state.principal = principal
         via = request.headers.get(FORWARDED_HEADER)  # the member that forwarded it, if any
         request_audit.set({"principal": principal.name, "role": principal.role,

@@ -108,10 +108,10 @@ def issue(ca: tuple[Path, Path], directory: Path, common_name: str, hosts: list[
     return cert_path, key_path
 
 
-def member_tls(root: Path, member_id: str, host: str) -> MemberTls:
-    """The CA under ``root`` and ``member_id``'s certificate under ``root/member_id`` for
-    ``host`` (and the loopback names), made where absent."""
+def member_tls(root: Path, member_id: str, host: str, cert_dir: Path | None = None) -> MemberTls:
+    """The CA under ``root`` and ``member_id``'s certificate for ``host`` (and the loopback
+    names) under ``cert_dir`` (default ``root/member_id``), made where absent."""
     ca = ensure_ca(root)
     hosts = [host, "127.0.0.1", "localhost", "::1"]
-    cert, key = issue(ca, root / member_id, member_id, hosts)
+    cert, key = issue(ca, cert_dir or root / member_id, member_id, hosts)
     return MemberTls(cert, key, ca[0])

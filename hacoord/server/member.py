@@ -147,6 +147,7 @@ async def serve_member(settings: MemberSettings) -> int:
     app = create_app(replicator, settings.submit_timeout, manage_replicator=False,
                      admin_token_hash=settings.read_admin_token_hash(),
                      metrics_open=settings.metrics_open, forward_tls=member_ssl(settings),
+                     unsafe_no_auth=settings.unsafe_no_auth,
                      unsafe_stale_reads=settings.unsafe_stale_reads,
                      suspect_after=settings.suspect_after, down_after=settings.down_after,
                      limits=limits)
@@ -154,6 +155,9 @@ async def serve_member(settings: MemberSettings) -> int:
         log.warning("INSECURE: running without a cluster secret. PySyncObj's peer protocol is "
                     "pickle: any local user who can reach %s can run code in this member. Use a "
                     "secret (--secret-file) for anything but a throwaway test", settings.raft_address)
+    if settings.unsafe_no_auth:
+        log.warning("UNSAFE: the API asks for no token: anyone who reaches %s may do anything "
+                    "(benchmark baseline only)", settings.api_address)
     if settings.unsafe_stale_reads:
         log.warning("UNSAFE: consistent reads are served from local state (chaos canary mode)")
     tls: dict[str, Any] = {}

@@ -179,6 +179,8 @@ class MemberSettings:
     tls_ca: Path | None = None
     #: Serve the API over plain HTTP (loopback addresses only).
     plain_http: bool = False
+    #: The benchmark's baseline only: no token asked for (plain HTTP on loopback only).
+    unsafe_no_auth: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for the first setting that is wrong."""
@@ -215,6 +217,8 @@ class MemberSettings:
             raise ConfigError("tls_cert" if self.tls_cert is None else "tls_key",
                               "HTTPS needs both --tls-cert and --tls-key")
         if self.tls_cert is not None:
+            if self.unsafe_no_auth:
+                raise ConfigError("unsafe_no_auth", "only with --plain-http on a loopback address")
             if self.plain_http:
                 raise ConfigError("plain_http", "give either --plain-http or --tls-cert, not both")
             for key in ("tls_cert", "tls_key", "tls_client_ca", "tls_ca"):
@@ -224,6 +228,8 @@ class MemberSettings:
             return
         if self.tls_client_ca is not None:
             raise ConfigError("tls_client_ca", "mutual TLS needs --tls-cert and --tls-key")
+        if self.unsafe_no_auth and not self.plain_http:
+            raise ConfigError("unsafe_no_auth", "only with --plain-http on a loopback address")
         host = self.api_address.rsplit(":", 1)[0]
         if not self.plain_http:
             raise ConfigError("tls_cert", "the API is served over HTTPS: give --tls-cert and "

@@ -143,7 +143,10 @@ class LocalCluster:
         ports = free_ports(2 * size)
         self.members = {f"m{k}": Member(f"m{k}", ports[2 * (k - 1)], ports[2 * k - 1], root,
                                         self.token,
-                                        member_tls(root, f"m{k}", "127.0.0.1") if tls else None,
+                                        # Not in the member's data directory, which a
+                                        # storage fault may replace with a small disk.
+                                        member_tls(root, f"m{k}", "127.0.0.1",
+                                                   root / "tls" / f"m{k}") if tls else None,
                                         self.verify)
                         for k in range(1, size + 1)}
         self.extra_args = extra_args

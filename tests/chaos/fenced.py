@@ -27,7 +27,7 @@ from hacoord.client import Client, Conflict, HacoordError, InvalidArgument, Part
 from hacoord.fencing import EpochGuard, StaleEpochError
 from tests.chaos.checker import Route, check_epochs, check_fenced_writes
 from tests.chaos.history import History, Op
-from tests.chaos.workloads import LOOP_LIMIT, Context, Workload, new_write
+from tests.chaos.workloads import LOOP_LIMIT, Connect, Context, Workload, new_write
 
 RESOURCE = "fenced"
 
@@ -119,14 +119,14 @@ class FencingWorkload(Workload):
             accepted = self.store.write(route.partition, route.epoch, route.leader, name)
             history.complete(op, "ok", result=accepted)
 
-    def background(self, endpoints: list[str], history: History, rng: random.Random,
-                   stop: threading.Event, token: str | None = None) -> list[threading.Thread]:
+    def background(self, connect: Connect, history: History, rng: random.Random,
+                   stop: threading.Event) -> list[threading.Thread]:
         mover_rng = random.Random(rng.random())
         return [threading.Thread(target=self._move_loop, name="mover",
-                                 args=(Client(endpoints, token=token, timeout=1.0, deadline=10.0), history,
+                                 args=(connect(timeout=1.0, deadline=10.0), history,
                                        mover_rng, stop)),
                 threading.Thread(target=self._heartbeat_loop, name="heartbeats",
-                                 args=(Client(endpoints, token=token, timeout=1.0, deadline=2.0), stop))]
+                                 args=(connect(timeout=1.0, deadline=2.0), stop))]
 
     def _move_loop(self, client: Client, history: History, rng: random.Random,
                    stop: threading.Event) -> None:

@@ -23,7 +23,7 @@ import threading
 from hacoord.client import Client, Conflict, HacoordError, StaleEpoch
 from tests.chaos.fenced import RESOURCE, FencingWorkload
 from tests.chaos.history import History, Op
-from tests.chaos.workloads import LOOP_LIMIT, Context, new_write
+from tests.chaos.workloads import LOOP_LIMIT, Connect, Context, new_write
 
 
 class MembershipWorkload(FencingWorkload):
@@ -49,15 +49,15 @@ class MembershipWorkload(FencingWorkload):
         with self._lock:
             return [n for n in self.nodes if n not in replicas and n not in self.leaving]
 
-    def background(self, endpoints: list[str], history: History, rng: random.Random,
-                   stop: threading.Event, token: str | None = None) -> list[threading.Thread]:
+    def background(self, connect: Connect, history: History, rng: random.Random,
+                   stop: threading.Event) -> list[threading.Thread]:
         churn_rng = random.Random(rng.random())
-        return super().background(endpoints, history, rng, stop, token) + [
+        return super().background(connect, history, rng, stop) + [
             threading.Thread(target=self._churn_loop, name="churn",
-                             args=(Client(endpoints, token=token, timeout=1.0, deadline=10.0), history,
+                             args=(connect(timeout=1.0, deadline=10.0), history,
                                    churn_rng, stop)),
             threading.Thread(target=self._catch_up_loop, name="catch-up",
-                             args=(Client(endpoints, token=token, timeout=1.0, deadline=2.0), stop)),
+                             args=(connect(timeout=1.0, deadline=2.0), stop)),
         ]
 
     # --- nodes joining and leaving ------------------------------------------------------------

@@ -159,7 +159,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         with cluster.client(timeout=2.0, deadline=20.0) as setup:
             workload.setup(setup)
         threads = _client_threads(scenario, cluster, workload, history, rng, stop)
-        threads += workload.background(cluster.endpoints, history, rng, stop, token=cluster.token)
+        threads += workload.background(cluster.client, history, rng, stop)
         watchers = [threading.Thread(target=_watch_leaders, args=(cluster, leaders, watch_stop)),
                     threading.Thread(target=sampler.run, args=(watch_stop,))]
         for thread in [*threads, *watchers]:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import random
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hacoord.client import Client, Conflict, HacoordError
 from tests.chaos.checker import Route, check_registers, check_set
 from tests.chaos.history import History, Op
 from tests.chaos.linearizability import INFINITY
+
+#: Makes a client of the cluster under test (its endpoints, token and CA); options go to it.
+Connect = Callable[..., Client]
 
 LOOP_LIMIT = 5000
 
@@ -43,9 +47,10 @@ class Workload:
                     rng: random.Random, stop: threading.Event) -> None:
         raise NotImplementedError
 
-    def background(self, endpoints: list[str], history: History, rng: random.Random,
-                   stop: threading.Event, token: str | None = None) -> list[threading.Thread]:
-        """Threads that run beside the clients (a mover, heartbeats); their clients send ``token``."""
+    def background(self, connect: Connect, history: History, rng: random.Random,
+                   stop: threading.Event) -> list[threading.Thread]:
+        """Threads that run beside the clients (a mover, heartbeats); ``connect(**options)``
+        makes their clients (of the cluster, with its token and CA)."""
         return []
 
     def check(self, ops: list[Op], context: Context) -> list[str]:

@@ -143,6 +143,17 @@ def test_the_api_is_https_unless_plain_http_is_asked_for_on_loopback(
     assert captured == []
 
 
+def test_the_benchmarks_open_api_needs_plain_http_on_loopback(tmp_path: Path, secret: Path,
+                                                               captured: list[MemberSettings]) -> None:
+    tls = member_tls(tmp_path / "pki", "m1", "127.0.0.1")
+    base = [arg for arg in BASE if arg != "--plain-http"]
+    common = [*base, "--data-dir", str(tmp_path), "--secret-file", str(secret), "--unsafe-no-auth"]
+    one_error_line(serve(*common, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)),
+                   "unsafe_no_auth: only with --plain-http")
+    assert captured == []
+    assert serve(*common, "--plain-http").exit_code == 0 and captured[0].unsafe_no_auth
+
+
 def test_https_settings_are_taken(tmp_path: Path, secret: Path,
                                   captured: list[MemberSettings]) -> None:
     tls = member_tls(tmp_path / "pki", "m1", "127.0.0.1")

@@ -304,6 +304,12 @@ def test_the_bootstrap_token_is_written_once_and_can_be_revoked() -> None:
                                                       "node": None}
 
 
+def test_the_benchmarks_open_api_takes_anyone_as_an_anonymous_admin() -> None:
+    with InProcessCluster(1, unsafe_no_auth=True) as opened, api(opened) as http:
+        assert http.get("/v1/whoami").json() == {"name": "anonymous", "role": "admin", "node": None}
+        assert http.post("/v1/nodes", json={"id": "n1", "address": "h:1"}).status_code == 201
+
+
 def test_metrics_need_a_reader_unless_opened_and_count_refusals(cluster: InProcessCluster,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="hacoord.server.auth"), api(cluster) as http:
