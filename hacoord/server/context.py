@@ -46,6 +46,7 @@ from hacoord.server.schemas import ID
 
 FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
 CONFIRM_EVERY = 0.02  # seconds between asking members whether they applied a revision
+CONFIRM_WAIT = 2.0  # seconds at most to wait for them (healthy members apply within milliseconds)
 MAX_REVISION = 2**53  # revisions asked for are bounded (JSON numbers are exact up to here)
 
 # Path parameters are checked before a handler runs (and before a follower forwards them).
@@ -180,15 +181,17 @@ class ApiContext:
         raise ApiError("unavailable", f"leader {leader} did not answer in time", leader=leader)
 
     async def applied_everywhere(self, revision: int) -> tuple[list[str], list[str]]:
-        """Wait (at most the write timeout) until every member says it has applied
-        ``revision``; return the members that said so and those that did not."""
+        """Wait (at most :data:`CONFIRM_WAIT`, or the write timeout if shorter) until every
+        member says it has applied ``revision``; return the members that said so and those that
+        did not."""
         assert self._client is not None, "the app's lifespan opens the forwarding client"
         me = self.replicator.member_id
         confirmed = {me} if self.replicator.state.revision >= revision else set()
         others = [m for m in self.replicator.members.values() if m.id != me]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.submit_timeout
-        for _ in range(int(self.submit_timeout / CONFIRM_EVERY) + 1):
+        wait = min(CONFIRM_WAIT, self.submit_timeout)
+        deadline = loop.time() + wait
+        for _ in range(int(wait / CONFIRM_EVERY) + 1):
             pending = [m for m in others if m.id not in confirmed]
             if not pending or loop.time() >= deadline:
                 break

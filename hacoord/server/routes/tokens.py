@@ -30,7 +30,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     @leading
     async def create_token(body: TokenCreate, request: Request) -> Response:
         """Create a token. The answer's ``secret`` is the only copy of the token there is. Answers
-        once every member has applied it (or the write timeout passed: ``unconfirmed`` then
+        once every member has applied it (or 2 s passed: ``unconfirmed`` then
         names the members that did not say so), so that the token works on any member."""
         secret = body.token or new_token()
         expires_at = time.time() + body.expires_in if body.expires_in is not None else None
@@ -55,8 +55,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                 response_model=r.TokenRevoked)
     @leading
     async def revoke_token(name: TokenName, request: Request) -> Response:
-        """Revoke a token. Answers once every member has applied the revocation (or the write
-        timeout passed: ``unconfirmed`` then names the members that did not say so)."""
+        """Revoke a token. Answers once every member has applied the revocation (or
+        2 s passed: ``unconfirmed`` then names the members that did not say so)."""
         applied = await coordinator.revoke_token(await request_id(request), name)
         confirmed, unconfirmed = await ctx.applied_everywhere(applied.revision)
         return ctx.written(applied, applied_on=confirmed, unconfirmed=unconfirmed)
