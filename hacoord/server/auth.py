@@ -49,6 +49,8 @@ LOG_EVERY = 60.0
 #: Source addresses remembered for that (the table is cleared when it grows past this).
 MAX_LOGGED_SOURCES = 10_000
 BOOTSTRAP_RETRY = 0.1
+#: Characters of a forwarding header kept in the audit (within apply's bound on audit values).
+MAX_AUDIT_TEXT = 128
 
 
 class Permission(StrEnum):
@@ -197,10 +199,14 @@ class Authenticator:
     @staticmethod
     def _admit(request: Request, principal: Principal) -> Principal:
         request.state.principal = principal
-        via = request.headers.get(FORWARDED_HEADER)  # the member that forwarded it, if any
+        # What the forwarding member says (if one did), bounded here: apply refuses a longer
+        # audit, and a client's own headers must not get its writes refused in the log.
+        via = (request.headers.get(FORWARDED_HEADER) or "")[:MAX_AUDIT_TEXT] or None
         request_audit.set({"principal": principal.name, "role": principal.role,
                            "source": request.client.host if request.client else None,
-                           "via": via, "client": request.headers.get(CLIENT_HEADER) if via else None})
+                           "via": via,
+                           "client": (request.headers.get(CLIENT_HEADER) or "")[:MAX_AUDIT_TEXT] or None
+                           if via else None})
         return principal
 
     def _refuse(self, request: Request, reason: str, why: str) -> None:
