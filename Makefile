@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test chaos soak lint bench clean
+.PHONY: install run test chaos soak explore lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ chaos: $(STAMP)
 DURATION ?= 10m
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos.soak --duration $(DURATION)
+
+## The property tests with fresh random examples, ROUNDS times (make explore ROUNDS=50); stops at
+## the first failure and prints it with a blob that replays it. The suite itself uses fixed ones.
+ROUNDS ?= 10
+explore: $(STAMP)
+	for round in $$(seq $(ROUNDS)); do \
+		HYPOTHESIS_PROFILE=explore $(BIN)/pytest -q -x --timeout=900 -p no:cacheprovider \
+			$$(grep -rl --include='test_*.py' 'from hypothesis' tests | grep -v test_fuzz) \
+			|| exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check hacoord tests bench

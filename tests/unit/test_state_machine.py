@@ -529,6 +529,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
             name, kind = "never-created", "unknown"
         else:
             name = creating[pick % len(creating)]
+            if kind == "complete":  # nothing is complete yet: extend the one being created
+                kind = "next"
         res = self.state.resources.get(name)
         have = len(res.partitions) if res is not None else 0
         rf = res.replication_factor if res is not None else 1
