@@ -17,8 +17,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/hacoord cluster up
 
-## Lint, then run the whole suite.
+## Lint, then run the whole suite (installs chromium for the status page's browser tests when run
+## as root).
 test: $(STAMP)
+	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null))) || \
+		echo "no chromium (apt-get install chromium): the status page's browser tests are skipped"
 	$(BIN)/ruff check hacoord tests bench
 	$(BIN)/pytest -q
 

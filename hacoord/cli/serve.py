@@ -220,6 +220,8 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
     if base_port != DEFAULT_BASE_PORT or host != LOOPBACK:
         urls = ",".join(m.api_url for m in members.values())
         click.echo(f"  export HACOORD_ENDPOINTS={urls}")
+    click.echo(f"  status page: {members['m1'].api_url}/ui (any member's /ui; sign in with the "
+               f"admin token; the browser must trust {tls['m1'].ca})")
     # Both, explicitly: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)

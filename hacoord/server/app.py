@@ -21,6 +21,7 @@ from hacoord.replication.base import Replicator
 from hacoord.server.auth import Authenticator, Bootstrapper, Permission, needs, require_declared
 from hacoord.server.context import ApiContext
 from hacoord.server.coordinator import Coordinator
+from hacoord.server.cors import MemberOrigins
 from hacoord.server.errors import install_error_handlers
 from hacoord.server.limits import HttpLimits, LimitsMiddleware
 from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, LivenessMonitor
@@ -29,7 +30,7 @@ from hacoord.server.metrics import install_metrics, refusals
 from hacoord.server.openapi import document_errors
 from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
 from hacoord.server.rebalancer import Rebalancer
-from hacoord.server.routes import audit, nodes, rebalance, resources, routing, status, tokens
+from hacoord.server.routes import audit, nodes, rebalance, resources, routing, status, tokens, ui
 
 
 def create_app(replicator: Replicator, submit_timeout: float = 5.0,
@@ -111,13 +112,14 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return middleware
 
     app.add_middleware(lambda inner: keep(LimitsMiddleware(inner, limits or HttpLimits())))
+    app.add_middleware(lambda inner: MemberOrigins(inner, replicator))  # outermost: every answer
     app.state.replicator = replicator
     app.state.coordinator = coordinator
     app.state.liveness = liveness
     app.state.rebalancer = rebalancer
     app.state.context = ctx
     app.state.auth = auth
-    for area in (status, nodes, resources, rebalance, routing, tokens, audit):
+    for area in (status, nodes, resources, rebalance, routing, tokens, audit, ui):
         area.install(app, ctx)
     require_declared(app)
     document_errors(app)

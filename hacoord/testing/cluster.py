@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from hacoord.client import Client
+from hacoord.client import Client, Conflict, StaleEpoch
 from hacoord.protocol.local import ADMIN_TOKEN_FILE
 from hacoord.protocol.tokens import new_token
 from hacoord.server.certs import MemberTls, ensure_ca, issue, member_tls
@@ -300,3 +300,19 @@ def running_cluster(root: Path, size: int = 3, extra_args: tuple[str, ...] = (),
         cluster.stop_all()
         logs = cluster.logs()
         assert "Traceback" not in logs, logs
+
+
+def report_caught_up(client: Client, resource: str) -> int:
+    """Stand in for the data nodes of a test: every target of a pending move of ``resource``
+    reports its new replica caught up, as a node would once it copied. Returns how many did (a
+    route that moved on meanwhile is left for the next call)."""
+    reported = 0
+    for route in client.routing(resource, consistent=True):
+        for node_id in route.adding:
+            epoch = client.node_show(node_id).epoch
+            try:
+                client.node_caught_up(node_id, epoch, route.resource, route.partition, route.epoch)
+                reported += 1
+            except (StaleEpoch, Conflict):
+                pass
+    return reported

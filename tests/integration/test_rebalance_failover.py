@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from hacoord import Client
-from hacoord.client import Conflict, StaleEpoch
-from hacoord.testing.cluster import LocalCluster, running_cluster, wait_for
+from hacoord.testing.cluster import LocalCluster, report_caught_up, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +21,6 @@ pytestmark = pytest.mark.integration
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     with running_cluster(tmp_path / "c", 3) as running:
         yield running
-
-
-def report_caught_up(client: Client) -> int:
-    """Every target of a pending move reports caught up (a data node would, once it copied)."""
-    reported = 0
-    for route in client.routing("orders", consistent=True):
-        for node_id in route.adding:
-            epoch = client.node_show(node_id).epoch
-            try:
-                client.node_caught_up(node_id, epoch, route.resource, route.partition, route.epoch)
-                reported += 1
-            except (StaleEpoch, Conflict):  # the route moved on meanwhile: next round
-                pass
-    return reported
 
 
 def test_a_drain_survives_a_leader_kill(cluster: LocalCluster) -> None:
@@ -63,7 +47,7 @@ def test_a_drain_survives_a_leader_kill(cluster: LocalCluster) -> None:
     assert new_leader != old_leader
 
     def drained() -> bool:
-        report_caught_up(client)
+        report_caught_up(client, "orders")
         node = client.node_show("n1", consistent=True)
         return not any(not r.catching_up for r in node.replicas) and node.moves == 0
 

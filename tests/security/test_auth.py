@@ -27,6 +27,10 @@ OPEN = {*ROUTE, None}
 EXPECTED: dict[tuple[str, str], set[str | None]] = {
     ("GET", "/livez"): OPEN,
     ("GET", "/readyz"): OPEN,
+    # The status page's static files (its data comes from the routes below, with a token).
+    ("GET", "/ui"): OPEN,
+    ("GET", "/ui/app.js"): OPEN,
+    ("GET", "/ui/style.css"): OPEN,
     ("GET", "/metrics"): READ,
     ("GET", "/v1/status"): READ,
     ("GET", "/v1/requests/{request_id}"): ROUTE,
