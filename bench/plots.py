@@ -68,28 +68,28 @@ def plot_run(result: dict[str, Any], stem: Path, plt: Any) -> list[Path]:
 
 def plot_scale(result: dict[str, Any], stem: Path, plt: Any) -> list[Path]:
     """``bench.scale``: the probe write's latency over the run, the phases shaded, and each
-    member's event-loop lag samples over 20 ms per phase."""
+    member's event-loop lag samples over 20 ms over the same time."""
     probe = result.get("probe_samples") or []
     phases = result.get("phase_times") or []
     figure, (latency, lag) = plt.subplots(2, 1, figsize=(11, 7))
     for index, (name, start, end) in enumerate(phases):
-        latency.axvspan(start, end, alpha=0.08 if index % 2 else 0.16, color="tab:blue")
-        latency.text((start + end) / 2, 1, name, rotation=90, fontsize=7, ha="center",
+        for axis in (latency, lag):
+            axis.axvspan(start, end, alpha=0.08 if index % 2 else 0.16, color="tab:blue")
+        latency.text((start + end) / 2, 0.02, name, rotation=90, fontsize=7, ha="center",
                      va="bottom", transform=latency.get_xaxis_transform())
     latency.plot([t for t, _ in probe], [1000 * s for _, s in probe], ".", markersize=2)
     latency.set(xlabel="seconds into the run", ylabel="probe write ms (log)", yscale="log",
                 title="A small write every 50 ms, from start to acknowledgement")
-    names = [name for name in result["phases"]]
-    members = sorted({m for phase in result["phases"].values() for m in phase["loop_lag"]})
-    width = 0.8 / max(1, len(members))
-    for k, member in enumerate(members):
-        counts = [result["phases"][name]["loop_lag"].get(member, {}).get("over_20ms", 0)
-                  for name in names]
-        lag.bar([i + k * width for i in range(len(names))], counts, width, label=member)
-    lag.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=20,
-                   ha="right", fontsize=7)
-    lag.set(ylabel="loop lag samples > 20 ms", title="Event-loop lag per phase and member")
-    lag.legend()
+    for member, samples in sorted((result.get("lag_samples") or {}).items()):
+        lag.plot([t for t, _ in samples], [1000 * s for _, s in samples], ".", markersize=3,
+                 label=f"{member} ({len(samples)})")
+    lag.axhline(100, color="grey", linewidth=0.8, linestyle="--")
+    lag.set(xlabel="seconds into the run", ylabel="loop lag ms (log)", yscale="log",
+            xlim=latency.get_xlim(),
+            title="Event-loop lag over the run: every sample over 20 ms, per member "
+                  "(dashed: 100 ms, logged as a stall)")
+    if result.get("lag_samples"):
+        lag.legend(fontsize=7)
     figure.tight_layout()
     path = stem.with_name(stem.name + "-timeline.png")
     figure.savefig(path, dpi=100)

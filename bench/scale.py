@@ -135,12 +135,27 @@ class Bench:
         #: (phase, start, end) on the event loop's clock, as the probe's samples are.
         self.phase_times: list[tuple[str, float, float]] = []
         self.idle_p50 = float("nan")
+        #: Each member's event-loop lag samples over 20 ms, (loop clock, seconds).
+        self.lag_samples: dict[str, list[tuple[float, float]]] = {}
+        #: Wall clock minus the event loop's (monotonic) clock, to place the members' samples.
+        self.wall_offset = time.time() - time.monotonic()
 
     def urls(self) -> dict[str, str]:
         return {m: member.url for m, member in self.cluster.members.items() if member.alive()}
 
     def scrape_all(self) -> dict[str, dict[str, Any]]:
         return {m: scrape(url, self.cluster.token) for m, url in self.urls().items()}
+
+    def collect_lag(self) -> None:
+        """Add every live member's loop-lag samples not collected yet: one
+        ``/v1/status?lag=true`` per member and phase (each member keeps its last 10,000; a
+        member killed during a phase loses the samples of that phase it took before)."""
+        for member, url in self.urls().items():
+            have = self.lag_samples.setdefault(member, [])
+            since = have[-1][0] + self.wall_offset if have else 0.0
+            answer = httpx.get(url + "/v1/status", timeout=30, headers=self.cluster.headers,
+                               params={"lag": "true", "lag_since": since})
+            have.extend((t - self.wall_offset, lag) for t, lag in answer.json()["loop_lag"]["samples"])
 
     async def phase(self, name: str, work: Any) -> Any:
         """Run ``work`` (a coroutine) and record what the cluster went through meanwhile."""
@@ -151,6 +166,7 @@ class Bench:
         end = loop.time()
         self.phase_times.append((name, start, end))
         after = await asyncio.to_thread(self.scrape_all)
+        await asyncio.to_thread(self.collect_lag)
         latencies = self.probe.window(start, end)
         lag = {}
         for member in sorted(after):
@@ -354,6 +370,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             for name, a, b in bench.phase_times],
             "probe_samples": [(round(t - zero, 3), round(lat, 5))
                               for t, lat, _ in bench.probe.samples],
+            "lag_samples": {m: [(round(t - zero, 3), round(lag, 4)) for t, lag in samples]
+                            for m, samples in sorted(bench.lag_samples.items())},
             "settings": {"nodes": args.nodes, "partitions": args.partitions,
                          "resources": args.resources, "idle_s": args.idle,
                          "member_args": list(member_args)},

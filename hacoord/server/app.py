@@ -105,7 +105,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                                             + auth.metrics()),
                                ctx.health.summary, before_scrape=ctx.health.current,
                                permission=needs(Permission.OPEN if metrics_open else Permission.READ))
-    lag = LagMonitor(registry)
+    lag = ctx.lag = LagMonitor(registry)
 
     def keep(middleware: LimitsMiddleware) -> LimitsMiddleware:
         guard["limits"] = middleware

@@ -40,6 +40,7 @@ from hacoord.server.coordinator import Coordinator, replica_count, request_finge
 from hacoord.server.errors import ApiError
 from hacoord.server.health import HealthCache
 from hacoord.server.liveness import LivenessMonitor
+from hacoord.server.looplag import LagMonitor
 from hacoord.server.reads import HeavyReads
 from hacoord.server.rebalancer import Rebalancer
 from hacoord.server.schemas import ID
@@ -99,6 +100,8 @@ class ApiContext:
         self.health = HealthCache(replicator, self.heavy)
         #: Long polls open now.
         self.watching = 0
+        #: The event loop's lag monitor (set by ``create_app`` once the metrics registry exists).
+        self.lag: LagMonitor | None = None
         self._client: httpx.AsyncClient | None = None
 
     # --- lifecycle (the app's lifespan) -------------------------------------------------------

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -20,6 +23,10 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 0.05
 STALL = 0.1
+#: Lag above this is kept, with its time, in :attr:`LagMonitor.recent` (``/v1/status?lag=true``).
+NOTED = 0.02
+#: How many such samples are kept (the oldest go first).
+HISTORY = 10_000
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -35,6 +42,8 @@ class LagMonitor:
         self.interval = interval
         self.worst = 0.0
         self.stalls = 0
+        #: (wall-clock time, lag) of the samples over :data:`NOTED`, oldest first.
+        self.recent: deque[tuple[float, float]] = deque(maxlen=HISTORY)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -54,9 +63,18 @@ class LagMonitor:
             lag = max(0.0, loop.time() - due)
             self.histogram.observe(lag)
             self.worst = max(self.worst, lag)
+            if lag > NOTED:
+                self.recent.append((time.time(), lag))
             steps = self.steps.take()
             if lag > STALL:
                 self.stalls += 1
                 named = ", ".join(f"{name} {seconds * 1000:.0f} ms" for seconds, name in steps)
                 log.warning("event loop stalled %.0f ms (longest steps: %s)", lag * 1000,
                             named or "none noted")
+
+    def report(self, since: float = 0.0) -> dict[str, Any]:
+        """The worst lag so far, how many stalls were logged, and the samples over
+        :data:`NOTED` taken after ``since`` (seconds since the epoch), as ``[time, lag]``."""
+        return {"interval": self.interval, "noted_over": NOTED, "worst": self.worst,
+                "stalls": self.stalls, "kept": HISTORY,
+                "samples": [[t, lag] for t, lag in self.recent if t > since]}

@@ -162,6 +162,15 @@ class Ready(Answer):
     member: MemberView
 
 
+class LoopLag(Answer):
+    interval: float = Field(description="seconds between the monitor's timers")
+    noted_over: float = Field(description="samples over this lag (seconds) are kept")
+    worst: float = Field(description="the worst lag since start, seconds")
+    stalls: int = Field(description="lags over 100 ms (each logged with the steps that ran)")
+    kept: int = Field(description="at most this many samples are kept, the oldest go first")
+    samples: list[tuple[float, float]] = Field(description="[time (seconds since the epoch), lag (seconds)]")
+
+
 class Status(Revisioned):
     member: MemberView
     leader: str | None
@@ -170,6 +179,7 @@ class Status(Revisioned):
     health: Health
     bootstrapped: bool = Field(description="the first admin token is in the log")
     digest: str | None = Field(None, description="with digest=true: the applied state's digest")
+    loop_lag: LoopLag | None = Field(None, description="with lag=true: the event loop's lag")
 
 
 class RequestStatus(Revisioned):

@@ -68,6 +68,18 @@ def test_status_names_member_leader_and_members(api: httpx.Client) -> None:
     assert set(body["member"]) >= {"term", "commit_index", "applied_index", "revision"}
     assert "m1" in body["members"] and "api_url" in body["members"]["m1"]
     assert response.headers["x-hacoord-revision"] == str(body["revision"])
+    assert "loop_lag" not in body  # only when asked for
+
+
+def test_status_reports_the_event_loop_s_lag_when_asked(api: httpx.Client) -> None:
+    lag = api.get("/v1/status", params={"lag": "true"}).json()["loop_lag"]
+    assert lag["noted_over"] == 0.02 and lag["kept"] == 10_000
+    assert lag["worst"] >= 0 and lag["stalls"] >= 0
+    assert all(len(sample) == 2 and sample[1] > 0.02 for sample in lag["samples"])
+    later = api.get("/v1/status", params={"lag": "true", "lag_since": 4e9}).json()["loop_lag"]
+    assert later["samples"] == []  # nothing after that time
+    refused = api.get("/v1/status", params={"lag": "true", "lag_since": -1})
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_argument"
 
 
 # --- nodes ------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import json
 import os
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from hacoord.core.codec import digest as state_digest
@@ -33,17 +33,24 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         return JSONResponse(body, status_code=200 if status.ready else 503)
 
     @app.get("/v1/status", dependencies=[needs(P.READ)], tags=["status"], response_model=r.Status)
-    async def get_status(digest: bool = False) -> JSONResponse:
+    async def get_status(digest: bool = False, lag: bool = False,
+                         lag_since: float = Query(0.0, ge=0, le=1e10, description=(
+                             "with lag=true: only samples after this time (seconds since the "
+                             "epoch)"))) -> JSONResponse:
         """This member's Raft view and the configured members; with ``digest=true`` also the
         digest of its applied state (equal on members at the same revision). ``bootstrapped``:
         the first admin token is in the log (until then members accept the one they were
-        started with)."""
+        started with). With ``lag=true`` also ``loop_lag``: how late this member's event loop
+        ran, as its samples over 20 ms with their times (the last 10,000 kept), the worst, and
+        the stalls over 100 ms that it logged."""
         status = replicator.status()
         members = {m.id: {"api_url": m.api_url, "raft_address": m.raft_address}
                    for m in replicator.members.values()}
         body = {"revision": status.revision, "member": status.to_dict(), "leader": status.leader_id,
                 "members": members, "pid": os.getpid(), "health": await ctx.health.current(),
                 "bootstrapped": replicator.state.auth_bootstrapped}
+        if lag and ctx.lag is not None:
+            body["loop_lag"] = ctx.lag.report(lag_since)
         if digest:
             state = replicator.state
             answer = await ctx.heavy.answer(("digest",), state.revision, _digest_body, state,
