@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -41,8 +40,6 @@ from hacoord.core.model import (
     valid_id,
 )
 from hacoord.core.results import Applied, Outcome, Rejected
-
-log = logging.getLogger(__name__)
 
 MAX_PARTITIONS = 100_000
 #: A node's capacity is a relative weight; a billion to one is range enough, and the planner's
@@ -790,8 +787,8 @@ def apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     try:
         return _apply(state, command)
     except Exception as exc:  # a bug, not a user error: still must not stall the Raft log
-        log.exception("internal error applying %r", command)
-        return Rejected("internal_error", f"internal error: {type(exc).__name__}", state.revision)
+        return Rejected("internal_error", f"internal error: {type(exc).__name__}", state.revision,
+                        error=exc)
 
 
 def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:

@@ -31,6 +31,9 @@ class Rejected:
     message: str
     revision: int = 0
     duplicate: bool = False
+    #: The exception behind an ``internal_error`` (a bug): never sent, logged by the caller
+    #: (core does no I/O).
+    error: BaseException | None = field(default=None, repr=False, compare=False)
 
     ok = False
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
-from hacoord.core.apply import apply
 from hacoord.core.commands import Command
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
+from hacoord.replication.applying import apply_logged
 from hacoord.replication.base import MemberInfo, MemberStatus, NotLeaderError
 from hacoord.replication.feed import ChangeFeed
 from hacoord.replication.invariants import InvariantWatch
@@ -66,7 +66,7 @@ class MemoryReplicator:
             raise NotLeaderError(self._leader)
         self._index += 1
         started = time.perf_counter()
-        outcome = apply(self._state, command)
+        outcome = apply_logged(self._state, command)
         self.apply_seconds += time.perf_counter() - started
         if outcome.ok and outcome.events:
             self.feed.record(outcome.events)

@@ -42,10 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hacoord.core.apply import apply
 from hacoord.core.commands import Command, encode
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome, Rejected
+from hacoord.replication.applying import apply_logged
 from hacoord.replication.base import (
     MemberInfo,
     MemberStatus,
@@ -410,7 +410,7 @@ class RaftReplicator:
             command = dataclasses.replace(command, request_id=uuid.uuid4().hex)
         rid = command.request_id
         if rid in self.state.requests:
-            return apply(self.state, command)  # a duplicate: answered from memory, no change
+            return apply_logged(self.state, command)  # a duplicate: answered from memory, no change
         waiter = self._waiting.get(rid)
         if waiter is not None and command.fingerprint and \
                 waiter.command.fingerprint not in ("", command.fingerprint):
@@ -464,7 +464,7 @@ class RaftReplicator:
         if self.state.revision > self.feed.revision:
             self.feed.reset(self.state.revision, self.state)
         for rid in [r for r in self._waiting if r in self.state.requests]:
-            self._on_applied(rid, apply(self.state, self._waiting[rid].command))
+            self._on_applied(rid, apply_logged(self.state, self._waiting[rid].command))
 
     # --- status -------------------------------------------------------------------------------
 

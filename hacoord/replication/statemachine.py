@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from pysyncobj import SyncObjConsumer, replicated
 
-from hacoord.core.apply import apply
 from hacoord.core.commands import AddPartitions, Command, CreateResource, DecodeError, from_dict
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
+from hacoord.replication.applying import apply_logged
 from hacoord.replication.gcpolicy import state_grew
 from hacoord.replication.steps import STEPS
 
@@ -67,7 +67,7 @@ class StateMachine(SyncObjConsumer):
         grew = False
         for command in decode_batch(payload):
             started = time.perf_counter()
-            outcome = apply(self.state, command)
+            outcome = apply_logged(self.state, command)
             took = time.perf_counter() - started
             self.apply_seconds += took
             STEPS.note(f"apply {getattr(command, 'TYPE', 'undecodable')}", took)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -13,6 +14,7 @@ from hacoord.core.apply import MAX_PARTITIONS
 from hacoord.core.results import Applied, Rejected
 from hacoord.core.validate import validate
 from hacoord.placement import place_resource, replacements_for
+from hacoord.replication.applying import apply_logged
 
 c = commands
 
@@ -295,3 +297,29 @@ def test_rejection_inside_a_multi_partition_removal_changes_nothing():
     assert list(command.replacements["r"]) == ["0", "2"]
     assert apply(state, command).code == "stale_plan"
     assert encode_state(state) == before
+
+
+def test_a_bug_in_a_handler_is_an_internal_error_logged_by_the_replica(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    apply_module = importlib.import_module("hacoord.core.apply")
+
+    def broken(state: ClusterState, cmd: c.RegisterNode, rev: int) -> Applied:
+        raise KeyError("a bug")
+
+    state = base_state()
+    monkeypatch.setitem(apply_module._HANDLERS, c.RegisterNode, broken)
+    before = encode_state(state)
+    command = c.RegisterNode(request_id="bug-1", time=5.0, node_id="e", address="h:1")
+    outcome = apply(state, command)
+    assert isinstance(outcome, Rejected) and outcome.code == "internal_error"
+    assert isinstance(outcome.error, KeyError) and "KeyError" in outcome.message
+    assert encode_state(state) == before
+    assert "error" not in outcome.to_dict()  # never sent
+    assert caplog.records == []  # core logs nothing itself
+
+    with caplog.at_level("ERROR", logger="hacoord.replication.applying"):
+        again = apply_logged(state, command)
+    assert again.code == "internal_error" and encode_state(state) == before
+    [record] = caplog.records
+    assert "internal error applying" in record.getMessage() and record.exc_info is not None
+    assert record.exc_info[0] is KeyError

@@ -29,6 +29,14 @@ ALLOWED = {
     "testing": {"testing", "server", "replication", "core", "client", "protocol"},
 }
 COORDINATOR_ONLY = {"pysyncobj", "fastapi", "uvicorn"}
+#: Standard-library modules that read clocks, draw random numbers, start threads or touch the
+#: process, the files, the network or the log: core and placement are pure functions of their
+#: arguments (the same command on the same state gives the same answer on every member).
+IMPURE = {"time", "random", "secrets", "uuid", "threading", "multiprocessing", "asyncio",
+          "concurrent", "subprocess", "os", "sys", "socket", "ssl", "select", "signal", "io",
+          "pathlib", "shutil", "tempfile", "logging", "datetime", "linecache", "traceback",
+          "warnings", "urllib", "http"}
+PURE_ROOMS = ("core", "placement")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -72,3 +80,28 @@ def test_importing_the_client_loads_no_coordinator_code() -> None:
             "'hacoord.replication'))); print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"the client pulled in: {out.stdout.strip()}"
+
+
+def standard_imports_of(path: Path) -> set[str]:
+    """The top-level names of every module ``path`` imports (``os`` for ``os.path``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("room", PURE_ROOMS)
+def test_pure_rooms_import_no_clock_randomness_io_or_logging(room: str) -> None:
+    found = {str(path.relative_to(ROOT)): sorted(standard_imports_of(path) & IMPURE)
+             for path in sorted((ROOT / room).rglob("*.py"))}
+    bad = {module: names for module, names in found.items() if names}
+    assert not bad, f"{room} imports impure modules: {bad}"
+
+
+def test_the_impurity_check_sees_an_impure_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import math\nfrom os.path import join\nimport time as clock\n")
+    assert standard_imports_of(sample) & IMPURE == {"os", "time"}
