@@ -34,8 +34,10 @@ def browser() -> Iterator[object]:
     if CHROMIUM is None:
         pytest.skip("no chromium to drive (apt-get install chromium, or set HACOORD_CHROMIUM)")
     with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where chromium's sandbox refuses to start.
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # --no-sandbox: CI runs as root, where chromium's sandbox refuses to start;
+        # --disable-dev-shm-usage: containers often have a small /dev/shm.
+        launched = playwright.chromium.launch(executable_path=CHROMIUM,
+                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield launched
         launched.close()
 
