@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "Client",
+    "AsyncClient",
     "HacoordError",
     "ApiError",
     "InvalidArgument",
@@ -29,6 +30,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from hacoord.client import (
         ApiError,
+        AsyncClient,
         Client,
         Conflict,
         HacoordError,

@@ -11,7 +11,9 @@ client must not pull in the coordinator). See :class:`Client` for routing and re
 :mod:`hacoord.client.errors` for the error tree.
 """
 
-from hacoord.client.client import DEFAULT_ENDPOINTS, ENDPOINTS_ENV, Client, parse_endpoints
+from hacoord.client.aio import AsyncClient
+from hacoord.client.calls import DEFAULT_ENDPOINTS, ENDPOINTS_ENV, parse_endpoints
+from hacoord.client.client import Client
 from hacoord.client.errors import (
     ApiError,
     Compacted,
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_ENDPOINTS",
     "ENDPOINTS_ENV",
     "ApiError",
+    "AsyncClient",
     "AuditEntry",
     "Client",
     "ClusterStatus",

@@ -19,6 +19,7 @@ token throughout, and the revisions a test sees are those of its own writes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -63,6 +64,12 @@ class InProcessCluster:
     def transport_as(self, token: str | None) -> httpx.BaseTransport:
         """A transport that sends ``token`` (None: no token) on requests that carry none."""
         return _SyncTransport(self, token)
+
+    def async_transport(self, token: str | None | bool = True) -> httpx.AsyncBaseTransport:
+        """An ``httpx.AsyncBaseTransport`` to the members for an asyncio client (an
+        :class:`~hacoord.client.AsyncClient`) on the caller's own event loop. It sends the admin
+        token (or ``token``; None: no token) on requests that carry none."""
+        return _ForeignLoopTransport(self, self.admin_token if token is True else token)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -134,6 +141,15 @@ class InProcessCluster:
                               request=request)
 
 
+def _with_token(request: httpx.Request, body: bytes, token: str | None) -> httpx.Request:
+    """A copy of ``request`` that carries ``token`` unless it has an ``Authorization`` header."""
+    headers = request.headers.copy()
+    if token is not None and "authorization" not in headers:
+        headers["authorization"] = f"Bearer {token}"
+    return httpx.Request(request.method, request.url, headers=headers, content=body,
+                         extensions=request.extensions)
+
+
 class _SyncTransport(httpx.BaseTransport):
     def __init__(self, cluster: InProcessCluster, token: str | None) -> None:
         self.cluster = cluster
@@ -142,17 +158,32 @@ class _SyncTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         portal = self.cluster._portal
         assert portal is not None, "start the cluster first"
-        body = request.read()
-        headers = request.headers.copy()
-        if self.token is not None and "authorization" not in headers:
-            headers["authorization"] = f"Bearer {self.token}"
-        copy = httpx.Request(request.method, request.url, headers=headers, content=body,
-                             extensions=request.extensions)
+        copy = _with_token(request, request.read(), self.token)
         response = portal.call(self.cluster.dispatch, copy)
         return httpx.Response(response.status_code, headers=response.headers, content=response.content,
                               request=request)
 
     def close(self) -> None:
+        """Clients come and go; the cluster outlives them."""
+
+
+class _ForeignLoopTransport(httpx.AsyncBaseTransport):
+    """For an asyncio client running on another event loop than the cluster's: each request is
+    handed to the cluster's loop and awaited from the client's."""
+
+    def __init__(self, cluster: InProcessCluster, token: str | None) -> None:
+        self.cluster = cluster
+        self.token = token
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        portal = self.cluster._portal
+        assert portal is not None, "start the cluster first"
+        copy = _with_token(request, await request.aread(), self.token)
+        response = await asyncio.wrap_future(portal.start_task_soon(self.cluster.dispatch, copy))
+        return httpx.Response(response.status_code, headers=response.headers, content=response.content,
+                              request=request)
+
+    async def aclose(self) -> None:
         """Clients come and go; the cluster outlives them."""
 
 
