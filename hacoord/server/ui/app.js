@@ -9,6 +9,8 @@ const PROBE_TIMEOUT_MS = 1500;
 const WATCH_SECONDS = 15;
 const MAX_CHANGES = 100;
 const MAX_CELLS = 2000;         // per resource; the rest is counted, not drawn
+const BIG_ROUTING = 20000;      // partitions over which the routing table is read less often
+const BIG_ROUTING_GAP_MS = 10000;
 const HEALTH = ["healthy", "under_replicated", "leaderless", "unavailable"];
 
 const view = {
@@ -240,6 +242,11 @@ function renderMembers() {
 let refreshing = false;
 let lastRouting = 0;
 
+function partitionCount() {
+  if (!view.routing) return 0;
+  return Object.values(view.routing.resources).reduce((n, res) => n + res.partitions.length, 0);
+}
+
 async function refreshData() {
   if (!token()) {
     if (!document.getElementById("login").open) askForToken("");
@@ -256,12 +263,15 @@ async function refreshData() {
     learnMembers(status.members);
     view.status = status;
     const moved = status.revision !== view.revision;
-    const due = Date.now() - lastRouting > 5 * DATA_POLL_MS;
-    if (moved || due || view.routing === null) {
-      const [nodes, routing] = await Promise.all([read("/v1/nodes"), read("/v1/routing")]);
-      view.nodes = nodes.nodes;
-      view.routing = routing;
-      view.revision = routing.revision;
+    if (moved || view.routing === null) {
+      view.nodes = (await read("/v1/nodes")).nodes;
+      view.revision = status.revision;
+    }
+    const since = Date.now() - lastRouting;
+    // A large routing table (megabytes) is read again at most every BIG_ROUTING_GAP_MS.
+    const gap = partitionCount() > BIG_ROUTING ? BIG_ROUTING_GAP_MS : 0;
+    if (view.routing === null || (moved && since >= gap) || since > Math.max(gap, 5 * DATA_POLL_MS)) {
+      view.routing = await read("/v1/routing");
       lastRouting = Date.now();
     }
     view.rebalance = await read("/v1/rebalance");
