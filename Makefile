@@ -17,13 +17,17 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/hacoord cluster up
 
-## Lint, then run the whole suite (installs chromium for the status page's browser tests when run
-## as root).
+## Lint, then run the whole suite (installs chromium for the status page's browser tests and
+## promtool for deploy/'s alert rules when run as root).
 test: $(STAMP)
 	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
 		 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null))) || \
 		echo "no chromium (apt-get install chromium): the status page's browser tests are skipped"
+	@command -v promtool >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null))) || \
+		echo "no promtool (apt-get install prometheus): deploy/'s alert rules are not checked"
 	$(BIN)/ruff check hacoord tests bench
 	$(BIN)/pytest -q
 

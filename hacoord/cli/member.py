@@ -41,3 +41,42 @@ def member_rejoin(data_dir: str, force: bool) -> None:
         raise CliError(f"cannot move the member's files aside: {exc}", 1) from None
     click.echo(f"moved this member's journal and snapshot to {aside}; start the member again: it "
                "catches up from the other members and votes again once it has")
+
+
+@member.command("secret")
+@click.argument("path", type=click.Path(dir_okay=False))
+def member_secret(path: str) -> None:
+    """Write a new cluster secret to PATH (mode 0600; refused if PATH exists): every member of a
+    cluster is started with the same one (--secret-file); it authenticates the Raft peer port."""
+    from hacoord.server.settings import ensure_secret  # server-side code, loaded here only
+
+    if Path(path).exists():
+        raise CliError(f"{path} exists: a secret is never overwritten", 2)
+    try:
+        ensure_secret(Path(path))
+    except OSError as exc:
+        raise CliError(f"cannot create {path}: {exc.strerror}", 2) from None
+    click.echo(f"wrote a new cluster secret to {path}; give every member this file (--secret-file)")
+
+
+@member.command("certs")
+@click.option("--ca-dir", required=True, type=click.Path(file_okay=False),
+              help="Where the cluster's CA lives (ca.pem, ca.key; made if absent). Keep ca.key "
+                   "off the members.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Where the member's tls.pem and tls.key are written (kept if present).")
+@click.option("--id", "member_id", required=True, help="The member's id (the certificate's name).")
+@click.option("--host", "hosts", multiple=True, required=True,
+              help="A DNS name or IP address clients and members reach it by (repeat).")
+def member_certs(ca_dir: str, out_dir: str, member_id: str, hosts: tuple[str, ...]) -> None:
+    """Make (or keep) a CA in --ca-dir and a certificate for one member signed by it, good for
+    serving the API and for the member's own calls to the others (mutual TLS). For clusters
+    without a CA of their own; give members --tls-cert, --tls-key and --tls-ca (ca.pem)."""
+    from hacoord.server.certs import ensure_ca, issue  # server-side code, loaded here only
+
+    try:
+        ca = ensure_ca(Path(ca_dir), "hacoord cluster CA")
+        cert, key = issue(ca, Path(out_dir), member_id, list(hosts))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot make the certificates: {exc}", 2) from None
+    click.echo(f"CA {ca[0]}; {member_id}: certificate {cert}, key {key} (for {', '.join(hosts)})")

@@ -60,7 +60,9 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) 
 @click.option("--advertise-api-url", envvar="HACOORD_ADVERTISE_API_URL",
               help="URL peers use to reach this API (default http://API_ADDRESS).")
 @click.option("--peer", "peers", multiple=True, envvar="HACOORD_PEERS",
-              help="Another member: ID=RAFT_HOST:PORT,API_URL (repeat; env: space-separated).")
+              help="Another member: ID=RAFT_HOST:PORT,API_URL (repeat; env: space-separated). "
+                   "The list may name this member too, as it is: the same list then serves "
+                   "every member.")
 @click.option("--data-dir", envvar="HACOORD_DATA_DIR", type=click.Path(file_okay=False),
               help="Directory for the journal and snapshots.")
 @click.option("--secret-file", envvar="HACOORD_SECRET_FILE", type=click.Path(dir_okay=False),
@@ -130,32 +132,19 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
           writes_per_client: float, unsafe_no_auth: bool, unsafe_stale_reads: bool, log_format: str,
           log_level: str) -> None:
     """Run one coordinator member (for deployments across hosts)."""
-    missing = [name for name, value in (("member_id", member_id), ("raft_address", raft_address),
-                                        ("api_address", api_address), ("data_dir", data_dir))
-               if not value]
-    if missing:
-        _fail(f"config error: {missing[0]}: required (flag --{missing[0].replace('_', '-')}, "
-              f"env HACOORD_{missing[0].upper()} or the TOML file)")
     try:
-        settings = MemberSettings(
-            member_id=str(member_id), raft_address=str(raft_address), api_address=str(api_address),
-            data_dir=Path(str(data_dir)), peers=[parse_peer(p) for p in _split_peers(peers)],
-            secret_file=Path(secret_file) if secret_file else None, insecure=insecure,
-            admin_token_file=Path(admin_token_file) if admin_token_file else None,
-            metrics_open=metrics_open, plain_http=plain_http,
-            **{key: Path(value) for key, value in (("tls_cert", tls_cert), ("tls_key", tls_key),
-                                                   ("tls_client_ca", tls_client_ca),
-                                                   ("tls_ca", tls_ca)) if value},
-            advertise_api_url=advertise_api_url, submit_timeout=submit_timeout,
+        settings = member_settings(
+            member_id=member_id, raft_address=raft_address, api_address=api_address,
+            advertise_api_url=advertise_api_url, peers=peers, data_dir=data_dir,
+            secret_file=secret_file, admin_token_file=admin_token_file, metrics_open=metrics_open,
+            tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, tls_ca=tls_ca,
+            plain_http=plain_http, insecure=insecure, submit_timeout=submit_timeout,
             election_timeout_min=election_timeout_min, election_timeout_max=election_timeout_max,
             log_compaction_min_entries=log_compaction_min_entries, fsync=fsync,
-            suspect_after=suspect_after, down_after=down_after,
-            max_body_bytes=max_body_bytes, max_watches=max_watches,
-            max_watches_per_client=max_watches_per_client, writes_per_client=writes_per_client,
-            unsafe_stale_reads=unsafe_stale_reads, unsafe_no_auth=unsafe_no_auth)
-        settings.validate()
-        settings.read_secret()
-        settings.read_admin_token_hash()
+            suspect_after=suspect_after, down_after=down_after, max_body_bytes=max_body_bytes,
+            max_watches=max_watches, max_watches_per_client=max_watches_per_client,
+            writes_per_client=writes_per_client, unsafe_no_auth=unsafe_no_auth,
+            unsafe_stale_reads=unsafe_stale_reads)
     except ConfigError as exc:
         _fail(f"config error: {exc}")
     from hacoord.server.logs import setup_logging  # the server stack loads only to serve
@@ -164,6 +153,42 @@ def serve(member_id: str | None, raft_address: str | None, api_address: str | No
     setup_logging(settings.member_id, log_level, log_format)
 
     sys.exit(run_event_loop(serve_member(settings)))
+
+
+def member_settings(*, member_id: str | None, raft_address: str | None, api_address: str | None,
+                    data_dir: str | None, peers: tuple[str, ...], secret_file: str | None,
+                    admin_token_file: str | None, tls_cert: str | None, tls_key: str | None,
+                    tls_client_ca: str | None, tls_ca: str | None, **options: Any) -> MemberSettings:
+    """The settings ``serve``'s options (its parameters, as click resolves them from flags,
+    ``HACOORD_*`` variables and the TOML file) stand for, checked as a member starting with them
+    would check them, files included; ConfigError naming the first wrong key."""
+    for name, value in (("member_id", member_id), ("raft_address", raft_address),
+                        ("api_address", api_address), ("data_dir", data_dir)):
+        if not value:
+            raise ConfigError(name, f"required (flag --{name.replace('_', '-')}, env "
+                              f"HACOORD_{name.upper()} or the TOML file)")
+    options.pop("log_format", None)
+    options.pop("log_level", None)
+    listed = [parse_peer(p) for p in _split_peers(peers)]
+    settings = MemberSettings(
+        member_id=str(member_id), raft_address=str(raft_address), api_address=str(api_address),
+        data_dir=Path(str(data_dir)), peers=[p for p in listed if p.id != member_id],
+        secret_file=Path(secret_file) if secret_file else None,
+        admin_token_file=Path(admin_token_file) if admin_token_file else None,
+        **{key: Path(value) for key, value in (("tls_cert", tls_cert), ("tls_key", tls_key),
+                                               ("tls_client_ca", tls_client_ca),
+                                               ("tls_ca", tls_ca)) if value},
+        **options)
+    # The peer list may name every member, this one too (the same list on every member): its
+    # own entry must then say what this member says of itself.
+    for own in (p for p in listed if p.id == member_id):
+        if (own.raft_address, own.api_url) != (settings.raft_address, settings.api_url):
+            raise ConfigError("peer", f"{own.id} is this member, listed at {own.raft_address},"
+                              f"{own.api_url} but it is {settings.raft_address},{settings.api_url}")
+    settings.validate()
+    settings.read_secret()
+    settings.read_admin_token_hash()
+    return settings
 
 
 def _split_peers(peers: tuple[str, ...]) -> list[str]:

@@ -1,12 +1,15 @@
-"""``hacoord member rejoin``: moves a stopped member's files aside, or says in one line why not."""
+"""``hacoord member``: ``rejoin`` moves a stopped member's files aside, or says in one line why
+not; ``secret`` and ``certs`` make what a new cluster's members are started with."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
+from cryptography import x509
 
 from hacoord.cli.main import main
 from hacoord.replication.journal import MAGIC
@@ -49,3 +52,36 @@ def test_rejoin_refuses_a_running_member_in_one_line(tmp_path: Path) -> None:
 def test_rejoin_of_an_empty_directory_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["member", "rejoin", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "holds no member data" in result.output
+
+
+def test_member_secret_writes_a_private_secret_once(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    made = CliRunner().invoke(main, ["member", "secret", str(path)])
+    assert made.exit_code == 0, made.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(path.read_text().strip()) >= 32
+    before = path.read_text()
+    again = CliRunner().invoke(main, ["member", "secret", str(path)])
+    assert again.exit_code == 2 and "never overwritten" in again.output
+    assert len(again.output.strip().splitlines()) == 1 and path.read_text() == before
+
+
+def test_member_certs_makes_a_ca_once_and_a_certificate_for_the_member_s_names(tmp_path: Path) -> None:
+    def certs(member: str, *hosts: str) -> Result:
+        args = ["member", "certs", "--ca-dir", str(tmp_path / "ca"), "--out", str(tmp_path / member),
+                "--id", member]
+        for host in hosts:
+            args += ["--host", host]
+        return CliRunner().invoke(main, args)
+
+    assert certs("m1", "m1", "10.0.0.1").exit_code == 0
+    ca = (tmp_path / "ca" / "ca.pem").read_bytes()
+    assert certs("m2", "m2").exit_code == 0
+    assert (tmp_path / "ca" / "ca.pem").read_bytes() == ca  # one CA for the cluster
+    cert = x509.load_pem_x509_certificate((tmp_path / "m1" / "tls.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["m1"]
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.1"]
+    assert stat.S_IMODE((tmp_path / "m1" / "tls.key").stat().st_mode) == 0o600
+    missing = CliRunner().invoke(main, ["member", "certs", "--ca-dir", str(tmp_path / "ca"),
+                                        "--out", str(tmp_path / "m3"), "--id", "m3"])
+    assert missing.exit_code == 2 and "--host" in missing.output
