@@ -92,6 +92,17 @@ def test_peers_from_environment_are_space_separated(tmp_path: Path, secret: Path
     assert [p.id for p in captured[0].peers] == ["m2", "m3"]
 
 
+def test_the_peer_list_may_name_this_member_as_it_is(tmp_path: Path, secret: Path,
+                                                     captured: list[MemberSettings]) -> None:
+    peers = ("m1=127.0.0.1:7501,http://127.0.0.1:7401 m2=127.0.0.1:7502,http://127.0.0.1:7402 "
+             "m3=127.0.0.1:7503,http://127.0.0.1:7403")
+    result = serve(*BASE, "--data-dir", str(tmp_path), "--secret-file", str(secret),
+                   env={"HACOORD_PEERS": peers})
+    assert result.exit_code == 0, result.output
+    assert [p.id for p in captured[0].peers] == ["m2", "m3"]
+    assert sorted(captured[0].members()) == ["m1", "m2", "m3"]
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--member-id", "m1"], "raft_address: required"),
     ([*BASE, "--data-dir", "d"], "secret_file"),
@@ -100,7 +111,10 @@ def test_peers_from_environment_are_space_separated(tmp_path: Path, secret: Path
     (["--member-id", "bad id!", "--raft-address", "127.0.0.1:1", "--api-address", "127.0.0.1:2",
       "--data-dir", "d", "--insecure"], "member_id"),
     ([*BASE, "--data-dir", "d", "--insecure", "--peer", "m2"], "peer: expected ID=RAFT_HOST:PORT,API_URL"),
-    ([*BASE, "--data-dir", "d", "--insecure", "--peer", "m1=127.0.0.1:1,http://x"], "peer: member ids"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--peer", "m1=127.0.0.1:1,http://x"],
+     "peer: m1 is this member, listed at 127.0.0.1:1,http://x but it is 127.0.0.1:7501"),
+    ([*BASE, "--data-dir", "d", "--insecure", "--peer", "m2=127.0.0.1:1,http://x",
+      "--peer", "m2=127.0.0.1:2,http://y"], "peer: member ids"),
     ([*BASE, "--data-dir", "d", "--insecure", "--election-timeout-min", "2"], "election_timeout_min"),
     ([*BASE, "--data-dir", "d", "--insecure", "--submit-timeout", "nan"], "submit_timeout: must be"),
     ([*BASE, "--data-dir", "d", "--insecure", "--submit-timeout", "0"], "submit_timeout: must be"),
