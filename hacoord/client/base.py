@@ -64,8 +64,12 @@ class ClientBase:
         """The retry policy of ``call`` (tenacity's arguments): retried on what may pass, up to
         the deadline, with backoff (see :meth:`_wait`); the last error is raised."""
         return {"retry": tenacity.retry_if_exception(retryable),
-                "stop": tenacity.stop_before_delay(self.deadline),
+                "stop": tenacity.stop_before_delay(self._deadline(call)),
                 "wait": lambda state: self._wait(call, state), "reraise": True}
+
+    def _deadline(self, call: Call) -> float:
+        """Seconds ``call`` may take, its retries included."""
+        return self.deadline + call.extra_time
 
     def _wait(self, call: Call, state: tenacity.RetryCallState) -> float:
         """The pause before the next attempt: none after a fresh leader redirect."""
@@ -77,7 +81,7 @@ class ClientBase:
         """Start an attempt of ``call``: where it goes and its timeout."""
         call.attempts += 1
         call.redirected = False
-        return self._router.endpoint_for(call), call.attempt_timeout_now(self.timeout, self.deadline)
+        return self._router.endpoint_for(call), call.attempt_timeout_now(self.timeout, self._deadline(call))
 
     def _settle(self, call: Call, endpoint: str,
                 response: httpx.Response) -> tuple[str | None, ApiError | None, float]:
@@ -90,7 +94,7 @@ class ClientBase:
             return (leader if call.to_leader and leader else None), None, min(self.timeout, self.deadline)
         error = error_of(response, endpoint)
         if isinstance(error, NotLeader):
-            remaining = self.deadline - (time.monotonic() - call.started)
+            remaining = self._deadline(call) - (time.monotonic() - call.started)
             return error.leader, error, min(self.timeout, remaining)
         if error.retryable:
             self._router.passed_over(endpoint)

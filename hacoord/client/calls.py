@@ -116,6 +116,8 @@ class Call:
     to_leader: bool = False
     request_id: str | None = None
     attempt_timeout: float | None = None
+    #: Seconds the call may take beyond the client's deadline: a long poll's hold.
+    extra_time: float = 0.0
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0
     redirects: int = 0

@@ -248,7 +248,8 @@ def watch_poll(last: int | None, poll: float, timeout: float) -> Op[tuple[int, l
     params: dict[str, Any] = {"timeout": poll}
     if last is not None:
         params["since"] = last
-    call = Call("GET", "/v1/watch", params=params, attempt_timeout=poll + timeout)
+    # The member holds the poll up to ``poll`` seconds: that much on top of the deadline.
+    call = Call("GET", "/v1/watch", params=params, attempt_timeout=poll + timeout, extra_time=poll)
 
     def parse(data: dict[str, Any]) -> tuple[int, list[WatchEvent]]:
         events = [WatchEvent.from_api(raw) for raw in data["events"]]

@@ -5,6 +5,7 @@ follower, a member that is down, one request id across retries, the watch, and t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 from collections.abc import Iterator
 
@@ -179,3 +180,52 @@ def test_a_missing_token_is_a_typed_error(cluster: InProcessCluster) -> None:
                 await client.node_list()
 
     asyncio.run(scenario())
+
+
+class TimingOut(httpx.BaseTransport):
+    """The in-process transport with httpx's read timeout enforced, as a socket would."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        future = self.pool.submit(self.inner.handle_request, request)
+        try:
+            return future.result(timeout=request.extensions["timeout"]["read"])
+        except concurrent.futures.TimeoutError:
+            raise httpx.ReadTimeout("timed out", request=request) from None
+
+
+class AsyncTimingOut(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await asyncio.wait_for(self.inner.handle_async_request(request),
+                                          request.extensions["timeout"]["read"])
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out", request=request) from None
+
+
+def test_a_quiet_watch_outlasts_the_client_deadline(cluster: InProcessCluster) -> None:
+    """A long poll is held by the member for ``poll`` seconds: that is not the cluster failing,
+    even when ``poll`` is longer than the client's deadline (both clients)."""
+    polls = []
+
+    def stop() -> bool:
+        polls.append(1)
+        return len(polls) > 1  # one poll, then stop
+
+    with Client([cluster.url("m2")], transport=TimingOut(cluster.transport), timeout=0.5,
+                deadline=0.5) as client:
+        assert list(client.watch(poll=1.0, stop=stop)) == []
+
+    async def scenario() -> list:
+        polls.clear()
+        async with AsyncClient([cluster.url("m2")], transport=AsyncTimingOut(cluster.async_transport()),
+                               timeout=0.5, deadline=0.5) as client:
+            return [e async for e in client.watch(poll=1.0, stop=stop)]
+
+    assert asyncio.run(scenario()) == []
