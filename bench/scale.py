@@ -137,6 +137,8 @@ class Bench:
         self.idle_p50 = float("nan")
         #: Each member's event-loop lag samples over 20 ms, (loop clock, seconds).
         self.lag_samples: dict[str, list[tuple[float, float]]] = {}
+        #: The time of the last lag sample collected from each member (its clock, as sent).
+        self.lag_seen: dict[str, float] = {}
         #: Wall clock minus the event loop's (monotonic) clock, to place the members' samples.
         self.wall_offset = time.time() - time.monotonic()
 
@@ -152,10 +154,12 @@ class Bench:
         member killed during a phase loses the samples of that phase it took before)."""
         for member, url in self.urls().items():
             have = self.lag_samples.setdefault(member, [])
-            since = have[-1][0] + self.wall_offset if have else 0.0
             answer = httpx.get(url + "/v1/status", timeout=30, headers=self.cluster.headers,
-                               params={"lag": "true", "lag_since": since})
-            have.extend((t - self.wall_offset, lag) for t, lag in answer.json()["loop_lag"]["samples"])
+                               params={"lag": "true", "lag_since": self.lag_seen.get(member, 0.0)})
+            samples = answer.json()["loop_lag"]["samples"]
+            if samples:
+                self.lag_seen[member] = samples[-1][0]  # the member's own time: asked as it is
+            have.extend((t - self.wall_offset, lag) for t, lag in samples)
 
     async def phase(self, name: str, work: Any) -> Any:
         """Run ``work`` (a coroutine) and record what the cluster went through meanwhile."""

@@ -6,6 +6,7 @@ filled by a middleware, labelled by route template (not raw path), method and st
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -66,6 +67,7 @@ class MemberCollector(Collector):
         yield CounterMetricFamily("hacoord_storage_failures", "Failed writes or syncs of the "
                                   "member's files (each stopped it until it reopened them)",
                                   value=status.storage_failures)
+        yield from _data_dir_space(getattr(self.replicator, "data_dir", None))
         yield GaugeMetricFamily("hacoord_raft_listening", "1 while the Raft peer listener is open",
                                 value=1.0 if status.listening else 0.0)
         refused = CounterMetricFamily("hacoord_raft_peer_refused", "Connections the Raft peer port "
@@ -174,3 +176,18 @@ def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[],
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return registry
+
+
+def _data_dir_space(data_dir: Any) -> Iterator[Family]:
+    """Free and total bytes of the file system the member's data directory is on (none for a
+    member without one, or when it cannot be read): a member stops when its disk is full."""
+    if data_dir is None:
+        return
+    try:
+        fs = os.statvfs(data_dir)
+    except OSError:
+        return
+    yield GaugeMetricFamily("hacoord_data_dir_free_bytes", "Bytes free to this member on the "
+                            "file system of its data directory", value=fs.f_bavail * fs.f_frsize)
+    yield GaugeMetricFamily("hacoord_data_dir_size_bytes", "Size of the file system of this "
+                            "member's data directory", value=fs.f_blocks * fs.f_frsize)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hacoord.replication.base import MemberInfo
+from hacoord.replication.memory import MemoryReplicator
+from hacoord.server.metrics import MemberCollector
 from hacoord.testing.inprocess import InProcessCluster
 
 
@@ -76,3 +81,15 @@ def test_apply_moves_liveness_and_rebalancer_metrics(api: httpx.Client) -> None:
     assert "hacoord_rebalancer_commands" in metrics
     api.patch("/v1/rebalance", json={"maintenance": True, "reason": "test"})
     assert value(scrape(api)["hacoord_maintenance"]) == 1.0
+
+
+def test_a_member_with_a_data_directory_reports_its_disk_space(tmp_path: Path) -> None:
+    replicator = MemoryReplicator("m1", {"m1": MemberInfo("m1", "127.0.0.1:1", "http://m1.test")})
+    names = {f.name for f in MemberCollector(replicator, lambda: 0).collect()}
+    assert "hacoord_data_dir_free_bytes" not in names  # no data directory, no figure
+    replicator.data_dir = tmp_path  # type: ignore[attr-defined]
+    families = {f.name: f.samples[0].value for f in MemberCollector(replicator, lambda: 0).collect()
+                if f.samples}
+    disk = os.statvfs(tmp_path)
+    assert families["hacoord_data_dir_size_bytes"] == disk.f_blocks * disk.f_frsize
+    assert 0 < families["hacoord_data_dir_free_bytes"] <= families["hacoord_data_dir_size_bytes"]

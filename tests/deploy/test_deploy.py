@@ -141,8 +141,17 @@ def manifests() -> dict[str, dict[str, Any]]:
     return docs
 
 
-def expand(value: str, pod: str) -> str:
-    return value.replace("$(POD_NAME)", pod)
+def pod_env(container: dict[str, Any], pod: str, namespace: str = "hacoord") -> dict[str, str]:
+    """The container's environment as the kubelet makes it for ``pod``: field references filled
+    in, ``$(VAR)`` expanded from the variables defined before."""
+    fields = {"metadata.name": pod, "metadata.namespace": namespace}
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
+    return env
 
 
 @pytest.mark.parametrize("ordinal", [0, 1, 2])
@@ -151,8 +160,9 @@ def test_every_statefulset_pod_starts_a_member(ordinal: int, tmp_path: Path,
     sts = manifests()["StatefulSet/hacoord"]
     pod = f"hacoord-{ordinal}"
     container = sts["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: expand(e["value"], pod) for e in container["env"] if "value" in e}
+    env = {k: v for k, v in pod_env(container, pod).items() if k.startswith("HACOORD_")}
     settings = starts_with(env, tmp_path, monkeypatch)
+    assert settings.raft_address == f"{pod}.hacoord-peers.hacoord.svc.cluster.local:7500"
     assert settings.member_id == pod
     assert {p.id for p in settings.peers} == {f"hacoord-{k}" for k in range(3)} - {pod}
     assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
@@ -173,7 +183,8 @@ def test_kubernetes_ports_probes_services_and_budget_agree() -> None:
     assert sts["spec"]["serviceName"] == "hacoord-peers" and peers["spec"]["clusterIP"] == "None"
     assert peers["spec"]["publishNotReadyAddresses"] is True
     assert {p["targetPort"] for p in peers["spec"]["ports"]} == set(ports)
-    assert ".hacoord-peers:" in env["HACOORD_RAFT_ADDRESS"]
+    assert ".$(PEERS_DOMAIN):" in env["HACOORD_RAFT_ADDRESS"]
+    assert env["PEERS_DOMAIN"].startswith(peers["metadata"]["name"] + ".")
     labels = spec and sts["spec"]["template"]["metadata"]["labels"]
     for name in ("Service/hacoord", "Service/hacoord-peers"):
         assert docs[name]["spec"]["selector"].items() <= labels.items()
@@ -188,7 +199,8 @@ def test_kubernetes_ports_probes_services_and_budget_agree() -> None:
         assert "install -m 0600" in copy and Path(env[name]).name in copy
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts["data"] == env["HACOORD_DATA_DIR"]
+    # The member's data directory is inside the volume, not its root (root's, under fsGroup).
+    assert Path(env["HACOORD_DATA_DIR"]).parent == Path(mounts["data"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
