@@ -9,6 +9,9 @@ const PROBE_TIMEOUT_MS = 1500;
 const WATCH_SECONDS = 15;
 const MAX_CHANGES = 100;
 const MAX_CELLS = 2000;         // per resource; the rest is counted, not drawn
+const MAX_TOTAL_CELLS = 10000;  // over every resource
+// How long each read may take (a routing table is megabytes on a large cluster).
+const READ_TIMEOUT_MS = {status: 3000, nodes: 10000, routing: 30000, rebalance: 15000, explain: 15000};
 const BIG_ROUTING = 20000;      // partitions over which the routing table is read less often
 const BIG_ROUTING_GAP_MS = 10000;
 const HEALTH = ["healthy", "under_replicated", "leaderless", "unavailable"];
@@ -191,6 +194,15 @@ async function probeMembers() {
   renderMembers();
 }
 
+// One round of probes at a time: the next starts MEMBER_POLL_MS after the last one ended, so a
+// late answer never overwrites a newer one.
+async function probeLoop() {
+  for (;;) {
+    await probeMembers();
+    await sleep(MEMBER_POLL_MS);
+  }
+}
+
 // The leader: the member that says it leads in the highest term; failing that, the one most
 // members name.
 function currentLeader() {
@@ -241,6 +253,19 @@ function renderMembers() {
 
 let refreshing = false;
 let lastRouting = 0;
+let lastRebalance = 0;
+const REBALANCE_POLL_MS = 2000;
+
+// A read whose failure leaves the page showing what it had (a refused token still asks again).
+async function optional(pending, had) {
+  try {
+    return await pending;
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) throw error;
+    text("problem", `no answer: ${error.message}`);
+    return had;
+  }
+}
 
 function partitionCount() {
   if (!view.routing) return 0;
@@ -255,7 +280,7 @@ async function refreshData() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const status = await read("/v1/status");
+    const status = await read("/v1/status", READ_TIMEOUT_MS.status);
     text("problem", "");
     document.getElementById("forget").hidden = false;
     const dialog = document.getElementById("login");
@@ -264,17 +289,21 @@ async function refreshData() {
     view.status = status;
     const moved = status.revision !== view.revision;
     if (moved || view.routing === null) {
-      view.nodes = (await read("/v1/nodes")).nodes;
+      view.nodes = (await read("/v1/nodes", READ_TIMEOUT_MS.nodes)).nodes;
       view.revision = status.revision;
     }
     const since = Date.now() - lastRouting;
     // A large routing table (megabytes) is read again at most every BIG_ROUTING_GAP_MS.
     const gap = partitionCount() > BIG_ROUTING ? BIG_ROUTING_GAP_MS : 0;
     if (view.routing === null || (moved && since >= gap) || since > Math.max(gap, 5 * DATA_POLL_MS)) {
-      view.routing = await read("/v1/routing");
-      lastRouting = Date.now();
+      lastRouting = Date.now();  // a failed read is not retried at once either
+      view.routing = await optional(read("/v1/routing", READ_TIMEOUT_MS.routing), view.routing);
     }
-    view.rebalance = await read("/v1/rebalance");
+    if (Date.now() - lastRebalance >= REBALANCE_POLL_MS || moved) {
+      lastRebalance = Date.now();
+      view.rebalance = await optional(read("/v1/rebalance", READ_TIMEOUT_MS.rebalance), view.rebalance);
+    }
+    if (view.routing === null || view.rebalance === null) return;
     if (view.since === null) startWatching(status.revision);
     render();
   } catch (error) {
@@ -349,6 +378,9 @@ function partitionHealth(part, rf, status) {
   return "healthy";
 }
 
+// What the nodes table and the map were last drawn from (redrawn only when it changes).
+const drawn = {nodes: null, routing: null};
+
 function render() {
   const s = view.status;
   const health = s.health || {};
@@ -361,8 +393,12 @@ function render() {
   const p = health.partitions || {};
   text("partition-counts", HEALTH.map((h) => `${p[h] || 0} ${h.replace("_", "-")}`).join(", "));
   renderMembers();
-  renderNodes();
-  renderMap();
+  if (drawn.nodes !== view.nodes || drawn.routing !== view.routing) {
+    drawn.nodes = view.nodes;
+    drawn.routing = view.routing;
+    renderNodes();
+    renderMap();
+  }
   renderRebalance();
 }
 
@@ -390,12 +426,15 @@ function renderNodes() {
 function renderMap() {
   const status = new Map(view.nodes.map((node) => [node.id, node.status]));
   const rows = [];
+  let budget = MAX_TOTAL_CELLS;
   for (const [name, res] of Object.entries(view.routing.resources)) {
     const cells = [];
     const hidden = {};
+    const limit = Math.min(MAX_CELLS, budget);
+    budget -= Math.min(limit, res.partitions.length);
     res.partitions.forEach((part, i) => {
       const health = partitionHealth(part, res.replication_factor, status);
-      if (i >= MAX_CELLS) {
+      if (i >= limit) {
         hidden[health] = (hidden[health] || 0) + 1;
         return;
       }
@@ -412,7 +451,7 @@ function renderMap() {
     rows.push(el("div", {class: "resource", dataset: {resource: name}},
       el("h3", {text: `${name} (${res.partitions.length} × RF ${res.replication_factor})`}),
       el("div", {class: "cells"}, ...cells),
-      more ? el("p", {text: `${res.partitions.length - MAX_CELLS} more not drawn: ${more}`}) : ""));
+      more ? el("p", {text: `${res.partitions.length - limit} more not drawn: ${more}`}) : ""));
   }
   fill("map", rows.length ? rows : [el("p", {text: "no resources yet"})]);
 }
@@ -426,7 +465,8 @@ async function explainCell(target) {
   box.textContent = `${key}: asking…`;
   try {
     const name = encodeURIComponent(key.slice(0, slash));
-    const answer = await read(`/v1/resources/${name}/partitions/${key.slice(slash + 1)}/explain`);
+    const answer = await read(`/v1/resources/${name}/partitions/${key.slice(slash + 1)}/explain`,
+                              READ_TIMEOUT_MS.explain);
     if (view.explainOf === key) box.textContent = `${key}\n${JSON.stringify(answer, null, 2)}`;
   } catch (error) {
     if (view.explainOf === key) box.textContent = `${key}: ${error.message}`;
@@ -467,9 +507,8 @@ function start() {
     const cell = event.target.closest(".cell");
     if (cell) explainCell(cell);
   });
-  setInterval(probeMembers, MEMBER_POLL_MS);
+  probeLoop();
   setInterval(refreshData, DATA_POLL_MS);
-  probeMembers();
   refreshData();
 }
 
