@@ -147,6 +147,9 @@ class AsyncClient(ClientBase):
         try:
             response = await self._http.request(call.method, endpoint + call.path, params=call.params,
                                                  json=call.body, headers=call.headers(), timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout):  # refused, no route, unknown name
+            self._router.unreached(endpoint)
+            raise
         except httpx.TransportError:
             self._router.passed_over(endpoint)
             raise

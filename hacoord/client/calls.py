@@ -40,6 +40,9 @@ BACKOFF_MAX = 1.0
 FREE_REDIRECTS = 2
 #: No attempt gets less time than this, even at the very end of the deadline.
 MIN_ATTEMPT_TIMEOUT = 0.05
+#: Seconds a member URL that could not be reached is not taken as the leader's (a URL the
+#: cluster names may not be reachable from this client: another network's names, say).
+UNREACHABLE_FOR = 10.0
 #: Headers every request carries.
 BASE_HEADERS = {"User-Agent": f"hacoord-client/{__version__}", "Accept": "application/json"}
 
@@ -254,6 +257,8 @@ class Router:
         self.leader_id: str | None = None
         self.leader_url: str | None = None
         self.member_urls: dict[str, str] = {}
+        #: When each URL last failed to connect (monotonic seconds).
+        self.unreachable: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def endpoint_for(self, call: Call) -> str:
@@ -265,6 +270,20 @@ class Router:
         """``endpoint`` answered (successfully, or with an error that is the caller's)."""
         with self._lock:
             self.current = endpoint
+            self.unreachable.pop(endpoint, None)
+
+    def unreached(self, endpoint: str) -> None:
+        """``endpoint`` could not be reached at all: pass it over, and for
+        :data:`UNREACHABLE_FOR` seconds do not follow hints to it."""
+        with self._lock:
+            self.unreachable[endpoint] = time.monotonic()
+        self.passed_over(endpoint)
+
+    def reachable(self, url: str) -> bool:
+        """Whether ``url`` has not failed to connect in the last :data:`UNREACHABLE_FOR` s."""
+        with self._lock:
+            failed = self.unreachable.get(url)
+        return failed is None or time.monotonic() - failed > UNREACHABLE_FOR
 
     def passed_over(self, endpoint: str) -> None:
         """``endpoint`` failed: forget it as leader, and move on from it."""
@@ -284,7 +303,10 @@ class Router:
             self.member_urls.update(urls)
 
     def set_leader(self, member_id: str | None, url: str) -> None:
-        """Send the next leader calls to ``url`` (``member_id``'s)."""
+        """Send the next leader calls to ``url`` (``member_id``'s), unless it could not be
+        reached lately (they then go where the others go, to be forwarded)."""
+        if not self.reachable(url):
+            return
         with self._lock:
             self.leader_id, self.leader_url = member_id, url
             if url not in self.known:
@@ -302,7 +324,7 @@ class Router:
     def redirect(self, call: Call, endpoint: str, leader: str | None, url: str | None) -> None:
         """A ``not_leader`` answer from ``endpoint`` named ``leader`` (at ``url``, if known):
         follow it, or pass ``endpoint`` over if it names no usable member."""
-        if url is None or url == endpoint:
+        if url is None or url == endpoint or not self.reachable(url):
             self.passed_over(endpoint)
             return
         self.set_leader(leader, url)

@@ -139,6 +139,38 @@ def test_write_follows_not_leader_hint_and_remembers_the_leader() -> None:
     assert script.hosts() == ["b"]
 
 
+def test_a_leader_url_this_client_cannot_reach_is_not_followed_for_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster may name its members by names only its own network resolves (Compose,
+    Kubernetes): a client outside then keeps sending to the member it reaches, which forwards."""
+    hidden = "http://d.test"  # m2 as the cluster names it; refused from here
+
+    def a(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/status":
+            body = status_body("m1", "follower", "m2")
+            body["members"]["m2"]["api_url"] = hidden
+            return httpx.Response(200, json=body)
+        return httpx.Response(201, json={"revision": 5, "node": NODE},
+                              headers={"X-Hacoord-Leader": "m2"})  # forwarded to m2
+
+    script = Script(a=a, d=refuse)
+    client = script.client([A])
+    client.node_add("n1", "10.0.0.1:9000")  # learns that m2 leads, at d
+    assert script.hosts() == ["a", "a"]  # the write, then the status that names m2's URL
+    script.requests.clear()
+    client.node_add("n2", "10.0.0.2:9000")
+    assert script.hosts() == ["d", "a"]  # d refused: back to a, which forwards
+    script.requests.clear()
+    client.node_add("n3", "10.0.0.3:9000")
+    client.node_add("n4", "10.0.0.4:9000")
+    assert script.hosts() == ["a", "a"]  # d is not tried again for a while
+    monkeypatch.setattr("hacoord.client.calls.UNREACHABLE_FOR", 0.0)
+    script.requests.clear()
+    client.node_add("n5", "10.0.0.5:9000")  # learns d again once the while is over
+    client.node_add("n6", "10.0.0.6:9000")
+    assert script.hosts() == ["a", "d", "a"]
+
+
 def test_status_teaches_the_leader_so_writes_go_straight_there() -> None:
     script = Script(a=lambda r: httpx.Response(200, json=status_body("m1", "follower", "m3")),
                     b=refuse,
