@@ -10,6 +10,7 @@ process is killed at teardown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -310,9 +311,7 @@ def report_caught_up(client: Client, resource: str) -> int:
     for route in client.routing(resource, consistent=True):
         for node_id in route.adding:
             epoch = client.node_show(node_id).epoch
-            try:
+            with contextlib.suppress(StaleEpoch, Conflict):  # the route moved on meanwhile
                 client.node_caught_up(node_id, epoch, route.resource, route.partition, route.epoch)
                 reported += 1
-            except (StaleEpoch, Conflict):
-                pass
     return reported

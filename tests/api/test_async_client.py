@@ -218,14 +218,15 @@ def test_a_quiet_watch_outlasts_the_client_deadline(cluster: InProcessCluster) -
         polls.append(1)
         return len(polls) > 1  # one poll, then stop
 
-    with Client([cluster.url("m2")], transport=TimingOut(cluster.transport), timeout=0.5,
-                deadline=0.5) as client:
-        assert list(client.watch(poll=1.0, stop=stop)) == []
+    # Each poll is held 2.5 s, longer than the 1.5 s deadline; the attempt may take 4 s.
+    with Client([cluster.url("m2")], transport=TimingOut(cluster.transport), timeout=3.0,
+                deadline=1.5) as client:
+        assert list(client.watch(poll=2.5, stop=stop)) == []
 
     async def scenario() -> list:
         polls.clear()
         async with AsyncClient([cluster.url("m2")], transport=AsyncTimingOut(cluster.async_transport()),
-                               timeout=0.5, deadline=0.5) as client:
-            return [e async for e in client.watch(poll=1.0, stop=stop)]
+                               timeout=3.0, deadline=1.5) as client:
+            return [e async for e in client.watch(poll=2.5, stop=stop)]
 
     assert asyncio.run(scenario()) == []
