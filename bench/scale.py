@@ -43,6 +43,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.liveness import Connection, LoadStats, heartbeat_load, percentile, register
 from bench.plots import plot_file
+from hacoord.core.backup import decode_backup
+from hacoord.replication.restore import restore
 from hacoord.testing.cluster import LocalCluster, bearer
 
 PROBE_PATH = "/v1/nodes/n00000"  # a node that heartbeats (a silent one would be judged down)
@@ -286,6 +288,15 @@ async def scenario(bench: Bench) -> dict[str, Any]:
                    if member.proc is not None}
         results["rss_after_one_mib"] = rss_big
 
+        async def backup() -> tuple[float, bytes]:
+            t = time.monotonic()
+            answer = await http.get(url + "/v1/backup", timeout=120)
+            assert answer.status_code == 200, answer.text
+            return time.monotonic() - t, answer.content
+
+        took, taken = await bench.phase("take a backup", backup())
+        results["backup"] = restore_aside(taken, took)
+
         async def delete() -> None:
             answer = await http.delete(leader_url(cluster) + "/v1/resources/big", timeout=120)
             assert answer.status_code == 200, answer.text
@@ -380,6 +391,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "resources": args.resources, "idle_s": args.idle,
                          "member_args": list(member_args)},
             "phases": bench.phases, **results, "stall_log_lines": stalls[-20:]}
+
+
+def restore_aside(taken: bytes, took: float) -> dict[str, Any]:
+    """What a backup taken in ``took`` seconds holds, and how long restoring a member's data
+    from it takes (in this process, after the phase, so that the members' figures do not pay
+    for it)."""
+    t = time.monotonic()
+    header, state = decode_backup(taken)
+    decode_s = time.monotonic() - t
+    replicas = sum(len(p.replicas) for r in state.resources.values() for p in r.partitions)
+    t = time.monotonic()
+    with tempfile.TemporaryDirectory() as scratch:
+        restore(taken, Path(scratch) / "m1", "bench-copy")
+    return {"s": took, "bytes": len(taken), "revision": header.revision,
+            "partition_replicas": replicas, "decode_s": decode_s,
+            "restore_s": time.monotonic() - t}
 
 
 def main() -> None:

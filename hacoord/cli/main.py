@@ -380,7 +380,8 @@ def explain(resource_name: str, partition_index: int, consistent: bool) -> None:
 
 # --- serving (hacoord/cli/serve.py) -----------------------------------------------------------
 
-from hacoord.cli.member import member  # noqa: E402  (registered last, as the layout asks)
+from hacoord.cli.backup import backup, restore  # noqa: E402  (registered last, as the layout asks)
+from hacoord.cli.member import member  # noqa: E402
 from hacoord.cli.moves import register  # noqa: E402
 from hacoord.cli.serve import cluster, serve  # noqa: E402
 from hacoord.cli.tokens import audit, token  # noqa: E402
@@ -391,3 +392,5 @@ main.add_command(cluster)
 main.add_command(member)
 main.add_command(token)
 main.add_command(audit)
+main.add_command(backup)
+main.add_command(restore)

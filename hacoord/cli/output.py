@@ -281,6 +281,14 @@ class Output:
         """Any JSON document, as is."""
         self._json(data)
 
+    def report(self, data: dict[str, Any], line: str) -> None:
+        """The outcome of a command that acts on files (backup, restore): ``line``, or
+        ``data`` as JSON."""
+        if self.as_json:
+            self._json(data)
+        else:
+            click.echo(line)
+
     def explanation(self, answer: dict[str, Any]) -> None:
         """``hacoord explain``: always JSON-shaped (the explanation is a nested document)."""
         self._json(answer)

@@ -29,6 +29,7 @@ from hacoord.client.errors import (
     StaleEpoch,
     Unauthenticated,
     UnavailableError,
+    WrongCluster,
 )
 from hacoord.client.models import (
     AuditEntry,
@@ -82,6 +83,7 @@ __all__ = [
     "UnavailableError",
     "WatchEvent",
     "WriteResult",
+    "WrongCluster",
     "parse_endpoints",
 ]
 

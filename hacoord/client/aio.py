@@ -47,8 +47,9 @@ class AsyncClient(ClientBase):
     def __init__(self, endpoints: list[str] | str | None = None, *, timeout: float = 5.0,
                  deadline: float = 15.0, transport: httpx.AsyncBaseTransport | None = None,
                  token: str | None = None, token_file: str | None = None,
-                 ca: str | None = None, cert: tuple[str, str] | None = None) -> None:
-        super().__init__(endpoints, timeout, deadline, token, token_file, ca, cert)
+                 ca: str | None = None, cert: tuple[str, str] | None = None,
+                 cluster_id: str | None = None) -> None:
+        super().__init__(endpoints, timeout, deadline, token, token_file, ca, cert, cluster_id)
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout, headers=self._headers,
                                        verify=self._verify)
 
@@ -118,6 +119,7 @@ class AsyncClient(ClientBase):
     token_revoke = async_method(ops.token_revoke)
     audit = async_method(ops.audit)
     whoami = async_method(ops.whoami)
+    backup = async_method(ops.backup)
 
     async def watch(self, since: int | None = None, *, poll: float = 25.0,
                     stop: Callable[[], bool] | None = None) -> AsyncIterator[WatchEvent]:

@@ -5,6 +5,7 @@ client adds only the sending (blocking or awaited)."""
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
 from typing import Any
@@ -24,8 +25,11 @@ from hacoord.client.calls import (
     retryable,
 )
 from hacoord.client.credentials import resolve_token, tls_context
-from hacoord.client.errors import ApiError, NotLeader
-from hacoord.protocol import LEADER_HEADER
+from hacoord.client.errors import ApiError, NotLeader, WrongCluster
+from hacoord.protocol import CLUSTER_HEADER, LEADER_HEADER
+
+#: The cluster id a client holds members to, when not given (see ``ClientBase.cluster_id``).
+CLUSTER_ID_ENV = "HACOORD_CLUSTER_ID"
 
 
 class ClientBase:
@@ -34,9 +38,12 @@ class ClientBase:
 
     def __init__(self, endpoints: list[str] | str | None, timeout: float, deadline: float,
                  token: str | None, token_file: str | None, ca: str | None,
-                 cert: tuple[str, str] | None) -> None:
+                 cert: tuple[str, str] | None, cluster_id: str | None = None) -> None:
         if timeout <= 0 or deadline <= 0:
             raise ValueError("timeout and deadline must be positive")
+        #: The cluster every answer must come from: given, ``HACOORD_CLUSTER_ID``, or else the
+        #: one named by the first successful answer to a write or consistent read (a leader's).
+        self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
         self.timeout = timeout
         self.deadline = deadline
         self._router = Router(parse_endpoints(endpoints))
@@ -88,6 +95,18 @@ class ClientBase:
         """What ``endpoint``'s ``response`` to ``call`` says: the member to send leader calls to
         from now on (a forwarding member's ``X-Hacoord-Leader``, a ``not_leader`` hint), the
         error to raise, and how long finding that member's URL may take."""
+        named = response.headers.get(CLUSTER_HEADER)
+        if named and named != self.cluster_id:
+            if self.cluster_id is not None:
+                self._router.unreached(endpoint)
+                message = (f"{endpoint} belongs to cluster {named[:64]!r}, not to {self.cluster_id!r}"
+                           " (a wrong endpoint, or a cluster restored from a backup)")
+                return None, WrongCluster("wrong_cluster", message, response.status_code,
+                                          endpoint=endpoint), 0.0
+            if call.to_leader and response.is_success:
+                # Learned from a leader's answer only: a lone member of another cluster among
+                # the endpoints (it has no leader) cannot make the client refuse the real one.
+                self.cluster_id = named
         if response.is_success:
             self._router.answered(endpoint)
             leader = response.headers.get(LEADER_HEADER)

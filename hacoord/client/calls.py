@@ -149,6 +149,16 @@ class Op(Generic[T]):
         return parsed(lambda: self.parse(data))
 
 
+@dataclass(frozen=True)
+class FileOp(Op[bytes]):
+    """A call whose answer is a file, not JSON: the result is its bytes."""
+
+    parse: Callable[[dict[str, Any]], bytes] = field(default=lambda _data: b"")
+
+    def result(self, response: httpx.Response) -> bytes:
+        return response.content
+
+
 def error_of(response: httpx.Response, endpoint: str) -> ApiError:
     """The typed error an unsuccessful ``response`` stands for."""
     try:

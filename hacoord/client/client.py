@@ -62,7 +62,10 @@ class Client(ClientBase):
     against ``ca`` (a PEM file), ``HACOORD_CA``, the local cluster's CA for members on this host,
     or else the system's CAs; ``cert`` is a (certificate, key) pair to show under mutual TLS
     (or ``HACOORD_CERT`` and ``HACOORD_KEY``). An unreadable token or CA file raises
-    ``ValueError``.
+    ``ValueError``. ``cluster_id`` (or ``HACOORD_CLUSTER_ID``) is the cluster every answer must
+    come from; without it, the first successful write or consistent read (a leader's answer)
+    names it. From then on a member of another cluster is passed over
+    (:class:`~hacoord.client.errors.WrongCluster`).
 
     Methods are named after the CLI commands and return the frozen dataclasses of
     :mod:`hacoord.client.models`; failures raise the errors of :mod:`hacoord.client.errors`. One
@@ -73,8 +76,9 @@ class Client(ClientBase):
     def __init__(self, endpoints: list[str] | str | None = None, *, timeout: float = 5.0,
                  deadline: float = 15.0, transport: httpx.BaseTransport | None = None,
                  token: str | None = None, token_file: str | None = None,
-                 ca: str | None = None, cert: tuple[str, str] | None = None) -> None:
-        super().__init__(endpoints, timeout, deadline, token, token_file, ca, cert)
+                 ca: str | None = None, cert: tuple[str, str] | None = None,
+                 cluster_id: str | None = None) -> None:
+        super().__init__(endpoints, timeout, deadline, token, token_file, ca, cert, cluster_id)
         self._http = httpx.Client(transport=transport, timeout=timeout, headers=self._headers,
                                   verify=self._verify)
 
@@ -151,6 +155,7 @@ class Client(ClientBase):
     token_revoke = sync_method(ops.token_revoke)
     audit = sync_method(ops.audit)
     whoami = sync_method(ops.whoami)
+    backup = sync_method(ops.backup)
 
     def watch(self, since: int | None = None, *, poll: float = 25.0,
               stop: Callable[[], bool] | None = None) -> Iterator[WatchEvent]:

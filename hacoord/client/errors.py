@@ -110,6 +110,13 @@ class NotLeader(ServiceUnavailable):
     member it believes does (or is None)."""
 
 
+class WrongCluster(ServiceUnavailable):
+    """Raised by the client itself (code ``wrong_cluster``): a member answered with another
+    cluster's id (``X-Hacoord-Cluster``) than the one the client was given or first saw. The
+    client passes that endpoint over and tries the others; if none belongs to the cluster, the
+    :class:`UnavailableError` it raises has this as its ``cause``."""
+
+
 class ServerError(ApiError):
     """500 or any status the API does not document: a bug on the server side. Not retried."""
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hacoord.client.calls import Call, Op, segment
+from hacoord.client.calls import Call, FileOp, Op, segment
 from hacoord.client.models import (
     AuditEntry,
     Heartbeat,
@@ -347,3 +347,10 @@ def audit(since: int = 0, limit: int = 1000) -> Op[list[AuditEntry]]:
 def whoami() -> Op[TokenInfo]:
     """The token this client sends, as the cluster knows it."""
     return Op(read("/v1/whoami", False), TokenInfo.from_api)
+
+
+def backup() -> Op[bytes]:
+    """A backup of the whole state, as the file's bytes: every write acknowledged before the
+    call is in it. Needs an admin token (it holds the tokens' digests). See
+    :mod:`hacoord.core.backup` for the format and ``hacoord restore`` for its use."""
+    return FileOp(Call("GET", "/v1/backup", to_leader=True, attempt_timeout=120.0))

@@ -757,6 +757,16 @@ def _bootstrap_admin(state: ClusterState, cmd: c.BootstrapAdmin, rev: int) -> Ap
     return Applied(rev, {"token": token.public()}, (Event("TokenCreated", rev, token.public()),))
 
 
+def _set_cluster_id(state: ClusterState, cmd: c.SetClusterId, rev: int) -> Applied:
+    """The cluster's name is not a change to its data: no new revision, no event (and the
+    state's digest leaves it out)."""
+    _require(not state.cluster_id, "already_exists", f"the cluster is named {state.cluster_id!r}")
+    _require(valid_id(cmd.cluster_id), "invalid_argument",
+             f"malformed cluster id {cmd.cluster_id!r}")
+    state.cluster_id = cmd.cluster_id
+    return Applied(rev - 1, {"cluster_id": cmd.cluster_id})
+
+
 _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = {
     c.RegisterNode: _register_node,
     c.RemoveNode: _remove_node,
@@ -779,6 +789,7 @@ _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = 
     c.CreateToken: _create_token,
     c.RevokeToken: _revoke_token,
     c.BootstrapAdmin: _bootstrap_admin,
+    c.SetClusterId: _set_cluster_id,
 }
 
 

@@ -31,5 +31,9 @@ def decode_state(raw: bytes) -> ClusterState:
 
 
 def digest(state: ClusterState) -> str:
-    """A short hex digest of the canonical state; equal on members that applied the same log."""
-    return hashlib.blake2b(encode_state(state), digest_size=16).hexdigest()
+    """A short hex digest of the canonical state; equal on members that applied the same log.
+    The cluster's id is left out: a cluster restored from a backup digests like its source at
+    the backup's revision."""
+    data = state.to_dict()
+    del data["cluster_id"]
+    return hashlib.blake2b(canonical_json(data), digest_size=16).hexdigest()

@@ -311,6 +311,14 @@ class BootstrapAdmin(Command):
     hash: str = ""
 
 
+@dataclass(frozen=True)
+class SetClusterId(Command):
+    """Name the cluster (its first leader draws ``cluster_id``); refused once it has a name."""
+
+    TYPE: ClassVar[str] = "SetClusterId"
+    cluster_id: str = ""
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.TYPE: cls
     for cls in (
@@ -335,6 +343,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
         CreateToken,
         RevokeToken,
         BootstrapAdmin,
+        SetClusterId,
         Barrier,
     )
 }

@@ -21,6 +21,10 @@ from hacoord.core.leadership import LeaderIndex
 
 SCHEMA_VERSION = 1
 
+
+class NewerSchema(ValueError):
+    """A state written by a newer hacoord than this build (a higher ``schema``)."""
+
 #: Identifiers of nodes and resources: a letter or digit, then letters, digits, ``.``, ``_``, ``-``.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: ``host:port``; the host is a DNS name, an IPv4 address or a bracketed IPv6 address.
@@ -300,6 +304,10 @@ class ClusterState:
     #: been written (until then each member accepts the admin token it was started with).
     tokens: dict[str, ApiToken] = field(default_factory=dict)
     auth_bootstrapped: bool = False
+    #: The cluster's identity, written once by its first leader (``SetClusterId``) and replaced
+    #: only by a restore, which makes a new cluster; members of different clusters refuse each
+    #: other, and clients refuse a member whose answers carry another cluster's id.
+    cluster_id: str = ""
     #: Derived from the partitions on first use, kept current by the methods below, never
     #: serialized (see :mod:`hacoord.core.leadership`).
     _leaders: LeaderIndex | None = field(default=None, init=False, repr=False, compare=False)
@@ -324,11 +332,15 @@ class ClusterState:
             "removed": [[node_id, record] for node_id, record in self.removed.items()],
             "tokens": [token.to_dict() for token in self.tokens.values()],
             "auth_bootstrapped": self.auth_bootstrapped,
+            "cluster_id": self.cluster_id,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterState:
         schema = data.get("schema")
+        if isinstance(schema, int) and schema > SCHEMA_VERSION:
+            raise NewerSchema(f"state of schema {schema}, written by a newer hacoord (this build "
+                             f"reads schema {SCHEMA_VERSION}): run the newer release")
         if schema != SCHEMA_VERSION:
             raise ValueError(f"unsupported state schema {schema!r} (this build reads {SCHEMA_VERSION})")
         return cls(
@@ -345,6 +357,7 @@ class ClusterState:
             # Absent from snapshots written before API tokens.
             tokens={t["name"]: ApiToken.from_dict(t) for t in data.get("tokens", [])},
             auth_bootstrapped=data.get("auth_bootstrapped", False),
+            cluster_id=data.get("cluster_id", ""),  # absent before cluster ids
         )
 
     # --- leaderships ---------------------------------------------------------------------------

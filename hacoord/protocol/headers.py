@@ -14,3 +14,6 @@ FORWARDED_HEADER = "x-hacoord-forwarded"
 CLIENT_HEADER = "x-hacoord-client"
 #: ``Bearer <token>``: who the request comes from (see :mod:`hacoord.core.access`).
 AUTHORIZATION_HEADER = "authorization"
+#: The id of the cluster the answering member belongs to (on every answer once the cluster is
+#: named); a client holds every member it talks to to one id.
+CLUSTER_HEADER = "x-hacoord-cluster"

@@ -40,11 +40,11 @@ from hacoord.replication.poller import EpollPoller
 from hacoord.replication.raft_safety import SafeSyncObj
 from hacoord.replication.safepickle import check_entry
 from hacoord.replication.safepickle import install as _decode_log_safely
-from hacoord.replication.snapshot import SnapshotError, SnapshotHeader
+from hacoord.replication.snapshot import NewerSnapshot, SnapshotError, SnapshotHeader
 from hacoord.replication.snapshot_store import SnapshotStore, SnapshotWriter
 from hacoord.replication.statemachine import StateMachine
 from hacoord.replication.steps import STEPS
-from hacoord.replication.storage import FaultHook, StorageCorrupt
+from hacoord.replication.storage import UPGRADE_HINT, FaultHook, StorageCorrupt
 from hacoord.replication.syncer import JournalSyncer
 
 _decode_log_safely()  # log entries never run code when decoded (safepickle)
@@ -54,6 +54,14 @@ _FOLLOWER = _syncobj_module._RAFT_STATE.FOLLOWER
 
 def _not_used(*_args: Any) -> Any:
     raise AssertionError("SnapshotStore replaces the library's serializer hooks")
+
+
+def unreadable(path: Any, exc: Exception) -> StorageCorrupt:
+    """The refusal to start from a snapshot that cannot be read: damaged (rejoin from the
+    others), or written by a newer release (run that release)."""
+    if isinstance(exc, NewerSnapshot):
+        return StorageCorrupt(path, str(exc), hint=UPGRADE_HINT)
+    return StorageCorrupt(path, f"unreadable snapshot: {exc}")
 
 
 class HacoordSyncObj(SafeSyncObj):
@@ -149,7 +157,7 @@ class HacoordSyncObj(SafeSyncObj):
             try:
                 header, _ = self.snapshots.load(with_state=False)
             except (OSError, SnapshotError) as exc:
-                raise StorageCorrupt(dump, f"unreadable snapshot: {exc}") from None
+                raise unreadable(dump, exc) from None
         first = journal.opened_first_index
         if header is None and first is not None and first > 1:
             raise StorageCorrupt(dump, f"missing, but the journal starts at index {first}: the "
@@ -170,7 +178,7 @@ class HacoordSyncObj(SafeSyncObj):
         try:
             header, state = self.snapshots.load()
         except (OSError, SnapshotError) as exc:
-            raise StorageCorrupt(self.snapshots.path, f"unreadable snapshot: {exc}") from None
+            raise unreadable(self.snapshots.path, exc) from None
         assert state is not None
         self._adopt(header, state, self._holds(header.last))
         # The library loads the dump in the member's first tick, after its election deadline

@@ -19,6 +19,15 @@ away by exhausting descriptors. Here:
   back-off and resumes; :attr:`GuardedTransport.listening` says whether the listener is up, and a
   member whose listener is down reports not ready.
 
+Members of different clusters refuse each other: right after a connection is set up, before any
+Raft message, each side sends ``{"type": "hacoord_cluster", "cluster_id": ...}`` with the id in
+its applied state; a member that has an id drops the connection of a peer that names another
+(``cluster_mismatch``). A member whose state has no id yet (a new member) accepts any, as does one
+hearing from a peer that sends no such message (a release before cluster ids: the check must not
+break a rolling upgrade from it); Raft messages of an unknown type are ignored by the library, so
+those peers ignore ours. The secret already keeps strangers out; this keeps out a member that has
+the secret but belongs elsewhere, such as a member of a cluster restored from a backup of this one.
+
 Every refusal is counted in :attr:`GuardedTransport.refused` (exported as metrics) and logged at
 most once a second per reason.
 
@@ -55,6 +64,7 @@ MAX_UNAUTHENTICATED = 64     # incoming connections waiting to authenticate, at 
 ACCEPT_BACKOFF = (0.05, 2.0)  # pause after a failing accept: first, longest
 ACCEPTS_PER_PASS = 32        # connections accepted per readiness event of the listener
 LISTEN_BACKLOG = 128
+CLUSTER_MESSAGE = "hacoord_cluster"  # first message on a connection: the sender's cluster id
 RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -287,7 +297,7 @@ class GuardedTransport(TCPTransport):
 
     def _count(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
-        if reason != "accept_failed":
+        if reason not in ("accept_failed", "cluster_mismatch"):  # the latter says more itself
             _THROTTLE.warn(reason, "Raft peer port: dropped a connection (%s)", reason)
 
     @property
@@ -333,6 +343,32 @@ class GuardedTransport(TCPTransport):
             conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
             conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
             self._connections[node] = conn
+
+    # --- cluster identity ------------------------------------------------------------------
+
+    def _cluster_id(self) -> str:
+        machine = getattr(self._syncObj, "state_machine", None)
+        return machine.state.cluster_id if machine is not None else ""
+
+    def _onNodeConnected(self, node: Any) -> None:  # noqa: N802 (library's name)
+        """Name our cluster first, so the peer checks it before any Raft message of ours."""
+        conn = self._connections.get(node)
+        if conn is not None:
+            conn.send({"type": CLUSTER_MESSAGE, "cluster_id": self._cluster_id()})
+        super()._onNodeConnected(node)
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (library's name)
+        if isinstance(message, dict) and message.get("type") == CLUSTER_MESSAGE:
+            theirs, ours = message.get("cluster_id"), self._cluster_id()
+            if ours and theirs and theirs != ours:
+                self._count("cluster_mismatch")
+                _THROTTLE.warn("cluster_mismatch:" + str(node), "Raft peer %s belongs to cluster "
+                               "%r, this member to %r: refused", node, str(theirs)[:64], ours)
+                conn = self._connections.get(node)
+                if conn is not None:
+                    conn.disconnect()
+            return
+        super()._onMessageReceived(node, message)
 
     def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802
         if len(self._unknownConnections) >= self.max_unauthenticated:

@@ -61,6 +61,7 @@ from hacoord.replication.journal import cut_to_durable
 from hacoord.replication.rejoin import member_lock
 from hacoord.replication.safepickle import UnsafeLogEntry
 from hacoord.replication.snapshot_store import SnapshotWriter
+from hacoord.replication.statemachine import NewerEntry
 from hacoord.replication.storage import (
     FaultHook,
     StorageCorrupt,
@@ -83,7 +84,12 @@ __all__ = ["FAIL_NAMES", "FatalReplicationError", "RaftReplicator", "RaftTuning"
 
 
 class FatalReplicationError(ReplicationError):
-    """The member cannot go on safely (damaged files, port taken, ...)."""
+    """The member cannot go on safely (damaged files, port taken, ...). ``logged``: the
+    replicator has already logged it (CRITICAL), so the caller need not again."""
+
+    def __init__(self, message: str, logged: bool = False) -> None:
+        super().__init__(message)
+        self.logged = logged
 
 
 @dataclass
@@ -193,7 +199,7 @@ class RaftReplicator:
         self._tick()  # loads the snapshot and applies what the journal holds as committed
         if self.fatal:
             await self.stop()
-            raise FatalReplicationError(self.fatal)
+            raise FatalReplicationError(self.fatal, logged=True)
 
     def _open(self) -> None:
         """Build an engine from the files on disk and start watching its sockets."""
@@ -352,7 +358,7 @@ class RaftReplicator:
         except StorageError as exc:
             self._storage_failed(exc)
             return
-        except (StorageCorrupt, UnsafeLogEntry) as exc:
+        except (StorageCorrupt, UnsafeLogEntry, NewerEntry) as exc:
             self.fatal = str(exc)
             log.critical("%s", exc)
             self._drop_engine(driver)

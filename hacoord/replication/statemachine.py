@@ -28,17 +28,39 @@ AppliedHook = Callable[[str, Outcome], None]
 GROWING = (CreateResource, AddPartitions)
 
 
+#: The schema of the log entries this build writes and reads. An entry carries it; a member
+#: that meets an entry of a newer schema stops (:class:`NewerEntry`) rather than apply or reject
+#: it differently from the members that can read it.
+ENTRY_SCHEMA = 1
+
+
+class NewerEntry(Exception):
+    """A committed log entry was written by a newer hacoord than this member's: applying it or
+    rejecting it could make this member's state differ from the others'. Fatal."""
+
+
 def encode_batch(encoded_commands: list[bytes]) -> bytes:
-    """Join already-encoded commands into one log entry's payload (a JSON array)."""
-    return b"[" + b",".join(encoded_commands) + b"]"
+    """Join already-encoded commands into one log entry's payload, with its schema."""
+    return b'{"commands":[' + b",".join(encoded_commands) + b'],"schema":%d}' % ENTRY_SCHEMA
 
 
 def decode_batch(payload: bytes | str) -> list[Command | DecodeError]:
-    """Split a batch payload back into commands; a malformed payload gives one DecodeError."""
+    """Split a batch payload back into commands; a malformed payload gives one DecodeError.
+    Raises :class:`NewerEntry` for an entry of a newer schema. (A bare JSON array is an entry
+    written before entries carried their schema: schema 1.)"""
     try:
         items = json.loads(payload)
     except (ValueError, TypeError) as exc:
         return [DecodeError(f"batch is not valid JSON: {exc}")]
+    if isinstance(items, dict):
+        schema = items.get("schema")
+        if isinstance(schema, int) and not isinstance(schema, bool) and schema > ENTRY_SCHEMA:
+            raise NewerEntry(f"a committed log entry of schema {schema} was written by a newer "
+                             f"hacoord (this build reads schema {ENTRY_SCHEMA}): run the newer "
+                             "release on this member")
+        if schema != ENTRY_SCHEMA:
+            return [DecodeError(f"batch has an unknown schema {schema!r}")]
+        items = items.get("commands")
     if not isinstance(items, list):
         return [DecodeError("batch is not a list")]
     return [from_dict(item) for item in items]
@@ -63,7 +85,8 @@ class StateMachine(SyncObjConsumer):
 
     @replicated
     def apply_batch(self, payload: bytes) -> None:
-        """Apply every command of a committed batch, in order (replicated; never raises)."""
+        """Apply every command of a committed batch, in order (replicated). Raises only
+        :class:`NewerEntry`, before applying anything: the member must stop."""
         grew = False
         for command in decode_batch(payload):
             started = time.perf_counter()

@@ -37,6 +37,8 @@ DIR_MODE = 0o700
 #: Called with the name of a point in a storage operation; may raise to simulate a crash there.
 FaultHook = Callable[[str], None]
 
+UPGRADE_HINT = ("nothing is damaged: start this member with a hacoord release that reads it "
+                "(the one that wrote it, or newer)")
 REJOIN_HINT = ("the other members still hold the cluster's data: run `hacoord member rejoin "
                "--data-dir {data_dir}` to move this member's files aside and let it catch up "
                "from them")
@@ -64,9 +66,9 @@ class StorageCorrupt(ReplicationError):
     """
 
     def __init__(self, path: str | Path, problem: str, offset: int | None = None,
-                 data_dir: str | Path | None = None) -> None:
+                 data_dir: str | Path | None = None, hint: str | None = None) -> None:
         where = f"{path}" if offset is None else f"{path} at offset {offset}"
-        hint = REJOIN_HINT.format(data_dir=data_dir or Path(path).parent)
+        hint = hint or REJOIN_HINT.format(data_dir=data_dir or Path(path).parent)
         super().__init__(f"refusing to start: {where}: {problem}; {hint}")
         self.path = str(path)
         self.offset = offset

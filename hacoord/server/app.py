@@ -18,11 +18,13 @@ from fastapi import FastAPI
 
 from hacoord import __version__
 from hacoord.replication.base import Replicator
-from hacoord.server.auth import Authenticator, Bootstrapper, Permission, needs, require_declared
+from hacoord.server.auth import Authenticator, Permission, needs, require_declared
+from hacoord.server.bootstrap import Bootstrapper
 from hacoord.server.context import ApiContext
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.cors import MemberOrigins
 from hacoord.server.errors import install_error_handlers
+from hacoord.server.identity import ClusterIdentity
 from hacoord.server.limits import HttpLimits, LimitsMiddleware
 from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, LivenessMonitor
 from hacoord.server.looplag import LagMonitor
@@ -30,7 +32,17 @@ from hacoord.server.metrics import install_metrics, refusals
 from hacoord.server.openapi import document_errors
 from hacoord.server.rebalancer import DEFAULT_INTERVAL as DEFAULT_REBALANCE_INTERVAL
 from hacoord.server.rebalancer import Rebalancer
-from hacoord.server.routes import audit, nodes, rebalance, resources, routing, status, tokens, ui
+from hacoord.server.routes import (
+    audit,
+    backup,
+    nodes,
+    rebalance,
+    resources,
+    routing,
+    status,
+    tokens,
+    ui,
+)
 
 
 def create_app(replicator: Replicator, submit_timeout: float = 5.0,
@@ -112,6 +124,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         return middleware
 
     app.add_middleware(lambda inner: keep(LimitsMiddleware(inner, limits or HttpLimits())))
+    app.add_middleware(lambda inner: ClusterIdentity(inner, replicator))
     app.add_middleware(lambda inner: MemberOrigins(inner, replicator))  # outermost: every answer
     app.state.replicator = replicator
     app.state.coordinator = coordinator
@@ -119,7 +132,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     app.state.rebalancer = rebalancer
     app.state.context = ctx
     app.state.auth = auth
-    for area in (status, nodes, resources, rebalance, routing, tokens, audit, ui):
+    for area in (status, nodes, resources, rebalance, routing, tokens, audit, backup, ui):
         area.install(app, ctx)
     require_declared(app)
     document_errors(app)

@@ -14,12 +14,12 @@ write is judged by the leader's state. Refusals are counted by reason for ``/met
 at most once a minute per source address (never with the token).
 
 Until the cluster is bootstrapped, a member also accepts the admin token it was started with (its
-digest only is kept); :class:`Bootstrapper` has the leader write it into the log.
+digest only is kept); :class:`~hacoord.server.bootstrap.Bootstrapper` has the leader write it
+into the log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import json
@@ -35,7 +35,6 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client.core import CounterMetricFamily
 
-from hacoord.core import commands as c
 from hacoord.core.access import BOOTSTRAP_NAME, token_hash
 from hacoord.protocol import CLIENT_HEADER, FORWARDED_HEADER
 from hacoord.replication.base import Replicator
@@ -48,7 +47,6 @@ log = logging.getLogger(__name__)
 LOG_EVERY = 60.0
 #: Source addresses remembered for that (the table is cleared when it grows past this).
 MAX_LOGGED_SOURCES = 10_000
-BOOTSTRAP_RETRY = 0.1
 #: Characters of a forwarding header kept in the audit (within apply's bound on audit values).
 MAX_AUDIT_TEXT = 128
 
@@ -246,40 +244,3 @@ async def _target_node(request: Request) -> str | None:
         if isinstance(body, dict) and isinstance(body.get("id"), str):
             return body["id"]
     return None
-
-
-class Bootstrapper:
-    """On the leader, until the state says the cluster is bootstrapped: write the admin token
-    this member was started with (:class:`~hacoord.core.commands.BootstrapAdmin`)."""
-
-    def __init__(self, replicator: Replicator, submit: Callable[[c.Command], Any],
-                 bootstrap_hash: str | None) -> None:
-        self.replicator = replicator
-        self.submit = submit
-        self.bootstrap_hash = bootstrap_hash
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if self.bootstrap_hash is not None:
-            self._task = asyncio.create_task(self._run(), name="auth-bootstrap")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        replicator = self.replicator
-        while not replicator.state.auth_bootstrapped:
-            if replicator.is_leader() and replicator.loaded:
-                try:
-                    await self.submit(c.BootstrapAdmin(hash=str(self.bootstrap_hash)))
-                    log.info("cluster bootstrapped with the admin token %r", BOOTSTRAP_NAME)
-                except ApiError as exc:
-                    if exc.code == "already_exists":  # bootstrapped, or its digest is taken
-                        log.warning("admin token not written: %s", exc.message)
-                        return
-                    log.info("admin token not written yet (%s); retrying", exc.code)
-            await asyncio.sleep(BOOTSTRAP_RETRY)

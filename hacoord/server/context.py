@@ -30,6 +30,7 @@ from hacoord.core.codec import canonical_json
 from hacoord.protocol import (
     AUTHORIZATION_HEADER,
     CLIENT_HEADER,
+    CLUSTER_HEADER,
     FORWARDED_HEADER,
     LEADER_HEADER,
     REQUEST_ID_HEADER,
@@ -158,13 +159,16 @@ class ApiContext:
         except httpx.HTTPError as exc:
             raise ApiError("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
                            leader=leader) from None
-        passed = {k: v for k, v in answer.headers.items() if k.startswith("x-hacoord-")}
+        # The cluster id is added by this member's own middleware (the same id: one cluster).
+        passed = {k: v for k, v in answer.headers.items()
+                  if k.startswith("x-hacoord-") and k != CLUSTER_HEADER}
         # Tells the client who answered, so it can go to the leader directly next time (a data
         # node heartbeating through a follower would otherwise cost that follower a forward each
         # time, for ever).
         passed[LEADER_HEADER] = leader
         return Response(answer.content, status_code=answer.status_code,
-                        media_type="application/json", headers=passed)
+                        media_type=answer.headers.get("content-type", "application/json"),
+                        headers=passed)
 
     async def _unless_leader_changes(self, forward: asyncio.Future[httpx.Response],
                                      leader: str) -> httpx.Response:

@@ -137,7 +137,8 @@ async def serve_member(settings: MemberSettings) -> int:
     try:
         await replicator.start()
     except FatalReplicationError as exc:
-        log.critical("%s", exc)
+        if not exc.logged:
+            log.critical("%s", exc)
         return 1
     host, port = settings.api_address.rsplit(":", 1)
     limits = HttpLimits(max_body=settings.max_body_bytes, max_watches=settings.max_watches,

@@ -178,6 +178,7 @@ class Status(Revisioned):
     pid: int
     health: Health
     bootstrapped: bool = Field(description="the first admin token is in the log")
+    cluster_id: str | None = Field(None, description="the cluster's id (None until it is named)")
     digest: str | None = Field(None, description="with digest=true: the applied state's digest")
     loop_lag: LoopLag | None = Field(None, description="with lag=true: the event loop's lag")
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from hacoord.core import ClusterState, apply
 from hacoord.core import commands as c
-from hacoord.replication.statemachine import StateMachine, decode_batch, encode_batch
+from hacoord.replication.statemachine import (
+    ENTRY_SCHEMA,
+    NewerEntry,
+    StateMachine,
+    decode_batch,
+    encode_batch,
+)
 
 
 def machine() -> tuple[StateMachine, list[str], list[int]]:
@@ -33,3 +43,17 @@ def test_restore_replaces_the_state_and_says_so() -> None:
     apply(installed, c.RegisterNode(request_id="r", node_id="snap", address="127.0.0.1:2"))
     sm.restore(installed)
     assert list(sm.state.nodes) == ["snap"] and restored == [1]
+
+
+def test_an_entry_carries_its_schema_and_a_newer_one_stops_the_member() -> None:
+    sm, applied, _ = machine()
+    node = c.encode(c.RegisterNode(request_id="a", node_id="n1", address="127.0.0.1:1"))
+    assert json.loads(encode_batch([node]))["schema"] == ENTRY_SCHEMA
+    sm.apply_batch(b"[" + node + b"]", _doApply=True)  # written before entries carried it
+    assert applied == ["a"] and sm.state.revision == 1
+    newer = json.dumps({"schema": ENTRY_SCHEMA + 1, "commands": []}).encode()
+    with pytest.raises(NewerEntry, match="newer hacoord"):
+        sm.apply_batch(newer, _doApply=True)
+    assert sm.state.revision == 1 and applied == ["a"]
+    unknown = decode_batch(json.dumps({"schema": "x", "commands": []}).encode())
+    assert isinstance(unknown[0], c.DecodeError)

@@ -30,6 +30,7 @@ from hacoord.client import (
     ServerError,
     ServiceUnavailable,
     UnavailableError,
+    WrongCluster,
     parse_endpoints,
 )
 from hacoord.testing.inprocess import InProcessCluster
@@ -404,3 +405,41 @@ def test_request_status_says_whether_a_write_landed() -> None:
         with pytest.raises(Conflict):
             client.node_add("n1", "127.0.0.1:9001", request_id="rid-refused")
         assert client.request_status("rid-refused", consistent=False) is None  # refusals leave no trace
+
+
+# --- cluster identity -------------------------------------------------------------------------
+
+def named_answer(cluster: str, status: int = 201) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"revision": 5, "node": NODE, "nodes": [NODE]},
+                              headers={"x-hacoord-cluster": cluster})
+    return answer
+
+
+def test_a_member_of_another_cluster_is_passed_over_once_the_cluster_is_known() -> None:
+    script = Script(a=named_answer("ours"), b=named_answer("theirs", 200), c=named_answer("ours"))
+    client = script.client(endpoints=[A, B])
+    assert client.cluster_id is None
+    client.node_add("n1", "10.0.0.1:9000")  # a leader's answer names the cluster
+    assert client.cluster_id == "ours"
+    script.by_host["a"] = named_answer("theirs", 200)  # replaced by a member of another cluster
+    with pytest.raises(UnavailableError) as caught:
+        client.node_list()
+    assert isinstance(caught.value.cause, WrongCluster) and "'theirs'" in str(caught.value.cause)
+
+
+def test_a_given_cluster_id_is_held_from_the_first_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = Script(a=named_answer("theirs", 200), b=named_answer("ours", 200))
+    assert len(script.client(endpoints=[A, B], cluster_id="ours").node_list()) == 1
+    assert script.hosts() == ["a", "b"]
+    monkeypatch.setenv("HACOORD_CLUSTER_ID", "ours")
+    assert script.client(endpoints=[A]).cluster_id == "ours"
+
+
+def test_a_local_read_does_not_name_the_cluster() -> None:
+    script = Script(a=named_answer("stray", 200), b=named_answer("ours"))
+    client = script.client(endpoints=[A, B])
+    client.node_list()
+    assert client.cluster_id is None
+    client.node_add("n1", "10.0.0.1:9000")
+    assert client.cluster_id in ("stray", "ours")

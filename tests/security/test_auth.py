@@ -64,6 +64,7 @@ EXPECTED: dict[tuple[str, str], set[str | None]] = {
     ("DELETE", "/v1/tokens/{name}"): ADMIN,
     ("GET", "/v1/whoami"): ROUTE,
     ("GET", "/v1/audit"): READ,
+    ("GET", "/v1/backup"): ADMIN,
 }
 #: Routes outside the API proper (FastAPI's documentation): open, and only these.
 DOCUMENTATION = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}

@@ -40,7 +40,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         """This member's Raft view and the configured members; with ``digest=true`` also the
         digest of its applied state (equal on members at the same revision). ``bootstrapped``:
         the first admin token is in the log (until then members accept the one they were
-        started with). With ``lag=true`` also ``loop_lag``: how late this member's event loop
+        started with). ``cluster_id``: the cluster's id (None until its first leader named it).
+        With ``lag=true`` also ``loop_lag``: how late this member's event loop
         ran, as its samples over 20 ms with their times (the last 10,000 kept), the worst, and
         the stalls over 100 ms that it logged."""
         status = replicator.status()
@@ -48,7 +49,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                    for m in replicator.members.values()}
         body = {"revision": status.revision, "member": status.to_dict(), "leader": status.leader_id,
                 "members": members, "pid": os.getpid(), "health": await ctx.health.current(),
-                "bootstrapped": replicator.state.auth_bootstrapped}
+                "bootstrapped": replicator.state.auth_bootstrapped,
+                "cluster_id": replicator.state.cluster_id or None}
         if lag and ctx.lag is not None:
             body["loop_lag"] = ctx.lag.report(lag_since)
         if digest:
