@@ -15,6 +15,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from hacoord.core import ClusterState, encode_state
 from hacoord.replication.snapshot import (
     MAGIC,
+    NewerSnapshot,
     SnapshotError,
     decode_snapshot,
     encode_snapshot,
@@ -91,7 +92,7 @@ def test_a_snapshot_of_an_unknown_schema_is_refused() -> None:
         def to_dict(self) -> dict:
             return data
 
-    with pytest.raises(SnapshotError, match="unreadable state"):
+    with pytest.raises(NewerSnapshot, match="written by a newer hacoord"):
         decode_snapshot(encode_snapshot(Future(), RAFT))  # type: ignore[arg-type]
 
 
