@@ -838,6 +838,7 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
         outcome = dataclasses.replace(outcome, events=_audited(command, outcome.events))
     state.revision = outcome.revision
     state.last_time = max(state.last_time, float(command.time))
+    state.tidy()
     if rid:
         state.requests[rid] = _remember(command, outcome)
         _forget_old_requests(state, float(command.time))

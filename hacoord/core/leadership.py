@@ -6,12 +6,18 @@ or no leader at all). Finding those by scanning every partition costs tens of mi
 to what it returns. :class:`~hacoord.core.model.ClusterState` builds it on first use and keeps it
 current through its leader-changing methods; it is rebuilt from the partitions whenever a state
 is restored, so it never travels in a snapshot and cannot disagree with one.
+
+Deleting a resource costs the same small step whatever its size: its partitions' keys stay in
+the index, unseen (every answer leaves out keys of resources no longer indexed), and
+:meth:`LeaderIndex.tidy` forgets them - and lets their partitions go - a bounded number at a time,
+at each later command. Forgetting 100,000 keys at once held a member's loop for 36 ms, and
+freeing the partitions for 11 more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hacoord.core.model import Resource
@@ -20,6 +26,8 @@ if TYPE_CHECKING:
 #: A partition's key is its resource's sequence number shifted left by this, plus its index (one
 #: small int per partition: a tuple or a set per resource would cost several times the memory).
 _SHIFT = 24
+#: Partitions of deleted resources forgotten per :meth:`LeaderIndex.tidy` (about 2 ms' work).
+TIDY_BUDGET = 5_000
 
 
 class LeaderIndex:
@@ -35,6 +43,8 @@ class LeaderIndex:
         self._seq: dict[str, int] = {}
         self._names: dict[int, str] = {}
         self._next_seq = 0
+        #: Deleted resources' partitions whose keys are still in the index, with their base key.
+        self._deleted: list[tuple[int, list[Any]]] = []
 
     @classmethod
     def build(cls, resources: Mapping[str, Resource]) -> LeaderIndex:
@@ -63,11 +73,31 @@ class LeaderIndex:
             keys.add(base + i)
 
     def remove_resource(self, name: str, resource: Resource) -> None:
-        """Forget every partition of ``resource`` (it is being deleted)."""
-        base = self._base(name)
-        for i, part in enumerate(resource.partitions):
-            self._discard(part.leader, base + i)
-        del self._names[self._seq.pop(name)]
+        """Forget every partition of ``resource`` (it is being deleted): at once for what is
+        seen, over the next :meth:`tidy` calls for the memory."""
+        seq = self._seq.pop(name)
+        del self._names[seq]
+        self._deleted.append((seq << _SHIFT, list(resource.partitions)))
+
+    @property
+    def untidy(self) -> int:
+        """Keys of deleted resources still held."""
+        return sum(len(parts) for _, parts in self._deleted)
+
+    def tidy(self, budget: int = TIDY_BUDGET) -> None:
+        """Drop up to ``budget`` keys of deleted resources (and the index's hold on their
+        partitions), last partitions first."""
+        deleted = self._deleted
+        while budget > 0 and deleted:
+            base, parts = deleted[-1]
+            end = len(parts)
+            start = max(0, end - budget)
+            for i in range(start, end):
+                self._discard(parts[i].leader, base + i)
+            del parts[start:]
+            budget -= end - start
+            if not parts:
+                deleted.pop()
 
     def _discard(self, leader: str | None, key: int) -> None:
         keys = self._by_leader.get(leader)
@@ -90,9 +120,11 @@ class LeaderIndex:
         keys: set[int] = set()
         for leader in set(leaders):
             keys.update(self._by_leader.get(leader, ()))
-        mask = (1 << _SHIFT) - 1
-        return [(self._names[key >> _SHIFT], key & mask) for key in sorted(keys)]
+        mask, names = (1 << _SHIFT) - 1, self._names
+        return [(names[key >> _SHIFT], key & mask) for key in sorted(keys)
+                if key >> _SHIFT in names]
 
     def as_dict(self) -> dict[str | None, list[tuple[str, int]]]:
         """A plain, comparable picture (for invariant checks and tests)."""
-        return {leader: self.led_by([leader]) for leader in self._by_leader}
+        picture = {leader: self.led_by([leader]) for leader in self._by_leader}
+        return {leader: led for leader, led in picture.items() if led}

@@ -387,6 +387,12 @@ class ClusterState:
         else:
             self._leaders.add_resource(resource, self.resources[resource], start)
 
+    def tidy(self) -> None:
+        """A bounded step of upkeep of derived indexes (see :meth:`LeaderIndex.tidy`); ``apply``
+        takes one after each accepted command."""
+        if self._leaders is not None:
+            self._leaders.tidy()
+
     def delete_resource(self, resource: str) -> None:
         """Delete ``resource`` with its partitions (its pending moves are the caller's)."""
         res = self.resources.pop(resource)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from hacoord.core import ClusterState, apply, decode_state, encode_state
 from hacoord.core import commands as c
-from hacoord.core.leadership import LeaderIndex
+from hacoord.core.leadership import TIDY_BUDGET, LeaderIndex
 from hacoord.core.results import Applied
 from hacoord.core.validate import validate
 
@@ -90,3 +90,23 @@ def test_the_index_follows_slices_deletes_and_leader_changes() -> None:
     applied(state, c.DeleteResource(time=4.0, name="zeta"))
     assert index.as_dict() == LeaderIndex.build(state.resources).as_dict()
     assert index.led_by(["c", None]) == [("alpha", 2), ("big", 2)]
+
+
+def test_a_deleted_resource_is_unseen_at_once_and_forgotten_a_bounded_step_at_a_time() -> None:
+    state = cluster()
+    index = state.leader_index()
+    count = 3 * TIDY_BUDGET + 7
+    applied(state, c.CreateResource(time=3.0, name="huge", partitions=count, replication_factor=1,
+                                    assignment=[[NODES[i % 6]] for i in range(count)]))
+    applied(state, c.DeleteResource(time=4.0, name="huge"))
+    assert index.untidy == count - TIDY_BUDGET  # one step after each command, this one too
+    assert index.as_dict() == LeaderIndex.build(state.resources).as_dict()
+    assert all(name != "huge" for name, _ in index.led_by(list(NODES)))
+    applied(state, c.CreateResource(time=4.0, name="huge", partitions=2, replication_factor=1,
+                                    assignment=[["a"], ["b"]]))  # the name again: new keys
+    assert index.untidy == count - 2 * TIDY_BUDGET
+    for step in range(3):
+        applied(state, c.RegisterNode(time=5.0, node_id=f"x{step}", address=f"10.1.0.{step}:1"))
+    assert index.untidy == 0
+    assert index.as_dict() == LeaderIndex.build(state.resources).as_dict()
+    assert index.led_by(["a", "b"])[-2:] == [("huge", 0), ("huge", 1)]
