@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from hacoord.testing.cluster import LocalCluster
+from hacoord.testing.cluster import LocalCluster, wait_for
 from tests.chaos.history import History
 from tests.chaos.network import Network
 
 NETWORK_FAULTS = ("isolate_leader", "isolate_minority", "one_way_loss", "slow_links")
 PROCESS_FAULTS = ("kill_leader", "kill_random", "restart_leader_fast", "kill_all", "pause_leader",
-                  "pause_follower", "lagging_member")
+                  "pause_follower", "lagging_member", "rolling_restart")
 HEAVY_FAULTS = ("large_create", "large_create_kill_leader")
 FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS, *HEAVY_FAULTS, "none")
 #: The large resource: 20 slices of 1,000 partitions.
@@ -100,6 +100,8 @@ class Nemesis:
         elif fault == "lagging_member":  # down long enough to need a snapshot
             self.victims = [self.rng.choice(followers)]
             cluster.kill(self.victims[0], signal.SIGKILL)
+        elif fault == "rolling_restart":
+            self._rolling_restart([*followers, leader])
         elif fault in NETWORK_FAULTS:
             self._inject_network(fault, leader, followers)
         elif fault in HEAVY_FAULTS:
@@ -107,6 +109,19 @@ class Nemesis:
         elif fault != "none":
             raise ValueError(f"unknown fault {fault!r}")
         self.history.note(f"inject {fault} on {self.victims or 'nobody'} (leader was {leader})")
+
+    def _rolling_restart(self, order: list[str]) -> None:
+        """An upgrade's restart: each member in turn (the leader last) stopped cleanly, started
+        again, and ready before the next one goes."""
+        self.victims = order
+        for member_id in order:
+            member = self.cluster.members[member_id]
+            self.history.note(f"rolling restart: stopping {member_id}")
+            self.cluster.kill(member_id, signal.SIGTERM)
+            self.cluster.start(member_id)
+            wait_for(f"{member_id} ready again", lambda m=member: m.get("/readyz")["ready"],
+                     timeout=30.0)
+            self.history.note(f"rolling restart: {member_id} ready")
 
     def _inject_network(self, fault: str, leader: str, followers: list[str]) -> None:
         network = self.network

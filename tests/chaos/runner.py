@@ -81,6 +81,20 @@ class Outcome:
     leader_after: str | None = None
     artifacts: Path | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    #: The longest time without an acknowledged write from the fault's start to its heal.
+    worst_write_gap: float | None = None
+
+
+READS = ("read", "routing")
+
+
+def worst_write_gap(history: History, start: float, end: float) -> float:
+    """The longest stretch within [start, end] in which no write was acknowledged."""
+    acked = sorted(op.completed for op in history.ops
+                   if op.status == "ok" and op.f not in READS and op.completed is not None
+                   and start <= op.completed <= end)
+    edges = [start, *acked, end]
+    return max(b - a for a, b in zip(edges, edges[1:], strict=False))
 
 
 def make_workload(scenario: Scenario) -> Workload:
@@ -172,9 +186,11 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             time.sleep(scenario.hold)
             storage.heal(scenario.fault)
         else:
+            injected = time.monotonic()
             nemesis.inject(scenario.fault)
             nemesis.hold(scenario.fault, scenario.hold)
             nemesis.heal(scenario.fault)
+            outcome.worst_write_gap = worst_write_gap(history, injected, time.monotonic())
         healed = time.monotonic()
         outcome.recovery = _first_write_after(cluster, healed, history)
         time.sleep(scenario.cooldown)

@@ -32,6 +32,9 @@ SCENARIOS = [
     Scenario("kill-random", "kill_random", seed=2),
     Scenario("restart-leader-fast", "restart_leader_fast", seed=3),
     Scenario("kill-all", "kill_all", seed=4),
+    Scenario("rolling-restart", "rolling_restart", seed=32, hold=0.0),
+    Scenario("registers-rolling-restart-5", "rolling_restart", seed=33, size=5, hold=0.0,
+             workload="register"),
     Scenario("pause-leader", "pause_leader", seed=5),
     Scenario("pause-follower", "pause_follower", seed=6),
     Scenario("lagging-member-snapshot", "lagging_member", seed=7,
@@ -78,7 +81,9 @@ def test_scenario_keeps_every_promise(scenario: Scenario, tmp_path: Path) -> Non
     outcome = run(scenario, tmp_path)
     where = f" (history and logs in {outcome.artifacts}; seed {scenario.seed})"
     assert not outcome.problems, "\n".join(outcome.problems) + where
-    print(f"{scenario.name}: {outcome.stats}, recovery {outcome.recovery:.3f}s, leader "
+    gap = "" if outcome.worst_write_gap is None else \
+        f", worst write gap {outcome.worst_write_gap:.3f}s"
+    print(f"{scenario.name}: {outcome.stats}, recovery {outcome.recovery:.3f}s{gap}, leader "
           f"{outcome.leader_before} -> {outcome.leader_after}")
 
 

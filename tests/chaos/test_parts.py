@@ -26,10 +26,11 @@ from tests.chaos.checker import (
 )
 from tests.chaos.feeds import FeedSampler
 from tests.chaos.fenced import FencedStore
-from tests.chaos.history import Op
+from tests.chaos.history import History, Op
 from tests.chaos.membership import MembershipWorkload
 from tests.chaos.network import Link, Network, ProxiedCluster, raft_address
 from tests.chaos.resolve import resolve
+from tests.chaos.runner import worst_write_gap
 from tests.chaos.workloads import Context
 
 
@@ -284,3 +285,12 @@ def test_membership_check_catches_a_short_partition_and_a_removed_node_left_behi
     healthy.counts["caught_up"] = 1
     healthy.store.write(0, 1, "d1", "w")
     assert healthy.check([moved], Context(final_nodes={"d1", "d2"}, routes=routes[:1])) == []
+
+
+def test_the_worst_write_gap_spans_the_fault_window_and_ignores_reads() -> None:
+    history = History()
+    history.ops = [op("add", 1, 0.0, 1.0), op("read", None, 1.0, 5.0),
+                   op("add", 2, 1.0, 4.0), op("add", 3, 4.0, 4.5, status="fail"),
+                   op("add", 4, 5.0, 6.0), op("add", 5, 9.0, 20.0)]
+    assert worst_write_gap(history, 0.5, 8.0) == 3.0  # 1.0 -> 4.0 (the read and failure ignored)
+    assert worst_write_gap(history, 6.5, 8.0) == 1.5  # nothing acknowledged at all
