@@ -92,6 +92,7 @@ class AsyncClient(ClientBase):
 
     request_status = async_method(ops.request_status)
     node_add = async_method(ops.node_add)
+    node_add_batch = async_method(ops.node_add_batch)
     node_remove = async_method(ops.node_remove)
     node_list = async_method(ops.node_list)
     node_show = async_method(ops.node_show)

@@ -128,6 +128,7 @@ class Client(ClientBase):
 
     request_status = sync_method(ops.request_status)
     node_add = sync_method(ops.node_add)
+    node_add_batch = sync_method(ops.node_add_batch)
     node_remove = sync_method(ops.node_remove)
     node_list = sync_method(ops.node_list)
     node_show = sync_method(ops.node_show)

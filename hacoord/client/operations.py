@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hacoord.client.calls import Call, FileOp, Op, segment
+from hacoord.client.errors import ApiError, error_for
 from hacoord.client.models import (
     AuditEntry,
     Heartbeat,
@@ -23,6 +24,7 @@ from hacoord.client.models import (
     WatchEvent,
     WriteResult,
 )
+from hacoord.protocol import ErrorCode
 from hacoord.protocol.tokens import new_token
 
 
@@ -87,6 +89,30 @@ def node_add(id: str, address: str, *, zone: str | None = None, capacity: float 
     if tags:
         body["tags"] = dict(tags)
     return write("POST", "/v1/nodes", body, request_id)
+
+
+def node_add_batch(nodes: Iterable[Mapping[str, Any]], *,
+                   request_id: str | None = None) -> Op[list[NodeInfo | ApiError]]:
+    """Register many nodes in one request (at most 1,000; each a mapping of ``node_add``'s
+    arguments: ``id``, ``address`` and optionally ``zone``, ``capacity``, ``tags``). Returns one
+    result per node, in order: its :class:`NodeInfo`, or the :class:`ApiError` its own request
+    would have raised (returned, not raised: the others are registered). Retrying with the same
+    ``request_id`` registers each node once."""
+    body = {"nodes": [dict(n) for n in nodes]}
+    op = write("POST", "/v1/batch/nodes", body, request_id)
+
+    def parse(data: dict[str, Any]) -> list[NodeInfo | ApiError]:
+        return [NodeInfo.from_api(item["node"]) if item["ok"] else item_error(item)
+                for item in data["results"]]
+
+    return Op(op.call, parse)
+
+
+def item_error(item: Mapping[str, Any]) -> ApiError:
+    """The error one item of a batch was refused with, typed as its own request's would be."""
+    code = str(item["code"])
+    known = ErrorCode.lookup(code)
+    return error_for(code, str(item["message"]), known.status if known is not None else 400)
 
 
 def node_remove(id: str, force: bool = False, *, request_id: str | None = None) -> Op[WriteResult]:

@@ -8,6 +8,7 @@ plan as stale and it is computed again (a bounded number of times).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import hashlib
@@ -16,7 +17,7 @@ from typing import Any
 
 from hacoord.core import commands as c
 from hacoord.core.apply import MAX_PARTITIONS, over_cluster_limits
-from hacoord.core.results import Applied, Rejected
+from hacoord.core.results import Applied, Outcome, Rejected
 from hacoord.placement import place_resource, replacements_for
 from hacoord.replication.base import (
     NotAppliedError,
@@ -42,6 +43,12 @@ request_audit: contextvars.ContextVar[dict[str, str | None] | None] = contextvar
     "request_audit", default=None)
 
 
+def item_request_id(request_id: str, index: int) -> str:
+    """The request id of item ``index`` of a batch sent with ``request_id``: the same on every
+    retry of the batch, so each item is applied once."""
+    return f"{hashlib.blake2b(request_id.encode(), digest_size=12).hexdigest()}.{index}"
+
+
 class Coordinator:
     """Leader-side write path. ``submit_timeout`` bounds every wait for an outcome."""
 
@@ -51,20 +58,38 @@ class Coordinator:
 
     async def submit(self, command: c.Command) -> Applied:
         """Submit one command, stamped with the leader's clock; raise ApiError unless applied."""
-        command = dataclasses.replace(command, time=time.time(),
-                                      fingerprint=command.fingerprint or request_fingerprint.get(),
-                                      audit=command.audit or request_audit.get())
+        outcome = await self._replicate(self._stamped(command))
+        if isinstance(outcome, Rejected):
+            raise ApiError.from_rejection(outcome)
+        return outcome
+
+    async def submit_many(self, commands: list[c.Command]) -> list[Outcome]:
+        """Submit commands together (queued in one go, they share log entries); their outcomes
+        in order. Raises ApiError if any could not be replicated (the caller retries them all
+        with the same request ids: those applied are recalled, not applied again)."""
+        stamped = [self._stamped(command) for command in commands]
+        outcomes = await asyncio.gather(*(self._replicate(command) for command in stamped),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return list(outcomes)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _stamped(command: c.Command) -> c.Command:
+        return dataclasses.replace(command, time=time.time(),
+                                   fingerprint=command.fingerprint or request_fingerprint.get(),
+                                   audit=command.audit or request_audit.get())
+
+    async def _replicate(self, command: c.Command) -> Outcome:
         try:
-            outcome = await self.replicator.submit(command, self.submit_timeout)
+            return await self.replicator.submit(command, self.submit_timeout)
         except NotLeaderError as exc:
             raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
         except NotAppliedError as exc:
             raise ApiError("unavailable", str(exc)) from None
         except OutcomeUnknownError as exc:
             raise ApiError("timeout", str(exc)) from None
-        if isinstance(outcome, Rejected):
-            raise ApiError.from_rejection(outcome)
-        return outcome
 
     async def _submit_planned(self, request_id: str, plan: Any) -> Applied:
         """Submit ``await plan()``'s command, re-planning while apply calls the plan stale."""
@@ -78,6 +103,13 @@ class Coordinator:
 
     async def register_node(self, request_id: str, **fields: Any) -> Applied:
         return await self.submit(c.RegisterNode(request_id=request_id, **fields))
+
+    async def register_nodes(self, request_id: str, nodes: list[dict[str, Any]]) -> list[Outcome]:
+        """Register every node of ``nodes`` (keyword fields of :class:`RegisterNode`), each
+        under the request id ``item_request_id(request_id, i)``."""
+        return await self.submit_many([
+            c.RegisterNode(request_id=item_request_id(request_id, i), **fields)
+            for i, fields in enumerate(nodes)])
 
     async def remove_node(self, request_id: str, node_id: str, force: bool) -> Applied:
         async def plan() -> c.RemoveNode:

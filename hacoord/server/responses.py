@@ -203,6 +203,18 @@ class NodeWritten(Revisioned):
     node: NodeRecord
 
 
+class BatchItem(Answer):
+    ok: bool = Field(description="applied (else code and message say why not)")
+    revision: int | None = Field(None, description="the revision it was applied at")
+    node: NodeRecord | None = None
+    code: str | None = Field(None, description="the error code, as a single request's")
+    message: str | None = None
+
+
+class BatchWritten(Revisioned):
+    results: list[BatchItem] = Field(description="one per item, in the request's order")
+
+
 class NodeRemoved(Revisioned):
     node_id: str
     moved: int = Field(description="replicas re-homed by a forced removal")

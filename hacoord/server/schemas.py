@@ -61,6 +61,15 @@ class NodeCreate(_Body):
     tags: Tags = Field(default_factory=dict)
 
 
+MAX_BATCH = 1000  # items of one batch request
+
+
+class NodeBatch(_Body):
+    """Register many data nodes in one request (bulk work): one result per node."""
+
+    nodes: list[NodeCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 class NodeUpdate(_Body):
     """Change a node's status and metadata; omitted fields stay as they are, a ``null`` tag or
     metric value deletes it."""

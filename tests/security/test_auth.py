@@ -37,6 +37,7 @@ EXPECTED: dict[tuple[str, str], set[str | None]] = {
     ("GET", "/v1/nodes"): ROUTE,
     ("GET", "/v1/nodes/{node_id}"): ROUTE,
     ("POST", "/v1/nodes"): NODE,
+    ("POST", "/v1/batch/nodes"): OPERATE,
     ("PATCH", "/v1/nodes/{node_id}"): OPERATE,
     ("DELETE", "/v1/nodes/{node_id}"): OPERATE,
     ("POST", "/v1/nodes/{node_id}/session"): NODE,
@@ -72,6 +73,7 @@ DOCUMENTATION = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PATH_VALUES = {"node_id": "n1", "name": "orders", "partition": "0", "request_id": "r1"}
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/nodes"): {"id": "n1", "address": "10.0.0.1:1"},
+    ("POST", "/v1/batch/nodes"): {"nodes": [{"id": "n7", "address": "10.0.0.7:1"}]},
     ("PATCH", "/v1/nodes/{node_id}"): {"capacity": 2.0},
     ("POST", "/v1/nodes/{node_id}/heartbeat"): {"epoch": 1},
     ("POST", "/v1/nodes/{node_id}/metrics"): {"epoch": 1, "metrics": {"disk": 1.0}},

@@ -5,12 +5,21 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from hacoord.core.results import Applied
 from hacoord.server import responses as r
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, NodeId, request_id
 from hacoord.server.errors import ApiError
-from hacoord.server.schemas import CaughtUp, NodeCreate, NodeHeartbeat, NodeMetrics, NodeSession, NodeUpdate
+from hacoord.server.schemas import (
+    CaughtUp,
+    NodeBatch,
+    NodeCreate,
+    NodeHeartbeat,
+    NodeMetrics,
+    NodeSession,
+    NodeUpdate,
+)
 from hacoord.server.views import node_view
 
 
@@ -43,6 +52,23 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
             await request_id(request), node_id=body.id, address=body.address, zone=body.zone,
             capacity=body.capacity, tags=body.tags)
         return ctx.written(applied, 201)
+
+    @app.post("/v1/batch/nodes", dependencies=[needs(P.OPERATE)],
+              tags=["nodes"], response_model=r.BatchWritten)
+    @leading
+    async def add_nodes(body: NodeBatch, request: Request) -> Response:
+        """Register up to 1,000 nodes in one request, for bulk work: they are replicated
+        together (sharing log entries), and each gets its own result, as its own request would
+        (``already_exists`` for one does not stop the others). Retried with the same
+        ``X-Request-Id``, every node is registered once."""
+        outcomes = await coordinator.register_nodes(
+            await request_id(request),
+            [{"node_id": n.id, "address": n.address, "zone": n.zone, "capacity": n.capacity,
+              "tags": n.tags} for n in body.nodes])
+        results = [{"ok": True, "revision": o.revision, "node": o.result.get("node")}
+                   if isinstance(o, Applied) else {"ok": False, "code": o.code, "message": o.message}
+                   for o in outcomes]
+        return ctx.reply({"revision": replicator.state.revision, "results": results})
 
     @app.patch("/v1/nodes/{node_id}", dependencies=[needs(P.OPERATE)],
                tags=["nodes"], response_model=r.NodeWritten)
