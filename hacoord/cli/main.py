@@ -12,6 +12,7 @@ in-process app.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from typing import Any
 
@@ -115,6 +116,9 @@ def main(endpoints: str | None, timeout: float, deadline: float, token_file: str
     state.cert = cert or None
 
 
+#: Nodes per ``node add-batch`` request (the API's limit).
+BATCH = 1000
+
 #: ``hacoord status --check``'s exit status when something is unhealthy.
 UNHEALTHY = 3
 
@@ -166,6 +170,34 @@ def node_add(node_id: str, address: str, zone: str | None, capacity: float | Non
     state.out.written(result, f"node {node_id} added",
                       note=f"{node_id} will be judged down unless its agent starts a session and "
                            f"heartbeats (to try things out: hacoord node keepalive {node_id})")
+
+
+@node.command("add-batch")
+@click.argument("source", metavar="FILE", type=click.File("r"))
+@json_option
+def node_add_batch(source: Any) -> None:
+    """Register every node listed in FILE ('-' for stdin): a JSON array of objects with "id",
+    "address" and optionally "zone", "capacity", "tags". Sent 1,000 to a request; each node
+    gets its own result. Exits 2 if any node was refused (the others are registered)."""
+    try:
+        specs = json.load(source)
+    except ValueError as exc:
+        raise CliError(f"{source.name}: not JSON ({exc})", 2) from None
+    if not isinstance(specs, list) or not all(isinstance(n, dict) for n in specs) or not specs:
+        raise CliError(f"{source.name}: expected a non-empty JSON array of node objects", 2)
+    state = _state()
+    results: list[Any] = []
+    for at in range(0, len(specs), BATCH):
+        results += state.client().node_add_batch(specs[at:at + BATCH])
+    refused = [(spec.get("id"), r) for spec, r in zip(specs, results, strict=True)
+               if isinstance(r, ApiError)]
+    state.out.report(
+        {"registered": len(specs) - len(refused),
+         "refused": [{"id": i, "code": r.code, "message": r.message} for i, r in refused]},
+        "\n".join([f"registered {len(specs) - len(refused)} of {len(specs)} nodes",
+                    *(f"refused {i}: {r.code}: {r.message}" for i, r in refused)]))
+    if refused:
+        raise CliError(f"{len(refused)} of {len(specs)} nodes were refused", 2)
 
 
 @node.command("remove")

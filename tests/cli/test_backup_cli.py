@@ -62,3 +62,4 @@ def test_restore_refuses_a_malformed_cluster_id(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["restore", str(bad), "--data-dir", str(tmp_path / "d"),
                                              "--cluster-id", "has space"])
     one_error_line(result, 2, "malformed cluster id")
+
