@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pysyncobj.syncobj as _syncobj_module
-from pysyncobj import SyncObjConf
+from pysyncobj import FAIL_REASON, SyncObjConf
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.poller import Poller
 from pysyncobj.transport import TCPTransport
@@ -264,6 +264,18 @@ class HacoordSyncObj(SafeSyncObj):
         if self.on_early_election is not None:
             # Tick right at the deadline: a late tick would blur the stagger.
             self.on_early_election(delay)
+
+    def connected_peers(self) -> int:
+        """How many other members this one has a connection with."""
+        return len(self._SyncObj__connectedNodes)
+
+    def hand_over(self) -> bool:
+        """On the leader: ask the most caught-up connected follower, if it holds this member's
+        whole log, to stand for election now (Raft's TimeoutNow). True if one was asked; the
+        library refuses while none holds the last entry."""
+        answers: list[Any] = []
+        self.transferLeadership(None, lambda _result, error: answers.append(error))
+        return answers == [FAIL_REASON.SUCCESS]
 
     @property
     def transport(self) -> Any:

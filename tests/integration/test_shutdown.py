@@ -88,3 +88,20 @@ def _open_watches(url: str, headers: dict[str, str]) -> int:
     text = httpx.get(url + "/metrics", timeout=5, headers=headers).text
     match = re.search(r"^hacoord_watchers (\d+(?:\.\d+)?)", text, re.M)
     return int(float(match.group(1))) if match else 0
+
+
+def test_a_leader_stopping_cleanly_hands_over_in_one_election(tmp_path: Path) -> None:
+    with running_cluster(tmp_path) as cluster:
+        leader = cluster.leader()
+        term = cluster.status(leader)["member"]["term"]
+        with cluster.client(timeout=2.0, deadline=20.0) as client:
+            for k in range(20):
+                client.node_add(f"n{k}", address=f"127.0.0.1:{9000 + k}")
+            cluster.kill(leader, signal.SIGTERM)
+            written = client.node_add("after", address="127.0.0.1:9999")
+        successor = cluster.leader(among=[m for m in cluster.members if m != leader])
+        log = cluster.members[leader].log_path.read_text()
+        assert f"handed leadership over to {successor} before stopping" in log
+        # TimeoutNow: the successor stood once, with the whole log, and won that term.
+        assert cluster.status(successor)["member"]["term"] == term + 1
+        assert written.revision > 20
