@@ -50,8 +50,8 @@ def backup(path: str, force: bool) -> None:
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False),
               help="The new member's data directory (must hold no member data).")
 @click.option("--cluster-id", metavar="ID",
-              help="The new cluster's id: give every member of the new cluster the same one "
-                   "(default: a new one, printed; pass it when restoring the other members).")
+              help="The new cluster's id, as the restore of its first member printed it (it "
+                   "names the backup it was made from); without it, a new cluster is named.")
 @json_option
 def restore(path: str, data_dir: str, cluster_id: str | None) -> None:
     """Build the data directory of a member of a NEW cluster from backup FILE.
@@ -62,11 +62,9 @@ def restore(path: str, data_dir: str, cluster_id: str | None) -> None:
     backup's, with the same digest."""
     from hacoord.replication.restore import RestoreError, read_backup
     from hacoord.replication.restore import restore as restore_into
-    from hacoord.server.bootstrap import new_cluster_id
 
-    new_id = cluster_id or new_cluster_id()
     try:
-        done = restore_into(read_backup(Path(path)), Path(data_dir), new_id)
+        done = restore_into(read_backup(Path(path)), Path(data_dir), cluster_id)
     except RestoreError as exc:
         raise CliError(str(exc), 2) from None
     except OSError as exc:

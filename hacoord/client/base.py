@@ -41,8 +41,9 @@ class ClientBase:
                  cert: tuple[str, str] | None, cluster_id: str | None = None) -> None:
         if timeout <= 0 or deadline <= 0:
             raise ValueError("timeout and deadline must be positive")
-        #: The cluster every answer must come from: given, ``HACOORD_CLUSTER_ID``, or else the
-        #: one named by the first successful answer to a write or consistent read (a leader's).
+        #: The cluster every answer must come from (given, or ``HACOORD_CLUSTER_ID``); None: any.
+        #: It is not learned from answers: a stray endpoint that leads a cluster of its own (a
+        #: restored copy) could otherwise lock the client out of its real cluster.
         self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
         self.timeout = timeout
         self.deadline = deadline
@@ -96,17 +97,12 @@ class ClientBase:
         from now on (a forwarding member's ``X-Hacoord-Leader``, a ``not_leader`` hint), the
         error to raise, and how long finding that member's URL may take."""
         named = response.headers.get(CLUSTER_HEADER)
-        if named and named != self.cluster_id:
-            if self.cluster_id is not None:
-                self._router.unreached(endpoint)
-                message = (f"{endpoint} belongs to cluster {named[:64]!r}, not to {self.cluster_id!r}"
-                           " (a wrong endpoint, or a cluster restored from a backup)")
-                return None, WrongCluster("wrong_cluster", message, response.status_code,
-                                          endpoint=endpoint), 0.0
-            if call.to_leader and response.is_success:
-                # Learned from a leader's answer only: a lone member of another cluster among
-                # the endpoints (it has no leader) cannot make the client refuse the real one.
-                self.cluster_id = named
+        if self.cluster_id is not None and named and named != self.cluster_id:
+            self._router.unreached(endpoint)
+            message = (f"{endpoint} belongs to cluster {named[:64]!r}, not to {self.cluster_id!r}"
+                       " (a wrong endpoint, or a cluster restored from a backup)")
+            return None, WrongCluster("wrong_cluster", message, response.status_code,
+                                      endpoint=endpoint), 0.0
         if response.is_success:
             self._router.answered(endpoint)
             leader = response.headers.get(LEADER_HEADER)

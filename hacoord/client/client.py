@@ -63,8 +63,7 @@ class Client(ClientBase):
     or else the system's CAs; ``cert`` is a (certificate, key) pair to show under mutual TLS
     (or ``HACOORD_CERT`` and ``HACOORD_KEY``). An unreadable token or CA file raises
     ``ValueError``. ``cluster_id`` (or ``HACOORD_CLUSTER_ID``) is the cluster every answer must
-    come from; without it, the first successful write or consistent read (a leader's answer)
-    names it. From then on a member of another cluster is passed over
+    come from: a member of another cluster is passed over
     (:class:`~hacoord.client.errors.WrongCluster`).
 
     Methods are named after the CLI commands and return the frozen dataclasses of

@@ -102,14 +102,16 @@ def node_add_batch(nodes: Iterable[Mapping[str, Any]], *,
     op = write("POST", "/v1/batch/nodes", body, request_id)
 
     def parse(data: dict[str, Any]) -> list[NodeInfo | ApiError]:
-        return [NodeInfo.from_api(item["node"]) if item["ok"] else item_error(item)
-                for item in data["results"]]
+        return [NodeInfo.from_api(item["node"]) if item["ok"] and item.get("node")
+                else item_error(item) for item in data["results"]]
 
     return Op(op.call, parse)
 
 
 def item_error(item: Mapping[str, Any]) -> ApiError:
     """The error one item of a batch was refused with, typed as its own request's would be."""
+    if item["ok"]:  # a retried batch: registered then, removed since
+        return error_for("not_found", "registered by this batch, but removed since", 404)
     code = str(item["code"])
     known = ErrorCode.lookup(code)
     return error_for(code, str(item["message"]), known.status if known is not None else 400)
@@ -379,4 +381,4 @@ def backup() -> Op[bytes]:
     """A backup of the whole state, as the file's bytes: every write acknowledged before the
     call is in it. Needs an admin token (it holds the tokens' digests). See
     :mod:`hacoord.core.backup` for the format and ``hacoord restore`` for its use."""
-    return FileOp(Call("GET", "/v1/backup", to_leader=True, attempt_timeout=120.0))
+    return FileOp(Call("GET", "/v1/backup", to_leader=True, attempt_timeout=60.0, extra_time=60.0))

@@ -827,6 +827,11 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
         return _recall(state, record)
     if isinstance(command, c.Barrier):
         return Applied(state.revision, {"revision": state.revision})
+    if isinstance(command, c.SetClusterId):  # not data: no revision, time or request record
+        try:
+            return _set_cluster_id(state, command, state.revision + 1)
+        except _Reject as rejection:
+            return Rejected(rejection.code, rejection.message, state.revision)
     handler = _HANDLERS.get(type(command))
     if handler is None:
         return Rejected("invalid_argument", f"unsupported command {command.TYPE}", state.revision)
@@ -838,7 +843,6 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
         outcome = dataclasses.replace(outcome, events=_audited(command, outcome.events))
     state.revision = outcome.revision
     state.last_time = max(state.last_time, float(command.time))
-    state.tidy()
     if rid:
         state.requests[rid] = _remember(command, outcome)
         _forget_old_requests(state, float(command.time))

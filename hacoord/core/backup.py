@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from hacoord.core.codec import canonical_json, digest
+from hacoord.core.codec import canonical_json, digest, digest_of
 from hacoord.core.framing import FrameError, frame, unframe
 from hacoord.core.model import SCHEMA_VERSION, ClusterState
 
@@ -54,10 +54,11 @@ class BackupHeader:
 
 def encode_backup(state: ClusterState) -> bytes:
     """A backup of ``state`` as it is now."""
-    body = zlib.compress(canonical_json(state.to_dict()), COMPRESSION_LEVEL)
+    data = state.to_dict()
+    body = zlib.compress(canonical_json(data), COMPRESSION_LEVEL)
     header = {"format": FORMAT, "codec": "zlib", "schema": SCHEMA_VERSION,
               "revision": state.revision, "cluster_id": state.cluster_id,
-              "digest": digest(state), "time": state.last_time}
+              "digest": digest_of(data), "time": state.last_time}
     return frame(MAGIC, header, body)
 
 
@@ -87,7 +88,7 @@ def decode_backup(raw: bytes) -> tuple[BackupHeader, ClusterState]:
     header, body = read_header(raw)
     try:
         state = ClusterState.from_dict(json.loads(zlib.decompress(body)))
-    except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, zlib.error) as exc:
         raise BackupError(f"unreadable state in the backup ({type(exc).__name__}: {exc})") from None
     if state.revision != header.revision or digest(state) != header.digest:
         raise BackupError("the backup's state does not match its header (revision or digest)")

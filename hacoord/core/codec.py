@@ -34,6 +34,10 @@ def digest(state: ClusterState) -> str:
     """A short hex digest of the canonical state; equal on members that applied the same log.
     The cluster's id is left out: a cluster restored from a backup digests like its source at
     the backup's revision."""
-    data = state.to_dict()
-    del data["cluster_id"]
+    return digest_of(state.to_dict())
+
+
+def digest_of(data: dict[str, Any]) -> str:
+    """:func:`digest` of a state already in its dict form (``ClusterState.to_dict()``)."""
+    data = {key: value for key, value in data.items() if key != "cluster_id"}
     return hashlib.blake2b(canonical_json(data), digest_size=16).hexdigest()

@@ -10,7 +10,7 @@ is restored, so it never travels in a snapshot and cannot disagree with one.
 Deleting a resource costs the same small step whatever its size: its partitions' keys stay in
 the index, unseen (every answer leaves out keys of resources no longer indexed), and
 :meth:`LeaderIndex.tidy` forgets them - and lets their partitions go - a bounded number at a time,
-at each later command. Forgetting 100,000 keys at once held a member's loop for 36 ms, and
+after each later log entry. Forgetting 100,000 keys at once held a member's loop for 36 ms, and
 freeing the partitions for 11 more.
 """
 

@@ -388,8 +388,9 @@ class ClusterState:
             self._leaders.add_resource(resource, self.resources[resource], start)
 
     def tidy(self) -> None:
-        """A bounded step of upkeep of derived indexes (see :meth:`LeaderIndex.tidy`); ``apply``
-        takes one after each accepted command."""
+        """A bounded step of upkeep of derived indexes (see :meth:`LeaderIndex.tidy`): the
+        state machine takes one after each log entry (a few milliseconds at most; the indexes
+        answer the same whenever it runs)."""
         if self._leaders is not None:
             self._leaders.tidy()
 

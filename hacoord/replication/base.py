@@ -130,3 +130,8 @@ class Replicator(Protocol):
 
     def status(self) -> MemberStatus:
         """A snapshot of this member's Raft and state-machine status."""
+
+    def peers_name_clusters(self) -> bool:
+        """Every other member runs a release that knows cluster ids (they said so on the peer
+        port): only then is the cluster named, so that no member rejects the naming as an
+        unknown command."""

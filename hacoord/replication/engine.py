@@ -44,7 +44,7 @@ from hacoord.replication.snapshot import NewerSnapshot, SnapshotError, SnapshotH
 from hacoord.replication.snapshot_store import SnapshotStore, SnapshotWriter
 from hacoord.replication.statemachine import StateMachine
 from hacoord.replication.steps import STEPS
-from hacoord.replication.storage import UPGRADE_HINT, FaultHook, StorageCorrupt
+from hacoord.replication.storage import UPGRADE_HINT, FaultHook, NewerRelease, StorageCorrupt
 from hacoord.replication.syncer import JournalSyncer
 
 _decode_log_safely()  # log entries never run code when decoded (safepickle)
@@ -202,7 +202,10 @@ class HacoordSyncObj(SafeSyncObj):
 
     def _safe_snapshot_staged(self) -> tuple[Any, int, int]:
         with STEPS.timed("decode received snapshot"):
-            header, state = self.snapshots.read_received()
+            try:
+                header, state = self.snapshots.read_received()
+            except NewerSnapshot as exc:
+                raise NewerRelease(f"a snapshot received from the leader: {exc}") from None
         assert state is not None
         self._staged = (header, state)
         return header.last

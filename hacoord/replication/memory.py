@@ -58,6 +58,9 @@ class MemoryReplicator:
     def is_leader(self) -> bool:
         return self._leader == self.member_id
 
+    def peers_name_clusters(self) -> bool:
+        return True
+
     def leader_id(self) -> str | None:
         return self._leader
 

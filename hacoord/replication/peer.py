@@ -291,6 +291,10 @@ class GuardedTransport(TCPTransport):
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
         self.refused: dict[str, int] = {}
+        #: Connected peers that named their cluster (they run a release that knows cluster
+        #: ids), with the id they named ("" before theirs was named).
+        self.cluster_aware: dict[Any, str] = {}
+        self._own_id_seen = ""
         super().__init__(syncObj, selfNode, otherNodes)
 
     # --- what we count ---------------------------------------------------------------------
@@ -359,16 +363,35 @@ class GuardedTransport(TCPTransport):
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (library's name)
         if isinstance(message, dict) and message.get("type") == CLUSTER_MESSAGE:
-            theirs, ours = message.get("cluster_id"), self._cluster_id()
-            if ours and theirs and theirs != ours:
-                self._count("cluster_mismatch")
-                _THROTTLE.warn("cluster_mismatch:" + str(node), "Raft peer %s belongs to cluster "
-                               "%r, this member to %r: refused", node, str(theirs)[:64], ours)
-                conn = self._connections.get(node)
-                if conn is not None:
-                    conn.disconnect()
+            theirs = message.get("cluster_id")
+            self.cluster_aware[node] = theirs if isinstance(theirs, str) else ""
+            self._refuse_if_foreign(node, self._cluster_id())
             return
         super()._onMessageReceived(node, message)
+
+    def _refuse_if_foreign(self, node: Any, ours: str) -> None:
+        theirs = self.cluster_aware.get(node, "")
+        if ours and theirs and theirs != ours:
+            self.cluster_aware.pop(node, None)
+            self._count("cluster_mismatch")
+            _THROTTLE.warn("cluster_mismatch:" + str(node), "Raft peer %s belongs to cluster "
+                           "%r, this member to %r: refused", node, theirs[:64], ours)
+            conn = self._connections.get(node)
+            if conn is not None:
+                conn.disconnect()
+
+    def _check_named_peers(self) -> None:
+        """Once this member learns its cluster's id (it was new, or catching up), peers it
+        accepted before are checked against it too."""
+        ours = self._cluster_id()
+        if ours != self._own_id_seen:
+            self._own_id_seen = ours
+            for node in list(self.cluster_aware):
+                self._refuse_if_foreign(node, ours)
+
+    def _onNodeDisconnected(self, node: Any) -> None:  # noqa: N802 (library's name)
+        self.cluster_aware.pop(node, None)
+        super()._onNodeDisconnected(node)
 
     def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802
         if len(self._unknownConnections) >= self.max_unauthenticated:
@@ -379,6 +402,7 @@ class GuardedTransport(TCPTransport):
 
     def _onTick(self) -> None:  # noqa: N802
         super()._onTick()
+        self._check_named_peers()
         server = self._server
         if isinstance(server, GuardedServer):
             server.resume_if_due()

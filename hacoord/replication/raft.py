@@ -61,9 +61,9 @@ from hacoord.replication.journal import cut_to_durable
 from hacoord.replication.rejoin import member_lock
 from hacoord.replication.safepickle import UnsafeLogEntry
 from hacoord.replication.snapshot_store import SnapshotWriter
-from hacoord.replication.statemachine import NewerEntry
 from hacoord.replication.storage import (
     FaultHook,
+    NewerRelease,
     StorageCorrupt,
     StorageError,
     ensure_private_dir,
@@ -385,7 +385,7 @@ class RaftReplicator:
         except StorageError as exc:
             self._storage_failed(exc)
             return
-        except (StorageCorrupt, UnsafeLogEntry, NewerEntry) as exc:
+        except (StorageCorrupt, UnsafeLogEntry, NewerRelease) as exc:
             self.fatal = str(exc)
             log.critical("%s", exc)
             self._drop_engine(driver)
@@ -421,6 +421,15 @@ class RaftReplicator:
 
     def is_leader(self) -> bool:
         return self._driver is not None and self._driver.obj._isLeader()
+
+    def peers_name_clusters(self) -> bool:
+        driver = self._driver
+        if driver is None:
+            return False
+        aware = getattr(driver.obj.transport, "cluster_aware", None)
+        if aware is None:  # a transport without the check (the tests' simulated network)
+            return True
+        return all(node in aware for node in driver.obj.otherNodes)
 
     def leader_id(self) -> str | None:
         if self._driver is None:

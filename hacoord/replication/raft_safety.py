@@ -111,6 +111,8 @@ from pysyncobj.node import Node, TCPNode
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as _LIBRARY_VERSION
 
+from hacoord.replication.storage import NewerRelease
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_PYSYNCOBJ_VERSION = "0.3.17"
@@ -453,6 +455,9 @@ class SafeSyncObj(_syncobj.SyncObj):
             return None  # more chunks to come (the library does not ack chunks either)
         try:
             last_entry = tuple(self._safe_snapshot_staged())
+        except NewerRelease:
+            self._safe_discard_staged()
+            raise  # fatal: the member stops rather than be sent it again and again
         except Exception as exc:
             logger.error("received snapshot from %s cannot be read: %s", node, exc)
             self._safe_discard_staged()

@@ -9,9 +9,11 @@ otherwise win an election with another empty one and overwrite the restored log.
 
 Details that keep the new cluster safe:
 
-* **A new cluster id** (drawn here, or given so that every member gets the same): members of the
+* **A new cluster id**, drawn by the first restore and given to the others: members of the
   source cluster and of the restored one refuse each other on the peer port, and clients holding
-  the source's id refuse the copy.
+  the source's id refuse the copy. The id ends with the backup's digest, and a restore refuses
+  an id made from another backup: members restored from different backups would otherwise hold
+  logs that look alike to Raft (same two entries) over different states.
 * **The term.** The entries are written in the term of the latest leader-only decision in the
   state (``leader_term``), and the vote record starts there: the new cluster's first leader has a
   higher term than any decision in the state, so its own decisions are not refused as stale, and
@@ -25,6 +27,7 @@ and every partition's fencing epoch. Data nodes must start new sessions with the
 
 from __future__ import annotations
 
+import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from hacoord.replication.storage import ensure_private_dir, replace_atomically
 
 NO_OP = struct.pack("B", 1)  # PySyncObj's no-op entry (_COMMAND_TYPE.NO_OP)
 FIRST_INDEX = 1
+DIGEST_PART = 12  # hex digits of the backup's digest that end a restored cluster's id
 
 
 class RestoreError(Exception):
@@ -55,15 +59,23 @@ class Restored:
     term: int
 
 
-def restore(raw: bytes, data_dir: Path, cluster_id: str) -> Restored:
-    """Build a member's data directory in ``data_dir`` from the backup ``raw``. Raises
+def restore(raw: bytes, data_dir: Path, cluster_id: str | None = None) -> Restored:
+    """Build a member's data directory in ``data_dir`` from the backup ``raw``, as a member of
+    the new cluster ``cluster_id`` (None: a new one, for the first member). Raises
     :class:`RestoreError` (or ``OSError`` if the directory cannot be written)."""
-    if not valid_id(cluster_id):
+    if cluster_id is not None and not valid_id(cluster_id):
         raise RestoreError(f"malformed cluster id {cluster_id!r}")
     try:
         header, state = decode_backup(raw)
     except ValueError as exc:
         raise RestoreError(str(exc)) from None
+    suffix = "-" + header.digest[:DIGEST_PART]
+    if cluster_id is None:
+        cluster_id = secrets.token_hex(8) + suffix
+    elif not cluster_id.endswith(suffix):
+        raise RestoreError(f"cluster id {cluster_id!r} was not made from this backup (digest "
+                           f"{header.digest}): restore every member from the same file, with the "
+                           "id the first restore printed")
     data_dir = Path(data_dir)
     taken = [name for name in (JOURNAL_FILE, JOURNAL_FILE + ".meta", SNAPSHOT_FILE)
              if (data_dir / name).exists()]

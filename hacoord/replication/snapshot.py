@@ -114,7 +114,7 @@ def _decode_state(body: bytes) -> ClusterState:
         return ClusterState.from_dict(json.loads(zlib.decompress(body)))
     except NewerSchema as exc:
         raise NewerSnapshot(str(exc)) from None
-    except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, zlib.error) as exc:
         raise SnapshotError(f"unreadable state ({type(exc).__name__}: {exc})") from None
 
 

@@ -20,6 +20,7 @@ from hacoord.core.results import Outcome
 from hacoord.replication.applying import apply_logged
 from hacoord.replication.gcpolicy import state_grew
 from hacoord.replication.steps import STEPS
+from hacoord.replication.storage import NewerRelease
 
 log = logging.getLogger(__name__)
 
@@ -28,26 +29,28 @@ AppliedHook = Callable[[str, Outcome], None]
 GROWING = (CreateResource, AddPartitions)
 
 
-#: The schema of the log entries this build writes and reads. An entry carries it; a member
-#: that meets an entry of a newer schema stops (:class:`NewerEntry`) rather than apply or reject
-#: it differently from the members that can read it.
+#: The schema of the log entries this build writes and reads. Schema 1 is a bare JSON array of
+#: commands (what every release so far writes and reads, so a rolling upgrade from an earlier
+#: one keeps every member applying the same entries); a later schema will write
+#: ``{"schema": N, "commands": [...]}``, which this build already recognises: a member that meets
+#: an entry of a newer schema stops (:class:`NewerEntry`) rather than apply or reject it
+#: differently from the members that can read it.
 ENTRY_SCHEMA = 1
 
 
-class NewerEntry(Exception):
+class NewerEntry(NewerRelease):
     """A committed log entry was written by a newer hacoord than this member's: applying it or
     rejecting it could make this member's state differ from the others'. Fatal."""
 
 
 def encode_batch(encoded_commands: list[bytes]) -> bytes:
-    """Join already-encoded commands into one log entry's payload, with its schema."""
-    return b'{"commands":[' + b",".join(encoded_commands) + b'],"schema":%d}' % ENTRY_SCHEMA
+    """Join already-encoded commands into one log entry's payload (schema 1: a JSON array)."""
+    return b"[" + b",".join(encoded_commands) + b"]"
 
 
 def decode_batch(payload: bytes | str) -> list[Command | DecodeError]:
     """Split a batch payload back into commands; a malformed payload gives one DecodeError.
-    Raises :class:`NewerEntry` for an entry of a newer schema. (A bare JSON array is an entry
-    written before entries carried their schema: schema 1.)"""
+    Raises :class:`NewerEntry` for an entry of a newer schema. (A bare JSON array is schema 1.)"""
     try:
         items = json.loads(payload)
     except (ValueError, TypeError) as exc:
@@ -100,6 +103,7 @@ class StateMachine(SyncObjConsumer):
                 self._on_applied(getattr(command, "request_id", ""), outcome)
             except Exception:  # a waiter's failure must not stall the log
                 log.exception("on_applied hook failed")
+        self.state.tidy()
         if grew:
             state_grew()
 

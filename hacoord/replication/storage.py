@@ -58,6 +58,11 @@ class StorageError(ReplicationError):
         self.renamed = False
 
 
+class NewerRelease(ReplicationError):
+    """Data (a log entry, a snapshot) written by a newer hacoord than this member's: it cannot
+    apply or install it the way the members that can read it do, so it stops."""
+
+
 class StorageCorrupt(ReplicationError):
     """The member's data on disk is damaged; it must not start from it.
 

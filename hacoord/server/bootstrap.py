@@ -4,7 +4,9 @@
 them, it proposes a new cluster id (:class:`~hacoord.core.commands.SetClusterId`, a random one
 drawn here, outside ``apply``) and the admin token this member was started with
 (:class:`~hacoord.core.commands.BootstrapAdmin`). Each command is refused once the state has what
-it writes, so members that race for it (a leader change in between) cannot write it twice.
+it writes, so members that race for it (a leader change in between) cannot write it twice. The
+id is proposed only once every other member runs a release that knows cluster ids (it said so on
+the peer port): a member of an earlier release would reject the command it does not know.
 """
 
 from __future__ import annotations
@@ -55,17 +57,21 @@ class Bootstrapper:
     def _pending(self) -> list[c.Command]:
         state = self.replicator.state
         todo: list[c.Command] = []
-        if not state.cluster_id:
+        if not state.cluster_id and self.replicator.peers_name_clusters():
             todo.append(c.SetClusterId(cluster_id=new_cluster_id()))
         if self.bootstrap_hash is not None and not state.auth_bootstrapped:
             todo.append(c.BootstrapAdmin(hash=self.bootstrap_hash))
         return todo
 
+    def _done(self) -> bool:
+        state = self.replicator.state
+        return bool(state.cluster_id) and (self.bootstrap_hash is None or state.auth_bootstrapped)
+
     async def _run(self) -> None:
         replicator = self.replicator
-        while todo := self._pending():
+        while not self._done():
             if replicator.is_leader() and replicator.loaded:
-                for command in todo:
+                for command in self._pending():
                     await self._write(command)
             await asyncio.sleep(RETRY)
 

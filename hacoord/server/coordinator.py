@@ -43,6 +43,10 @@ request_audit: contextvars.ContextVar[dict[str, str | None] | None] = contextvar
     "request_audit", default=None)
 
 
+#: Commands of a batch stamped and queued per turn of the event loop (about 2 ms of work).
+SUBMIT_SLICE = 200
+
+
 def item_request_id(request_id: str, index: int) -> str:
     """The request id of item ``index`` of a batch sent with ``request_id``: the same on every
     retry of the batch, so each item is applied once."""
@@ -67,9 +71,13 @@ class Coordinator:
         """Submit commands together (queued in one go, they share log entries); their outcomes
         in order. Raises ApiError if any could not be replicated (the caller retries them all
         with the same request ids: those applied are recalled, not applied again)."""
-        stamped = [self._stamped(command) for command in commands]
-        outcomes = await asyncio.gather(*(self._replicate(command) for command in stamped),
-                                        return_exceptions=True)
+        pending = []
+        for at in range(0, len(commands), SUBMIT_SLICE):
+            if at:
+                await asyncio.sleep(0)  # let the loop tick between slices
+            pending += [asyncio.ensure_future(self._replicate(self._stamped(command)))
+                        for command in commands[at:at + SUBMIT_SLICE]]
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome

@@ -416,18 +416,6 @@ def named_answer(cluster: str, status: int = 201) -> Callable[[httpx.Request], h
     return answer
 
 
-def test_a_member_of_another_cluster_is_passed_over_once_the_cluster_is_known() -> None:
-    script = Script(a=named_answer("ours"), b=named_answer("theirs", 200), c=named_answer("ours"))
-    client = script.client(endpoints=[A, B])
-    assert client.cluster_id is None
-    client.node_add("n1", "10.0.0.1:9000")  # a leader's answer names the cluster
-    assert client.cluster_id == "ours"
-    script.by_host["a"] = named_answer("theirs", 200)  # replaced by a member of another cluster
-    with pytest.raises(UnavailableError) as caught:
-        client.node_list()
-    assert isinstance(caught.value.cause, WrongCluster) and "'theirs'" in str(caught.value.cause)
-
-
 def test_a_given_cluster_id_is_held_from_the_first_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     script = Script(a=named_answer("theirs", 200), b=named_answer("ours", 200))
     assert len(script.client(endpoints=[A, B], cluster_id="ours").node_list()) == 1
@@ -436,10 +424,16 @@ def test_a_given_cluster_id_is_held_from_the_first_answer(monkeypatch: pytest.Mo
     assert script.client(endpoints=[A]).cluster_id == "ours"
 
 
-def test_a_local_read_does_not_name_the_cluster() -> None:
+def test_without_a_cluster_id_any_member_is_used_and_nothing_is_learned() -> None:
     script = Script(a=named_answer("stray", 200), b=named_answer("ours"))
     client = script.client(endpoints=[A, B])
-    client.node_list()
-    assert client.cluster_id is None
+    assert len(client.node_list()) == 1
     client.node_add("n1", "10.0.0.1:9000")
-    assert client.cluster_id in ("stray", "ours")
+    assert client.cluster_id is None
+
+
+def test_a_client_holding_an_id_refuses_a_cluster_of_others_entirely() -> None:
+    script = Script(a=named_answer("theirs", 200), b=named_answer("theirs", 200))
+    with pytest.raises(UnavailableError) as caught:
+        script.client(endpoints=[A, B], cluster_id="ours").node_list()
+    assert isinstance(caught.value.cause, WrongCluster) and "'theirs'" in str(caught.value.cause)

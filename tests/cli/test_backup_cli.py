@@ -37,8 +37,8 @@ def test_backup_then_restore(cluster: InProcessCluster, tmp_path: Path) -> None:
     assert run("backup", "--force", str(target)).exit_code == 0
 
     restored = CliRunner().invoke(main, ["restore", str(target), "--data-dir",
-                                               str(tmp_path / "m1"), "--cluster-id", "copy"])
-    assert restored.exit_code == 0 and "new cluster copy" in restored.stdout
+                                               str(tmp_path / "m1")])
+    assert restored.exit_code == 0 and f"-{header.digest[:12]}; restore the other" in restored.stdout
     assert (tmp_path / "m1" / SNAPSHOT_FILE).exists()
     one_error_line(CliRunner().invoke(main, ["restore", str(target), "--data-dir",
                                                    str(tmp_path / "m1")]), 2, "already holds")

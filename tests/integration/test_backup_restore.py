@@ -60,13 +60,23 @@ def _cluster_id(cluster: LocalCluster) -> str | None:
     return ids.pop() if len(ids) == 1 and None not in ids else None
 
 
-def restore_all(backup: Path, cluster: LocalCluster, cluster_id: str) -> None:
-    for member in cluster.members.values():
-        done = subprocess.run([sys.executable, "-m", "hacoord", "restore", str(backup),
-                               "--data-dir", str(member.data_dir), "--cluster-id", cluster_id],
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        assert f"new cluster {cluster_id}" in done.stdout
+def restore_cli(backup: Path, data_dir: Path, cluster_id: str | None = None) -> str:
+    """``hacoord restore`` into ``data_dir``; the cluster id it names."""
+    named = ("--cluster-id", cluster_id) if cluster_id else ()
+    done = subprocess.run([sys.executable, "-m", "hacoord", "--json", "restore", str(backup),
+                           "--data-dir", str(data_dir), *named],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["cluster_id"])
+
+
+def restore_all(backup: Path, cluster: LocalCluster) -> str:
+    """Every member of ``cluster`` restored from ``backup``; the new cluster's id."""
+    first, *others = cluster.members.values()
+    cluster_id = restore_cli(backup, first.data_dir)
+    for member in others:
+        assert restore_cli(backup, member.data_dir, cluster_id) == cluster_id
+    return cluster_id
 
 
 def test_a_restored_cluster_has_the_sources_state_and_its_own_id(source: LocalCluster,
@@ -95,10 +105,10 @@ def test_a_restored_cluster_has_the_sources_state_and_its_own_id(source: LocalCl
     shutil.copy(source.token_file, copy_root / source.token_file.name)
     with running_cluster(copy_root) as copy:
         copy.stop_all()
-        restore_all(backup, copy, "copy-1")
+        copy_id = restore_all(backup, copy)
         copy.start()
         copy.leader()
-        assert _wait_named(copy) == "copy-1"
+        assert _wait_named(copy) == copy_id and copy_id.endswith(header.digest[:12])
         states = {m.id: m.get("/v1/status?digest=true") for m in copy.members.values()}
         assert {(s["revision"], s["digest"]) for s in states.values()} == {
             (header.revision, header.digest)}
@@ -129,17 +139,14 @@ def test_a_member_of_a_restored_copy_cannot_join_the_source(source: LocalCluster
     victim = next(m for m in source.members.values() if m.id != leader)
     source.kill(victim.id, signal.SIGKILL)
     shutil.move(victim.data_dir, tmp_path / "old-data")
-    done = subprocess.run([sys.executable, "-m", "hacoord", "restore", str(backup),
-                           "--data-dir", str(victim.data_dir), "--cluster-id", "elsewhere"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    elsewhere = restore_cli(backup, victim.data_dir)
     source.start(victim.id)
-    wait_for("the source refusing the restored member", lambda: "belongs to cluster 'elsewhere'"
+    wait_for("the source refusing the restored member", lambda: f"belongs to cluster '{elsewhere}'"
              in source.logs())
     with source.client(timeout=2.0, deadline=20.0) as client:
         written = client.node_add("late", address="127.0.0.1:9300")
     alone = wait_for("the restored member's API", lambda: victim.get("/v1/status"))
-    assert alone["cluster_id"] == "elsewhere" and alone["leader"] is None
+    assert alone["cluster_id"] == elsewhere and alone["leader"] is None
     assert alone["revision"] < written.revision
     assert _cluster_id_of_others(source, victim.id) == {source_id}
 
@@ -153,7 +160,7 @@ def test_a_member_refuses_state_written_by_a_newer_release(tmp_path: Path) -> No
     member = cluster.members["m1"]
     state = ClusterState()
     state.revision = 3
-    assert restore(encode_backup(state), member.data_dir, "c1").index == 2
+    assert restore(encode_backup(state), member.data_dir).index == 2
     dump = member.data_dir / SNAPSHOT_FILE
     header, body = unframe(dump.read_bytes(), SNAPSHOT_MAGIC)
     data = json.loads(zlib.decompress(body))

@@ -37,7 +37,8 @@ def test_the_cluster_is_named_once_and_the_name_is_not_data() -> None:
     assert not refused.ok and refused.code == "already_exists" and state.cluster_id == "source-1"
     fresh = ClusterState()
     assert apply(fresh, c.SetClusterId(cluster_id="bad id!")).code == "invalid_argument"
-    assert apply(fresh, c.SetClusterId(cluster_id="x1")).ok and fresh.revision == 0
+    assert apply(fresh, c.SetClusterId(cluster_id="x1", time=9.0)).ok
+    assert (fresh.revision, fresh.last_time) == (0, 0.0)  # not data: members of any release agree
     renamed = ClusterState.from_dict(state.to_dict())
     renamed.cluster_id = "copy"
     assert state.revision == revision and digest(renamed) == before
@@ -78,10 +79,11 @@ def test_a_backup_of_a_newer_schema_is_refused_with_a_message_that_says_so() -> 
 def test_restore_builds_a_member_that_starts_in_the_states_term(tmp_path: Path) -> None:
     state = populated()
     state.leader_term = 7
-    done = restore(encode_backup(state), tmp_path / "m1", "copy-1")
-    assert (done.cluster_id, done.index, done.term) == ("copy-1", 2, 7)
+    done = restore(encode_backup(state), tmp_path / "m1")
+    assert done.cluster_id.endswith("-" + digest(state)[:12]) and (done.index, done.term) == (2, 7)
+    assert restore(encode_backup(state), tmp_path / "m2", done.cluster_id).cluster_id == done.cluster_id
     header, restored = read_snapshot(tmp_path / "m1" / SNAPSHOT_FILE)
-    assert restored is not None and restored.cluster_id == "copy-1"
+    assert restored is not None and restored.cluster_id == done.cluster_id
     assert digest(restored) == digest(state) and header.index == 2 and header.term == 7
     journal = HacoordJournal(str(tmp_path / "m1" / JOURNAL_FILE), durable=False)
     try:
@@ -90,9 +92,13 @@ def test_restore_builds_a_member_that_starts_in_the_states_term(tmp_path: Path) 
         journal.abandon()
     assert (tmp_path / "m1").stat().st_mode & 0o077 == 0
     with pytest.raises(RestoreError, match="already holds member data"):
-        restore(encode_backup(state), tmp_path / "m1", "copy-1")
+        restore(encode_backup(state), tmp_path / "m1", done.cluster_id)
     with pytest.raises(RestoreError, match="malformed cluster id"):
-        restore(encode_backup(state), tmp_path / "m2", "no spaces")
+        restore(encode_backup(state), tmp_path / "m3", "no spaces")
+    other = populated()
+    assert apply(other, c.RegisterNode(node_id="extra", address="10.0.9.9:1", time=5.0)).ok
+    with pytest.raises(RestoreError, match="was not made from this backup"):
+        restore(encode_backup(other), tmp_path / "m3", done.cluster_id)
     with pytest.raises(RestoreError, match="not a usable hacoord backup"):
-        restore(b"garbage", tmp_path / "m3", "copy-1")
+        restore(b"garbage", tmp_path / "m3")
     assert not (tmp_path / "m3").exists()
