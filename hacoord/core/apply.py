@@ -757,14 +757,14 @@ def _bootstrap_admin(state: ClusterState, cmd: c.BootstrapAdmin, rev: int) -> Ap
     return Applied(rev, {"token": token.public()}, (Event("TokenCreated", rev, token.public()),))
 
 
-def _set_cluster_id(state: ClusterState, cmd: c.SetClusterId, rev: int) -> Applied:
+def _set_cluster_id(state: ClusterState, cmd: c.SetClusterId) -> Applied:
     """The cluster's name is not a change to its data: no new revision, no event (and the
     state's digest leaves it out)."""
     _require(not state.cluster_id, "already_exists", f"the cluster is named {state.cluster_id!r}")
     _require(valid_id(cmd.cluster_id), "invalid_argument",
              f"malformed cluster id {cmd.cluster_id!r}")
     state.cluster_id = cmd.cluster_id
-    return Applied(rev - 1, {"cluster_id": cmd.cluster_id})
+    return Applied(state.revision, {"cluster_id": cmd.cluster_id})
 
 
 _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = {
@@ -789,7 +789,6 @@ _HANDLERS: dict[type[c.Command], Callable[[ClusterState, Any, int], Applied]] = 
     c.CreateToken: _create_token,
     c.RevokeToken: _revoke_token,
     c.BootstrapAdmin: _bootstrap_admin,
-    c.SetClusterId: _set_cluster_id,
 }
 
 
@@ -829,7 +828,7 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
         return Applied(state.revision, {"revision": state.revision})
     if isinstance(command, c.SetClusterId):  # not data: no revision, time or request record
         try:
-            return _set_cluster_id(state, command, state.revision + 1)
+            return _set_cluster_id(state, command)
         except _Reject as rejection:
             return Rejected(rejection.code, rejection.message, state.revision)
     handler = _HANDLERS.get(type(command))

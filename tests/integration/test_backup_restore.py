@@ -92,12 +92,10 @@ def test_a_restored_cluster_has_the_sources_state_and_its_own_id(source: LocalCl
     assert backup.stat().st_mode & 0o077 == 0
     header, _ = read_header(backup.read_bytes())
     with source.client() as client:
-        at_source = client.status()
         routing = client.routing(consistent=True)
     assert header.cluster_id == source_id and header.revision == routing.revision
     digest = source.members["m1"].get("/v1/status?digest=true")
     assert digest["revision"] == header.revision and digest["digest"] == header.digest
-    del at_source
 
     # The copy: its own secret and addresses, the source's tokens (they are in the state).
     copy_root = tmp_path / "copy"

@@ -8,7 +8,6 @@ from hacoord.protocol import REVISION_HEADER
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext
-from hacoord.server.coordinator import replica_count
 from hacoord.server.offload import offload
 
 MEDIA_TYPE = "application/vnd.hacoord.backup"
@@ -34,8 +33,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         state = replicator.state
         # Always in a child: nodes, tokens and remembered requests weigh too, not only
         # partitions (20,000 nodes and request ids took 332 ms inline).
-        revision, cluster_id, data = await offload(_encode, state, size=replica_count(state),
-                                                   inline_below=0, name="encode backup")
+        revision, cluster_id, data = await offload(_encode, state, inline_below=0,
+                                                   name="encode backup")
         name = f"hacoord-{cluster_id or 'unnamed'}-{revision}.backup"
         return Response(data, media_type=MEDIA_TYPE,
                         headers={REVISION_HEADER: str(revision),
