@@ -272,15 +272,23 @@ class RaftReplicator:
         deadline = self._loop.time() + HAND_OVER_WAIT
         while self._driver is driver and self._loop.time() < deadline:
             if not driver.obj._isLeader():
-                log.info("handed leadership over to %s before stopping", self.leader_id())
-                return
+                # Deposed by the successor's vote request; its first append names it.
+                successor = self.leader_id()
+                if successor is not None and successor != self.member_id:
+                    log.info("handed leadership over to %s before stopping", successor)
+                    return
+                await asyncio.sleep(HAND_OVER_POLL)
+                continue
             if not driver.obj.connected_peers():
                 return  # nobody to hand over to (the others are stopping too)
             if not asked:
                 asked = driver.obj.hand_over()
             await asyncio.sleep(HAND_OVER_POLL)
-        log.info("stopping while still leading: no follower %s in %.1fs",
-                 "took over" if asked else "held the whole log", HAND_OVER_WAIT)
+        if driver.obj._isLeader():
+            log.info("stopping while still leading: no follower %s in %.1fs",
+                     "took over" if asked else "held the whole log", HAND_OVER_WAIT)
+        else:
+            log.info("handed leadership over before stopping (no successor named yet)")
 
     def _unwatch(self, driver: RaftDriver) -> None:
         if self._loop is not None:
