@@ -233,6 +233,13 @@ def leader_url(cluster: LocalCluster) -> str:
     return cluster.members[current_leader(cluster)].url
 
 
+async def leader_now(cluster: LocalCluster) -> str:
+    """:func:`current_leader` on a thread. Its blocking requests (and a member's stop, which
+    waits for the process) must not hold the loop the probe and the heartbeats share: while
+    they did, every probe write in flight measured the bench's own wait as the cluster's."""
+    return await asyncio.to_thread(current_leader, cluster)
+
+
 async def wait_ready(url: str, timeout: float = 300.0) -> float:
     """Seconds until ``url`` answers ``/readyz`` 200."""
     started = time.monotonic()
@@ -269,7 +276,7 @@ async def scenario(bench: Bench) -> dict[str, Any]:
                                "livez_p50_ms": 1000 * statistics.median(livez)}
         await bench.phase("baseline", asyncio.sleep(args.baseline))
 
-        url = leader_url(cluster)
+        url = cluster.members[await leader_now(cluster)].url
         results["create_one_s"] = await bench.phase(
             "create one resource", create(http, url, "big", args.partitions))
 
@@ -298,15 +305,16 @@ async def scenario(bench: Bench) -> dict[str, Any]:
         results["backup"] = restore_aside(taken, took)
 
         async def delete() -> None:
-            answer = await http.delete(leader_url(cluster) + "/v1/resources/big", timeout=120)
+            url = cluster.members[await leader_now(cluster)].url
+            answer = await http.delete(url + "/v1/resources/big", timeout=120)
             assert answer.status_code == 200, answer.text
 
         await bench.phase("delete it", delete())
         each = -(-args.partitions // args.resources)
 
         async def create_many() -> list[float]:
-            return [await create(http, leader_url(cluster), f"r{k:02d}", each)
-                    for k in range(args.resources)]
+            return [await create(http, cluster.members[await leader_now(cluster)].url,
+                                 f"r{k:02d}", each) for k in range(args.resources)]
 
         results["create_many_s"] = await bench.phase(f"create {args.resources} resources",
                                                      create_many())
@@ -321,10 +329,10 @@ async def scenario(bench: Bench) -> dict[str, Any]:
         results["snapshot_bytes"] = snapshot_files
 
         async def restart(sig: int) -> float:
-            leader = current_leader(cluster)
+            leader = await leader_now(cluster)
             follower = next(m for m in cluster.live() if m != leader)
-            cluster.kill(follower, sig)
-            cluster.start(follower)
+            await asyncio.to_thread(cluster.kill, follower, sig)
+            await asyncio.to_thread(cluster.start, follower)
             return await wait_ready(cluster.members[follower].url)
 
         results["restart_clean_s"] = await bench.phase("restart a follower (SIGTERM)",
@@ -333,7 +341,7 @@ async def scenario(bench: Bench) -> dict[str, Any]:
                                                         restart(signal.SIGKILL))
 
         async def kill_leader() -> dict[str, float]:
-            old = current_leader(cluster)
+            old = await leader_now(cluster)
             loop = asyncio.get_running_loop()
             mark = len(bench.probe.samples)
             killed = loop.time()
@@ -345,7 +353,7 @@ async def scenario(bench: Bench) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.01)
             first_write = min(acked, default=float("nan")) - killed
-            cluster.start(old)
+            await asyncio.to_thread(cluster.start, old)
             return {"first_write_s": first_write,
                     "restart_to_ready_s": await wait_ready(cluster.members[old].url)}
 
@@ -403,7 +411,7 @@ def restore_aside(taken: bytes, took: float) -> dict[str, Any]:
     replicas = sum(len(p.replicas) for r in state.resources.values() for p in r.partitions)
     t = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
-        restore(taken, Path(scratch) / "m1", "bench-copy")
+        restore(taken, Path(scratch) / "m1")  # a new cluster id, as the first restore makes
     return {"s": took, "bytes": len(taken), "revision": header.revision,
             "partition_replicas": replicas, "decode_s": decode_s,
             "restore_s": time.monotonic() - t}

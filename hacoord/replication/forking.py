@@ -16,13 +16,21 @@ import signal
 # parent may have held the import lock at the fork).
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if os.name == "posix" else None
 _PR_SET_PDEATHSIG = 1
+#: How much lower a child's CPU priority is than its member's. A child's work (placement, a
+#: rebalance plan, a snapshot or a backup) waits; the member's loop, which ticks Raft and answers
+#: writes, must not wait behind it on a shared core.
+CHILD_NICENESS = 10
 
 
 def become_child(parent: int) -> None:
     """In a freshly forked child of ``parent``: die with the parent (Linux), exit at once if it
     is already gone, and stop collecting garbage (a collection would only copy pages the parent
-    still shares)."""
+    still shares), and yield the CPU to the member (:data:`CHILD_NICENESS`)."""
     gc.disable()
+    try:
+        os.nice(CHILD_NICENESS)
+    except OSError:  # not permitted here: the child runs at its member's priority
+        pass
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
