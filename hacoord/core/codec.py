@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from json.decoder import scanstring
 from typing import Any
 
 from hacoord.core.model import ClusterState
@@ -41,3 +43,65 @@ def digest_of(data: dict[str, Any]) -> str:
     """:func:`digest` of a state already in its dict form (``ClusterState.to_dict()``)."""
     data = {key: value for key, value in data.items() if key != "cluster_id"}
     return hashlib.blake2b(canonical_json(data), digest_size=16).hexdigest()
+
+
+#: How deep :func:`loads_in_pieces` descends: a state's partitions sit at depth 4
+#: (state, ``resources``, a resource, its ``partitions``), so each one is parsed on its own.
+PIECE_DEPTH = 4
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def loads_in_pieces(text: str, depth: int = PIECE_DEPTH) -> Any:
+    """``json.loads(text)``, parsed as many small pieces: the objects and arrays of the first
+    ``depth`` levels are walked here and only what lies below them is handed to the C parser,
+    one value at a time.
+
+    The result (and every error, a ``ValueError``) is the same as ``json.loads``'s. What
+    differs is that no single call holds the interpreter for long: the C parser keeps the GIL
+    until it has read the whole document (a quarter of a second for a state of 100,000
+    partitions), so a worker thread decoding with ``json.loads`` stalls the event loop for as
+    long, while between these pieces the loop gets its turn."""
+    value, end = _piece(text, _skip(text, 0), depth)
+    end = _skip(text, end)
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+def _skip(text: str, at: int) -> int:
+    """The index of the first character at or after ``at`` that is not JSON whitespace."""
+    return _SPACE.match(text, at).end()  # type: ignore[union-attr]  # always matches
+
+
+def _piece(text: str, at: int, depth: int) -> tuple[Any, int]:
+    """The JSON value starting at ``at`` and the index after it."""
+    opening = text[at:at + 1]
+    if depth <= 0 or opening not in ("{", "["):
+        return _DECODER.raw_decode(text, at)
+    closing = "}" if opening == "{" else "]"
+    at = _skip(text, at + 1)
+    members: dict[str, Any] = {}
+    items: list[Any] = []
+    if text[at:at + 1] == closing:
+        return (members if opening == "{" else items), at + 1
+    while True:
+        if opening == "{":
+            if text[at:at + 1] != '"':
+                raise json.JSONDecodeError("Expecting property name enclosed in double quotes",
+                                           text, at)
+            key, at = scanstring(text, at + 1)
+            at = _skip(text, at)
+            if text[at:at + 1] != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
+            members[key], at = _piece(text, _skip(text, at + 1), depth - 1)
+        else:
+            item, at = _piece(text, at, depth - 1)
+            items.append(item)
+        at = _skip(text, at)
+        separator = text[at:at + 1]
+        if separator == closing:
+            return (members if opening == "{" else items), at + 1
+        if separator != ",":
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+        at = _skip(text, at + 1)

@@ -41,6 +41,7 @@ from pysyncobj import FAIL_REASON, SyncObjConf
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.poller import Poller
 
+from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
 from hacoord.replication.engine import HacoordSyncObj
 from hacoord.replication.peer import GuardedTransport
@@ -103,7 +104,8 @@ class RaftDriver:
     """One member's engine, command queue and tick order. See the module docstring.
 
     Callbacks (all on the ticking thread): ``on_applied(request_id, outcome)`` after each
-    applied command; ``on_restored()`` after a snapshot replaced the state;
+    applied command; ``on_restored(prepared)`` after a snapshot replaced the state, with what
+    ``prepare_restore(state)`` made of it (perhaps on the snapshot decoder's thread);
     ``on_role_changed(old, new)`` with PySyncObj's role numbers; ``on_failed(request_ids,
     reason)`` for a batch that certainly did not commit. ``wanted(request_id)`` is asked before
     a queued command is proposed: False when its caller gave up on it.
@@ -116,7 +118,8 @@ class RaftDriver:
     def __init__(self, self_address: str, other_addresses: list[str], data_dir: Path,
                  secret: str | None, tuning: RaftTuning, *,
                  on_applied: Callable[[str, Outcome], None],
-                 on_restored: Callable[[], None],
+                 on_restored: Callable[[object], None],
+                 prepare_restore: Callable[[ClusterState], object] = lambda _state: None,
                  on_role_changed: Callable[[int, int], None],
                  on_failed: Callable[[list[str], str], None],
                  wanted: Callable[[str], bool] = lambda _rid: True,
@@ -124,12 +127,13 @@ class RaftDriver:
                  poller: Poller | None = None, snapshot_writer: SnapshotWriter | None = None,
                  fault: FaultHook | None = None, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None, syncer: JournalSyncer | None = None,
-                 meta_writer: JournalSyncer | None = None, sync_wait: float = 0.0) -> None:
+                 meta_writer: JournalSyncer | None = None, sync_wait: float = 0.0,
+                 snapshot_decoder: JournalSyncer | None = None) -> None:
         self.tuning = tuning
         self.clock = clock
         self._on_failed = on_failed
         self._wanted = wanted
-        self.sm = StateMachine(on_applied, on_restored)
+        self.sm = StateMachine(on_applied, on_restored, prepare_restore)
         conf = SyncObjConf(
             autoTick=False,
             password=secret,
@@ -145,8 +149,8 @@ class RaftDriver:
         self.obj = HacoordSyncObj(
             self_address, other_addresses, conf, state_machine=self.sm, durable=tuning.fsync,
             snapshot_writer=snapshot_writer, poller=poller, fault=fault, syncer=syncer,
-            meta_writer=meta_writer, sync_wait=sync_wait, rng=rng, nodeClass=node_class,
-            transportClass=transport_class)
+            meta_writer=meta_writer, sync_wait=sync_wait, snapshot_decoder=snapshot_decoder,
+            rng=rng, nodeClass=node_class, transportClass=transport_class)
         self.journal = self.obj.journal
         self._alone = not other_addresses
         self.queue: deque[tuple[str, bytes]] = deque()

@@ -11,7 +11,9 @@ On top of :class:`~hacoord.replication.raft_safety.SafeSyncObj` (the Raft-safety
   (:class:`~hacoord.replication.storage.StorageCorrupt`) to start from files that lost something
   this member acknowledged;
 * loads and installs snapshots itself (keeping the log entries after a matching last entry),
-  and restores the state machine from them;
+  and restores the state machine from them; a snapshot received from the leader is decoded on
+  a worker (the ``snapshot_decoder``: a second or more at 100,000 partitions, which on the loop
+  would stall every request and tick), and installed at the first tick after it is ready;
 * syncs that journal off the loop (a :class:`~hacoord.replication.syncer.JournalSyncer`) and
   acknowledges, or counts its own copy towards a commit, only what is durable
   (:mod:`hacoord.replication.durability`); and
@@ -22,7 +24,9 @@ This module and its neighbours in ``hacoord.replication`` are the only code that
 
 from __future__ import annotations
 
+import logging
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from pysyncobj.transport import TCPTransport
 
 from hacoord.core.model import ClusterState
 from hacoord.replication.durability import DurableMatchIndex, PendingAcks, commit_cap
+from hacoord.replication.gcpolicy import collector_paused
 from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.poller import EpollPoller
 from hacoord.replication.raft_safety import SafeSyncObj
@@ -42,12 +47,14 @@ from hacoord.replication.safepickle import check_entry
 from hacoord.replication.safepickle import install as _decode_log_safely
 from hacoord.replication.snapshot import NewerSnapshot, SnapshotError, SnapshotHeader
 from hacoord.replication.snapshot_store import SnapshotStore, SnapshotWriter
-from hacoord.replication.statemachine import StateMachine
+from hacoord.replication.statemachine import UNPREPARED, StateMachine
 from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import UPGRADE_HINT, FaultHook, NewerRelease, StorageCorrupt
-from hacoord.replication.syncer import JournalSyncer
+from hacoord.replication.syncer import InlineSyncer, JournalSyncer
 
 _decode_log_safely()  # log entries never run code when decoded (safepickle)
+
+log = logging.getLogger(__name__)
 
 _FOLLOWER = _syncobj_module._RAFT_STATE.FOLLOWER
 
@@ -71,6 +78,8 @@ class HacoordSyncObj(SafeSyncObj):
     journal and snapshots; ``snapshot_writer``, ``poller``, ``fault`` and ``rng`` are seams for
     tests (a writer that finishes when told; a poller that delivers simulated messages; a hook
     that can stop the member at a named point of a storage operation; seeded randomness).
+    ``snapshot_decoder`` runs the decode of a received snapshot (a worker thread in a member;
+    without one it runs inside the tick that received the last chunk).
 
     Raises :class:`StorageCorrupt` (refuse to start) or
     :class:`~hacoord.replication.storage.StorageError` (cannot read or write) from the
@@ -82,7 +91,7 @@ class HacoordSyncObj(SafeSyncObj):
                  snapshot_writer: SnapshotWriter | None = None, poller: Poller | None = None,
                  fault: FaultHook | None = None, syncer: JournalSyncer | None = None,
                  meta_writer: JournalSyncer | None = None, sync_wait: float = 0.0,
-                 early_election_step: float = 0.05,
+                 snapshot_decoder: JournalSyncer | None = None, early_election_step: float = 0.05,
                  rng: random.Random | None = None, nodeClass: type[Node] = TCPNode,
                  transportClass: Any = TCPTransport) -> None:
         if conf.journalFile is None or conf.fullDumpFile is None:
@@ -101,7 +110,11 @@ class HacoordSyncObj(SafeSyncObj):
         #: Seconds the ticking thread may wait for a journal sync before leaving it to finish
         #: in the background (a fast disk then acknowledges as if syncing in place).
         self.sync_wait = sync_wait
-        self._staged: tuple[SnapshotHeader, ClusterState] | None = None
+        self.snapshot_decoder = snapshot_decoder if snapshot_decoder is not None else InlineSyncer()
+        #: The received snapshot's decode: empty while it runs, then its result or exception.
+        self._decoded: list[Any] = []
+        self._decode_started = 0.0
+        self._staged: tuple[SnapshotHeader, ClusterState, object] | None = None
         conf.serializer = conf.deserializer = _not_used  # the store does this work
 
         def make_journal(path: str | None) -> HacoordJournal:
@@ -200,15 +213,35 @@ class HacoordSyncObj(SafeSyncObj):
     def _safe_snapshot_chunk(self, serialized: Any) -> bool:
         return self.snapshots.setTransmissionData(serialized)
 
-    def _safe_snapshot_staged(self) -> tuple[Any, int, int]:
-        with STEPS.timed("decode received snapshot"):
+    def _safe_begin_decode(self) -> None:
+        store, machine = self.snapshots, self.state_machine
+        decoded = self._decoded = []
+        self._decode_started = time.perf_counter()
+
+        def decode() -> None:  # on the decoder's thread: touches the staged file and new objects
             try:
-                header, state = self.snapshots.read_received()
-            except NewerSnapshot as exc:
-                raise NewerRelease(f"a snapshot received from the leader: {exc}") from None
-        assert state is not None
-        self._staged = (header, state)
-        return header.last
+                # No collection meanwhile: it would scan the young state holding the GIL.
+                with collector_paused():
+                    header, state = store.read_received()
+                    assert state is not None
+                    decoded.append((header, state, machine.prepare(state)))
+            except BaseException as exc:  # noqa: BLE001 (handed to the ticking thread)
+                decoded.append(exc)
+
+        self.snapshot_decoder.start(decode)
+
+    def _safe_snapshot_staged(self) -> tuple[Any, int, int] | None:
+        if not self._decoded:
+            return None
+        (result,) = self._decoded
+        self._decoded = []
+        self.snapshot_decoder.poll()  # the job reports through ``_decoded``; forget its status
+        if isinstance(result, NewerSnapshot):
+            raise NewerRelease(f"a snapshot received from the leader: {result}") from None
+        if isinstance(result, BaseException):
+            raise result
+        self._staged = result
+        return result[0].last
 
     def _safe_discard_staged(self) -> None:
         self._staged = None
@@ -216,19 +249,24 @@ class HacoordSyncObj(SafeSyncObj):
 
     def _safe_install_staged(self, keep_tail: bool) -> None:
         assert self._staged is not None
-        header, state = self._staged
+        header, state, prepared = self._staged
         self._staged = None
         # The dump first (durably), then the journal: a crash in between restarts from the new
         # dump, and the load keeps or replaces the journal by the same rule.
         self.snapshots.install_received(header)
-        self._adopt(header, state, keep_tail)
+        self._adopt(header, state, keep_tail, prepared)
+        log.info("installed a snapshot from the leader ending at index %d (decoded off the loop "
+                 "in %.2f s)", header.index, time.perf_counter() - self._decode_started)
 
-    def _adopt(self, header: SnapshotHeader, state: ClusterState, keep_tail: bool) -> None:
-        """Make the snapshot the applied state; align the log with it."""
+    def _adopt(self, header: SnapshotHeader, state: ClusterState, keep_tail: bool,
+               prepared: object = UNPREPARED) -> None:
+        """Make the snapshot the applied state; align the log with it. ``prepared`` is what
+        :meth:`StateMachine.prepare` made of ``state`` off the loop, if it was."""
         with STEPS.timed("adopt snapshot"):
-            self._adopt_now(header, state, keep_tail)
+            self._adopt_now(header, state, keep_tail, prepared)
 
-    def _adopt_now(self, header: SnapshotHeader, state: ClusterState, keep_tail: bool) -> None:
+    def _adopt_now(self, header: SnapshotHeader, state: ClusterState, keep_tail: bool,
+                   prepared: object) -> None:
         log = self._SyncObj__raftLog
         if keep_tail:
             pos = header.prev[1] - log[0][1]
@@ -236,7 +274,7 @@ class HacoordSyncObj(SafeSyncObj):
                 log.deleteEntriesTo(pos)
         else:
             log.replace([header.prev, header.last])
-        self.state_machine.restore(state)
+        self.state_machine.restore(state, prepared)
         self._SyncObj__raftLastApplied = header.index
         # A snapshot holds applied, hence committed, entries only.
         commit = max(self._SyncObj__raftCommitIndex, header.index)
@@ -363,12 +401,14 @@ class HacoordSyncObj(SafeSyncObj):
     def destroy(self) -> None:
         """Clean stop: close connections, stop a snapshot write, sync and close the journal."""
         self.snapshots.close()
+        self.snapshot_decoder.close()
         super().destroy()
 
     def abandon(self) -> None:
         """Stop without writing anything more (after a storage failure; or a simulated crash):
         connections closed, a snapshot write stopped, the journal closed unsynced."""
         self.snapshots.close()
+        self.snapshot_decoder.close()
         transport = getattr(self, "_SyncObj__transport", None)
         if transport is not None:
             transport.destroy()

@@ -71,15 +71,15 @@ class ChangeFeed:
         if added:
             self._wake()
 
-    def reset(self, revision: int, state: ClusterState | None = None) -> None:
-        """The state jumped to ``revision`` (snapshot install): history before it is gone."""
+    def reset(self, revision: int, state: ClusterState | None = None,
+              routing: Routing | None = None) -> None:
+        """The state jumped to ``revision`` (snapshot install): history before it is gone.
+        ``routing`` is ``routing_shadow(state)`` if it was made ahead (off the loop)."""
         self._events.clear()
         self._undo.clear()
-        self._routing = {} if state is None else {
-            name: (res.replication_factor,
-                   [(tuple(p.replicas), p.leader, p.epoch, _adding(state, name, i))
-                    for i, p in enumerate(res.partitions)])
-            for name, res in state.resources.items()}
+        if routing is None:
+            routing = {} if state is None else routing_shadow(state)
+        self._routing = routing
         self.floor = self.revision = revision
         self._wake()
 
@@ -212,6 +212,15 @@ def _route_dict(route: Route | None) -> dict[str, object] | None:
     if route is None:
         return None
     return {"replicas": list(route[0]), "leader": route[1], "epoch": route[2], "adding": list(route[3])}
+
+
+def routing_shadow(state: ClusterState) -> Routing:
+    """The routing of every partition of ``state``, as the feed keeps it. Reads only ``state``
+    (a worker thread makes it for a snapshot being installed)."""
+    return {name: (res.replication_factor,
+                   [(tuple(p.replicas), p.leader, p.epoch, _adding(state, name, i))
+                    for i, p in enumerate(res.partitions)])
+            for name, res in state.resources.items()}
 
 
 def _adding(state: ClusterState, resource: str, partition: int) -> tuple[str, ...]:

@@ -20,6 +20,8 @@ Only a member process uses this policy (:func:`configure_for_member`); elsewhere
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: Collection thresholds of a member: a young collection per 50,000 net allocations, the middle
 #: generation every second one (so it never holds more than about 100,000 objects).
@@ -41,3 +43,18 @@ def state_grew() -> None:
     """The state just grew by many objects: keep the collector from ever scanning them."""
     if _enabled:
         gc.freeze()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No collection while a worker thread builds a large state (a received snapshot): one
+    would scan the millions of young objects holding the GIL, stalling the event loop as if the
+    work ran on it. Collections resume (if they were enabled) when the block ends; the new
+    state is frozen by :func:`state_grew` once it is installed."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -55,7 +55,7 @@ from hacoord.replication.base import (
     ReplicationError,
 )
 from hacoord.replication.driver import FAIL_NAMES, JOURNAL_FILE, RaftDriver, RaftTuning
-from hacoord.replication.feed import ChangeFeed
+from hacoord.replication.feed import ChangeFeed, Routing, routing_shadow
 from hacoord.replication.invariants import InvariantWatch
 from hacoord.replication.journal import cut_to_durable
 from hacoord.replication.rejoin import member_lock
@@ -211,10 +211,12 @@ class RaftReplicator:
         driver = RaftDriver(
             me.raft_address, others, self.data_dir, self._secret, self.tuning,
             on_applied=self._on_applied, on_restored=self._on_restored,
-            on_role_changed=self._on_role_changed, on_failed=self._on_batch_failed,
-            wanted=lambda rid: rid in self._waiting, snapshot_writer=writer, fault=self._fault,
+            prepare_restore=routing_shadow, on_role_changed=self._on_role_changed,
+            on_failed=self._on_batch_failed, wanted=lambda rid: rid in self._waiting,
+            snapshot_writer=writer, fault=self._fault,
             syncer=ThreadSyncer(on_done=self._wake_from_thread),
-            meta_writer=ThreadSyncer(name="journal-meta"), sync_wait=SYNC_WAIT)
+            meta_writer=ThreadSyncer(name="journal-meta"), sync_wait=SYNC_WAIT,
+            snapshot_decoder=ThreadSyncer(on_done=self._wake_from_thread, name="snapshot-decode"))
         self._driver = driver
         self._loaded = False
         self._must_reach = max(self._must_reach, driver.start_commit_index)
@@ -509,10 +511,11 @@ class RaftReplicator:
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(outcome)
 
-    def _on_restored(self) -> None:
-        """A snapshot replaced the state: answer waiters whose commands it already contains."""
+    def _on_restored(self, routing: Routing | None = None) -> None:
+        """A snapshot replaced the state: answer waiters whose commands it already contains.
+        ``routing`` is the new state's :func:`routing_shadow`, if it was made ahead."""
         if self.state.revision > self.feed.revision:
-            self.feed.reset(self.state.revision, self.state)
+            self.feed.reset(self.state.revision, self.state, routing)
         for rid in [r for r in self._waiting if r in self.state.requests]:
             self._on_applied(rid, apply_logged(self.state, self._waiting[rid].command))
 

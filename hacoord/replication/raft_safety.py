@@ -67,9 +67,18 @@ Snapshots
 Where a snapshot is staged, read and made the member's dump is the business of a subclass
 (:class:`~hacoord.replication.engine.HacoordSyncObj` with its
 :class:`~hacoord.replication.snapshot_store.SnapshotStore`): it implements
-:meth:`SafeSyncObj._safe_snapshot_chunk`, :meth:`SafeSyncObj._safe_snapshot_staged`,
-:meth:`SafeSyncObj._safe_discard_staged` and :meth:`SafeSyncObj._safe_install_staged`.
-``SafeSyncObj`` alone decides *whether* to install and what to keep, and refuses snapshots.
+:meth:`SafeSyncObj._safe_snapshot_chunk`, :meth:`SafeSyncObj._safe_begin_decode`,
+:meth:`SafeSyncObj._safe_snapshot_staged`, :meth:`SafeSyncObj._safe_discard_staged` and
+:meth:`SafeSyncObj._safe_install_staged`. ``SafeSyncObj`` alone decides *whether* to install
+and what to keep, and refuses snapshots.
+
+The decode may run elsewhere and end ticks later. Meanwhile the member leaves its log alone:
+it takes no entries and no new snapshot chunks and sends no answer (a rejection would send the
+leader back to a new snapshot), though it still follows the leader's term and commit index and
+counts the leader as heard. The first tick after the decode ends installs the snapshot and
+acknowledges it to its sender; the leader's next message, refused if it was sent past what the
+member now holds, moves the leader's next index back to where the member can go on. A member
+that stood for election meanwhile drops the snapshot: the next leader sends what it needs.
 
 Rejoin
 ======
@@ -189,6 +198,10 @@ class SafeSyncObj(_syncobj.SyncObj):
         self.snapshots_kept_tail = 0
         self.snapshots_replaced_log = 0
         self.snapshots_stale = 0
+        #: Received snapshots dropped after their decode: the member was no longer a follower.
+        self.snapshots_dropped = 0
+        #: The member whose snapshot is being decoded (None: no decode under way).
+        self._safe_decoding_from: Node | None = None
         super().__init__(selfNode, otherNodes, conf=conf, consumers=consumers,
                          nodeClass=nodeClass, transport=transport,
                          transportClass=transportClass)
@@ -222,6 +235,7 @@ class SafeSyncObj(_syncobj.SyncObj):
         """The library's tick, counting failures (re-raised: the tick thread logs them)."""
         try:
             self._safe_check_rejoin()
+            self._safe_advance_commit(self._safe_finish_install())
             super()._onTick(timeToWait)
         except Exception as exc:
             self.tick_failures += 1
@@ -320,6 +334,10 @@ class SafeSyncObj(_syncobj.SyncObj):
         self._SyncObj__setState(_syncobj._RAFT_STATE.FOLLOWER)
         leader_commit = message["commit_index"]
         self._SyncObj__leaderCommitIndex = leader_commit
+        if self._safe_decoding_from is not None:
+            # A received snapshot is being decoded: the log waits for it. No answer either;
+            # the install acknowledges, and the leader's next message finds where to go on.
+            return
 
         covered: int | None = None
         if "prevLogIdx" in message:
@@ -335,12 +353,17 @@ class SafeSyncObj(_syncobj.SyncObj):
             # Decoding and installing a large snapshot can take longer than an election
             # timeout; the leader was alive when it sent it, so that time does not count.
             self._safe_heard_from_leader()
+        self._safe_advance_commit(covered)
+        self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
 
-        if covered is not None:
+    def _safe_advance_commit(self, covered: int | None) -> None:
+        """Raft receiver step 5: the commit index follows the leader's, as far as the log
+        matches the leader's (``covered``: the last index an accepted message covered)."""
+        leader_commit = self._SyncObj__leaderCommitIndex
+        if covered is not None and leader_commit is not None:
             target = min(leader_commit, covered)
             if target > self._SyncObj__raftCommitIndex:
                 self._SyncObj__raftCommitIndex = target
-        self._SyncObj__raftLog.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
 
     def _safe_heard_from_leader(self) -> None:
         """Postpone this member's election: the leader was just heard from (not during a
@@ -449,20 +472,46 @@ class SafeSyncObj(_syncobj.SyncObj):
         self._SyncObj__deleteEntriesFrom(idx)
 
     def _safe_install_snapshot(self, node: Node, serialized: Any) -> int | None:
-        """Take one snapshot chunk; once complete, install it (Figure 13) unless it is older
-        than the commit index. Return the last index the ack covered, None if none was sent."""
+        """Take one snapshot chunk; once complete, have it decoded. Return what
+        :meth:`_safe_finish_install` returns if the decode ended at once, else None."""
+        if self._safe_decoding_from is not None:
+            return None  # the last one is still being decoded: a new transmission must wait
         if not self._safe_snapshot_chunk(serialized):
             return None  # more chunks to come (the library does not ack chunks either)
+        self._safe_decoding_from = node
+        self._safe_begin_decode()
+        return self._safe_finish_install()
+
+    def _safe_finish_install(self) -> int | None:
+        """Once the received snapshot is decoded, install it (Figure 13) unless it is older
+        than the commit index, and acknowledge it to its sender. Return the last index the
+        ack covered; None while the decode runs, or if nothing was acknowledged."""
+        node = self._safe_decoding_from
+        if node is None:
+            return None
         try:
-            last_entry = tuple(self._safe_snapshot_staged())
+            staged = self._safe_snapshot_staged()
         except NewerRelease:
+            self._safe_decoding_from = None
             self._safe_discard_staged()
             raise  # fatal: the member stops rather than be sent it again and again
         except Exception as exc:
             logger.error("received snapshot from %s cannot be read: %s", node, exc)
+            self._safe_decoding_from = None
             self._safe_discard_staged()
             self._safe_send_ack(node, success=False, reset=True)
             return None
+        if staged is None:
+            return None
+        self._safe_decoding_from = None
+        if self._SyncObj__raftState != _syncobj._RAFT_STATE.FOLLOWER:
+            # It stood for election meanwhile (the leader fell silent): whoever leads now
+            # sends what this member needs.
+            logger.info("dropping the snapshot from %s: no longer a follower", node)
+            self.snapshots_dropped += 1
+            self._safe_discard_staged()
+            return None
+        last_entry = tuple(staged)
         snapshot_idx, snapshot_term = last_entry[1], last_entry[2]
         if snapshot_idx <= self._SyncObj__raftCommitIndex:
             # Installing would move commit index and applied state backwards; the follower
@@ -489,8 +538,13 @@ class SafeSyncObj(_syncobj.SyncObj):
         """Stage one chunk of a received snapshot; True once a whole snapshot is staged."""
         raise NotImplementedError("SafeSyncObj needs a snapshot store: use HacoordSyncObj")
 
-    def _safe_snapshot_staged(self) -> tuple[Any, int, int]:
-        """The staged snapshot's last entry ``(command, index, term)``, after checking it."""
+    def _safe_begin_decode(self) -> None:
+        """Start decoding and checking the snapshot just staged (perhaps elsewhere)."""
+        raise NotImplementedError
+
+    def _safe_snapshot_staged(self) -> tuple[Any, int, int] | None:
+        """The staged snapshot's last entry ``(command, index, term)`` once it is decoded and
+        checked (None until then); raises what the decode raised."""
         raise NotImplementedError
 
     def _safe_discard_staged(self) -> None:

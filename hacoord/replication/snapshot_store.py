@@ -188,6 +188,8 @@ class SnapshotStore:
         self.last_error: str | None = None
         self._job: tuple[int, SnapshotHeader, float] | None = None
         self._sending: dict[Any, BinaryIO] = {}
+        #: Transmissions of the dump to followers begun (each one sends it whole).
+        self.transmissions = 0
         self._incoming: int | None = None
         self._incoming_size = 0
 
@@ -273,6 +275,7 @@ class SnapshotStore:
         try:
             if f is None:
                 f = self._sending[transmissionID] = open(self.path, "rb")  # noqa: SIM115
+                self.transmissions += 1
             data = f.read(self.chunk_size)
         except OSError as exc:
             log.warning("cannot send snapshot %s: %s", self.path, exc)

@@ -25,6 +25,8 @@ from hacoord.replication.storage import NewerRelease
 log = logging.getLogger(__name__)
 
 AppliedHook = Callable[[str, Outcome], None]
+#: ``StateMachine.restore``'s default: the restored state was not prepared ahead.
+UNPREPARED: object = object()
 #: Commands after which the state holds many more objects (see hacoord.replication.gcpolicy).
 GROWING = (CreateResource, AddPartitions)
 
@@ -73,11 +75,13 @@ class StateMachine(SyncObjConsumer):
     """Holds the :class:`ClusterState` and applies committed batches to it.
 
     ``on_applied(request_id, outcome)`` is called after each command, on the ticking thread;
-    ``on_restored()`` after a snapshot replaced the state (:meth:`restore`: a follower
-    installing one, or a restart).
+    ``on_restored(prepared)`` after a snapshot replaced the state (:meth:`restore`: a follower
+    installing one, or a restart), with what ``prepare(state)`` made of the new state (see
+    :meth:`prepare`).
     """
 
-    def __init__(self, on_applied: AppliedHook, on_restored: Callable[[], None]) -> None:
+    def __init__(self, on_applied: AppliedHook, on_restored: Callable[[object], None],
+                 prepare: Callable[[ClusterState], object] = lambda _state: None) -> None:
         super().__init__()
         self.state = ClusterState()
         self.applied_commands = 0
@@ -85,6 +89,7 @@ class StateMachine(SyncObjConsumer):
         self.apply_seconds = 0.0
         self._on_applied = on_applied
         self._on_restored = on_restored
+        self._prepare = prepare
 
     @replicated
     def apply_batch(self, payload: bytes) -> None:
@@ -107,12 +112,21 @@ class StateMachine(SyncObjConsumer):
         if grew:
             state_grew()
 
-    def restore(self, state: ClusterState) -> None:
-        """A snapshot replaced the state (loaded at start or installed from the leader). Its
-        leader index is built now, within the restore's own pause, rather than by the first
-        liveness change after it (tens of milliseconds at 100,000 partitions)."""
-        with STEPS.timed("leader index build"):
-            state.leader_index()
+    def prepare(self, state: ClusterState) -> object:
+        """What installing ``state`` needs that takes long at 100,000 partitions, done ahead:
+        its leader index, and what the ``prepare`` hook makes of it (the replicator's routing
+        shadow). Touches nothing but ``state``, so a worker thread may call it."""
+        state.leader_index()
+        return self._prepare(state)
+
+    def restore(self, state: ClusterState, prepared: object = UNPREPARED) -> None:
+        """A snapshot replaced the state (loaded at start or installed from the leader).
+        ``prepared`` is :meth:`prepare`'s result if it was made off the loop; otherwise it is
+        made now, within the restore's own pause (rather than by the first liveness change or
+        watch after it)."""
+        if prepared is UNPREPARED:
+            with STEPS.timed("prepare restored state"):
+                prepared = self.prepare(state)
         self.state = state
         state_grew()
-        self._on_restored()
+        self._on_restored(prepared)

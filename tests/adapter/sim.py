@@ -17,6 +17,9 @@ the driver's seams:
 * **journal syncs** - with ``deferred_syncs`` a :class:`DeferredSyncer` runs each fdatasync when
   the test says (or, in :meth:`SimCluster.step`, at random), as the worker thread would finish
   it; without, syncs finish at once (the journal's inline syncer);
+* **decodes of received snapshots** - likewise with ``deferred_decodes`` (by default as
+  ``deferred_syncs``): the decode, a worker thread's job in production, ends when the test
+  says, so that the member ticks and hears from the leader meanwhile;
 * **storage faults** - a :class:`FaultPlan` stops a member at a named point of a storage
   operation: a crash (:class:`SimulatedCrash`, optionally with a power loss that tears the
   unsynced tail of the journal at a random byte) or an I/O error (``ENOSPC``/``EIO``: the member
@@ -301,6 +304,7 @@ class SimMember:
         self.fault = FaultPlan()
         self.writer = DeferredWriter()
         self.syncer = DeferredSyncer() if cluster.deferred_syncs else None
+        self.decoder = DeferredSyncer() if cluster.deferred_decodes else None
         self.poller = SimPoller()
         self.waiting: set[str] = set()
         network = cluster.network
@@ -317,7 +321,8 @@ class SimMember:
             on_role_changed=self._role_changed, on_failed=self._failed,
             transport_class=transport, node_class=SimNode, poller=self.poller,
             snapshot_writer=self.writer, fault=self.fault, clock=cluster.clock,
-            rng=random.Random(cluster.rng.random()), syncer=self.syncer)
+            rng=random.Random(cluster.rng.random()), syncer=self.syncer,
+            snapshot_decoder=self.decoder)
         network.connect(name)
 
     @property
@@ -341,7 +346,7 @@ class SimMember:
             if outcome.ok:
                 self.cluster.acked[rid] = self.name
 
-    def _restored(self) -> None:
+    def _restored(self, _prepared: object = None) -> None:
         requests = self.driver.sm.state.requests if hasattr(self, "driver") else {}
         for rid in sorted(self.waiting & set(requests)):
             self.waiting.discard(rid)
@@ -365,9 +370,11 @@ class SimCluster(Stepping):
     """``size`` simulated members with data under ``root``. See the module docstring."""
 
     def __init__(self, root: Path, clock: FakeClock, seed: int, size: int = 3,
-                 tuning: RaftTuning = SIM_TUNING, deferred_syncs: bool = False) -> None:
+                 tuning: RaftTuning = SIM_TUNING, deferred_syncs: bool = False,
+                 deferred_decodes: bool | None = None) -> None:
         self.root = root
         self.deferred_syncs = deferred_syncs
+        self.deferred_decodes = deferred_syncs if deferred_decodes is None else deferred_decodes
         self.clock = clock
         self.rng = random.Random(seed)
         self.tuning = tuning
@@ -395,6 +402,7 @@ class SimCluster(Stepping):
         for key, value in (("snapshots kept tail", obj.snapshots_kept_tail),
                            ("snapshots replaced log", obj.snapshots_replaced_log),
                            ("snapshots stale", obj.snapshots_stale),
+                           ("snapshots dropped", obj.snapshots_dropped),
                            ("own dumps", obj.snapshots.writes)):
             self.stats[key] = self.stats.get(key, 0) + value
 
@@ -483,9 +491,40 @@ class SimCluster(Stepping):
         if member is not None and member.syncer is not None:
             self._guard(name, member.syncer.finish)
 
+    def leave_one_behind(self) -> tuple[str, str, str]:
+        """Cut one follower off while the leader writes and both others compact past what it
+        holds (its links stay cut): ``(leader, lagging, other)``."""
+        assert self.run_until(lambda: self.leader() is not None, rounds=100)
+        leader = self.leader()
+        assert leader is not None
+        lagging, other = (n for n in self.names if n != leader)
+        self.network.cut_link(leader, lagging)
+        self.network.cut_link(other, lagging)
+        for _ in range(4):
+            self.submit(leader, 4)
+            self.step(rounds=4)
+        for name in (leader, other):
+            self.members[name].obj.forceLogCompaction()
+        self.step(rounds=4)
+        dump = self.dump_index(leader)
+        assert dump is not None and dump > self.commit(lagging)
+        return leader, lagging, other
+
+    def finish_decode(self, name: str) -> None:
+        """End the member's decode of a received snapshot, if one is under way."""
+        member = self.members.get(name)
+        if member is not None and member.decoder is not None and member.decoder.job is not None:
+            self.count("decodes ended later")
+            self._guard(name, member.decoder.finish)
+
+    def decoding(self, name: str) -> bool:
+        """True while the member's decode of a received snapshot waits to be ended."""
+        member = self.members.get(name)
+        return member is not None and member.decoder is not None and member.decoder.job is not None
+
     def step(self, dt: float = 0.11, rounds: int = 1) -> None:
         """``rounds`` x (advance clock, tick everyone, deliver everything not held, finish
-        snapshot writes, finish most deferred journal syncs)."""
+        snapshot writes, finish most deferred journal syncs and half the deferred decodes)."""
         for _ in range(rounds):
             self.clock.advance(dt)
             self.tick()
@@ -496,6 +535,10 @@ class SimCluster(Stepping):
                 for name in self.alive:
                     if self.rng.random() < 0.7:
                         self.finish_sync(name)
+            if self.deferred_decodes:
+                for name in self.alive:
+                    if self.decoding(name) and self.rng.random() < 0.5:
+                        self.finish_decode(name)
 
     def submit(self, name: str, count: int = 1) -> list[str]:
         rids = []

@@ -203,6 +203,7 @@ def apply_move(cluster: SimCluster, clock: Any, move: tuple[Any, ...],
         cluster.finish_snapshot(role[args[0]])
     elif kind == "sync":
         cluster.finish_sync(role[args[0]])
+        cluster.finish_decode(role[args[0]])
 
 
 # Stories: the shape every acknowledged-write loss of Raft takes - one member falls behind, a
@@ -380,6 +381,7 @@ def apply_fault(cluster: SimCluster, fault: str | None, a: str, b: str, point: s
         cluster.finish_snapshot(a)
     elif fault == "sync":
         cluster.finish_sync(a)
+        cluster.finish_decode(a)
     elif fault == "compact" and alive:
         cluster.members[a].obj.forceLogCompaction()
     elif fault == "hold" and a != b:

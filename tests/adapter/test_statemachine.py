@@ -20,7 +20,8 @@ from hacoord.replication.statemachine import (
 def machine() -> tuple[StateMachine, list[str], list[int]]:
     applied: list[str] = []
     restored: list[int] = []
-    sm = StateMachine(lambda rid, outcome: applied.append(rid), lambda: restored.append(1))
+    sm = StateMachine(lambda rid, outcome: applied.append(rid),
+                      lambda _prepared: restored.append(1))
     return sm, applied, restored
 
 

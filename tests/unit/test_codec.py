@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hacoord.core import ClusterState, apply, commands, decode_state, digest, encode_state
+from hacoord.core.codec import loads_in_pieces
 from hacoord.core.model import SCHEMA_VERSION
 from hacoord.core.validate import validate
 from tests.unit.scenarios import build_state, next_command
@@ -102,3 +103,41 @@ def test_foreign_schema_is_refused(schema):
 def test_malformed_snapshot_raises_value_error(raw):
     with pytest.raises(ValueError):
         decode_state(raw)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.integers(0, 6), st.sampled_from([None, 0, 2]))
+def test_loads_in_pieces_reads_what_json_loads_reads(value: object, depth: int,
+                                                       indent: int | None) -> None:
+    text = json.dumps(value, indent=indent)
+    assert loads_in_pieces(text, depth) == json.loads(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.integers(1, 6), st.data())
+def test_loads_in_pieces_refuses_what_json_loads_refuses(value: object, depth: int,
+                                                          data: st.DataObject) -> None:
+    text = json.dumps(value)
+    cut = data.draw(st.integers(0, len(text)))
+    broken = text[:cut] + data.draw(st.sampled_from(["", ",", "]", "}", ":", "x", " 1"])) + \
+        text[cut + data.draw(st.integers(0, 2)):]
+    try:
+        expected: object = json.loads(broken)
+    except ValueError:
+        with pytest.raises(ValueError):
+            loads_in_pieces(broken, depth)
+    else:
+        assert loads_in_pieces(broken, depth) == expected
+
+
+def test_a_state_decodes_in_pieces_as_a_whole() -> None:
+    state = _sample_state()
+    raw = encode_state(state).decode()
+    assert ClusterState.from_dict(loads_in_pieces(raw)) == state

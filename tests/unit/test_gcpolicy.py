@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
 
     if sys.argv[1] == "member":
         gcpolicy.configure_for_member()
-    sm = StateMachine(lambda rid, outcome: None, lambda: None)
+    sm = StateMachine(lambda rid, outcome: None, lambda _prepared: None)
     nodes = [c.encode(c.RegisterNode(time=1.0, node_id=f"n{i}", address=f"10.0.0.{i + 1}:9000"))
              for i in range(3)]
     sm.apply_batch(encode_batch(nodes), _doApply=True)
