@@ -62,6 +62,9 @@ class RaftTuning:
 
     tick_period: float = 0.01
     append_entries_period: float = 0.05
+    #: Seconds a leader's tick may spend sending entries or snapshot chunks (the rest goes on
+    #: in the next tick, right after whatever else is ready on the loop).
+    send_budget: float = 0.005
     election_timeout_min: float = 0.3
     election_timeout_max: float = 0.6
     connection_timeout: float = 1.0
@@ -150,7 +153,8 @@ class RaftDriver:
             self_address, other_addresses, conf, state_machine=self.sm, durable=tuning.fsync,
             snapshot_writer=snapshot_writer, poller=poller, fault=fault, syncer=syncer,
             meta_writer=meta_writer, sync_wait=sync_wait, snapshot_decoder=snapshot_decoder,
-            rng=rng, nodeClass=node_class, transportClass=transport_class)
+            send_budget=tuning.send_budget, rng=rng, nodeClass=node_class,
+            transportClass=transport_class)
         self.journal = self.obj.journal
         self._alone = not other_addresses
         self.queue: deque[tuple[str, bytes]] = deque()
@@ -225,7 +229,7 @@ class RaftDriver:
         self.obj.send_new_entries()
         self._sync()
         STEPS.note("raft tick", time.perf_counter() - started)
-        return bool(self.obj.poller.last_events) or self.wants_tick
+        return bool(self.obj.poller.last_events) or self.wants_tick or self.obj.send_backlog
 
     def _sync(self) -> None:
         if self.journal is None:

@@ -91,7 +91,8 @@ class HacoordSyncObj(SafeSyncObj):
                  snapshot_writer: SnapshotWriter | None = None, poller: Poller | None = None,
                  fault: FaultHook | None = None, syncer: JournalSyncer | None = None,
                  meta_writer: JournalSyncer | None = None, sync_wait: float = 0.0,
-                 snapshot_decoder: JournalSyncer | None = None, early_election_step: float = 0.05,
+                 snapshot_decoder: JournalSyncer | None = None, send_budget: float = 0.005,
+                 early_election_step: float = 0.05,
                  rng: random.Random | None = None, nodeClass: type[Node] = TCPNode,
                  transportClass: Any = TCPTransport) -> None:
         if conf.journalFile is None or conf.fullDumpFile is None:
@@ -105,6 +106,9 @@ class HacoordSyncObj(SafeSyncObj):
                                        snapshot_writer, durable, fault)
         self.journal: HacoordJournal | None = None
         self._sent_up_to = 0
+        self.send_budget = send_budget
+        #: True when the last send stopped at ``send_budget`` with more to send.
+        self.send_backlog = False
         #: Follower acknowledgements waiting for the journal to be durable.
         self.pending_acks = PendingAcks()
         #: Seconds the ticking thread may wait for a journal sync before leaving it to finish
@@ -253,7 +257,8 @@ class HacoordSyncObj(SafeSyncObj):
         self._staged = None
         # The dump first (durably), then the journal: a crash in between restarts from the new
         # dump, and the load keeps or replaces the journal by the same rule.
-        self.snapshots.install_received(header)
+        with STEPS.timed("install received snapshot"):
+            self.snapshots.install_received(header)
         self._adopt(header, state, keep_tail, prepared)
         log.info("installed a snapshot from the leader ending at index %d (decoded off the loop "
                  "in %.2f s)", header.index, time.perf_counter() - self._decode_started)
@@ -330,9 +335,26 @@ class HacoordSyncObj(SafeSyncObj):
         if not self._isLeader():
             return
         last = self._SyncObj__raftLog[-1][1]
-        if last != self._sent_up_to:
+        if last != self._sent_up_to or self.send_backlog:
             self._sent_up_to = last
             self._SyncObj__sendAppendEntries()
+
+    def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 (the library's private name)
+        """The library's send to every follower, within ``send_budget`` seconds. The library
+        stops sending after ``appendEntriesPeriod`` (50 ms): a follower catching up on a long
+        log or a whole snapshot held the leader's loop that long in each tick (``bench.scale``
+        logged stalls of 131 ms). What is left is sent in the next tick (``send_backlog``);
+        heartbeats keep the library's period."""
+        conf = self._SyncObj__conf
+        period = conf.appendEntriesPeriod
+        started = _syncobj_module.monotonicTime()
+        conf.appendEntriesPeriod = self.send_budget  # the library's own cut-off, shortened
+        try:
+            _syncobj_module.SyncObj._SyncObj__sendAppendEntries(self)
+        finally:
+            conf.appendEntriesPeriod = period
+        self._SyncObj__newAppendEntriesTime = started + period
+        self.send_backlog = _syncobj_module.monotonicTime() - started >= self.send_budget
 
     def _safe_send_ack(self, node: Node, success: bool, reset: bool = False,
                        next_idx: int | None = None) -> None:

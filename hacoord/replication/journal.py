@@ -430,7 +430,8 @@ class HacoordJournal:
         tail). Raises :class:`StorageError` and fails the journal if it cannot."""
         self._check()
         try:
-            self._rewrite(list(entries))
+            with STEPS.timed("journal replace"):
+                self._rewrite(list(entries))
         except StorageError as exc:
             self.failed = exc
             raise

@@ -129,4 +129,5 @@ class StateMachine(SyncObjConsumer):
                 prepared = self.prepare(state)
         self.state = state
         state_grew()
-        self._on_restored(prepared)
+        with STEPS.timed("answer restored waiters"):
+            self._on_restored(prepared)
