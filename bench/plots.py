@@ -81,7 +81,7 @@ def plot_scale(result: dict[str, Any], stem: Path, plt: Any) -> list[Path]:
     latency.set(xlabel="seconds into the run", ylabel="probe write ms (log)", yscale="log",
                 title="A small write every 50 ms, from start to acknowledgement")
     for member, samples in sorted((result.get("lag_samples") or {}).items()):
-        lag.plot([t for t, _ in samples], [1000 * s for _, s in samples], ".", markersize=3,
+        lag.plot([t for t, *_ in samples], [1000 * s for _, s, *_ in samples], ".", markersize=3,
                  label=f"{member} ({len(samples)})")
     lag.axhline(100, color="grey", linewidth=0.8, linestyle="--")
     lag.set(xlabel="seconds into the run", ylabel="loop lag ms (log)", yscale="log",

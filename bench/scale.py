@@ -101,6 +101,20 @@ async def probe_writes(ports: dict[str, int], probe: Probe, stop: asyncio.Event,
         conn.close()
 
 
+def step_ms(step: str | None) -> float:
+    """The milliseconds of a member's step as its lag samples name it ("raft tick 25 ms")."""
+    return float(step.rsplit(" ", 2)[-2]) if step else 0.0
+
+
+def held(samples: list[tuple[float, float, str | None]], start: float, end: float) -> dict[str, Any]:
+    """Of a member's lag samples over 20 ms between ``start`` and ``end``: the steps that held
+    its loop over 20 ms themselves, and how many samples had no such step (the member waited
+    for a CPU shared with the others and the load generator, or ran many short steps)."""
+    window = [step for t, _, step in samples if start <= t < end]
+    return {"held_by_steps_over_20ms": [step for step in window if step_ms(step) > 20],
+            "no_step_over_20ms": sum(1 for step in window if step_ms(step) <= 20)}
+
+
 async def watch_own_lag(samples: list[tuple[float, float]], stop: asyncio.Event,
                         every: float = 0.01) -> None:
     """Record how late this process's loop wakes from a sleep of ``every`` (over 5 ms)."""
@@ -152,7 +166,7 @@ class Bench:
         self.phase_times: list[tuple[str, float, float]] = []
         self.idle_p50 = float("nan")
         #: Each member's event-loop lag samples over 20 ms, (loop clock, seconds).
-        self.lag_samples: dict[str, list[tuple[float, float]]] = {}
+        self.lag_samples: dict[str, list[tuple[float, float, str | None]]] = {}
         #: The time of the last lag sample collected from each member (its clock, as sent).
         self.lag_seen: dict[str, float] = {}
         #: This process's own loop lag samples over 5 ms: (loop clock, seconds).
@@ -177,7 +191,7 @@ class Bench:
             samples = answer.json()["loop_lag"]["samples"]
             if samples:
                 self.lag_seen[member] = samples[-1][0]  # the member's own time: asked as it is
-            have.extend((t - self.wall_offset, lag) for t, lag in samples)
+            have.extend((t - self.wall_offset, lag, step) for t, lag, step in samples)
 
     async def phase(self, name: str, work: Any) -> Any:
         """Run ``work`` (a coroutine) and record what the cluster went through meanwhile."""
@@ -199,7 +213,8 @@ class Bench:
             over = {f"over_{int(t * 1000)}ms": total - (a.get(t, 0) - b.get(t, 0)) for t in LAG_BUCKETS}
             worst = max((le for le in sorted(a) if a[le] - b.get(le, 0) > 0
                          and (a[le] - b.get(le, 0)) == total), default=0.0)
-            lag[member] = {**over, "samples": total, "worst_bucket_s": worst}
+            lag[member] = {**over, "samples": total, "worst_bucket_s": worst,
+                           **held(self.lag_samples.get(member, []), start, end)}
         terms_before = max(s.get("hacoord_raft_term", 0) for s in before.values())
         terms_after = max(s.get("hacoord_raft_term", 0) for s in after.values())
         record = {
@@ -417,7 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             for name, a, b in bench.phase_times],
             "probe_samples": [(round(t - zero, 3), round(lat, 5))
                               for t, lat, _ in bench.probe.samples],
-            "lag_samples": {m: [(round(t - zero, 3), round(lag, 4)) for t, lag in samples]
+            "lag_samples": {m: [(round(t - zero, 3), round(lag, 4), step) for t, lag, step in samples]
                             for m, samples in sorted(bench.lag_samples.items())},
             "settings": {"nodes": args.nodes, "partitions": args.partitions,
                          "resources": args.resources, "idle_s": args.idle,

@@ -18,7 +18,7 @@ from typing import Any
 from hacoord.core import commands as c
 from hacoord.core.apply import MAX_PARTITIONS, over_cluster_limits
 from hacoord.core.results import Applied, Outcome, Rejected
-from hacoord.placement import place_resource, replacements_for
+from hacoord.placement import replacements_for
 from hacoord.replication.base import (
     NotAppliedError,
     NotLeaderError,
@@ -27,6 +27,7 @@ from hacoord.replication.base import (
 )
 from hacoord.server.errors import ApiError
 from hacoord.server.offload import offload
+from hacoord.server.placed import PlacedSlices, place_in_slices
 
 STALE_PLAN_RETRIES = 3
 #: Partitions per log entry when a resource is created: applying a slice costs a member a few
@@ -155,16 +156,16 @@ class Coordinator:
         if over is not None:  # refused before it is placed, let alone logged
             raise ApiError("limit_exceeded", over)
         total = replica_count(state)
-        placed: dict[str, list[list[str]]] = {}
+        placed: dict[str, PlacedSlices] = {}
 
         async def plan() -> c.CreateResource:
             # The work: the new replicas, and a count of every replica the cluster holds.
             placed["assignment"] = await offload(
-                place_resource, self.replicator.state, name, partitions, replicas,
+                place_in_slices, self.replicator.state, name, 0, partitions, replicas, MAX_SLICE,
                 size=partitions * replicas + total, name="placement")
             return c.CreateResource(request_id=request_id, name=name, partitions=partitions,
                                     replication_factor=replicas,
-                                    assignment=placed["assignment"][:MAX_SLICE],
+                                    assignment=placed["assignment"].take(0, MAX_SLICE),
                                     balance_metric=balance_metric)
 
         created = await self._submit_planned(request_id, plan)
@@ -177,7 +178,7 @@ class Coordinator:
         return created
 
     async def complete_resource(self, name: str, request_id: str,
-                                assignment: list[list[str]] | None = None) -> None:
+                                assignment: PlacedSlices | None = None) -> None:
         """Add the missing slices of a resource being created (the request that created it, a
         retry of that request, or the leader's rebalancer after a failover). Each slice is an
         ``AddPartitions`` entry starting where the resource ends; a slice another caller added
@@ -188,13 +189,12 @@ class Coordinator:
             if res is None or not res.creating:
                 return
             start, size, rf = len(res.partitions), res.size, res.replication_factor
-            if assignment is None or len(assignment) != size:
+            if assignment is None or assignment.end != size or start < assignment.start:
                 state = self.replicator.state
-                assignment = await offload(_place_rest, state, name, start, size, rf,
-                                           size=(size - start) * rf + replica_count(state),
-                                           name="placement")
-                assignment = [[] for _ in range(start)] + assignment
-            piece = assignment[start:start + MAX_SLICE]
+                assignment = await offload(place_in_slices, state, name, start, size, rf,
+                                           MAX_SLICE, name="placement",
+                                           size=(size - start) * rf + replica_count(state))
+            piece = assignment.take(start, MAX_SLICE)
             try:
                 await self.submit(c.AddPartitions(request_id=f"{slice_id}:{start}", name=name,
                                                   start=start, assignment=piece))
@@ -270,8 +270,3 @@ class Coordinator:
 def replica_count(state: Any) -> int:
     """How many replicas the state holds (the size of a planning job over it)."""
     return sum(len(res.partitions) * res.replication_factor for res in state.resources.values())
-
-
-def _place_rest(state: Any, name: str, start: int, size: int, rf: int) -> list[list[str]]:
-    """Replicas for partitions ``start..size-1`` of a resource being created."""
-    return place_resource(state, name, size - start, rf, start=start)

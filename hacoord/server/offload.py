@@ -4,7 +4,9 @@
 fork (copy-on-write, nothing copied or pickled on the way in), runs ``fn(*args)`` on the other
 core, pickles the result into a pipe and exits; the parent's event loop - Raft ticks included -
 goes on meanwhile and reads the answer when it is ready. A fork costs a few milliseconds, so
-work below ``inline_below`` (an estimate of its size the caller gives) simply runs inline.
+work below ``inline_below`` (an estimate of its size the caller gives, in replicas) simply runs
+inline: :data:`INLINE_BELOW` replicas place in a few milliseconds with 1,000 nodes (10,000
+took 56 ms on a loaded member's loop in ``bench.scale``).
 
 Only pure functions of their arguments belong here (the child's changes are lost with it), and
 only results that pickle small. The child dies with its parent (``PR_SET_PDEATHSIG``) and is
@@ -30,6 +32,7 @@ from hacoord.replication.steps import STEPS
 T = TypeVar("T")
 
 MAX_CHILDREN = 2
+INLINE_BELOW = 2_000
 DEFAULT_TIMEOUT = 120.0
 
 _slots: asyncio.Semaphore | None = None
@@ -48,7 +51,7 @@ def _semaphore() -> asyncio.Semaphore:
     return _slots
 
 
-async def offload(fn: Callable[..., T], *args: Any, size: int = 0, inline_below: int = 20_000,
+async def offload(fn: Callable[..., T], *args: Any, size: int = 0, inline_below: int = INLINE_BELOW,
                   timeout: float = DEFAULT_TIMEOUT, name: str | None = None) -> T:
     """``fn(*args)`` computed in a forked child when ``size >= inline_below`` (see the module
     docstring), else here. Raises :class:`OffloadError` if the child fails or times out."""

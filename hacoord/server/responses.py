@@ -168,7 +168,9 @@ class LoopLag(Answer):
     worst: float = Field(description="the worst lag since start, seconds")
     stalls: int = Field(description="lags over 100 ms (each logged with the steps that ran)")
     kept: int = Field(description="at most this many samples are kept, the oldest go first")
-    samples: list[tuple[float, float]] = Field(description="[time (seconds since the epoch), lag (seconds)]")
+    samples: list[tuple[float, float, str | None]] = Field(
+        description="[time (seconds since the epoch), lag (seconds), the longest step that ran "
+                    "on the loop meanwhile (\"raft tick 25 ms\"; null: none over 5 ms)]")
 
 
 class Status(Revisioned):

@@ -61,15 +61,17 @@ def test_a_stall_is_measured_and_logged_with_what_ran(caplog: pytest.LogCaptureF
     assert total is not None and over is not None and total - over >= 1
 
 
-def test_lags_over_20_ms_are_kept_with_their_time_for_status() -> None:
-    monitor = LagMonitor(CollectorRegistry(), Steps(), interval=0.01)
+def test_lags_over_20_ms_are_kept_with_their_time_and_step_for_status() -> None:
+    steps = Steps()
+    monitor = LagMonitor(CollectorRegistry(), steps, interval=0.01)
     marks: dict[str, float] = {}
 
     async def scenario() -> None:
         await monitor.start()
         await asyncio.sleep(0.05)
         marks["before"] = time.time()
-        time.sleep(0.15)  # one stall
+        with steps.timed("a slow step"):
+            time.sleep(0.15)  # one stall
         await asyncio.sleep(0.05)
         marks["between"] = time.time()
         time.sleep(0.06)  # and a smaller one, over 20 ms
@@ -79,9 +81,10 @@ def test_lags_over_20_ms_are_kept_with_their_time_for_status() -> None:
     asyncio.run(scenario())
     report = monitor.report()
     assert report["worst"] == monitor.worst and report["stalls"] == monitor.stalls >= 1
-    stalls = [t for t, lag in report["samples"] if lag >= 0.14]
-    assert any(marks["before"] < t < marks["between"] for t in stalls), report
+    stalls = [(t, step) for t, lag, step in report["samples"] if lag >= 0.14]
+    assert any(marks["before"] < t < marks["between"] for t, _ in stalls), report
+    assert any(step is not None and step.startswith("a slow step ") for _, step in stalls)
     later = monitor.report(since=marks["between"])["samples"]
-    assert later and all(t > marks["between"] for t, _ in later)
+    assert later and all(t > marks["between"] for t, _, _ in later)
     assert len(later) < len(report["samples"])
-    assert all(lag > 0.02 for _, lag in report["samples"])
+    assert all(lag > 0.02 for _, lag, _ in report["samples"])
