@@ -101,9 +101,10 @@ async def probe_writes(ports: dict[str, int], probe: Probe, stop: asyncio.Event,
         conn.close()
 
 
-def step_ms(step: str | None) -> float:
-    """The milliseconds of a member's step as its lag samples name it ("raft tick 25 ms")."""
-    return float(step.rsplit(" ", 2)[-2]) if step else 0.0
+def step_ms(steps: str | None) -> float:
+    """The milliseconds of the longest step a member's lag sample names ("raft tick 25 ms,
+    apply X 20 ms": 25)."""
+    return float(steps.split(", ")[0].rsplit(" ", 2)[-2]) if steps else 0.0
 
 
 def held(samples: list[tuple[float, float, str | None]], start: float, end: float) -> dict[str, Any]:

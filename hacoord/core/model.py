@@ -314,6 +314,13 @@ class ClusterState:
     #: Token names by digest; derived like ``_leaders``.
     _token_hashes: dict[str, str] | None = field(default=None, init=False, repr=False,
                                                  compare=False)
+    #: The revision of the last change the placement planner sees (not a node's metrics alone
+    #: while no resource balances on metrics; not tokens): a plan made at it is still the plan.
+    #: Local bookkeeping, like ``_leaders``: never serialized or compared.
+    planning_revision: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.planning_revision = self.revision
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -42,8 +42,9 @@ class LagMonitor:
         self.interval = interval
         self.worst = 0.0
         self.stalls = 0
-        #: (wall-clock time, lag, the longest step noted since the last sample or None) of the
-        #: samples over :data:`NOTED`, oldest first.
+        #: (wall-clock time, lag, the longest steps noted since the last sample, longest first,
+        #: as "raft tick 25 ms, apply X 20 ms"; or None) of the samples over :data:`NOTED`,
+        #: oldest first.
         self.recent: deque[tuple[float, float, str | None]] = deque(maxlen=HISTORY)
         self._task: asyncio.Task[None] | None = None
 
@@ -65,21 +66,20 @@ class LagMonitor:
             self.histogram.observe(lag)
             self.worst = max(self.worst, lag)
             steps = self.steps.take()
+            named = ", ".join(f"{name} {seconds * 1000:.0f} ms" for seconds, name in steps)
             if lag > NOTED:
-                longest = f"{steps[0][1]} {steps[0][0] * 1000:.0f} ms" if steps else None
-                self.recent.append((time.time(), lag, longest))
+                self.recent.append((time.time(), lag, named or None))
             if lag > STALL:
                 self.stalls += 1
-                named = ", ".join(f"{name} {seconds * 1000:.0f} ms" for seconds, name in steps)
                 log.warning("event loop stalled %.0f ms (longest steps: %s)", lag * 1000,
                             named or "none noted")
 
     def report(self, since: float = 0.0) -> dict[str, Any]:
         """The worst lag so far, how many stalls were logged, and the samples over
-        :data:`NOTED` taken after ``since`` (seconds since the epoch), as ``[time, lag,
-        longest step]`` (the longest step noted meanwhile, as ``"raft tick 25 ms"``; None if
-        none took :data:`~hacoord.replication.steps.NOTE_ABOVE`: the process waited for a CPU,
-        or many short steps ran)."""
+        :data:`NOTED` taken after ``since`` (seconds since the epoch), as ``[time, lag, steps]``
+        (the longest steps noted meanwhile, longest first, as ``"raft tick 25 ms, apply X 20
+        ms"``; None if none took :data:`~hacoord.replication.steps.NOTE_ABOVE`: the process
+        waited for a CPU, or many short steps ran). A step may contain the next one."""
         return {"interval": self.interval, "noted_over": NOTED, "worst": self.worst,
                 "stalls": self.stalls, "kept": HISTORY,
                 "samples": [[t, lag, step] for t, lag, step in self.recent if t > since]}

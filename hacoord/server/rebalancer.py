@@ -12,7 +12,9 @@ While this member leads, every ``interval`` seconds it:
    ends the run (``EndRebalance``) when nothing is left to move or hand over.
 
 Every command it submits carries the Raft term it leads in, so a deposed leader's late decision is
-refused. Planning is skipped while nothing that matters changed (same revision and inputs); for a
+refused. Planning is skipped while nothing that matters changed (the same
+``ClusterState.planning_revision`` and inputs: data nodes' metric reports alone do not count
+unless a resource balances on a metric); for a
 large state it runs in a forked child (:mod:`hacoord.server.offload`) while the event loop goes on,
 and a plan that has gone stale meanwhile is refused by ``apply`` and made again next pass.
 """
@@ -93,7 +95,7 @@ class Rebalancer:
         state = self.replicator.state
         now = self.clock() if now is None else now
         given = inputs(state, now)
-        key = (id(state), state.revision, given.exclude, given.hold)
+        key = (id(state), state.planning_revision, given.exclude, given.hold)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         pending = self._planning.get(key)

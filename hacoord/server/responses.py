@@ -169,8 +169,9 @@ class LoopLag(Answer):
     stalls: int = Field(description="lags over 100 ms (each logged with the steps that ran)")
     kept: int = Field(description="at most this many samples are kept, the oldest go first")
     samples: list[tuple[float, float, str | None]] = Field(
-        description="[time (seconds since the epoch), lag (seconds), the longest step that ran "
-                    "on the loop meanwhile (\"raft tick 25 ms\"; null: none over 5 ms)]")
+        description="[time (seconds since the epoch), lag (seconds), the longest steps that ran "
+                    "on the loop meanwhile, longest first (\"raft tick 25 ms, apply X 20 ms\"; "
+                    "a step may contain the next; null: none over 5 ms)]")
 
 
 class Status(Revisioned):

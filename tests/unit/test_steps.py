@@ -83,7 +83,7 @@ def test_lags_over_20_ms_are_kept_with_their_time_and_step_for_status() -> None:
     assert report["worst"] == monitor.worst and report["stalls"] == monitor.stalls >= 1
     stalls = [(t, step) for t, lag, step in report["samples"] if lag >= 0.14]
     assert any(marks["before"] < t < marks["between"] for t, _ in stalls), report
-    assert any(step is not None and step.startswith("a slow step ") for _, step in stalls)
+    assert any(steps is not None and steps.startswith("a slow step ") for _, steps in stalls)
     later = monitor.report(since=marks["between"])["samples"]
     assert later and all(t > marks["between"] for t, _, _ in later)
     assert len(later) < len(report["samples"])

@@ -1,0 +1,44 @@
+"""``ClusterState.planning_revision`` moves with every change the placement planner reads, and
+not with data nodes' metric reports (unless a resource balances on a metric) or tokens: the
+leader's rebalancer plans again only when it moves."""
+
+from __future__ import annotations
+
+from hacoord.core import ClusterState, apply
+from hacoord.core import commands as c
+
+
+def cluster() -> ClusterState:
+    state = ClusterState()
+    for node in "abc":
+        assert apply(state, c.RegisterNode(node_id=node, address=f"{node}:1")).ok
+    assert apply(state, c.CreateResource(name="r", partitions=3, replication_factor=2,
+                                         assignment=[["a", "b"], ["b", "c"], ["c", "a"]])).ok
+    return state
+
+
+def test_metric_reports_and_tokens_leave_it_other_changes_move_it() -> None:
+    state = cluster()
+    planned = state.planning_revision
+    assert planned == state.revision
+    assert apply(state, c.SetNodeState(node_id="a", metrics={"disk": 5.0}, epoch=1)).ok
+    assert apply(state, c.CreateToken(name="t", role="reader", hash="ab" * 32)).ok
+    assert state.revision == planned + 2 and state.planning_revision == planned
+    for change in (c.SetNodeState(node_id="a", metrics={"disk": 6.0}, zone="z1"),
+                   c.SetNodeState(node_id="b", admin="cordoned"),
+                   c.SetNodeState(node_id="c", capacity=2.0),
+                   c.UpdateResource(name="r", replication_factor=3)):
+        assert apply(state, change).ok, change
+        assert state.planning_revision == state.revision, change
+
+
+def test_metric_reports_move_it_once_a_resource_balances_on_a_metric() -> None:
+    state = cluster()
+    assert apply(state, c.UpdateResource(name="r", balance_metric="disk")).ok
+    assert apply(state, c.SetNodeState(node_id="a", metrics={"disk": 5.0})).ok
+    assert state.planning_revision == state.revision
+
+
+def test_a_decoded_state_starts_at_its_revision() -> None:
+    state = cluster()
+    assert ClusterState.from_dict(state.to_dict()).planning_revision == state.revision
