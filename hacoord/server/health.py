@@ -1,6 +1,7 @@
-"""The health summary of a member's state, computed once per revision (status pages, metrics and
-probes ask for it often). At 100,000 partitions one pass costs 20-40 ms: on a large state it is
-computed in a forked child (:class:`~hacoord.server.reads.HeavyReads`), never on the loop."""
+"""The health summary of a member's state, computed once per change it can see (status pages,
+metrics and probes ask for it often; nodes' metric reports do not count). At 100,000 partitions
+one pass costs 20-40 ms: on a large state it is computed in a forked child
+(:class:`~hacoord.server.reads.HeavyReads`), never on the loop."""
 
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ class HealthCache:
         self._value: dict[str, Any] | None = None
 
     async def current(self) -> dict[str, Any]:
-        """The summary at the state's revision now (or later, if it moved meanwhile)."""
+        """The summary at the state's revision now (or later, if it moved meanwhile). A change
+        the summary cannot see (a node's metric report, a token) keeps the last one
+        (``ClusterState.planning_revision``: the summary reads what the planner reads)."""
         state = self.replicator.state
-        key = (id(state), state.revision)
+        key = (id(state), state.planning_revision)
         if key == self._key and self._value is not None:
             return self._value
         _, body = await self.heavy.answer(("health",), state.revision, _health_body, state,
@@ -48,5 +51,5 @@ class HealthCache:
         """The last summary :meth:`current` computed (computed here if there is none yet)."""
         if self._value is None:
             state = self.replicator.state
-            self._key, self._value = (id(state), state.revision), summary(state)
+            self._key, self._value = (id(state), state.planning_revision), summary(state)
         return self._value

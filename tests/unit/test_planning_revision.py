@@ -42,3 +42,27 @@ def test_metric_reports_move_it_once_a_resource_balances_on_a_metric() -> None:
 def test_a_decoded_state_starts_at_its_revision() -> None:
     state = cluster()
     assert ClusterState.from_dict(state.to_dict()).planning_revision == state.revision
+
+
+def test_the_health_summary_is_not_built_again_for_a_metric_report() -> None:
+    import asyncio
+
+    from hacoord.server.health import HealthCache
+    from hacoord.server.reads import HeavyReads
+
+    state = cluster()
+    replicator = type("Replicator", (), {"state": state})()
+    heavy = HeavyReads()
+    health = HealthCache(replicator, heavy)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await health.current()
+        assert apply(state, c.SetNodeState(node_id="a", metrics={"disk": 1.0})).ok
+        await health.current()
+        assert heavy.counts["built"] == 1
+        assert apply(state, c.SetNodeState(node_id="a", status="down")).ok
+        summary = await health.current()
+        assert heavy.counts["built"] == 2
+        assert summary["nodes"]["down"] == 1, summary
+
+    asyncio.run(scenario())
