@@ -841,7 +841,7 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     if outcome.events:
         outcome = dataclasses.replace(outcome, events=_audited(command, outcome.events))
     state.revision = outcome.revision
-    if _planner_sees(state, command):
+    if _planner_sees(command):
         state.planning_revision = outcome.revision
     state.last_time = max(state.last_time, float(command.time))
     if rid:
@@ -854,21 +854,23 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
 
 #: Commands whose changes the placement planner never reads.
 _PLANNER_BLIND = (c.CreateToken, c.RevokeToken, c.BootstrapAdmin)
-#: Fields of ``SetNodeState`` that leave what the planner reads as it was.
-_NOT_PLANNED = frozenset({"request_id", "time", "fingerprint", "audit", "node_id", "metrics",
-                          "expect_tags", "epoch"})
+#: The fields of ``SetNodeState`` that change what the planner reads (a report of a node's
+#: metrics alone changes none of them).
+_PLANNED_NODE_FIELDS = tuple(
+    f.name for f in dataclasses.fields(c.SetNodeState)
+    if f.name not in {"request_id", "time", "fingerprint", "audit", "node_id", "metrics",
+                      "expect_tags", "epoch"})
 
 
-def _planner_sees(state: ClusterState, command: c.Command) -> bool:
-    """False for a change the planner cannot see: tokens, and a node's metrics while no
-    resource balances on a metric (data nodes report metrics all the time; each report would
-    otherwise make the leader plan again, 2.5 s of a core at 100,000 partitions)."""
+def _planner_sees(command: c.Command) -> bool:
+    """False for tokens and for a node's metric report. Data nodes report metrics all the time,
+    and each report would otherwise make the leader plan again (2.5 s of a core at 100,000
+    partitions); only a resource that balances on a metric reads them, and the rebalancer
+    watches the revision itself while one does."""
     if isinstance(command, _PLANNER_BLIND):
         return False
-    if isinstance(command, c.SetNodeState) and all(
-            getattr(command, f.name) is None for f in dataclasses.fields(command)
-            if f.name not in _NOT_PLANNED):
-        return any(res.balance_metric for res in state.resources.values())
+    if isinstance(command, c.SetNodeState):
+        return any(getattr(command, name) is not None for name in _PLANNED_NODE_FIELDS)
     return True
 
 

@@ -314,8 +314,8 @@ class ClusterState:
     #: Token names by digest; derived like ``_leaders``.
     _token_hashes: dict[str, str] | None = field(default=None, init=False, repr=False,
                                                  compare=False)
-    #: The revision of the last change the placement planner sees (not a node's metrics alone
-    #: while no resource balances on metrics; not tokens): a plan made at it is still the plan.
+    #: The revision of the last change the placement planner and the health summary read (not
+    #: tokens, not a node's metric report: only a resource balancing on a metric reads those).
     #: Local bookkeeping, like ``_leaders``: never serialized or compared.
     planning_revision: int = field(default=0, init=False, repr=False, compare=False)
 

@@ -12,9 +12,8 @@ While this member leads, every ``interval`` seconds it:
    ends the run (``EndRebalance``) when nothing is left to move or hand over.
 
 Every command it submits carries the Raft term it leads in, so a deposed leader's late decision is
-refused. Planning is skipped while nothing that matters changed (the same
-``ClusterState.planning_revision`` and inputs: data nodes' metric reports alone do not count
-unless a resource balances on a metric); for a
+refused. Planning is skipped while nothing that matters changed (:func:`plan_key`: data nodes'
+metric reports alone do not count unless a resource balances on a metric); for a
 large state it runs in a forked child (:mod:`hacoord.server.offload`) while the event loop goes on,
 and a plan that has gone stale meanwhile is refused by ``apply`` and made again next pass.
 """
@@ -30,8 +29,17 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily
 
+from hacoord.core.model import ClusterState
 from hacoord.placement.rebalance import Plan
-from hacoord.placement.schedule import Inputs, admissible, inputs, plan_for, progress, wanted
+from hacoord.placement.schedule import (
+    Inputs,
+    admissible,
+    balance_metrics,
+    inputs,
+    plan_for,
+    progress,
+    wanted,
+)
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator, replica_count
 from hacoord.server.errors import ApiError
@@ -95,7 +103,7 @@ class Rebalancer:
         state = self.replicator.state
         now = self.clock() if now is None else now
         given = inputs(state, now)
-        key = (id(state), state.planning_revision, given.exclude, given.hold)
+        key = plan_key(state, given)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         pending = self._planning.get(key)
@@ -202,3 +210,10 @@ class Rebalancer:
             else:
                 applied += 1
         return applied
+
+
+def plan_key(state: ClusterState, given: Inputs) -> tuple[Any, ...]:
+    """What a plan of ``state`` depends on: the changes the planner reads, and the nodes'
+    metric reports too while a resource balances on a metric."""
+    metrics = state.revision if balance_metrics(state) else 0
+    return (id(state), state.planning_revision, metrics, given.exclude, given.hold)

@@ -1,6 +1,6 @@
 """``ClusterState.planning_revision`` moves with every change the placement planner reads, and
-not with data nodes' metric reports (unless a resource balances on a metric) or tokens: the
-leader's rebalancer plans again only when it moves."""
+not with data nodes' metric reports or tokens; the leader's rebalancer plans again only when it
+moves, or on a metric report while a resource balances on a metric."""
 
 from __future__ import annotations
 
@@ -32,11 +32,18 @@ def test_metric_reports_and_tokens_leave_it_other_changes_move_it() -> None:
         assert state.planning_revision == state.revision, change
 
 
-def test_metric_reports_move_it_once_a_resource_balances_on_a_metric() -> None:
+def test_metric_reports_change_the_plan_once_a_resource_balances_on_a_metric() -> None:
+    from hacoord.placement.schedule import inputs
+    from hacoord.server.rebalancer import plan_key
+
     state = cluster()
-    assert apply(state, c.UpdateResource(name="r", balance_metric="disk")).ok
+    before = plan_key(state, inputs(state, 0.0))
     assert apply(state, c.SetNodeState(node_id="a", metrics={"disk": 5.0})).ok
-    assert state.planning_revision == state.revision
+    assert plan_key(state, inputs(state, 0.0)) == before
+    assert apply(state, c.UpdateResource(name="r", balance_metric="disk")).ok
+    balanced = plan_key(state, inputs(state, 0.0))
+    assert apply(state, c.SetNodeState(node_id="a", metrics={"disk": 6.0})).ok
+    assert plan_key(state, inputs(state, 0.0)) != balanced
 
 
 def test_a_decoded_state_starts_at_its_revision() -> None:
