@@ -277,6 +277,11 @@ async def leader_now(cluster: LocalCluster) -> str:
     return await asyncio.to_thread(current_leader, cluster)
 
 
+async def leader_url_now(cluster: LocalCluster) -> str:
+    """:func:`leader_url`, as :func:`leader_now` finds the leader."""
+    return cluster.members[await leader_now(cluster)].url
+
+
 async def wait_ready(url: str, timeout: float = 300.0) -> float:
     """Seconds until ``url`` answers ``/readyz`` 200."""
     started = time.monotonic()
@@ -314,7 +319,7 @@ async def scenario(bench: Bench) -> dict[str, Any]:
                                "livez_p50_ms": 1000 * statistics.median(livez)}
         await bench.phase("baseline", asyncio.sleep(args.baseline))
 
-        url = cluster.members[await leader_now(cluster)].url
+        url = await leader_url_now(cluster)
         results["create_one_s"] = await bench.phase(
             "create one resource", create(http, url, "big", args.partitions))
 
@@ -343,7 +348,7 @@ async def scenario(bench: Bench) -> dict[str, Any]:
         results["backup"] = restore_aside(taken, took)
 
         async def delete() -> None:
-            url = cluster.members[await leader_now(cluster)].url
+            url = await leader_url_now(cluster)
             answer = await http.delete(url + "/v1/resources/big", timeout=120)
             assert answer.status_code == 200, answer.text
 
@@ -351,7 +356,7 @@ async def scenario(bench: Bench) -> dict[str, Any]:
         each = -(-args.partitions // args.resources)
 
         async def create_many() -> list[float]:
-            return [await create(http, cluster.members[await leader_now(cluster)].url,
+            return [await create(http, await leader_url_now(cluster),
                                  f"r{k:02d}", each) for k in range(args.resources)]
 
         results["create_many_s"] = await bench.phase(f"create {args.resources} resources",

@@ -6,6 +6,7 @@ dump over one a restarted member installed, and an orphaned planner would only b
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -27,10 +28,8 @@ def become_child(parent: int) -> None:
     is already gone, and stop collecting garbage (a collection would only copy pages the parent
     still shares), and yield the CPU to the member (:data:`CHILD_NICENESS`)."""
     gc.disable()
-    try:
+    with contextlib.suppress(OSError):  # not permitted here: it runs at its member's priority
         os.nice(CHILD_NICENESS)
-    except OSError:  # not permitted here: the child runs at its member's priority
-        pass
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:

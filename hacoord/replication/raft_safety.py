@@ -540,7 +540,7 @@ class SafeSyncObj(_syncobj.SyncObj):
 
     def _safe_begin_decode(self) -> None:
         """Start decoding and checking the snapshot just staged (perhaps elsewhere)."""
-        raise NotImplementedError
+        raise NotImplementedError("SafeSyncObj needs a snapshot store: use HacoordSyncObj")
 
     def _safe_snapshot_staged(self) -> tuple[Any, int, int] | None:
         """The staged snapshot's last entry ``(command, index, term)`` once it is decoded and
