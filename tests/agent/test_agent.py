@@ -125,7 +125,8 @@ def test_a_move_cancelled_during_the_copy_releases_the_partition(
 def test_a_newer_session_refusing_a_heartbeat_releases_everything_and_stops(
         coordinator: FakeCoordinator, handler: RecordingHandler, agent: NodeAgent) -> None:
     coordinator.node_start_session("n1", silent=True)  # another process of n1 took over
-    eventually("the session lost", lambda: agent.lost)
+    # The agent records the loss before its handler hears of it: wait for the handler.
+    eventually("the session lost", lambda: handler.seen()[-1:] and handler.seen()[-1][0] == "lost")
     assert "newer session" in (agent.lost or "")
     assert handler.seen()[-2:] == [("release", "r", 0), ("lost", agent.lost)]
     assert agent.assignments() == {} and not agent.running
