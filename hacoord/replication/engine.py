@@ -45,7 +45,7 @@ from hacoord.replication.poller import EpollPoller
 from hacoord.replication.raft_safety import SafeSyncObj
 from hacoord.replication.safepickle import check_entry
 from hacoord.replication.safepickle import install as _decode_log_safely
-from hacoord.replication.snapshot import NewerSnapshot, SnapshotError, SnapshotHeader
+from hacoord.replication.snapshot import NewerSnapshot, SnapshotError, SnapshotHeader, read_snapshot
 from hacoord.replication.snapshot_store import SnapshotStore, SnapshotWriter
 from hacoord.replication.statemachine import UNPREPARED, StateMachine
 from hacoord.replication.steps import STEPS
@@ -123,6 +123,8 @@ class HacoordSyncObj(SafeSyncObj):
         self._decoded: list[Any] = []
         self._decode_started = 0.0
         self._staged: tuple[SnapshotHeader, ClusterState, object] | None = None
+        #: The member's own dump, read and prepared ahead by :meth:`preload`.
+        self._preloaded: tuple[SnapshotHeader, ClusterState, object] | None = None
         conf.serializer = conf.deserializer = _not_used  # the store does this work
 
         def make_journal(path: str | None) -> HacoordJournal:
@@ -196,18 +198,37 @@ class HacoordSyncObj(SafeSyncObj):
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802,N803
         """The library's start-up load of the dump (the only caller left): adopt it by the
         same rule as an install, keeping journal entries after a matching last entry."""
-        try:
-            header, state = self.snapshots.load()
-        except (OSError, SnapshotError) as exc:
-            raise unreadable(self.snapshots.path, exc) from None
+        prepared: object = UNPREPARED
+        if self._preloaded is not None:
+            header, state, prepared = self._preloaded
+            self._preloaded = None
+            self.snapshots.header = header
+        else:
+            try:
+                header, state = self.snapshots.load()
+            except (OSError, SnapshotError) as exc:
+                raise unreadable(self.snapshots.path, exc) from None
         assert state is not None
-        self._adopt(header, state, self._holds(header.last))
+        self._adopt(header, state, self._holds(header.last), prepared)
         # The library loads the dump in the member's first tick, after its election deadline
         # was set at construction: a load longer than an election timeout (100,000 partitions
         # take seconds) would make a restarted follower stand for election before it heard
         # from the leader, deposing it. The timeout counts from now, as for a new member.
         self._SyncObj__raftElectionDeadline = (
             _syncobj_module.monotonicTime() + self._SyncObj__generateRaftTimeout())
+
+    def preload(self) -> None:
+        """Read this member's own dump and prepare its state for the first tick to adopt,
+        before that tick, perhaps on a worker thread (it touches only the file and the objects
+        it makes; nothing may tick meanwhile). If the dump is missing or cannot be read, the
+        first tick reads it the library's way and reports the failure."""
+        try:
+            with collector_paused():  # as for a received snapshot (hacoord.replication.gcpolicy)
+                header, state = read_snapshot(self.snapshots.path)
+                assert state is not None
+                self._preloaded = (header, state, self.state_machine.prepare(state))
+        except (OSError, SnapshotError):
+            return
 
     # --- snapshots (SafeSyncObj's storage hooks) -----------------------------------------------
 

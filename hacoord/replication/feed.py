@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from hacoord.core.events import Event
 from hacoord.core.model import ClusterState
+from hacoord.replication.release import release
 
 DEFAULT_CAPACITY = 20_000
 
@@ -75,11 +76,11 @@ class ChangeFeed:
               routing: Routing | None = None) -> None:
         """The state jumped to ``revision`` (snapshot install): history before it is gone.
         ``routing`` is ``routing_shadow(state)`` if it was made ahead (off the loop)."""
-        self._events.clear()
-        self._undo.clear()
         if routing is None:
             routing = {} if state is None else routing_shadow(state)
-        self._routing = routing
+        # The old history and routing go to be freed off the loop (hacoord.replication.release).
+        release(self._events, self._undo, self._routing)
+        self._events, self._undo, self._routing = deque(), deque(), routing
         self.floor = self.revision = revision
         self._wake()
 

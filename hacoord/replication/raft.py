@@ -197,8 +197,14 @@ class RaftReplicator:
                 raise
             prefix = "" if isinstance(exc, StorageCorrupt) else "cannot open this member's data: "
             raise FatalReplicationError(prefix + str(exc)) from None
+        driver = self._driver
+        assert driver is not None
+        # Reading this member's own snapshot takes most of a second at 100,000 partitions:
+        # a worker thread does it while nothing ticks yet, and the first tick adopts it.
+        await asyncio.to_thread(driver.obj.preload)
+        self._watch(driver)
         self._timer = self._loop.call_later(self.tuning.tick_period, self._on_timer)
-        self._tick()  # loads the snapshot and applies what the journal holds as committed
+        self._tick()  # adopts the snapshot and applies what the journal holds as committed
         if self.fatal:
             await self.stop()
             raise FatalReplicationError(self.fatal, logged=True)
@@ -224,7 +230,11 @@ class RaftReplicator:
         assert loop is not None
         driver.obj.on_early_election = lambda delay: loop.call_later(delay + 0.0005,
                                                                      self._schedule_tick)
-        loop.add_reader(driver.obj.poller.fileno(), self._schedule_tick)
+
+    def _watch(self, driver: RaftDriver) -> None:
+        """Tick whenever the engine's sockets have something."""
+        assert self._loop is not None
+        self._loop.add_reader(driver.obj.poller.fileno(), self._schedule_tick)
 
     def begin_stop(self) -> None:
         """Shutdown has begun: this member no longer stands for election (a slow shutdown must
@@ -345,7 +355,7 @@ class RaftReplicator:
         if self._stopping or self._driver is not None:
             return
         try:
-            self._open()
+            self._open()  # the first tick reads the snapshot on the loop: a rare path
         except StorageCorrupt as exc:
             self.fatal = str(exc)
             log.critical("%s", exc)
@@ -355,6 +365,8 @@ class RaftReplicator:
                         self._reopen_delay, exc)
             self._plan_reopen()
             return
+        assert self._driver is not None
+        self._watch(self._driver)
         self.reopens += 1
         self.storage_failure = None
         self._reopen_delay = REOPEN_FIRST

@@ -19,6 +19,7 @@ from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
 from hacoord.replication.applying import apply_logged
 from hacoord.replication.gcpolicy import state_grew
+from hacoord.replication.release import release
 from hacoord.replication.steps import STEPS
 from hacoord.replication.storage import NewerRelease
 
@@ -127,7 +128,9 @@ class StateMachine(SyncObjConsumer):
         if prepared is UNPREPARED:
             with STEPS.timed("prepare restored state"):
                 prepared = self.prepare(state)
-        self.state = state
+        previous, self.state = self.state, state
+        release(previous)  # freeing the old state whole would hold the loop (see its module)
+        del previous
         state_grew()
         with STEPS.timed("answer restored waiters"):
             self._on_restored(prepared)

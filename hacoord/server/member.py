@@ -25,6 +25,7 @@ from typing import Any
 
 import uvicorn
 
+from hacoord.replication import release
 from hacoord.replication.gcpolicy import configure_for_member
 from hacoord.replication.raft import FatalReplicationError, RaftReplicator, RaftTuning
 from hacoord.replication.steps import STEPS, GcTimer
@@ -130,6 +131,7 @@ async def serve_member(settings: MemberSettings) -> int:
     # Few collections, none of them over the state (see hacoord.replication.gcpolicy): each one
     # pauses Raft ticks and requests alike.
     configure_for_member()
+    release.configure_for_member()  # big old structures are freed off the loop
     GcTimer(STEPS).install()  # a stall that a collection caused names it
     raise_descriptor_limit()
     replicator = build_replicator(settings)

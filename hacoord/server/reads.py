@@ -21,9 +21,11 @@ from typing import Any
 
 from hacoord.server.offload import offload
 
-#: Answers kept (by what was asked and the revision it was answered at), and their total size.
+#: Answers kept (by what was asked and the revision it was answered at, the newest per question),
+#: and their total size (the routing table at the cluster's limit of 300,000 partitions is
+#: about 30 MB).
 MAX_KEPT = 16
-MAX_KEPT_BYTES = 128 << 20
+MAX_KEPT_BYTES = 64 << 20
 
 
 def encode_json(body: Any) -> bytes:
@@ -84,6 +86,13 @@ class HeavyReads:
     def _keep(self, slot: tuple[Hashable, int], result: tuple[int, bytes]) -> None:
         if len(result[1]) > self.max_bytes:
             return
+        # An answer to the same question at an older revision is superseded: readers ask for
+        # the newest, and a whole routing table is 10 MB at 100,000 partitions.
+        same = [s for s in self._kept if s[0] == slot[0]]
+        if any(s[1] > slot[1] for s in same):
+            return
+        for older in same:
+            del self._kept[older]
         self._kept[slot] = result
         self._kept.move_to_end(slot)
         while len(self._kept) > self.max_kept or self.kept_bytes() > self.max_bytes:

@@ -85,12 +85,29 @@ def test_kept_answers_are_bounded_in_count_and_bytes() -> None:
         return {"revision": revision, "pad": "x" * length}
 
     for revision in range(6):
-        asyncio.run(reads.answer(("pad",), revision, sized, revision, 100, size=0, name="pad"))
+        asyncio.run(reads.answer(("pad", revision), revision, sized, revision, 100, size=0,
+                                 name="pad"))
     assert len(reads._kept) == 3
     asyncio.run(reads.answer(("pad",), 9, sized, 9, 9_000, size=0, name="pad"))
     assert reads.kept_bytes() <= 10_000
     asyncio.run(reads.answer(("pad",), 10, sized, 10, 20_000, size=0, name="pad"))
     assert reads.kept_bytes() <= 10_000  # too big to keep at all
+
+
+def test_a_newer_answer_to_a_question_replaces_the_older_one() -> None:
+    """Only the newest answer to each question is kept (readers ask for the newest)."""
+    reads = HeavyReads()
+
+    def sized(revision: int) -> dict[str, Any]:
+        return {"revision": revision, "pad": "x" * 1000}
+
+    for revision in (4, 5):
+        asyncio.run(reads.answer(("routing",), revision, sized, revision, size=0, name="pad"))
+        asyncio.run(reads.answer(("digest",), revision, sized, revision, size=0, name="pad"))
+    asyncio.run(reads.answer(("routing",), 3, sized, 3, size=0, name="pad"))  # an old read point
+    assert sorted(reads._kept) == [(("digest",), 5), (("routing",), 5)]
+    assert asyncio.run(reads.answer(("routing",), 5, sized, 5, size=0, name="pad"))[0] == 5
+    assert reads.counts == {"built": 5, "reused": 1}
 
 
 def test_a_watch_page_carries_a_bounded_number_of_partitions() -> None:

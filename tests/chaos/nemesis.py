@@ -39,7 +39,7 @@ PROCESS_FAULTS = ("kill_leader", "kill_random", "restart_leader_fast", "kill_all
                   "pause_follower", "lagging_member", "rolling_restart")
 HEAVY_FAULTS = ("large_create", "large_create_kill_leader")
 FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS, *HEAVY_FAULTS, "none")
-#: The large resource: 20 slices of 1,000 partitions.
+#: The large resource: 40 slices of 500 partitions.
 LARGE = "chaos-large"
 LARGE_PARTITIONS = 20_000
 #: Faults after which the leader must have changed (partitions check that the majority elected
