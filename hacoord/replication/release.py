@@ -50,6 +50,9 @@ def _contents(item: Any) -> tuple[list[Any], bool] | None:
     attributes = getattr(item, "__dict__", None)
     if isinstance(attributes, dict):
         return list(attributes.values()), False
+    slots = getattr(type(item), "__slots__", None)
+    if isinstance(slots, tuple) and slots:  # (an Event, say)
+        return [getattr(item, name, None) for name in slots], False
     return None
 
 

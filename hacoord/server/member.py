@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
@@ -35,6 +36,13 @@ from hacoord.server.logs import follow_term
 from hacoord.server.settings import MemberSettings
 
 log = logging.getLogger(__name__)
+
+#: Seconds a thread that wants the GIL waits before the holder must hand it over (Python's
+#: default is 5 ms). Worker threads decode received snapshots and free replaced states while
+#: the event loop ticks Raft; the loop gives up the GIL at every socket call and fsync, and at
+#: the default it then waited up to 5 ms each time to get it back: ticks of 12-29 ms while a
+#: snapshot decoded beside them.
+GIL_SWITCH_INTERVAL = 0.001
 
 
 class MemberServer(uvicorn.Server):
@@ -132,6 +140,7 @@ async def serve_member(settings: MemberSettings) -> int:
     # pauses Raft ticks and requests alike.
     configure_for_member()
     release.configure_for_member()  # big old structures are freed off the loop
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     GcTimer(STEPS).install()  # a stall that a collection caused names it
     raise_descriptor_limit()
     replicator = build_replicator(settings)

@@ -27,6 +27,15 @@ class Holder:
         self.leaves = leaves
 
 
+class Slotted:
+    """An object with slots, as an event is (its data may list many partitions)."""
+
+    __slots__ = ("items", "__weakref__")
+
+    def __init__(self, items: list[Leaf]) -> None:
+        self.items = items
+
+
 class Freed:
     """Counts the leaves freed so far."""
 
@@ -51,10 +60,11 @@ def state_like(freed: Freed) -> dict[str, object]:
         "routing": {"r": (3, leaves(2000))},
         "events": deque(leaves(1500)),
         "small": [freed.watch(Leaf(-1))],
+        "slotted": Slotted(leaves(1000)),
     }
 
 
-TOTAL = 5 * 3000 + 2000 + 1500 + 1
+TOTAL = 5 * 3000 + 2000 + 1500 + 1 + 1000
 
 
 def test_each_step_frees_a_bounded_amount_and_all_of_it_goes() -> None:
