@@ -26,6 +26,9 @@ from hacoord.server.offload import offload
 #: about 30 MB).
 MAX_KEPT = 16
 MAX_KEPT_BYTES = 64 << 20
+#: Seconds an answer is kept: readers come in a burst after a change (a thousand data nodes
+#: reading the routing table); after that it only holds memory.
+KEEP_FOR = 60.0
 
 
 def encode_json(body: Any) -> bytes:
@@ -42,9 +45,11 @@ def _build(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> tuple[in
 class HeavyReads:
     """Builds and encodes whole-state answers off the loop; see the module docstring."""
 
-    def __init__(self, max_kept: int = MAX_KEPT, max_bytes: int = MAX_KEPT_BYTES) -> None:
+    def __init__(self, max_kept: int = MAX_KEPT, max_bytes: int = MAX_KEPT_BYTES,
+                 keep_for: float = KEEP_FOR) -> None:
         self.max_kept = max_kept
         self.max_bytes = max_bytes
+        self.keep_for = keep_for
         self._kept: OrderedDict[tuple[Hashable, int], tuple[int, bytes]] = OrderedDict()
         self._pending: dict[tuple[Hashable, int], asyncio.Future[tuple[int, bytes]]] = {}
         #: Answers built (in a child or inline) and answers served from what was kept.
@@ -95,8 +100,13 @@ class HeavyReads:
             del self._kept[older]
         self._kept[slot] = result
         self._kept.move_to_end(slot)
+        asyncio.get_running_loop().call_later(self.keep_for, self._expire, slot, result)
         while len(self._kept) > self.max_kept or self.kept_bytes() > self.max_bytes:
             self._kept.popitem(last=False)
+
+    def _expire(self, slot: tuple[Hashable, int], result: tuple[int, bytes]) -> None:
+        if self._kept.get(slot) is result:
+            del self._kept[slot]
 
     def kept_bytes(self) -> int:
         """Bytes of the answers kept."""

@@ -110,6 +110,24 @@ def test_a_newer_answer_to_a_question_replaces_the_older_one() -> None:
     assert reads.counts == {"built": 5, "reused": 1}
 
 
+def test_a_kept_answer_is_forgotten_after_a_while() -> None:
+    reads = HeavyReads(keep_for=0.05)
+
+    def body(revision: int) -> dict[str, Any]:
+        return {"revision": revision}
+
+    async def scenario() -> tuple[int, int]:
+        await reads.answer(("digest",), 1, body, 1, size=0, name="digest")
+        kept = len(reads._kept)
+        for _ in range(200):  # two seconds at most
+            if not reads._kept:
+                break
+            await asyncio.sleep(0.01)
+        return kept, len(reads._kept)
+
+    assert asyncio.run(scenario()) == (1, 0)
+
+
 def test_a_watch_page_carries_a_bounded_number_of_partitions() -> None:
     state = placed(5)
     feed = ChangeFeed()
