@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from hacoord.replication.steps import STEPS, Steps
+from hacoord.replication.steps import STEPS, Steps, describe
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LagMonitor:
             self.histogram.observe(lag)
             self.worst = max(self.worst, lag)
             steps = self.steps.take()
-            named = ", ".join(f"{name} {seconds * 1000:.0f} ms" for seconds, name in steps)
+            named = describe(steps)
             if lag > NOTED:
                 self.recent.append((time.time(), lag, named or None))
             if lag > STALL:

@@ -32,3 +32,14 @@ def test_the_scale_bench_runs_every_phase(tmp_path: Path) -> None:
     assert result["far_behind"]["writes"] > 0
     assert result["heartbeats"]["by_status"].get("200", 0) > 0
     assert len(result["create_many_s"]) == 3
+
+
+def test_a_lag_sample_is_judged_by_its_longest_step() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench.scale import step_ms
+    finally:
+        sys.path.remove(str(ROOT))
+    assert step_ms("raft tick 23 ms (9 ms on a core), apply X 12 ms") == 23
+    assert step_ms("gc generation 1 88 ms") == 88
+    assert step_ms(None) == 0

@@ -11,7 +11,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from hacoord.replication.steps import GcTimer, Steps
+from hacoord.replication.steps import GcTimer, Steps, describe
 from hacoord.server.looplag import LagMonitor
 
 
@@ -21,8 +21,22 @@ def test_the_longest_steps_are_kept_and_taken_once() -> None:
         steps.note(f"step {k}", 0.01 + k / 1000)
     steps.note("short", 0.001)  # below the threshold: not worth remembering
     taken = steps.take(3)
-    assert [name for _, name in taken] == ["step 99", "step 98", "step 97"]
+    assert [name for _, name, _ in taken] == ["step 99", "step 98", "step 97"]
     assert steps.take() == []
+
+
+def test_a_step_that_waited_says_how_long_it_ran() -> None:
+    steps = Steps()
+    with steps.timed("busy"):
+        deadline = time.perf_counter() + 0.03
+        while time.perf_counter() < deadline:  # on a core all along (bounded: 30 ms)
+            pass
+    with steps.timed("waiting"):
+        time.sleep(0.03)  # off the core, as a step waiting for one is
+    taken = {name: (seconds, cpu) for seconds, name, cpu in steps.take(8)}
+    assert taken["waiting"][1] is not None and taken["waiting"][1] < taken["waiting"][0] / 2
+    named = describe([(0.023, "raft tick", 0.009), (0.012, "apply X", 0.012), (0.007, "y", None)])
+    assert named == "raft tick 23 ms (9 ms on a core), apply X 12 ms, y 7 ms"
 
 
 def test_a_garbage_collection_is_noted_with_its_generation(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,7 +48,7 @@ def test_a_garbage_collection_is_noted_with_its_generation(monkeypatch: pytest.M
         GcTimer(steps).install()  # once per process, however often it is asked
         assert sum(isinstance(cb, GcTimer) for cb in gc.callbacks) == 1
         gc.collect()
-        assert any(name == "gc generation 2" for _, name in steps.take(8))
+        assert any(name == "gc generation 2" for _, name, _ in steps.take(8))
     finally:
         gc.callbacks[:] = before
 
