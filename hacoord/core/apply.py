@@ -540,9 +540,11 @@ def _move_partition(state: ClusterState, cmd: c.MovePartition, rev: int) -> Appl
     res, part = _partition(state, cmd.resource, cmd.partition)
     _check_node_id(state, cmd.from_node)
     _check_node_id(state, cmd.to_node)
-    _require(cmd.from_node in part.replicas, "invalid_argument",
+    # What the partition's replicas are now decides these (a rebalance may have moved them
+    # since the caller looked): conflicts with the state, not malformed requests.
+    _require(cmd.from_node in part.replicas, "conflict",
              f"{cmd.from_node!r} holds no replica of {res.name}/{cmd.partition}")
-    _require(cmd.to_node not in part.replicas, "invalid_argument",
+    _require(cmd.to_node not in part.replicas, "conflict",
              f"{cmd.to_node!r} already holds a replica of {res.name}/{cmd.partition}")
     _require(move_key(res.name, cmd.partition) not in state.moves, "move_pending",
              f"{res.name}/{cmd.partition} has a pending move; cancel it first")
@@ -565,16 +567,16 @@ def _start_move(state: ClusterState, cmd: c.StartMove, rev: int) -> Applied:
     key = move_key(res.name, cmd.partition)
     _require(key not in state.moves, "move_pending", f"{key} already has a pending move")
     target = _check_node_id(state, cmd.to_node)
-    _require(target.status == "up" and target.admin == "active", "invalid_argument",
+    _require(target.status == "up" and target.admin == "active", "conflict",
              f"node {target.id!r} cannot take replicas (status {target.status}, {target.admin})")
-    _require(cmd.to_node not in part.replicas, "invalid_argument",
+    _require(cmd.to_node not in part.replicas, "conflict",
              f"{cmd.to_node!r} already holds a replica of {key}")
     if cmd.from_node is None:
         _require(len(part.replicas) < res.replication_factor, "invalid_argument",
                  f"{key} has all its {res.replication_factor} replicas")
     else:
         _check_node_id(state, cmd.from_node)
-        _require(cmd.from_node in part.replicas, "invalid_argument",
+        _require(cmd.from_node in part.replicas, "conflict",
                  f"{cmd.from_node!r} holds no replica of {key}")
     total, per_node = len(state.moves), state.moves_per_node()
     _require(total < settings.max_moves, "throttled",

@@ -197,7 +197,9 @@ def test_partition_move(api: httpx.Client) -> None:
     assert result["epoch"] == part["epoch"] + 1
 
     assert_error(api.post("/v1/resources/r/partitions/0/move", json={"from": outsider, "to": outsider}),
-                 400, "invalid_argument")
+                 409, "conflict")  # it holds one now
+    assert_error(api.post("/v1/resources/r/partitions/0/move", json={"from": holder, "to": outsider}),
+                 409, "conflict")  # the same move again: the holder no longer holds one
     assert_error(api.post("/v1/resources/r/partitions/9/move", json={"from": "n1", "to": "n2"}), 404,
                  "not_found")
     assert_error(api.post("/v1/resources/zz/partitions/0/move", json={"from": "n1", "to": "n2"}), 404,

@@ -123,13 +123,14 @@ CASES: list[tuple[str, Callable[[ClusterState], object], str]] = [
     ("set-address-malformed", const(c.SetNodeState(node_id="a", address="a b:1")), INVALID),
     ("move-malformed-node", const(c.MovePartition(resource="r", partition=0, from_node="a",
                                                   to_node="no such")), INVALID),
-    # moves that make no sense
+    # moves the partition's replicas do not allow (a conflict with the state: a schema-valid
+    # request the same call could make succeed in another state)
     ("move-to-node-already-holding", const(c.MovePartition(resource="r", partition=0, from_node="a",
-                                                           to_node="b")), INVALID),
+                                                           to_node="b")), "conflict"),
     ("move-to-itself", const(c.MovePartition(resource="r", partition=0, from_node="a",
-                                             to_node="a")), INVALID),
+                                             to_node="a")), "conflict"),
     ("move-from-node-not-holding", const(c.MovePartition(resource="r", partition=0, from_node="c",
-                                                         to_node="d")), INVALID),
+                                                         to_node="d")), "conflict"),
     # removals
     ("remove-non-empty-without-force", const(c.RemoveNode(node_id="a")), "node_not_empty"),
     ("remove-non-empty-force-as-string", const(c.RemoveNode(node_id="a", force="yes")), INVALID),

@@ -110,10 +110,10 @@ def test_stale_reports_are_refused(state: ClusterState) -> None:
 def test_one_move_per_partition_and_targets_must_be_fit(state: ClusterState) -> None:
     ok(state, start(state, "c"))
     refused(state, start(state, "d", frm="b"), "move_pending")
-    refused(state, start(state, "d", frm="c", partition=1), "invalid_argument")  # d is a replica
+    refused(state, start(state, "d", frm="c", partition=1), "conflict")  # d is a replica
     ok(state, commands.SetNodeState(time=T0, node_id="b", admin="cordoned", admin_reason="disk"))
     assert state.nodes["b"].admin_reason == "disk"
-    refused(state, start(state, "b", frm="c", partition=1), "invalid_argument")  # cordoned
+    refused(state, start(state, "b", frm="c", partition=1), "conflict")  # cordoned
     ok(state, commands.SetNodeState(time=T0, node_id="b", admin="active"))
     ok(state, start(state, "b", frm="c", partition=1))
     refused(state, commands.MovePartition(time=T0, resource="r", partition=0, from_node="b",

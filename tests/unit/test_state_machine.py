@@ -592,14 +592,14 @@ class CoordinatorMachine(RuleBasedStateMachine):
             expect = (True, None)
         elif kind == "holder" and src and len(holders) >= 2:
             dst = [n for n in holders if n != src][0]
-            expect = (False, "invalid_argument")
+            expect = (False, "conflict")  # the replicas as they are now forbid it
         elif kind == "same" and src:
             dst = src
-            expect = (False, "invalid_argument")
+            expect = (False, "conflict")
         elif kind == "not-holder" and dst:
             src = dst
             dst = [n for n in self._nodes() if n != src][0]
-            expect = (False, "invalid_argument")
+            expect = (False, "conflict")
         elif kind == "bad-index":
             partition = [-1, len(res.partitions), "0", True, None][pick % 5]
             src, dst = src or "n0", dst or "n1"
