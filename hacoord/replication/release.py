@@ -9,7 +9,8 @@ that size, 20-25 ms on a busy one, all of it on the event loop that ticks Raft.
 without changing it: it copies the references a big container holds (a shallow copy), drops
 its own reference to the container (whose death now frees only the container) and then drops
 the copied references a chunk at a time. The interpreter passes the GIL between chunks, so the
-loop waits at most one switch interval (5 ms) for it. Nothing is mutated, so a reader that
+loop waits at most one switch interval for it (1 ms in a member, see
+``hacoord.server.member.GIL_SWITCH_INTERVAL``). Nothing is mutated, so a reader that
 still holds the old structure (a request being answered from the old state) sees it whole;
 whatever it holds is freed when it lets go, as usual.
 
@@ -129,7 +130,7 @@ class Releaser:
         self._jobs.put([item])
 
     def wait_idle(self, timeout: float) -> bool:
-        """True once everything handed over has been freed (tests and orderly stops)."""
+        """True once everything handed over has been freed (for tests)."""
         return self._idle.wait(timeout)
 
     def _run(self) -> None:
