@@ -83,6 +83,9 @@ class MemberStatus:
     listening: bool = True
     #: Connections the Raft peer port dropped, by reason (hacoord.replication.peer).
     peer_refused: dict[str, int] = field(default_factory=dict)
+    #: Pre-votes (hacoord.replication.prevote): ``started`` and ``won`` by this member,
+    #: ``granted`` and ``refused`` to others.
+    pre_votes: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

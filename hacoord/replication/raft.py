@@ -587,6 +587,8 @@ class RaftReplicator:
             rejoining=bool(driver.journal is not None and driver.journal.rejoining),
             listening=listening,
             peer_refused=dict(getattr(transport, "refused", {})),
+            pre_votes={"started": obj.pre_votes_started, "won": obj.pre_votes_won,
+                       "granted": obj.pre_votes_granted, "refused": obj.pre_votes_refused},
         )
 
 

@@ -17,7 +17,9 @@ for other commands (reproduced step by step in ``tests/adapter/test_raft_safety.
 What :class:`SafeSyncObj` changes
 =================================
 Two message types are handled here; every other message goes to the library unchanged (the
-start-up dump load and the tick are wrapped too, see the next sections).
+start-up dump load and the tick are wrapped too, see the next sections), through
+:class:`~hacoord.replication.prevote.PreVoteSyncObj`, which holds a pre-vote before each
+election.
 
 * Follower, ``append_entries`` (regular, chunked ``transmission`` and ``serialized`` snapshot
   forms) follows the receiver rules of the Raft paper (Figure 2):
@@ -120,6 +122,7 @@ from pysyncobj.node import Node, TCPNode
 from pysyncobj.transport import TCPTransport
 from pysyncobj.version import VERSION as _LIBRARY_VERSION
 
+from hacoord.replication.prevote import PRE_VOTE, PreVoteSyncObj
 from hacoord.replication.storage import NewerRelease
 
 logger = logging.getLogger(__name__)
@@ -138,6 +141,9 @@ _REQUIRED_PRIVATE_METHODS = (
     "_SyncObj__loadDumpFile",
     "_SyncObj__parseChangeClusterRequest",
     "_SyncObj__doChangeCluster",
+    "_SyncObj__getCurrentLogIndex",
+    "_SyncObj__getCurrentLogTerm",
+    "_SyncObj__connectedToAnyone",
 )
 
 
@@ -163,7 +169,7 @@ def check_pysyncobj_version() -> None:
         raise RuntimeError(f"pysyncobj.SyncObj lacks private members the patch needs: {missing}")
 
 
-class SafeSyncObj(_syncobj.SyncObj):
+class SafeSyncObj(PreVoteSyncObj):
     """``pysyncobj.SyncObj`` with Raft's follower append rules and term-checked, monotonic acks.
 
     Same constructor as ``SyncObj``; raises ``RuntimeError`` if pysyncobj is not
@@ -256,10 +262,10 @@ class SafeSyncObj(_syncobj.SyncObj):
             self._safe_on_append_entries(node, message)
         elif kind == "next_node_idx":
             self._safe_on_next_node_idx(node, message)
-        elif kind == "request_vote" and self._safe_rejoining():
+        elif kind in ("request_vote", PRE_VOTE) and self._safe_rejoining():
             return  # no vote until caught up with a leader (see "Rejoin")
         else:
-            _syncobj.SyncObj._SyncObj__onMessageReceived(self, node, message)
+            super()._SyncObj__onMessageReceived(node, message)
 
     # -- rejoin -----------------------------------------------------------------------------
     def _safe_rejoining(self) -> bool:
@@ -325,6 +331,7 @@ class SafeSyncObj(_syncobj.SyncObj):
             return  # a deposed leader's message: ignored, as by the library
         if term > self.raftCurrentTerm:
             self._SyncObj__transferInProgress = False
+        self._pre_vote_heard_from_leader()
         self._safe_heard_from_leader()
         if self._SyncObj__raftLeader != node:
             self._SyncObj__onLeaderChanged()

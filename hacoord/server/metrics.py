@@ -52,6 +52,13 @@ class MemberCollector(Collector):
                                 value=status.applied_index)
         yield CounterMetricFamily("hacoord_raft_leader_changes", "Leaders seen by this member",
                                   value=status.leader_changes)
+        pre_votes = CounterMetricFamily(
+            "hacoord_raft_pre_votes", "Pre-votes: started and won by this member, granted and "
+            "refused to others (a member stands for election only after winning one)",
+            labels=["event"])
+        for event, count in sorted(status.pre_votes.items()):
+            pre_votes.add_metric([event], count)
+        yield pre_votes
         yield CounterMetricFamily("hacoord_raft_tick_failures", "Raft ticks that raised",
                                   value=status.tick_failures)
         yield CounterMetricFamily("hacoord_invariant_violations",

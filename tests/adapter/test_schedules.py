@@ -409,14 +409,14 @@ def test_random_schedules_never_lose_acknowledged_writes(seed: int, drawn: tuple
 
 def library_append_handlers(self: SafeSyncObj, node: Any, message: Any) -> None:
     """SafeSyncObj's dispatch with the library's own append and ack handlers (snapshots still
-    go through the store, which the library's handler cannot use)."""
-    import pysyncobj.syncobj as library
+    go through the store, which the library's handler cannot use; pre-votes are still held)."""
+    from hacoord.replication.prevote import PreVoteSyncObj
 
     kind = message.get("type") if isinstance(message, dict) else None
     if kind == "append_entries" and message.get("serialized") is not None:
         self._safe_on_append_entries(node, message)
     else:
-        library.SyncObj._SyncObj__onMessageReceived(self, node, message)
+        PreVoteSyncObj._SyncObj__onMessageReceived(self, node, message)
 
 
 def synced_library_ack(self: HacoordSyncObj, node: Any, reset: bool = False,

@@ -83,6 +83,10 @@ class Outcome:
     stats: dict[str, int] = field(default_factory=dict)
     #: The longest time without an acknowledged write from the fault's start to its heal.
     worst_write_gap: float | None = None
+    #: Terms begun (elections held) while the fault lasted, and after its heal (pre-vote's
+    #: promise: at most one); None where no leader was seen to count from.
+    elections_in_fault: int | None = None
+    elections_after_heal: int | None = None
 
 
 READS = ("read", "routing")
@@ -116,7 +120,11 @@ def make_cluster(scenario: Scenario, root: Path) -> LocalCluster:
     return LocalCluster(root, scenario.size, scenario.member_args)
 
 
-def _watch_leaders(cluster: LocalCluster, seen: list[tuple[int, str]], stop: threading.Event) -> None:
+#: A leader seen by polling: (when, term, member).
+Sighting = tuple[float, int, str]
+
+
+def _watch_leaders(cluster: LocalCluster, seen: list[Sighting], stop: threading.Event) -> None:
     with cluster.http(timeout=0.5) as http:
         for _ in range(100_000):
             if stop.is_set():
@@ -129,7 +137,7 @@ def _watch_leaders(cluster: LocalCluster, seen: list[tuple[int, str]], stop: thr
                 except (httpx.HTTPError, ValueError, KeyError):
                     continue
                 if status["role"] == "leader":
-                    seen.append((status["term"], status["member_id"]))
+                    seen.append((time.monotonic(), status["term"], status["member_id"]))
             time.sleep(0.1)
 
 
@@ -164,7 +172,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
     cluster.start()
     workload = make_workload(scenario)
     stop, watch_stop = threading.Event(), threading.Event()
-    leaders: list[tuple[int, str]] = []
+    leaders: list[Sighting] = []
     sampler = FeedSampler(cluster)
     threads: list[threading.Thread] = []
     outcome = Outcome(scenario, [], history)
@@ -181,23 +189,30 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         time.sleep(scenario.warmup)
         storage = StorageNemesis(cluster, rng, history, disk) if victim is not None else None
         nemesis = Nemesis(cluster, rng, history, scenario.link)
+        injected = time.monotonic()
         if storage is not None and victim is not None:
             storage.inject(scenario.fault, victim)
             time.sleep(scenario.hold)
             storage.heal(scenario.fault)
         else:
-            injected = time.monotonic()
             nemesis.inject(scenario.fault)
             nemesis.hold(scenario.fault, scenario.hold)
             nemesis.heal(scenario.fault)
             outcome.worst_write_gap = worst_write_gap(history, injected, time.monotonic())
         healed = time.monotonic()
+        term_at_heal = _term_as_of(leaders, healed)
         outcome.recovery = _first_write_after(cluster, healed, history)
         time.sleep(scenario.cooldown)
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
         outcome.leader_after = cluster.leader(timeout=20)
+        term_after = cluster.status(outcome.leader_after)["member"]["term"]
+        outcome.elections_in_fault, outcome.elections_after_heal = _elections(
+            _term_as_of(leaders, injected), term_at_heal, term_after)
+        if outcome.elections_after_heal is not None and outcome.elections_after_heal > 1:
+            outcome.problems.append(f"{outcome.elections_after_heal} elections after the heal "
+                                    f"(term {term_at_heal} -> {term_after}): at most one")
         watch_stop.set()
         for thread in watchers:
             thread.join(timeout=10)
@@ -208,7 +223,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             outcome.problems += nemesis.problems(scenario.fault, outcome.leader_after)
         cluster.converged(timeout=30)
         outcome.problems += _check(scenario, cluster, workload, history, sampler, rng)
-        outcome.problems += check_one_leader_per_term(leaders)
+        outcome.problems += check_one_leader_per_term((term, who) for _, term, who in leaders)
         if outcome.recovery is None or outcome.recovery > 10.0:
             outcome.problems.append(f"no leader and successful write within 10 s of the heal "
                                     f"(took {outcome.recovery})")
@@ -266,6 +281,21 @@ def _stats(history: History, workload: Workload, sampler: FeedSampler) -> dict[s
         stats[verdict] = sum(1 for op in history.ops if op.resolved == verdict)
     stats["feed_revisions_compared"] = sampler.compared
     return {**stats, **workload.stats()}
+
+
+def _term_as_of(leaders: list[Sighting], moment: float) -> int | None:
+    """The term of the last leader seen at or before ``moment`` (None: none was seen)."""
+    seen = [term for when, term, _ in list(leaders) if when <= moment]
+    return max(seen) if seen else None
+
+
+def _elections(before: int | None, at_heal: int | None,
+               after: int) -> tuple[int | None, int | None]:
+    """Terms begun during the fault and after its heal, from the leaders' terms at the fault's
+    start, at its heal and at the end (a term begins with each election, won or not)."""
+    in_fault = None if before is None or at_heal is None else at_heal - before
+    after_heal = None if at_heal is None else after - at_heal
+    return in_fault, after_heal
 
 
 def _first_write_after(cluster: LocalCluster, healed: float, history: History) -> float | None:

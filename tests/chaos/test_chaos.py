@@ -12,8 +12,9 @@ compare-and-set, and partition ownership with fencing epochs. Checks after every
 (tests.chaos.runner): linearizability (unknown writes resolved from the cluster's record of
 applied request ids), nothing acknowledged lost, one revision per write, one leader per term,
 members' change feeds agreeing revision by revision, equal digests, epochs growing per
-partition and no stale epoch accepted, a leader and a write within 10 s of the heal, no
-traceback. The canary proves the checkers can fail.
+partition and no stale epoch accepted, a leader and a write within 10 s of the heal, at most
+one election after the heal (each run prints how many terms began during the fault and after
+its heal), no traceback. The canary proves the checkers can fail.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def test_scenario_keeps_every_promise(scenario: Scenario, tmp_path: Path) -> Non
     gap = "" if outcome.worst_write_gap is None else \
         f", worst write gap {outcome.worst_write_gap:.3f}s"
     print(f"{scenario.name}: {outcome.stats}, recovery {outcome.recovery:.3f}s{gap}, leader "
-          f"{outcome.leader_before} -> {outcome.leader_after}")
+          f"{outcome.leader_before} -> {outcome.leader_after}, elections "
+          f"{outcome.elections_in_fault} in the fault, {outcome.elections_after_heal} after the heal")
 
 
 CANARY_ARGS = ("--log-compaction-min-entries", "200", "--unsafe-stale-reads")

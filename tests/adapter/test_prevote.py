@@ -1,0 +1,188 @@
+"""Pre-vote and leader stickiness (hacoord.replication.prevote) on the production stack.
+
+Simulated members (tests.adapter.sim): a link is *held* to cut it silently (the connection
+stays up, nothing gets through, and what was sent arrives after the heal, as over TCP through a
+dropping firewall), or *cut* to close the connection. Election timeouts are 1-2 s, the leader's
+check-quorum 5 s, and a step 0.11 s of simulated time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hacoord.replication.prevote import PreVoteSyncObj
+from tests.adapter.raft_harness import controlled_time
+from tests.adapter.sim import SimCluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[SimCluster]:
+    with controlled_time(seed=11) as clock:
+        made = SimCluster(tmp_path, clock, seed=11)
+        try:
+            assert made.run_until(lambda: made.leader() is not None, rounds=100)
+            made.step(rounds=5)
+            yield made
+        finally:
+            made.destroy()
+
+
+def without_pre_vote(monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.3.17's elections: a member stands as soon as its deadline passes."""
+    monkeypatch.setattr(PreVoteSyncObj, "_pre_vote_before_tick", lambda self: None)
+
+
+def silence(cluster: SimCluster, a: str, b: str) -> None:
+    cluster.network.hold(a, b)
+    cluster.network.hold(b, a)
+
+
+def restore(cluster: SimCluster, a: str, b: str) -> None:
+    cluster.network.release(a, b)
+    cluster.network.release(b, a)
+
+
+def terms(cluster: SimCluster) -> dict[str, int]:
+    return {n: cluster.members[n].obj.raftCurrentTerm for n in cluster.alive}
+
+
+def write_goes_through(cluster: SimCluster) -> bool:
+    leader = cluster.leader()
+    assert leader is not None
+    rids = cluster.submit(leader, 2)
+    return cluster.run_until(lambda: all(r in cluster.acked for r in rids), rounds=60)
+
+
+def cut_off_and_heal(cluster: SimCluster) -> tuple[str, str, int]:
+    """Silence every link of one follower for 30 s (15-30 election timeouts) while the others
+    write, then heal: ``(leader before, the follower, the leader's term before)``."""
+    leader = cluster.leader()
+    assert leader is not None
+    term = terms(cluster)[leader]
+    cut = next(n for n in cluster.names if n != leader)
+    for other in cluster.names:
+        if other != cut:
+            silence(cluster, cut, other)
+    for _ in range(90):
+        cluster.submit(leader, 1)
+        cluster.step(rounds=3)
+    for other in cluster.names:
+        if other != cut:
+            restore(cluster, cut, other)
+    cluster.step(rounds=30)
+    return leader, cut, term
+
+
+def test_a_member_cut_off_silently_comes_back_without_an_election(cluster: SimCluster) -> None:
+    won = {n: cluster.members[n].obj.pre_votes_won for n in cluster.names}
+    leader, cut, term = cut_off_and_heal(cluster)
+    obj = cluster.members[cut].obj
+    assert obj.pre_votes_started >= 10, "it never got as far as asking"
+    assert {n: cluster.members[n].obj.pre_votes_won for n in cluster.names} == won
+    assert terms(cluster) == dict.fromkeys(cluster.names, term), \
+        "a term was raised: the cut-off member stood, or the heal cost an election"
+    assert cluster.leader() == leader
+    assert cluster.commit(cut) == cluster.commit(leader), "it did not follow the leader again"
+    assert write_goes_through(cluster)
+
+
+def test_without_pre_vote_the_same_heal_deposes_the_leader(
+        cluster: SimCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The premise: 0.3.17's member raises its term at every timeout and the heal costs an
+    election at that term."""
+    without_pre_vote(monkeypatch)
+    _leader, cut, term = cut_off_and_heal(cluster)
+    assert terms(cluster)[cut] > term + 5
+    assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
+    assert terms(cluster)[cluster.leader()] > term + 5
+
+
+def test_a_member_cut_off_from_the_leader_alone_does_not_depose_it(cluster: SimCluster) -> None:
+    """A partial partition: the follower still hears the other follower, which still hears the
+    leader and so refuses the pre-vote (leader stickiness); nobody's term moves."""
+    leader = cluster.leader()
+    assert leader is not None
+    term = terms(cluster)[leader]
+    cut, other = (n for n in cluster.names if n != leader)
+    granted = cluster.members[other].obj.pre_votes_granted
+    silence(cluster, cut, leader)
+    # No writes meanwhile: the cut-off member's log stays as up to date as the others', so
+    # only the lease stands between it and the vote.
+    cluster.step(rounds=180)  # 20 s
+    assert cluster.members[cut].obj.pre_votes_started >= 5
+    assert cluster.members[other].obj.pre_votes_refused >= 5
+    assert cluster.members[other].obj.pre_votes_granted == granted
+    assert terms(cluster) == dict.fromkeys(cluster.names, term)
+    assert cluster.leader() == leader
+    restore(cluster, cut, leader)
+    cluster.step(rounds=20)
+    assert terms(cluster) == dict.fromkeys(cluster.names, term)
+    assert cluster.commit(cut) == cluster.commit(leader)
+
+
+def test_a_crashed_leader_is_replaced_in_one_term(cluster: SimCluster) -> None:
+    """Its connections close: both followers drop their lease at once, one wins the pre-vote
+    and then the election."""
+    leader = cluster.leader()
+    assert leader is not None
+    term = terms(cluster)[leader]
+    cluster.crash(leader)
+    assert cluster.run_until(lambda: cluster.leader() is not None, rounds=60)
+    assert set(terms(cluster).values()) == {term + 1}
+    assert write_goes_through(cluster)
+
+
+def test_an_isolated_leader_steps_down_and_the_heal_costs_no_election(
+        cluster: SimCluster) -> None:
+    """Check-quorum and pre-vote together: the majority's leases run out and it elects a leader
+    (in the next term, or a later one if both followers stood at once); the isolated leader
+    hears from nobody, steps down and never stands; after the heal it follows the new leader
+    at that term, with no election more."""
+    leader = cluster.leader()
+    assert leader is not None
+    term = terms(cluster)[leader]
+    for other in cluster.names:
+        if other != leader:
+            silence(cluster, leader, other)
+    old = cluster.members[leader].obj
+    assert cluster.run_until(lambda: not old._isLeader(), rounds=100), \
+        "the isolated leader never stepped down"
+    assert cluster.run_until(lambda: cluster.leader() not in (None, leader), rounds=100)
+    new = cluster.leader()
+    assert new is not None
+    elected = terms(cluster)[new]
+    assert elected > term
+    cluster.step(rounds=90)  # 10 s more apart: 5-10 election timeouts of the old leader's
+    assert old.raftCurrentTerm == term, "the isolated leader raised its term"
+    assert cluster.leader() == new and terms(cluster)[new] == elected
+    for other in cluster.names:
+        if other != leader:
+            restore(cluster, leader, other)
+    cluster.step(rounds=30)
+    assert cluster.leader() == new
+    assert terms(cluster) == dict.fromkeys(cluster.names, elected), "the heal cost an election"
+    assert cluster.commit(leader) == cluster.commit(new)
+
+
+def test_a_pre_candidate_behind_in_term_catches_up_from_a_refusal(cluster: SimCluster) -> None:
+    """A member with the better log and a lower term, and one with a higher term and a worse
+    log, would refuse each other forever; the refusal carries the higher term and the first
+    adopts it."""
+    leader = cluster.leader()
+    assert leader is not None
+    follower = next(n for n in cluster.names if n != leader)
+    obj = cluster.members[follower].obj
+    term = obj.raftCurrentTerm
+    obj._pv_term = term + 1
+    obj._pre_vote_on_response(cluster.members[leader].obj.selfNode,
+                              {"type": "pre_vote_response", "granted": False, "term": term + 3})
+    assert obj.raftCurrentTerm == term + 3
+    assert obj._pv_term is None and obj._pv_won is None
+    # A stale yes (an answer for another term) does not count.
+    obj._pv_term, obj._pv_grants = term + 4, set()
+    obj._pre_vote_on_response(cluster.members[leader].obj.selfNode,
+                              {"type": "pre_vote_response", "granted": True, "term": term + 1})
+    assert obj._pv_won is None and obj._pv_grants == set()
