@@ -124,6 +124,12 @@ class Replicator(Protocol):
         """Replicate ``command`` and return its outcome once applied here. Leader only; raises
         :class:`NotLeaderError`, :class:`NotAppliedError` or :class:`OutcomeUnknownError`."""
 
+    async def read_index(self, timeout: float) -> int | None:
+        """A linearizable read point without a log write: once it returns, the local state
+        holds every write acknowledged before the call. None: not available yet (the caller
+        submits a barrier command instead). Leader only; raises :class:`NotLeaderError` or
+        :class:`NotAppliedError`."""
+
     @property
     def loaded(self) -> bool:
         """True once the state has been applied as far as the member had it; reads wait for it."""

@@ -42,7 +42,7 @@ from hacoord.replication.durability import DurableMatchIndex, PendingAcks, commi
 from hacoord.replication.gcpolicy import collector_paused
 from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.poller import EpollPoller
-from hacoord.replication.raft_safety import SafeSyncObj
+from hacoord.replication.readindex import ReadIndexSyncObj
 from hacoord.replication.safepickle import check_entry
 from hacoord.replication.safepickle import install as _decode_log_safely
 from hacoord.replication.snapshot import NewerSnapshot, SnapshotError, SnapshotHeader, read_snapshot
@@ -71,7 +71,7 @@ def unreadable(path: Any, exc: Exception) -> StorageCorrupt:
     return StorageCorrupt(path, f"unreadable snapshot: {exc}")
 
 
-class HacoordSyncObj(SafeSyncObj):
+class HacoordSyncObj(ReadIndexSyncObj):
     """A SafeSyncObj over hacoord's poller, journal and snapshot store. See the module docstring.
 
     ``conf.journalFile`` and ``conf.fullDumpFile`` must be set. ``durable`` fdatasyncs the

@@ -76,6 +76,12 @@ class MemoryReplicator:
             self.invariants.observe(self._state, outcome)
         return outcome
 
+    async def read_index(self, timeout: float) -> int | None:
+        """Everything is applied at once: the read point is now."""
+        if not self.is_leader():
+            raise NotLeaderError(self._leader)
+        return self._index
+
     def status(self) -> MemberStatus:
         return MemberStatus(
             member_id=self.member_id, role="leader" if self.is_leader() else "follower", term=self.term,

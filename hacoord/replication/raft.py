@@ -132,6 +132,8 @@ class RaftReplicator:
         self._reopen_delay = REOPEN_FIRST
         self._tick_scheduled = False
         self._waiting: dict[str, _Waiter] = {}
+        #: Confirmed reads waiting for the applied index to reach theirs: (index, future).
+        self._reads: list[tuple[int, asyncio.Future[int]]] = []
         # Counted here, not only by SafeSyncObj: a failing journal sync or send after the
         # library's tick must make the member unready too.
         self.tick_failures = 0
@@ -418,6 +420,8 @@ class RaftReplicator:
             if self.consecutive_tick_failures in (1, 10, 100) or self.consecutive_tick_failures % 1000 == 0:
                 log.exception("raft tick failed (%d in a row)", self.consecutive_tick_failures)
         self._note_leader()
+        if self._reads and self._driver is not None:
+            self._release_reads(self._driver.obj.raftLastApplied)
         if not self._loaded and self._driver is not None:
             self._check_loaded(self._driver)
         if again:
@@ -496,6 +500,54 @@ class RaftReplicator:
         finally:
             if future.done() and self._waiting.get(rid) is waiter:
                 del self._waiting[rid]
+
+    async def read_index(self, timeout: float) -> int | None:
+        """A linearizable read point without a log write (:mod:`hacoord.replication.readindex`):
+        returns the applied index once this member has confirmed with a majority that it still
+        leads and has applied everything committed before the call; None while it has not yet
+        committed an entry of its own term (use a barrier command then). Raises
+        :class:`NotLeaderError`, or :class:`NotAppliedError` when no majority confirmed it in
+        ``timeout`` seconds (retry)."""
+        if self.fatal:
+            raise FatalReplicationError(self.fatal)
+        driver = self._driver
+        if driver is None or not self.is_leader():
+            raise NotLeaderError(self.leader_id())
+        assert self._loop is not None
+        confirmed: asyncio.Future[int | None] = self._loop.create_future()
+
+        def answered(index: int | None, error: str | None) -> None:
+            if confirmed.done():
+                return  # the caller gave up
+            if error is None or error == "not_current":
+                confirmed.set_result(index)
+            elif error == "not_leader":
+                confirmed.set_exception(NotLeaderError(self.leader_id()))
+            else:
+                confirmed.set_exception(NotAppliedError(
+                    "no majority confirmed this member's leadership in time; retry"))
+
+        driver.obj.read_index(answered)
+        self._schedule_tick()
+        try:
+            index = await asyncio.wait_for(confirmed, timeout)
+            if index is None or driver.obj.raftLastApplied >= index:
+                return index
+            reached: asyncio.Future[int] = self._loop.create_future()
+            self._reads.append((index, reached))
+            return await asyncio.wait_for(reached, timeout)
+        except TimeoutError:
+            raise NotAppliedError(f"no read point within {timeout:.1f}s; retry") from None
+
+    def _release_reads(self, applied: int) -> None:
+        waiting, self._reads = self._reads, []
+        for index, future in waiting:
+            if future.done():
+                continue
+            if index <= applied:
+                future.set_result(index)
+            else:
+                self._reads.append((index, future))
 
     def _on_batch_failed(self, request_ids: list[str], reason: str) -> None:
         for rid in request_ids:

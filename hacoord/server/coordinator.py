@@ -263,7 +263,17 @@ class Coordinator:
 
     async def barrier(self) -> int:
         """Linearizable read point: returns the revision once everything committed before the
-        barrier is applied on this (leading) member."""
+        call is applied on this (leading) member. A read index (no log write) when the member
+        can give one; a barrier command through the log until it has committed an entry of its
+        own term."""
+        try:
+            index = await self.replicator.read_index(self.submit_timeout)
+        except NotLeaderError as exc:
+            raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
+        except NotAppliedError as exc:
+            raise ApiError("unavailable", str(exc)) from None
+        if index is not None:
+            return self.replicator.state.revision
         outcome = await self.submit(c.Barrier())
         return outcome.revision
 

@@ -205,3 +205,28 @@ def test_a_restarting_member_reads_its_own_snapshot_off_the_event_loop(
     assert sorted(state.nodes) == ["n0", "n1", "n2"] and state.revision == revision
     assert readers and threading.main_thread().name not in readers  # read on a worker thread
     assert loads == []  # the first tick did not read it again on the loop
+
+
+def test_a_read_index_covers_acknowledged_writes_without_a_log_entry(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    members = {"m1": MemberInfo("m1", f"127.0.0.1:{port}", "http://127.0.0.1:1")}
+
+    async def scenario() -> None:
+        rep = RaftReplicator("m1", members, tmp_path, secret=None)
+        with pytest.raises(NotLeaderError):
+            await rep.read_index(timeout=1)  # not started: no engine, no leader
+        await rep.start()
+        try:
+            await until(lambda: rep.status().ready, "ready")
+            written = await rep.submit(c.RegisterNode(request_id="r0", node_id="n0",
+                                                      address="127.0.0.1:9"), timeout=5)
+            before = rep.status()
+            index = await rep.read_index(timeout=5)
+            after = rep.status()
+            assert index is not None and index >= before.commit_index
+            assert after.log_length == before.log_length, "the read wrote to the log"
+            assert rep.state.revision == written.revision and "n0" in rep.state.nodes
+        finally:
+            await rep.stop()
+
+    asyncio.run(scenario())

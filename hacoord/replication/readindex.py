@@ -1,0 +1,185 @@
+"""Linearizable reads without a log write: the read index (Raft thesis, section 6.4).
+
+A consistent read used to commit a ``Barrier`` command: a log entry, a journal sync on a
+majority, and an apply, for every read (group commit shared some of it). A read index needs
+none of that. The leader
+
+1. checks that it has committed an entry of its own term (until then its commit index may lag
+   behind entries an earlier leader committed; the caller falls back to the barrier);
+2. takes its commit index as the read's index;
+3. confirms that it still leads: it sends a ``read_index_probe`` (its term and a round number)
+   to every voter, and the round is confirmed once a majority, itself included, answered
+   ``read_index_ack`` in the same term. A member answers only a probe of its own current term:
+   a member that has moved on to a newer term knows of a newer election and stays silent;
+4. answers once it has applied up to the read's index.
+
+Why that is enough: a write acknowledged before the read arrived was committed by this leader
+or an earlier one, so it is at or below the commit index of step 2 (step 1). Another leader
+could have committed something newer only after winning a newer term's election, which needs
+a majority that moved on; the probes of step 3 were sent after the read arrived and a majority
+answered them in this term, so no such election had ended when they were answered. A deposed
+leader (cut off, or out-voted while it was paused) never gathers that majority: its reads fail
+after ``round_timeout`` and the client asks again elsewhere.
+
+Every read waiting when a round starts shares that round: one probe per voter per round, no
+matter how many reads. A round starts at the first tick after a read asks, so reads are never
+held back behind an earlier round.
+
+Threads: every method runs on the member's tick thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pysyncobj.syncobj as _syncobj
+from pysyncobj.node import Node
+
+from hacoord.replication.raft_safety import SafeSyncObj
+
+logger = logging.getLogger(__name__)
+
+PROBE = "read_index_probe"
+ACK = "read_index_ack"
+
+#: ``callback(index, error)``: the confirmed read index, or None and why not (``not_leader``:
+#: this member does not lead, or stopped leading; ``not_current``: it has not committed an
+#: entry of its term yet; ``timeout``: no majority confirmed the round in time).
+ReadCallback = Callable[[int | None, str | None], None]
+
+
+@dataclass
+class _Round:
+    term: int
+    index: int
+    started: float
+    callbacks: list[ReadCallback]
+    acked: set[str] = field(default_factory=set)
+
+
+class ReadIndexSyncObj(SafeSyncObj):
+    """``SafeSyncObj`` that answers read-index requests: see the module docstring.
+
+    Counters (read from any thread): ``read_rounds`` started, ``read_rounds_confirmed``,
+    ``read_rounds_failed`` (timed out, or leadership lost), ``reads_confirmed``.
+    """
+
+    #: Seconds a round may wait for a majority before its reads fail (a leader that hears from
+    #: no majority steps down after ``leaderFallbackTimeout`` anyway).
+    round_timeout = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set before SyncObj.__init__: attributes added later go into full-dump snapshots.
+        self.read_rounds = 0
+        self.read_rounds_confirmed = 0
+        self.read_rounds_failed = 0
+        self.reads_confirmed = 0
+        self._ri_waiting: list[ReadCallback] = []
+        self._ri_rounds: dict[int, _Round] = {}
+        self._ri_last_round = 0
+        super().__init__(*args, **kwargs)
+
+    def read_index(self, callback: ReadCallback) -> None:
+        """Ask for a read index; ``callback`` runs on the tick thread, perhaps at once."""
+        if not self._isLeader():
+            callback(None, "not_leader")
+        elif not self.leader_commit_is_current:
+            callback(None, "not_current")
+        else:
+            self._ri_waiting.append(callback)
+
+    @property
+    def read_index_busy(self) -> bool:
+        """True while reads wait for a round to start (the tick should run again soon)."""
+        return bool(self._ri_waiting)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N803 (the library's name)
+        super()._onTick(timeToWait)
+        self._ri_after_tick()
+
+    def _ri_after_tick(self) -> None:
+        if not self._isLeader():
+            self._ri_fail_all("not_leader")
+            return
+        now = _syncobj.monotonicTime()
+        for number in [n for n, r in self._ri_rounds.items()
+                       if now - r.started > self.round_timeout]:
+            self._ri_fail(self._ri_rounds.pop(number), "timeout")
+        if self._ri_waiting:
+            self._ri_start_round(now)
+
+    def _ri_start_round(self, now: float) -> None:
+        waiting, self._ri_waiting = self._ri_waiting, []
+        if not self.leader_commit_is_current:  # the term changed under the reads
+            for callback in waiting:
+                callback(None, "not_current")
+            return
+        self._ri_last_round += 1
+        number = self._ri_last_round
+        term = self.raftCurrentTerm
+        round_ = _Round(term, self._SyncObj__raftCommitIndex, now, waiting)
+        self.read_rounds += 1
+        voters = self._SyncObj__otherNodes
+        if not voters:
+            self._ri_confirm(round_)
+            return
+        self._ri_rounds[number] = round_
+        transport = self._SyncObj__transport
+        for node in voters:
+            transport.send(node, {"type": PROBE, "term": term, "round": number})
+
+    def _SyncObj__onMessageReceived(self, node: Node, message: Any) -> None:  # noqa: N802
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == PROBE:
+            self._ri_on_probe(node, message)
+        elif kind == ACK:
+            self._ri_on_ack(node, message)
+        else:
+            super()._SyncObj__onMessageReceived(node, message)
+
+    def _ri_on_probe(self, node: Node, message: dict[str, Any]) -> None:
+        """Answer a leader's probe of this member's own term (and only that)."""
+        if message.get("term") == self.raftCurrentTerm and not self._isLeader():
+            self._SyncObj__transport.send(node, {
+                "type": ACK, "term": self.raftCurrentTerm, "round": message.get("round")})
+
+    def _ri_on_ack(self, node: Node, message: dict[str, Any]) -> None:
+        number = message.get("round")
+        if not self._isLeader() or message.get("term") != self.raftCurrentTerm \
+                or not isinstance(number, int):
+            return
+        voters = {n.id for n in self._SyncObj__otherNodes}
+        if node.id not in voters:
+            return
+        # An answer to a round answers every earlier one too: the member was in this term
+        # when it read the later probe, which was sent after the earlier ones.
+        for earlier in sorted(n for n in self._ri_rounds if n <= number):
+            round_ = self._ri_rounds[earlier]
+            if round_.term != self.raftCurrentTerm:
+                continue
+            round_.acked.add(node.id)
+            if len(round_.acked & voters) + 1 > (len(voters) + 1) / 2:
+                del self._ri_rounds[earlier]
+                self._ri_confirm(round_)
+
+    def _ri_confirm(self, round_: _Round) -> None:
+        self.read_rounds_confirmed += 1
+        self.reads_confirmed += len(round_.callbacks)
+        for callback in round_.callbacks:
+            callback(round_.index, None)
+
+    def _ri_fail(self, round_: _Round, reason: str) -> None:
+        self.read_rounds_failed += 1
+        for callback in round_.callbacks:
+            callback(None, reason)
+
+    def _ri_fail_all(self, reason: str) -> None:
+        rounds, self._ri_rounds = self._ri_rounds, {}
+        waiting, self._ri_waiting = self._ri_waiting, []
+        for round_ in rounds.values():
+            self._ri_fail(round_, reason)
+        for callback in waiting:
+            callback(None, reason)

@@ -1,0 +1,185 @@
+"""The read index (hacoord.replication.readindex) on the production stack, simulated.
+
+Links are *held* to cut them silently (tests.adapter.sim). Election timeouts are 1-2 s, a
+step 0.11 s of simulated time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hacoord.replication.readindex import ReadIndexSyncObj
+from tests.adapter.raft_harness import controlled_time
+from tests.adapter.sim import SimCluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[SimCluster]:
+    with controlled_time(seed=3) as clock:
+        made = SimCluster(tmp_path, clock, seed=3)
+        try:
+            assert made.run_until(lambda: made.leader() is not None, rounds=100)
+            made.step(rounds=5)
+            yield made
+        finally:
+            made.destroy()
+
+
+class Answers:
+    """Collects read-index answers: ``(index, error)`` pairs."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[int | None, str | None]] = []
+
+    def __call__(self, index: int | None, error: str | None) -> None:
+        self.got.append((index, error))
+
+
+def write(cluster: SimCluster, count: int) -> int:
+    """Acknowledged writes through the leader; the commit index that covers them."""
+    leader = cluster.leader()
+    assert leader is not None
+    rids = cluster.submit(leader, count)
+    assert cluster.run_until(lambda: all(r in cluster.acked for r in rids), rounds=60)
+    return cluster.commit(leader)
+
+
+def test_reads_waiting_together_share_one_round_and_get_the_commit_index(
+        cluster: SimCluster) -> None:
+    committed = write(cluster, 3)
+    leader = cluster.leader()
+    assert leader is not None
+    obj = cluster.members[leader].obj
+    rounds = obj.read_rounds
+    answers = Answers()
+    for _ in range(5):
+        obj.read_index(answers)
+    assert answers.got == [], "answered before any member confirmed the leadership"
+    assert cluster.run_until(lambda: len(answers.got) == 5, rounds=10)
+    assert obj.read_rounds == rounds + 1
+    assert {index for index, _ in answers.got} == {cluster.commit(leader)}
+    assert all(index is not None and index >= committed and error is None
+               for index, error in answers.got)
+
+
+def test_a_follower_is_refused_at_once(cluster: SimCluster) -> None:
+    follower = next(n for n in cluster.names if n != cluster.leader())
+    answers = Answers()
+    cluster.members[follower].obj.read_index(answers)
+    assert answers.got == [(None, "not_leader")]
+
+
+def test_a_deposed_leader_never_confirms_a_read(cluster: SimCluster) -> None:
+    """The leader is cut off silently and, its check-quorum put off (as for a leader paused
+    and resumed), keeps believing it leads; it is asked for reads all along while the others
+    elect a leader and acknowledge writes. Not one read on the old leader may be confirmed:
+    its index would miss those writes. After the heal it learns the new term and fails what
+    still waits."""
+    write(cluster, 2)
+    old = cluster.leader()
+    assert old is not None
+    others = [n for n in cluster.names if n != old]
+    obj = cluster.members[old].obj
+    obj.conf.leaderFallbackTimeout = 60.0
+    for other in others:
+        cluster.network.hold(old, other)
+        cluster.network.hold(other, old)
+    answers = Answers()
+    for _ in range(60):  # 6.6 s: the majority elects meanwhile
+        if obj._isLeader():
+            obj.read_index(answers)
+        cluster.step()
+        new = [n for n in others if cluster.members[n].obj._isLeader()]
+        if new and len(cluster.acked) < 40:
+            cluster.submit(new[0], 1)
+    assert [n for n in others if cluster.members[n].obj._isLeader()], "no new leader"
+    assert obj._isLeader(), "the old leader was to go on believing it leads"
+    for other in others:
+        cluster.network.release(old, other)
+        cluster.network.release(other, old)
+    assert cluster.run_until(lambda: not obj._isLeader(), rounds=30)
+    cluster.step(rounds=3)
+    confirmed = [index for index, _ in answers.got if index is not None]
+    assert confirmed == [], f"the deposed leader confirmed read indexes {confirmed}"
+    assert len(answers.got) == 60, "a read was never answered"
+    assert {error for _, error in answers.got} == {"timeout", "not_leader"}
+
+
+def test_without_the_majority_round_the_deposed_leader_answers_stale(
+        cluster: SimCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The premise of the test above: a leader that gave its commit index without asking a
+    majority answers a read after the new leader acknowledged writes it does not have."""
+    def at_once(self: ReadIndexSyncObj, now: float) -> None:
+        waiting, self._ri_waiting = self._ri_waiting, []
+        for callback in waiting:
+            callback(self._SyncObj__raftCommitIndex, None)
+
+    monkeypatch.setattr(ReadIndexSyncObj, "_ri_start_round", at_once)
+    write(cluster, 2)
+    old = cluster.leader()
+    assert old is not None
+    # Its check-quorum does not fire meanwhile (as for a leader paused and resumed).
+    cluster.members[old].obj.conf.leaderFallbackTimeout = 60.0
+    others = [n for n in cluster.names if n != old]
+    for other in others:
+        cluster.network.hold(old, other)
+        cluster.network.hold(other, old)
+    assert cluster.run_until(lambda: any(cluster.members[n].obj._isLeader() for n in others),
+                             rounds=60)
+    new = next(n for n in others if cluster.members[n].obj._isLeader())
+    rids = cluster.submit(new, 3)
+    assert cluster.run_until(lambda: all(r in cluster.acked for r in rids), rounds=20)
+    acked = cluster.commit(new)
+    old_obj = cluster.members[old].obj
+    assert old_obj._isLeader()
+    answers = Answers()
+    old_obj.read_index(answers)
+    cluster.step()
+    assert answers.got and answers.got[0][0] is not None and answers.got[0][0] < acked
+
+
+def test_a_new_leader_gives_no_index_before_it_commits_in_its_term(cluster: SimCluster) -> None:
+    """Its commit index may lag behind what its predecessor committed: the caller falls back
+    to a barrier through the log."""
+    write(cluster, 2)
+    old = cluster.leader()
+    assert old is not None
+    cluster.crash(old)
+    others = [n for n in cluster.names if n != old]
+    # Hold the new leader's acks so its no-op stays uncommitted.
+    answers = Answers()
+    for _ in range(60):
+        cluster.tick()
+        new = [n for n in others if cluster.members[n].obj._isLeader()]
+        if new:
+            obj = cluster.members[new[0]].obj
+            if not obj.leader_commit_is_current:
+                obj.read_index(answers)
+                break
+        cluster.network.deliver_all()
+        cluster.clock.advance(0.11)
+    assert answers.got == [(None, "not_current")]
+
+
+def test_a_probe_of_an_older_term_is_not_answered(cluster: SimCluster) -> None:
+    leader = cluster.leader()
+    assert leader is not None
+    follower = next(n for n in cluster.names if n != leader)
+    obj = cluster.members[follower].obj
+    sent: list[dict] = []
+    monkey = obj._SyncObj__transport
+    original = monkey.send
+    monkey.send = lambda node, message: sent.append(message) or original(node, message)
+    try:
+        node = cluster.members[leader].obj.selfNode
+        obj._ri_on_probe(node, {"type": "read_index_probe", "term": obj.raftCurrentTerm - 1,
+                                "round": 7})
+        assert sent == []
+        obj._ri_on_probe(node, {"type": "read_index_probe", "term": obj.raftCurrentTerm,
+                                "round": 8})
+        assert sent == [{"type": "read_index_ack", "term": obj.raftCurrentTerm, "round": 8}]
+    finally:
+        monkey.send = original
