@@ -31,13 +31,14 @@ safety properties after every step. Every loop is bounded; nothing sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pickle
 import random
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,14 @@ from hacoord.replication.driver import JOURNAL_FILE, SNAPSHOT_FILE, RaftDriver, 
 from hacoord.replication.journal import MAGIC, _record_at, cut_to_durable
 from hacoord.replication.snapshot import SnapshotError, read_snapshot
 from hacoord.replication.storage import StorageError
-from tests.adapter.raft_harness import FakeClock, InMemoryTransport, Network, Stepping, describe
+from tests.adapter.raft_harness import (
+    FakeClock,
+    InMemoryTransport,
+    Network,
+    Stepping,
+    controlled_time,
+    describe,
+)
 
 #: Storage points where a fault can be armed (see FaultPlan).
 FAULT_POINTS = (
@@ -691,3 +699,17 @@ class Checker:
             nodes = cluster.state(name).nodes
             lost = sorted(rid for rid in cluster.acked if rid not in nodes)
             assert not lost, f"{name} lost acknowledged writes {lost}: {cluster.events}"
+
+
+@contextlib.contextmanager
+def led_cluster(root: Path, seed: int, settle: int = 5, **kwargs: Any) -> Iterator[SimCluster]:
+    """A :class:`SimCluster` under controlled time whose members elected a leader and then ran
+    ``settle`` more steps; destroyed on the way out."""
+    with controlled_time(seed=seed) as clock:
+        cluster = SimCluster(root, clock, seed=seed, **kwargs)
+        try:
+            assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
+            cluster.step(rounds=settle)
+            yield cluster
+        finally:
+            cluster.destroy()

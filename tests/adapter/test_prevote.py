@@ -14,20 +14,13 @@ from pathlib import Path
 import pytest
 
 from hacoord.replication.prevote import PreVoteSyncObj
-from tests.adapter.raft_harness import controlled_time
-from tests.adapter.sim import SimCluster
+from tests.adapter.sim import SimCluster, led_cluster
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[SimCluster]:
-    with controlled_time(seed=11) as clock:
-        made = SimCluster(tmp_path, clock, seed=11)
-        try:
-            assert made.run_until(lambda: made.leader() is not None, rounds=100)
-            made.step(rounds=5)
-            yield made
-        finally:
-            made.destroy()
+    with led_cluster(tmp_path, seed=11) as made:
+        yield made
 
 
 def without_pre_vote(monkeypatch: pytest.MonkeyPatch) -> None:

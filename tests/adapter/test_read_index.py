@@ -12,20 +12,13 @@ from pathlib import Path
 import pytest
 
 from hacoord.replication.readindex import ReadIndexSyncObj
-from tests.adapter.raft_harness import controlled_time
-from tests.adapter.sim import SimCluster
+from tests.adapter.sim import SimCluster, led_cluster
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[SimCluster]:
-    with controlled_time(seed=3) as clock:
-        made = SimCluster(tmp_path, clock, seed=3)
-        try:
-            assert made.run_until(lambda: made.leader() is not None, rounds=100)
-            made.step(rounds=5)
-            yield made
-        finally:
-            made.destroy()
+    with led_cluster(tmp_path, seed=3) as made:
+        yield made
 
 
 class Answers:
