@@ -86,6 +86,10 @@ class MemberStatus:
     #: Pre-votes (hacoord.replication.prevote): ``started`` and ``won`` by this member,
     #: ``granted`` and ``refused`` to others.
     pre_votes: dict[str, int] = field(default_factory=dict)
+    #: Read index (hacoord.replication.readindex): ``rounds`` started, ``confirmed`` and
+    #: ``failed`` rounds, ``reads`` confirmed, ``for_followers`` (reads confirmed for a
+    #: follower's request).
+    read_index: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -127,8 +131,8 @@ class Replicator(Protocol):
     async def read_index(self, timeout: float) -> int | None:
         """A linearizable read point without a log write: once it returns, the local state
         holds every write acknowledged before the call. None: not available yet (the caller
-        submits a barrier command instead). Leader only; raises :class:`NotLeaderError` or
-        :class:`NotAppliedError`."""
+        submits a barrier command, or forwards the read, instead). A follower asks the leader;
+        raises :class:`NotLeaderError` (no leader known) or :class:`NotAppliedError`."""
 
     @property
     def loaded(self) -> bool:

@@ -503,15 +503,15 @@ class RaftReplicator:
 
     async def read_index(self, timeout: float) -> int | None:
         """A linearizable read point without a log write (:mod:`hacoord.replication.readindex`):
-        returns the applied index once this member has confirmed with a majority that it still
-        leads and has applied everything committed before the call; None while it has not yet
-        committed an entry of its own term (use a barrier command then). Raises
-        :class:`NotLeaderError`, or :class:`NotAppliedError` when no majority confirmed it in
-        ``timeout`` seconds (retry)."""
+        returns the applied index once the leader (this member, or the one a follower asks) has
+        confirmed with a majority that it still leads, and this member has applied everything
+        committed before the call; None while the leader has not yet committed an entry of its
+        own term (use a barrier command then). Raises :class:`NotLeaderError` (no leader
+        known), or :class:`NotAppliedError` when none was confirmed in ``timeout`` seconds."""
         if self.fatal:
             raise FatalReplicationError(self.fatal)
         driver = self._driver
-        if driver is None or not self.is_leader():
+        if driver is None or self.leader_id() is None:
             raise NotLeaderError(self.leader_id())
         assert self._loop is not None
         confirmed: asyncio.Future[int | None] = self._loop.create_future()
@@ -641,6 +641,9 @@ class RaftReplicator:
             peer_refused=dict(getattr(transport, "refused", {})),
             pre_votes={"started": obj.pre_votes_started, "won": obj.pre_votes_won,
                        "granted": obj.pre_votes_granted, "refused": obj.pre_votes_refused},
+            read_index={"rounds": obj.read_rounds, "confirmed": obj.read_rounds_confirmed,
+                        "failed": obj.read_rounds_failed, "reads": obj.reads_confirmed,
+                        "for_followers": obj.reads_for_followers},
         )
 
 

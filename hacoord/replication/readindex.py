@@ -25,6 +25,12 @@ Every read waiting when a round starts shares that round: one probe per voter pe
 matter how many reads. A round starts at the first tick after a read asks, so reads are never
 held back behind an earlier round.
 
+A follower serves a consistent read the same way: it asks the leader for a read index
+(``read_index_request``), the leader confirms one as for its own reads and answers
+(``read_index_response``), sending its commit index to the followers at once, and the follower
+answers once it has applied up to that index. The read costs the leader one round and one small
+message, not the read's answer.
+
 Threads: every method runs on the member's tick thread.
 """
 
@@ -44,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 PROBE = "read_index_probe"
 ACK = "read_index_ack"
+REQUEST = "read_index_request"
+RESPONSE = "read_index_response"
 
 #: ``callback(index, error)``: the confirmed read index, or None and why not (``not_leader``:
 #: this member does not lead, or stopped leading; ``not_current``: it has not committed an
@@ -64,7 +72,8 @@ class ReadIndexSyncObj(SafeSyncObj):
     """``SafeSyncObj`` that answers read-index requests: see the module docstring.
 
     Counters (read from any thread): ``read_rounds`` started, ``read_rounds_confirmed``,
-    ``read_rounds_failed`` (timed out, or leadership lost), ``reads_confirmed``.
+    ``read_rounds_failed`` (timed out, or leadership lost), ``reads_confirmed``, and
+    ``reads_for_followers`` (confirmed for a follower's request).
     """
 
     #: Seconds a round may wait for a majority before its reads fail (a leader that hears from
@@ -80,16 +89,34 @@ class ReadIndexSyncObj(SafeSyncObj):
         self._ri_waiting: list[ReadCallback] = []
         self._ri_rounds: dict[int, _Round] = {}
         self._ri_last_round = 0
+        self.reads_for_followers = 0
+        #: A follower's requests to the leader: id -> (callback, when asked, term).
+        self._ri_asked: dict[int, tuple[ReadCallback, float, int]] = {}
+        self._ri_last_asked = 0
+        #: A round with a follower's reads was confirmed: send the commit index now.
+        self._ri_push_commit = False
         super().__init__(*args, **kwargs)
 
     def read_index(self, callback: ReadCallback) -> None:
-        """Ask for a read index; ``callback`` runs on the tick thread, perhaps at once."""
+        """Ask for a read index (on a follower, the leader's); ``callback`` runs on the tick
+        thread, perhaps at once."""
         if not self._isLeader():
-            callback(None, "not_leader")
+            self._ri_ask_leader(callback)
         elif not self.leader_commit_is_current:
             callback(None, "not_current")
         else:
             self._ri_waiting.append(callback)
+
+    def _ri_ask_leader(self, callback: ReadCallback) -> None:
+        leader = self._SyncObj__raftLeader
+        if leader is None or leader not in self._SyncObj__connectedNodes:
+            callback(None, "not_leader")
+            return
+        self._ri_last_asked += 1
+        term = self.raftCurrentTerm
+        self._ri_asked[self._ri_last_asked] = (callback, _syncobj.monotonicTime(), term)
+        self._SyncObj__transport.send(leader, {"type": REQUEST, "term": term,
+                                               "id": self._ri_last_asked})
 
     @property
     def read_index_busy(self) -> bool:
@@ -101,15 +128,22 @@ class ReadIndexSyncObj(SafeSyncObj):
         self._ri_after_tick()
 
     def _ri_after_tick(self) -> None:
+        now = _syncobj.monotonicTime()
+        for ident in [i for i, (_, asked, _) in self._ri_asked.items()
+                      if now - asked > self.round_timeout]:
+            self._ri_asked.pop(ident)[0](None, "timeout")
         if not self._isLeader():
             self._ri_fail_all("not_leader")
             return
-        now = _syncobj.monotonicTime()
         for number in [n for n, r in self._ri_rounds.items()
                        if now - r.started > self.round_timeout]:
             self._ri_fail(self._ri_rounds.pop(number), "timeout")
         if self._ri_waiting:
             self._ri_start_round(now)
+        if self._ri_push_commit:
+            # Followers apply up to their reads' index only once they learn it is committed.
+            self._ri_push_commit = False
+            self._SyncObj__sendAppendEntries()
 
     def _ri_start_round(self, now: float) -> None:
         waiting, self._ri_waiting = self._ri_waiting, []
@@ -137,6 +171,10 @@ class ReadIndexSyncObj(SafeSyncObj):
             self._ri_on_probe(node, message)
         elif kind == ACK:
             self._ri_on_ack(node, message)
+        elif kind == REQUEST:
+            self._ri_on_request(node, message)
+        elif kind == RESPONSE:
+            self._ri_on_response(message)
         else:
             super()._SyncObj__onMessageReceived(node, message)
 
@@ -145,6 +183,35 @@ class ReadIndexSyncObj(SafeSyncObj):
         if message.get("term") == self.raftCurrentTerm and not self._isLeader():
             self._SyncObj__transport.send(node, {
                 "type": ACK, "term": self.raftCurrentTerm, "round": message.get("round")})
+
+    def _ri_on_request(self, node: Node, message: dict[str, Any]) -> None:
+        """A follower's read: confirm an index as for this member's own, then answer it."""
+        ident, term = message.get("id"), self.raftCurrentTerm
+
+        def answer(index: int | None, error: str | None) -> None:
+            if index is not None:
+                self.reads_for_followers += 1
+                self._ri_push_commit = True
+            self._SyncObj__transport.send(node, {"type": RESPONSE, "term": term, "id": ident,
+                                                 "index": index, "error": error})
+
+        if message.get("term") != term or not self._isLeader():
+            answer(None, "not_leader")
+        else:
+            self.read_index(answer)
+
+    def _ri_on_response(self, message: dict[str, Any]) -> None:
+        asked = self._ri_asked.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if asked is None:
+            return  # timed out already
+        callback, _, term = asked
+        index, error = message.get("index"), message.get("error")
+        if message.get("term") != term or term != self.raftCurrentTerm:
+            callback(None, "not_leader")
+        elif isinstance(index, int) and error is None:
+            callback(index, None)
+        else:
+            callback(None, error if error in ("not_current", "timeout") else "not_leader")
 
     def _ri_on_ack(self, node: Node, message: dict[str, Any]) -> None:
         number = message.get("round")

@@ -2,12 +2,13 @@
 point, and how answers are written (:class:`ApiContext`), with the path parameter types and the
 headers of the API.
 
-Writes, and reads asked with ``consistent=true``, are served by the leader: a follower forwards
-them over HTTP (once; a forwarded request that lands on a non-leader is answered ``not_leader``
-with a hint, and the client library retries). A route that writes is wrapped by
-:meth:`ApiContext.leading`; a read calls :meth:`ApiContext.read_point` with its ``consistent``
-flag. Ordinary reads are served from the member's own applied state and say which revision
-they reflect.
+Writes are served by the leader: a follower forwards them over HTTP (once; a forwarded request
+that lands on a non-leader is answered ``not_leader`` with a hint, and the client library
+retries). Reads asked with ``consistent=true`` are answered by any member once the leader has
+confirmed a read index and the member has applied up to it (else forwarded like writes). A
+route that writes is wrapped by :meth:`ApiContext.leading`; a read calls
+:meth:`ApiContext.read_point` with its ``consistent`` flag. Ordinary reads are served from
+the member's own applied state and say which revision they reflect.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Path, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from hacoord.core.codec import canonical_json
 from hacoord.protocol import (
@@ -152,8 +154,13 @@ class ApiContext:
         for name in ("content-type", REQUEST_ID_HEADER, AUTHORIZATION_HEADER):
             if name in request.headers:
                 headers[name] = request.headers[name]
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # the client gave up meanwhile: nobody reads the answer
+            raise ApiError("unavailable", "the client went away before the request was "
+                           "forwarded") from None
         forward = asyncio.ensure_future(self._client.request(
-            request.method, target, headers=headers, content=await request.body()))
+            request.method, target, headers=headers, content=body))
         try:
             answer = await self._unless_leader_changes(forward, leader)
         except httpx.HTTPError as exc:
@@ -229,10 +236,14 @@ class ApiContext:
                            "state (or reopening it after a storage failure); ask another member")
 
     async def read_point(self, request: Request, consistent: bool) -> Response | None:
-        """For a consistent read: forward to the leader, or on the leader pass a barrier. A
-        local read is refused while the member's state is not loaded."""
+        """For a consistent read: on the leader, pass a read point; on a follower, wait for the
+        leader's read index and answer from the local state, or (when none can be had) forward
+        to the leader. A local read is refused while the member's state is not loaded."""
         if not consistent or self.unsafe_stale_reads:
             self.loaded()
+            return None
+        if (self.replicator.loaded and not self.replicator.is_leader()
+                and await self.coordinator.follower_read()):
             return None
         forwarded = await self.leader_or_forward(request)
         if forwarded is None:

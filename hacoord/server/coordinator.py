@@ -277,6 +277,19 @@ class Coordinator:
         outcome = await self.submit(c.Barrier())
         return outcome.revision
 
+    async def follower_read(self) -> bool:
+        """On a follower: True once the local state holds every write acknowledged before the
+        call (the leader confirmed a read index and this member applied up to it); False when
+        the leader cannot give one yet (its first entry of the term is not committed) or no
+        leader is connected: the read is then forwarded. Raises ``unavailable`` when the leader
+        did not confirm one in time (it may be cut off: the client retries)."""
+        try:
+            return await self.replicator.read_index(self.submit_timeout) is not None
+        except NotLeaderError:
+            return False
+        except NotAppliedError as exc:
+            raise ApiError("unavailable", str(exc), leader=self.replicator.leader_id()) from None
+
 
 def replica_count(state: Any) -> int:
     """How many replicas the state holds (the size of a planning job over it)."""

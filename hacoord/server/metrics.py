@@ -59,6 +59,13 @@ class MemberCollector(Collector):
         for event, count in sorted(status.pre_votes.items()):
             pre_votes.add_metric([event], count)
         yield pre_votes
+        read_index = CounterMetricFamily(
+            "hacoord_raft_read_index", "Read-index rounds (started, confirmed by a majority, "
+            "failed) and the reads they confirmed (all, and those asked by followers)",
+            labels=["event"])
+        for event, count in sorted(status.read_index.items()):
+            read_index.add_metric([event], count)
+        yield read_index
         yield CounterMetricFamily("hacoord_raft_tick_failures", "Raft ticks that raised",
                                   value=status.tick_failures)
         yield CounterMetricFamily("hacoord_invariant_violations",

@@ -58,10 +58,58 @@ def test_reads_waiting_together_share_one_round_and_get_the_commit_index(
                for index, error in answers.got)
 
 
-def test_a_follower_is_refused_at_once(cluster: SimCluster) -> None:
-    follower = next(n for n in cluster.names if n != cluster.leader())
+def test_a_follower_gets_the_leaders_index_and_applies_up_to_it(cluster: SimCluster) -> None:
+    leader = cluster.leader()
+    assert leader is not None
+    served = cluster.members[leader].obj.reads_for_followers
+    follower = next(n for n in cluster.names if n != leader)
+    obj = cluster.members[follower].obj
+    rids = cluster.submit(leader, 3)
+    assert cluster.run_until(lambda: all(r in cluster.acked for r in rids), rounds=60)
+    acked_at = cluster.commit(leader)  # the follower may not know this commit yet
+    answers = Answers()
+    obj.read_index(answers)
+    assert answers.got == []
+    assert cluster.run_until(lambda: len(answers.got) == 1, rounds=10)
+    index, error = answers.got[0]
+    assert error is None and index is not None and index >= acked_at
+    assert cluster.run_until(lambda: obj.raftLastApplied >= index, rounds=3)
+    assert cluster.members[leader].obj.reads_for_followers == served + 1
+
+
+def test_a_follower_without_a_connected_leader_is_refused_at_once(cluster: SimCluster) -> None:
+    leader = cluster.leader()
+    assert leader is not None
+    follower = next(n for n in cluster.names if n != leader)
+    cluster.crash(leader)
     answers = Answers()
     cluster.members[follower].obj.read_index(answers)
+    assert answers.got == [(None, "not_leader")]
+
+
+def test_a_followers_request_unanswered_in_time_fails(cluster: SimCluster) -> None:
+    """The leader is cut off silently: the follower's request waits, then times out."""
+    leader = cluster.leader()
+    assert leader is not None
+    follower = next(n for n in cluster.names if n != leader)
+    cluster.network.hold(follower, leader)
+    answers = Answers()
+    cluster.members[follower].obj.read_index(answers)
+    assert cluster.run_until(lambda: bool(answers.got), rounds=12)
+    assert answers.got == [(None, "timeout")]
+
+
+def test_an_answer_from_another_term_is_not_taken(cluster: SimCluster) -> None:
+    leader = cluster.leader()
+    assert leader is not None
+    follower = next(n for n in cluster.names if n != leader)
+    obj = cluster.members[follower].obj
+    answers = Answers()
+    cluster.network.hold(follower, leader)  # the request stays in flight
+    obj.read_index(answers)
+    (ident,) = obj._ri_asked
+    obj._ri_on_response({"type": "read_index_response", "term": obj.raftCurrentTerm + 1,
+                         "id": ident, "index": 10**6, "error": None})
     assert answers.got == [(None, "not_leader")]
 
 

@@ -60,7 +60,8 @@ class Scenario:
     workload: str = "set"
     registers: int = 4
     #: Send each client's reads to its home member only (not to the leader it learnt): a
-    #: member that answers "consistent" reads from its own state is then read while it lags.
+    #: follower then answers consistent reads from its own state once the leader gave it a
+    #: read index (and the canary's members, from their own state at once).
     read_from_home: bool = False
     #: How slow links misbehave (delay range, loss probability).
     link: LinkFault | None = None
@@ -87,6 +88,9 @@ class Outcome:
     #: promise: at most one); None where no leader was seen to count from.
     elections_in_fault: int | None = None
     elections_after_heal: int | None = None
+    #: Seconds from the fault's start to the first sighting of a leader of a newer term (the
+    #: leader watcher polls every 0.1 s); None if none was seen before the heal.
+    failover: float | None = None
 
 
 READS = ("read", "routing")
@@ -201,6 +205,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             outcome.worst_write_gap = worst_write_gap(history, injected, time.monotonic())
         healed = time.monotonic()
         term_at_heal = _term_as_of(leaders, healed)
+        outcome.failover = _failover(leaders, injected, healed)
         outcome.recovery = _first_write_after(cluster, healed, history)
         time.sleep(scenario.cooldown)
         stop.set()
@@ -228,6 +233,11 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             outcome.problems.append(f"no leader and successful write within 10 s of the heal "
                                     f"(took {outcome.recovery})")
         outcome.stats = _stats(history, workload, sampler)
+        if scenario.read_from_home and "--unsafe-stale-reads" not in scenario.member_args:
+            outcome.stats["follower_reads"] = served = sum(
+                cluster.status(m)["member"]["read_index"]["for_followers"] for m in cluster.live())
+            if not served:
+                outcome.problems.append("no follower served a consistent read from its own state")
         if outcome.stats["ok"] < 50:
             outcome.problems.append(f"only {outcome.stats['ok']} operations succeeded: no real load")
     except AssertionError as exc:  # a wait timed out: the cluster did not recover
@@ -287,6 +297,15 @@ def _term_as_of(leaders: list[Sighting], moment: float) -> int | None:
     """The term of the last leader seen at or before ``moment`` (None: none was seen)."""
     seen = [term for when, term, _ in list(leaders) if when <= moment]
     return max(seen) if seen else None
+
+
+def _failover(leaders: list[Sighting], injected: float, healed: float) -> float | None:
+    """Seconds from ``injected`` to the first leader of a newer term seen before ``healed``."""
+    term = _term_as_of(leaders, injected)
+    if term is None:
+        return None
+    newer = [when for when, seen, _ in list(leaders) if seen > term and injected < when <= healed]
+    return min(newer) - injected if newer else None
 
 
 def _elections(before: int | None, at_heal: int | None,

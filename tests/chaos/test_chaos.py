@@ -57,6 +57,12 @@ SCENARIOS = [
              client_deadline=1.0),
     Scenario("registers-slow-links", "slow_links", seed=20, workload="register", client_deadline=1.0),
     Scenario("slow-links-5", "slow_links", seed=21, size=5, client_deadline=1.0),
+    # Consistent reads at each client's home member: followers answer them from their own
+    # state once the leader confirmed a read index (linearizable, or the checks fail).
+    Scenario("registers-follower-reads-pause-leader", "pause_leader", seed=34,
+             workload="register", read_share=0.5, read_from_home=True),
+    Scenario("follower-reads-isolate-leader", "isolate_leader", seed=35, read_share=0.5,
+             read_from_home=True, client_deadline=1.0),
     # Partition ownership with fencing epochs, under process and network faults.
     Scenario("fencing-kill-leader", "kill_leader", seed=22, workload="fencing"),
     Scenario("fencing-isolate-minority-5", "isolate_minority", seed=23, size=5, workload="fencing"),
@@ -84,6 +90,8 @@ def test_scenario_keeps_every_promise(scenario: Scenario, tmp_path: Path) -> Non
     assert not outcome.problems, "\n".join(outcome.problems) + where
     gap = "" if outcome.worst_write_gap is None else \
         f", worst write gap {outcome.worst_write_gap:.3f}s"
+    if outcome.failover is not None:
+        gap += f", new leader seen after {outcome.failover:.2f}s"
     print(f"{scenario.name}: {outcome.stats}, recovery {outcome.recovery:.3f}s{gap}, leader "
           f"{outcome.leader_before} -> {outcome.leader_after}, elections "
           f"{outcome.elections_in_fault} in the fault, {outcome.elections_after_heal} after the heal")
