@@ -52,20 +52,12 @@ class MemberCollector(Collector):
                                 value=status.applied_index)
         yield CounterMetricFamily("hacoord_raft_leader_changes", "Leaders seen by this member",
                                   value=status.leader_changes)
-        pre_votes = CounterMetricFamily(
-            "hacoord_raft_pre_votes", "Pre-votes: started and won by this member, granted and "
-            "refused to others (a member stands for election only after winning one)",
-            labels=["event"])
-        for event, count in sorted(status.pre_votes.items()):
-            pre_votes.add_metric([event], count)
-        yield pre_votes
-        read_index = CounterMetricFamily(
-            "hacoord_raft_read_index", "Read-index rounds (started, confirmed by a majority, "
-            "failed) and the reads they confirmed (all, and those asked by followers)",
-            labels=["event"])
-        for event, count in sorted(status.read_index.items()):
-            read_index.add_metric([event], count)
-        yield read_index
+        yield _by_label("hacoord_raft_pre_votes", "Pre-votes: started and won by this member, "
+                        "granted and refused to others (a member stands for election only after "
+                        "winning one)", "event", status.pre_votes)
+        yield _by_label("hacoord_raft_read_index", "Read-index rounds (started, confirmed by a "
+                        "majority, failed) and the reads they confirmed (all, and those asked by "
+                        "followers)", "event", status.read_index)
         yield CounterMetricFamily("hacoord_raft_tick_failures", "Raft ticks that raised",
                                   value=status.tick_failures)
         yield CounterMetricFamily("hacoord_invariant_violations",
@@ -84,12 +76,9 @@ class MemberCollector(Collector):
         yield from _data_dir_space(getattr(self.replicator, "data_dir", None))
         yield GaugeMetricFamily("hacoord_raft_listening", "1 while the Raft peer listener is open",
                                 value=1.0 if status.listening else 0.0)
-        refused = CounterMetricFamily("hacoord_raft_peer_refused", "Connections the Raft peer port "
-                                      "dropped (oversized, unauthenticated, handshake timeout, "
-                                      "too many pending, accept failures)", labels=["reason"])
-        for reason, count in sorted(status.peer_refused.items()):
-            refused.add_metric([reason], count)
-        yield refused
+        yield _by_label("hacoord_raft_peer_refused", "Connections the Raft peer port dropped "
+                        "(oversized, unauthenticated, handshake timeout, too many pending, accept "
+                        "failures)", "reason", status.peer_refused)
         yield GaugeMetricFamily("hacoord_snapshot_index", "Last log index the snapshot on disk "
                                 "covers", value=status.snapshot_index)
         yield CounterMetricFamily("hacoord_snapshot_writes", "Snapshots this member wrote",
@@ -190,6 +179,15 @@ def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[],
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return registry
+
+
+def _by_label(name: str, documentation: str, label: str,
+              counts: dict[str, int]) -> CounterMetricFamily:
+    """A counter family with one sample per key of ``counts`` (label ``label``)."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
 
 
 def _data_dir_space(data_dir: Any) -> Iterator[Family]:
