@@ -28,6 +28,9 @@ A member says yes (``pre_vote_response`` with ``granted``) only if all of these 
   from the leader alone cannot gather a majority while the others still hear from it);
 * it is not rejoining (a rejoining member does not vote at all, see raft_safety).
 
+A member that says yes puts its own election deadline off by a fresh timeout, as a real vote
+does: the asker is about to stand, and standing too would split the vote.
+
 A refusal carries the refuser's term; a pre-candidate behind it adopts that term (as a follower,
 without a vote) so that its next pre-vote asks for a term the others can grant (etcd does the
 same; otherwise a member with the better log and a lower term, and one with a higher term and
@@ -175,6 +178,10 @@ class PreVoteSyncObj(_syncobj.SyncObj):
                        self._SyncObj__getCurrentLogIndex()))
         if granted:
             self.pre_votes_granted += 1
+            # The asker is about to stand: standing too would split the vote (as a real vote
+            # does, a yes puts this member's own deadline off by a fresh election timeout).
+            self._SyncObj__raftElectionDeadline = (
+                _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
         else:
             self.pre_votes_refused += 1
         # A yes names the term asked for; a no names this member's own term.

@@ -179,3 +179,21 @@ def test_a_pre_candidate_behind_in_term_catches_up_from_a_refusal(cluster: SimCl
     obj._pre_vote_on_response(cluster.members[leader].obj.selfNode,
                               {"type": "pre_vote_response", "granted": True, "term": term + 1})
     assert obj._pv_won is None and obj._pv_grants == set()
+
+
+def test_a_yes_puts_the_members_own_candidacy_off(cluster: SimCluster) -> None:
+    """Granting a pre-vote defers this member's own election by a fresh timeout (as a real vote
+    does): the asker is about to stand, and standing too would split the vote."""
+    leader = cluster.leader()
+    assert leader is not None
+    asker, member = (n for n in cluster.names if n != leader)
+    obj = cluster.members[member].obj
+    obj._pv_leader_heard = float("-inf")  # its lease on the leader ran out
+    obj._SyncObj__raftElectionDeadline = cluster.clock.now  # due now
+    granted = obj.pre_votes_granted
+    obj._pre_vote_on_request(cluster.members[asker].obj.selfNode, {
+        "type": "pre_vote", "term": obj.raftCurrentTerm + 1,
+        "last_log_index": obj._SyncObj__getCurrentLogIndex(),
+        "last_log_term": obj._SyncObj__getCurrentLogTerm()})
+    assert obj.pre_votes_granted == granted + 1
+    assert obj._SyncObj__raftElectionDeadline >= cluster.clock.now + obj.conf.raftMinTimeout
