@@ -121,12 +121,14 @@ def hacoord_points(cluster: LocalCluster, seconds: float) -> dict[str, Any]:
     """What the side-by-side table compares, on hacoord: writes at each concurrency (as in
     :func:`throughput`) and linearizable reads (``consistent=true``) of one node."""
     leader = cluster.members[cluster.leader()]
+    follower = next(m for m in cluster.members.values() if m.id != leader.id)
     token = uuid.uuid4().hex[:8]
     writes = {c: _wrk(leader.url, c, seconds, "write", f"{token}-side-{c}", headers=cluster.headers)
               for c in SIDE_BY_SIDE}
-    reads = _wrk(leader.url + "/v1/nodes/bench-1?consistent=true", READ_CLIENTS, seconds,
-                 "read", token, headers=cluster.headers)
-    return {"writes": writes, "reads": reads}
+    reads, follower_reads = (_wrk(m.url + "/v1/nodes/bench-1?consistent=true", READ_CLIENTS,
+                                  seconds, "read", token, headers=cluster.headers)
+                             for m in (leader, follower))
+    return {"writes": writes, "reads": reads, "follower_reads": follower_reads}
 
 
 def etcd_points(seconds: float, rounds: int = 0) -> dict[str, Any]:
@@ -140,11 +142,14 @@ def etcd_points(seconds: float, rounds: int = 0) -> dict[str, Any]:
             token = uuid.uuid4().hex[:8]
             writes = {c: _wrk(url, c, seconds, "write", f"{token}-{c}", "etcd.lua")
                       for c in SIDE_BY_SIDE}
-            reads = _wrk(url, READ_CLIENTS, seconds, "read", token, "etcd.lua")
+            follower = next(u for u in cluster.urls if u != url)
+            reads, follower_reads = (_wrk(u, READ_CLIENTS, seconds, "read", token, "etcd.lua")
+                                     for u in (url, follower))
             failover_s = [_etcd_failover(cluster, k) for k in range(rounds)]
         finally:
             cluster.stop()
     return {"version": etcd.version(), "writes": writes, "reads": reads,
+            "follower_reads": follower_reads,
             "failover": _summary(failover_s, "kill") if failover_s else None}
 
 
@@ -188,6 +193,8 @@ def side_by_side(ours: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str,
                theirs["writes"][c]) for c in SIDE_BY_SIDE]
     points.append((f"linearizable reads/s, {READ_CLIENTS} connections", ours["reads"],
                    theirs["reads"]))
+    points.append((f"linearizable reads/s at a follower, {READ_CLIENTS} connections",
+                   ours["follower_reads"], theirs["follower_reads"]))
     for name, a, b in points:
         rows.append({"measure": name, "hacoord": a, "etcd": b,
                      "ratio": a["ops_per_s"] / b["ops_per_s"] if b["ops_per_s"] else None})
@@ -318,14 +325,14 @@ def main() -> None:
               f"median {fo['median_s']:.3f}s p99 {fo['p99_s']:.3f}s max {fo['max_s']:.3f}s")
     if "side_by_side" in result:
         print(f"side by side ({result['etcd_version']}), the same wrk load, one machine:")
-        print(f"{'measure':<38} {'hacoord (p99 ms)':>18} {'etcd (p99 ms)':>16} {'ratio':>6}")
+        print(f"{'measure':<52} {'hacoord (p99 ms)':>18} {'etcd (p99 ms)':>16} {'ratio':>6}")
         for row in result["side_by_side"]:
             a, b = row["hacoord"], row["etcd"]
             if "median_s" in a:
-                print(f"{row['measure']:<38}\n{'':<38} {a['median_s']:>9.3f} (max {a['max_s']:.2f}) "
+                print(f"{row['measure']:<52}\n{'':<52} {a['median_s']:>9.3f} (max {a['max_s']:.2f}) "
                       f"{b['median_s']:>6.3f} (max {b['max_s']:.2f}) {row['ratio']:>6.2f}")
                 continue
-            print(f"{row['measure']:<38} {a['ops_per_s']:>9.0f} ({a['p99_ms']:>5.1f}) "
+            print(f"{row['measure']:<52} {a['ops_per_s']:>9.0f} ({a['p99_ms']:>5.1f}) "
                   f"{b['ops_per_s']:>8.0f} ({b['p99_ms']:>5.1f}) {row['ratio']:>6.2f}")
     print(f"written to {args.out}")
     for written in plot_file(args.out):

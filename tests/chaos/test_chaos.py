@@ -33,6 +33,9 @@ SCENARIOS = [
     Scenario("kill-random", "kill_random", seed=2),
     Scenario("restart-leader-fast", "restart_leader_fast", seed=3),
     Scenario("kill-all", "kill_all", seed=4),
+    # Every member of five killed and started again: "recovery" is the restart to the first
+    # acknowledged write (fast start).
+    Scenario("kill-all-5", "kill_all", seed=36, size=5),
     Scenario("rolling-restart", "rolling_restart", seed=32, hold=0.0),
     Scenario("registers-rolling-restart-5", "rolling_restart", seed=33, size=5, hold=0.0,
              workload="register"),
