@@ -84,4 +84,5 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def consistent_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--consistent", is_flag=True,
-                        help="Linearizable read through the leader (slower).")(f)
+                        help="Linearizable read: the member answers once the leader "
+                        "confirmed a read index (a little slower).")(f)

@@ -125,8 +125,8 @@ def node_remove(id: str, force: bool = False, *, request_id: str | None = None) 
 
 
 def node_list(consistent: bool = False) -> Op[list[NodeInfo]]:
-    """All registered nodes, sorted by id. ``consistent`` reads through the leader
-    (linearizable); otherwise any member answers from its applied state."""
+    """All registered nodes, sorted by id. ``consistent``: linearizable (the member answers
+    once the leader confirmed a read index); otherwise from the member's applied state."""
     return Op(read("/v1/nodes", consistent), lambda data: [NodeInfo.from_api(n) for n in data["nodes"]])
 
 

@@ -24,10 +24,10 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
                               "description": "the backup file (see hacoord.core.backup)"}})
     async def backup(request: Request) -> Response:
         """A backup of the whole state: every write acknowledged before the request is in it
-        (read through the leader). The file is compressed and checksummed and names its
-        revision, cluster id, state digest and schema; ``hacoord restore`` builds a new cluster
-        from it. It holds the API tokens' digests, hence admin only. Encoded off the event loop
-        when the state is large."""
+        (a consistent read: any member, once the leader confirmed a read index). The file is
+        compressed and checksummed and names its revision, cluster id, state digest and
+        schema; ``hacoord restore`` builds a new cluster from it. It holds the API tokens'
+        digests, hence admin only. Encoded off the event loop when the state is large."""
         if (fwd := await ctx.read_point(request, consistent=True)) is not None:
             return fwd
         state = replicator.state

@@ -68,7 +68,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         answer to "did my write land?" after a timeout. Request ids are remembered for
         ``retention`` seconds of leader time (at most 50,000 of them); an older or unknown id is
         ``applied: false``. With ``consistent=true`` the answer covers every write committed
-        before the question (read through the leader)."""
+        before the question (a read index from the leader)."""
         if (fwd := await ctx.read_point(request, consistent)) is not None:
             return fwd
         state = replicator.state
