@@ -24,8 +24,9 @@ A member says yes (``pre_vote_response`` with ``granted``) only if all of these 
 * the term asked for is above its own (it would consider such a candidate at all);
 * the asker's log is at least as up to date as its own (it would grant the real vote);
 * it does not know a live leader: it is not the leader itself, and it has not heard from a
-  connected leader within the minimum election timeout (*leader stickiness*: a member cut off
-  from the leader alone cannot gather a majority while the others still hear from it);
+  connected leader within three quarters of the minimum election timeout (*leader
+  stickiness*: a member cut off from the leader alone cannot gather a majority while the
+  others still hear from it);
 * it is not rejoining (a rejoining member does not vote at all, see raft_safety).
 
 A member that says yes puts its own election deadline off by a fresh timeout, as a real vote
@@ -66,6 +67,13 @@ logger = logging.getLogger(__name__)
 
 PRE_VOTE = "pre_vote"
 PRE_VOTE_RESPONSE = "pre_vote_response"
+#: A member counts the leader as live for this share of the minimum election timeout after it
+#: last heard from it. Less than the whole timeout: the first member to ask, at its deadline
+#: (at least the minimum timeout after the leader fell silent), must find the others' leases
+#: run out even if they heard the leader's last heartbeat a little later than it did (with the
+#: whole timeout, a leader isolated in a 3-member cluster was replaced after two election
+#: timeouts in 3 of 20 rounds). Heartbeats come every 50 ms, so a live leader renews it often.
+LEASE_SHARE = 0.75
 
 
 class PreVoteSyncObj(_syncobj.SyncObj):
@@ -191,11 +199,11 @@ class PreVoteSyncObj(_syncobj.SyncObj):
 
     def _pre_vote_knows_leader(self) -> bool:
         """Leader stickiness: this member leads, or heard from a leader it is still connected
-        to within the minimum election timeout."""
+        to within LEASE_SHARE of the minimum election timeout."""
         if self._SyncObj__raftState == _syncobj._RAFT_STATE.LEADER:
             return True
         leader = self._SyncObj__raftLeader
         if leader is None or leader not in self._SyncObj__connectedNodes:
             return False
-        lease = self.conf.raftMinTimeout
+        lease = self.conf.raftMinTimeout * LEASE_SHARE
         return bool(_syncobj.monotonicTime() - self._pv_leader_heard < lease)
