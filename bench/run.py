@@ -12,7 +12,9 @@ Run with ``make bench`` (or ``python -m bench.run --help``). It starts real memb
   token (the hidden ``--unsafe-no-auth``, loopback only);
 * failover: SIGKILL the leader while a client writes, time from the kill to the first
   acknowledged write (min/median/max over ``--kills`` rounds), the killed member restarted
-  between rounds.
+  between rounds; the same with SIGSTOP;
+* a follower's start to ready: stopped (SIGTERM and SIGKILL in turn) and started again, the
+  time from its process start to ``/readyz`` answering ready.
 
 The machine is shared and noisy: compare ratios, not absolute figures across runs.
 """
@@ -252,6 +254,29 @@ def failover(cluster: LocalCluster, rounds: int, fault: str = "kill") -> dict[st
     return _summary(samples, fault)
 
 
+def start_to_ready(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
+    """Stop a follower (SIGTERM and SIGKILL in turn) and start it again: seconds from its
+    process start to its ``/readyz`` answering ready (imports, state load, first contact with
+    the leader, caught up)."""
+    leader = cluster.leader()
+    member = next(m for m in cluster.members.values() if m.id != leader)
+    samples = []
+    for round_no in range(rounds):
+        cluster.kill(member.id, signal.SIGTERM if round_no % 2 == 0 else signal.SIGKILL)
+        started = time.monotonic()
+        cluster.start(member.id)
+
+        def ready() -> bool | None:
+            try:
+                return member.get("/readyz", timeout=0.5)["ready"] or None
+            except (httpx.HTTPError, ValueError, KeyError):
+                return None
+
+        wait_for(f"{member.id} ready", ready, timeout=30)
+        samples.append(time.monotonic() - started)
+    return _summary(samples, "restart")
+
+
 def _summary(samples: list[float], fault: str) -> dict[str, Any]:
     """Failover samples with their min, median, p99 and max."""
     ordered = sorted(samples)
@@ -297,6 +322,7 @@ def main() -> None:
                 "elections_during_load": term_after - term_before,
                 "failover": failover(cluster, args.kills, "kill"),
                 "failover_pause": failover(cluster, args.kills, "pause"),
+                "start_to_ready": start_to_ready(cluster, max(2, args.kills // 2)),
             }
         finally:
             cluster.stop_all()
@@ -323,6 +349,9 @@ def main() -> None:
         fo = result[key]
         print(f"failover over {fo['rounds']} leader {what}: min {fo['min_s']:.3f}s "
               f"median {fo['median_s']:.3f}s p99 {fo['p99_s']:.3f}s max {fo['max_s']:.3f}s")
+    st = result["start_to_ready"]
+    print(f"a follower's start to ready over {st['rounds']} restarts: min {st['min_s']:.3f}s "
+          f"median {st['median_s']:.3f}s max {st['max_s']:.3f}s")
     if "side_by_side" in result:
         print(f"side by side ({result['etcd_version']}), the same wrk load, one machine:")
         print(f"{'measure':<52} {'hacoord (p99 ms)':>18} {'etcd (p99 ms)':>16} {'ratio':>6}")
