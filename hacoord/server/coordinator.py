@@ -13,6 +13,7 @@ import contextvars
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hacoord.core import commands as c
@@ -47,6 +48,8 @@ request_audit: contextvars.ContextVar[dict[str, str | None] | None] = contextvar
 
 #: Commands of a batch stamped and queued per turn of the event loop (about 2 ms of work).
 SUBMIT_SLICE = 200
+#: Seconds consistent reads go without the read index after one found no majority in time.
+READ_INDEX_BACKOFF = 10.0
 
 
 def item_request_id(request_id: str, index: int) -> str:
@@ -58,9 +61,14 @@ def item_request_id(request_id: str, index: int) -> str:
 class Coordinator:
     """Leader-side write path. ``submit_timeout`` bounds every wait for an outcome."""
 
-    def __init__(self, replicator: Replicator, submit_timeout: float = 5.0) -> None:
+    def __init__(self, replicator: Replicator, submit_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.replicator = replicator
         self.submit_timeout = submit_timeout
+        self.clock = clock
+        #: Until when consistent reads skip the read index (its last attempt found no majority
+        #: to confirm it: members of an older release, mid-upgrade, do not answer its probes).
+        self.read_index_off_until = float("-inf")
 
     async def submit(self, command: c.Command) -> Applied:
         """Submit one command, stamped with the leader's clock; raise ApiError unless applied."""
@@ -266,29 +274,38 @@ class Coordinator:
         call is applied on this (leading) member. A read index (no log write) when the member
         can give one; a barrier command through the log until it has committed an entry of its
         own term."""
-        try:
-            index = await self.replicator.read_index(self.submit_timeout)
-        except NotLeaderError as exc:
-            raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
-        except NotAppliedError as exc:
-            raise ApiError("unavailable", str(exc)) from None
-        if index is not None:
-            return self.replicator.state.revision
+        if self.clock() >= self.read_index_off_until:
+            try:
+                if await self.replicator.read_index(self.submit_timeout) is not None:
+                    return self.replicator.state.revision
+            except NotLeaderError as exc:
+                raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
+            except NotAppliedError:
+                self._read_index_failed()
         outcome = await self.submit(c.Barrier())
         return outcome.revision
+
+    def _read_index_failed(self) -> None:
+        """No majority confirmed a read index in time: cut off, or members of an older release
+        (mid-upgrade) that ignore its messages. Reads pass a barrier (or are forwarded) for
+        :data:`READ_INDEX_BACKOFF` seconds before the read index is tried again."""
+        self.read_index_off_until = self.clock() + READ_INDEX_BACKOFF
 
     async def follower_read(self) -> bool:
         """On a follower: True once the local state holds every write acknowledged before the
         call (the leader confirmed a read index and this member applied up to it); False when
-        the leader cannot give one yet (its first entry of the term is not committed) or no
-        leader is connected: the read is then forwarded. Raises ``unavailable`` when the leader
-        did not confirm one in time (it may be cut off: the client retries)."""
+        none could be had (no leader connected, the leader's first entry of its term not yet
+        committed, or no answer in time: then none is asked for a while): the read is then
+        forwarded to the leader."""
+        if self.clock() < self.read_index_off_until:
+            return False
         try:
             return await self.replicator.read_index(self.submit_timeout) is not None
         except NotLeaderError:
             return False
-        except NotAppliedError as exc:
-            raise ApiError("unavailable", str(exc), leader=self.replicator.leader_id()) from None
+        except NotAppliedError:
+            self._read_index_failed()
+            return False
 
 
 def replica_count(state: Any) -> int:
