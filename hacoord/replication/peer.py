@@ -65,6 +65,11 @@ ACCEPT_BACKOFF = (0.05, 2.0)  # pause after a failing accept: first, longest
 ACCEPTS_PER_PASS = 32        # connections accepted per readiness event of the listener
 LISTEN_BACKLOG = 128
 CLUSTER_MESSAGE = "hacoord_cluster"  # first message on a connection: the sender's cluster id
+#: What this release understands beyond the library's messages, named in CLUSTER_MESSAGE so that
+#: a member of a newer release knows what an older peer ignores (``pre_vote``:
+#: hacoord.replication.prevote; ``read_index``: hacoord.replication.readindex).
+FEATURES = ("pre_vote", "read_index")
+MAX_FEATURES = 32
 RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -294,6 +299,9 @@ class GuardedTransport(TCPTransport):
         #: Connected peers that named their cluster (they run a release that knows cluster
         #: ids), with the id they named ("" before theirs was named).
         self.cluster_aware: dict[Any, str] = {}
+        #: What each connected peer said it understands (FEATURES of its release; empty for a
+        #: release that named none).
+        self.features: dict[Any, frozenset[str]] = {}
         self._own_id_seen = ""
         super().__init__(syncObj, selfNode, otherNodes)
 
@@ -358,13 +366,22 @@ class GuardedTransport(TCPTransport):
         """Name our cluster first, so the peer checks it before any Raft message of ours."""
         conn = self._connections.get(node)
         if conn is not None:
-            conn.send({"type": CLUSTER_MESSAGE, "cluster_id": self._cluster_id()})
+            conn.send({"type": CLUSTER_MESSAGE, "cluster_id": self._cluster_id(),
+                       "features": list(FEATURES)})
         super()._onNodeConnected(node)
+
+    def supports(self, node: Any, feature: str) -> bool:
+        """True if the connected peer ``node`` said it understands ``feature``."""
+        return feature in self.features.get(node, ())
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (library's name)
         if isinstance(message, dict) and message.get("type") == CLUSTER_MESSAGE:
             theirs = message.get("cluster_id")
             self.cluster_aware[node] = theirs if isinstance(theirs, str) else ""
+            named = message.get("features")
+            self.features[node] = frozenset(
+                f for f in (named if isinstance(named, list) else [])[:MAX_FEATURES]
+                if isinstance(f, str) and len(f) <= 64)
             self._refuse_if_foreign(node, self._cluster_id())
             return
         super()._onMessageReceived(node, message)
@@ -391,6 +408,7 @@ class GuardedTransport(TCPTransport):
 
     def _onNodeDisconnected(self, node: Any) -> None:  # noqa: N802 (library's name)
         self.cluster_aware.pop(node, None)
+        self.features.pop(node, None)
         super()._onNodeDisconnected(node)
 
     def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802

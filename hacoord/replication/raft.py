@@ -519,7 +519,7 @@ class RaftReplicator:
         def answered(index: int | None, error: str | None) -> None:
             if confirmed.done():
                 return  # the caller gave up
-            if error is None or error == "not_current":
+            if error in (None, "not_current", "unsupported"):
                 confirmed.set_result(index)
             elif error == "not_leader":
                 confirmed.set_exception(NotLeaderError(self.leader_id()))
@@ -596,6 +596,9 @@ class RaftReplicator:
         raw = obj.getStatus()
         leader = self.leader_id()
         leader_commit = raw.get("leader_commit_idx") or 0
+        transport = obj.transport
+        features = {getattr(node, "address", None): sorted(named)
+                    for node, named in getattr(transport, "features", {}).items()}
         peers = {}
         for member in self.members.values():
             if member.id == self.member_id:
@@ -604,9 +607,9 @@ class RaftReplicator:
             peers[member.id] = {
                 "connected": raw.get(f"partner_node_status_server_{addr}", 0) == 2,
                 "match_index": raw.get(f"match_idx_server_{addr}"),
+                "features": features.get(addr, []),
             }
         loaded = self.loaded
-        transport = obj.transport
         listening = bool(getattr(transport, "listening", True))
         ready = (self.fatal is None and loaded and listening and leader is not None
                  and raw["has_quorum"] and self.consecutive_tick_failures < 3

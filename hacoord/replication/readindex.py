@@ -55,7 +55,9 @@ RESPONSE = "read_index_response"
 
 #: ``callback(index, error)``: the confirmed read index, or None and why not (``not_leader``:
 #: this member does not lead, or stopped leading; ``not_current``: it has not committed an
-#: entry of its term yet; ``timeout``: no majority confirmed the round in time).
+#: entry of its term yet; ``unsupported``: a connected voter, or the leader a follower would
+#: ask, runs a release without the read index (mid-upgrade); ``timeout``: no majority
+#: confirmed the round in time).
 ReadCallback = Callable[[int | None, str | None], None]
 
 
@@ -104,13 +106,25 @@ class ReadIndexSyncObj(SafeSyncObj):
             self._ri_ask_leader(callback)
         elif not self.leader_commit_is_current:
             callback(None, "not_current")
+        elif not all(self._ri_understood_by(node) for node in self._SyncObj__otherNodes
+                     if node in self._SyncObj__connectedNodes):
+            callback(None, "unsupported")
         else:
             self._ri_waiting.append(callback)
+
+    def _ri_understood_by(self, node: Node) -> bool:
+        """False if ``node`` runs a release that ignores the read index's messages (it said so
+        when it connected); a transport that does not say (the tests' network) is trusted."""
+        supports = getattr(self._SyncObj__transport, "supports", None)
+        return supports is None or bool(supports(node, "read_index"))
 
     def _ri_ask_leader(self, callback: ReadCallback) -> None:
         leader = self._SyncObj__raftLeader
         if leader is None or leader not in self._SyncObj__connectedNodes:
             callback(None, "not_leader")
+            return
+        if not self._ri_understood_by(leader):
+            callback(None, "unsupported")
             return
         self._ri_last_asked += 1
         term = self.raftCurrentTerm
@@ -211,7 +225,8 @@ class ReadIndexSyncObj(SafeSyncObj):
         elif isinstance(index, int) and error is None:
             callback(index, None)
         else:
-            callback(None, error if error in ("not_current", "timeout") else "not_leader")
+            callback(None, error if error in ("not_current", "unsupported", "timeout")
+                     else "not_leader")
 
     def _ri_on_ack(self, node: Node, message: dict[str, Any]) -> None:
         number = message.get("round")

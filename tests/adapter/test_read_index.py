@@ -224,3 +224,26 @@ def test_a_probe_of_an_older_term_is_not_answered(cluster: SimCluster) -> None:
         assert sent == [{"type": "read_index_ack", "term": obj.raftCurrentTerm, "round": 8}]
     finally:
         monkey.send = original
+
+
+def test_a_peer_of_an_older_release_means_no_read_index(cluster: SimCluster) -> None:
+    """Mid-upgrade: a connected voter (or the leader a follower would ask) said, when it
+    connected, that it does not know the read index. The read is refused at once as
+    ``unsupported`` (the caller passes a barrier, or forwards) instead of waiting out a round
+    nobody would confirm."""
+    leader = cluster.leader()
+    assert leader is not None
+    old, other = (n for n in cluster.names if n != leader)
+    for name in cluster.names:  # what GuardedTransport learns from the cluster handshake
+        cluster.members[name].obj._SyncObj__transport.supports = (
+            lambda node, feature: node.id != old)
+    answers = Answers()
+    cluster.members[leader].obj.read_index(answers)
+    assert answers.got == [(None, "unsupported")]
+
+    # A follower whose leader runs the older release is refused the same way.
+    cluster.members[other].obj._SyncObj__transport.supports = (
+        lambda node, feature: node.id != leader)
+    asked = Answers()
+    cluster.members[other].obj.read_index(asked)
+    assert asked.got == [(None, "unsupported")]

@@ -133,3 +133,16 @@ def test_a_member_out_of_descriptors_keeps_its_raft_listener(tmp_path: Path) -> 
         log = member.log_path.read_text()
         assert "Raft listener cannot accept" in log and refused(cluster, victim, "accept_failed") >= 1
         assert "storage failure" not in log  # its own files still had descriptors (the reserve)
+
+
+def test_members_name_what_they_understand_when_they_connect(cluster: LocalCluster) -> None:
+    """The cluster handshake carries each release's features, so that a member knows what an
+    older peer would ignore (mid-upgrade): here every peer understands pre-votes and the read
+    index."""
+    def named() -> bool | None:
+        peers = [peer for m in cluster.members
+                 for peer in cluster.status(m)["member"]["peers"].values()]
+        return all(p["connected"] and {"pre_vote", "read_index"} <= set(p["features"])
+                   for p in peers) or None
+
+    wait_for("every member naming its peers' features", named, timeout=20)
