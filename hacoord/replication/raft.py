@@ -379,7 +379,13 @@ class RaftReplicator:
     # --- ticking ------------------------------------------------------------------------------
 
     def _on_timer(self) -> None:
-        self._tick()
+        """The periodic tick (timeouts, heartbeats), unless one is already scheduled: a direct
+        tick then would clear the flag while that one is still queued, and the next
+        :meth:`_schedule_tick` would queue a second. While ticks keep asking for more (a
+        member applying a long backlog), every timer added one more to the queue, until a
+        dozen ran back to back in each turn of the loop and held its timers for 100-350 ms."""
+        if not self._tick_scheduled:
+            self._tick()
         if self._driver is not None:
             self._driver.expire_batches()
         assert self._loop is not None

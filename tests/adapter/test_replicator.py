@@ -230,3 +230,50 @@ def test_a_read_index_covers_acknowledged_writes_without_a_log_entry(tmp_path: P
             await rep.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_member_catching_up_keeps_one_tick_queued(tmp_path: Path) -> None:
+    """While ticks keep asking for more (a restarted member applying a long journal), the
+    periodic timer must not queue a tick of its own beside the one already queued: each timer
+    added one, until a dozen ran back to back per turn of the loop and held its timers (the lag
+    monitor's among them) for 100-350 ms."""
+    port = free_ports(1)[0]
+    members = {"m1": MemberInfo("m1", f"127.0.0.1:{port}", "http://127.0.0.1:1")}
+
+    async def fill() -> None:
+        rep = RaftReplicator("m1", members, tmp_path, secret=None)
+        await rep.start()
+        try:
+            await until(lambda: rep.status().ready, "ready")
+            await rep.submit(c.RegisterNode(request_id="n", node_id="n0", address="127.0.0.1:9"),
+                             timeout=5)
+            for k in range(0, 3000, 16):
+                await asyncio.gather(*(rep.submit(c.SetNodeState(
+                    request_id=f"r{k + i}", node_id="n0", metrics={"s": float(k + i)}),
+                    timeout=30) for i in range(16)))
+        finally:
+            await rep.stop()
+
+    async def restart() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        rep = RaftReplicator("m1", members, tmp_path, secret=None)
+        real_tick = rep._tick
+        queued: list[int] = []
+
+        def tick() -> None:  # what call_soon queues, so it can be counted in the ready queue
+            queued.append(sum(1 for handle in loop._ready  # type: ignore[attr-defined]
+                              if getattr(handle, "_callback", None) is tick))
+            real_tick()
+
+        rep._tick = tick  # type: ignore[method-assign]
+        await rep.start()
+        try:
+            await until(lambda: rep.loaded, "caught up")
+        finally:
+            await rep.stop()
+        return len(queued), max(queued)
+
+    asyncio.run(fill())
+    ticks, most_queued = asyncio.run(restart())
+    assert ticks > 20, "the replay was too short to show anything"
+    assert most_queued <= 1, f"{most_queued} ticks were queued at once"
