@@ -1,6 +1,8 @@
 """``HacoordSyncObj``: the PySyncObj engine as hacoord runs it.
 
-On top of :class:`~hacoord.replication.raft_safety.SafeSyncObj` (the Raft-safety fixes) it
+On top of :class:`~hacoord.replication.readindex.ReadIndexSyncObj` (the read index, over
+:class:`~hacoord.replication.raft_safety.SafeSyncObj`'s Raft-safety fixes and
+:class:`~hacoord.replication.prevote.PreVoteSyncObj`'s pre-vote) it
 * builds the library over an :class:`~hacoord.replication.poller.EpollPoller` (or a poller the
   caller passes), so the member's event loop can watch Raft's sockets through one descriptor;
 * stores the log in a :class:`~hacoord.replication.journal.HacoordJournal` (checksummed,
@@ -72,7 +74,7 @@ def unreadable(path: Any, exc: Exception) -> StorageCorrupt:
 
 
 class HacoordSyncObj(ReadIndexSyncObj):
-    """A SafeSyncObj over hacoord's poller, journal and snapshot store. See the module docstring.
+    """A ReadIndexSyncObj over hacoord's poller, journal and snapshot store (module docstring).
 
     ``conf.journalFile`` and ``conf.fullDumpFile`` must be set. ``durable`` fdatasyncs the
     journal and snapshots; ``snapshot_writer``, ``poller``, ``fault`` and ``rng`` are seams for
