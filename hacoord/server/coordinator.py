@@ -274,22 +274,26 @@ class Coordinator:
         call is applied on this (leading) member. A read index (no log write) when the member
         can give one; a barrier command through the log until it has committed an entry of its
         own term."""
-        if self.clock() >= self.read_index_off_until:
-            try:
-                if await self.replicator.read_index(self.submit_timeout) is not None:
-                    return self.replicator.state.revision
-            except NotLeaderError as exc:
-                raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
-            except NotAppliedError:
-                self._read_index_failed()
+        try:
+            if await self._read_index_served():
+                return self.replicator.state.revision
+        except NotLeaderError as exc:
+            raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
         outcome = await self.submit(c.Barrier())
         return outcome.revision
 
-    def _read_index_failed(self) -> None:
-        """No majority confirmed a read index in time: cut off, or members of an older release
-        (mid-upgrade) that ignore its messages. Reads pass a barrier (or are forwarded) for
-        :data:`READ_INDEX_BACKOFF` seconds before the read index is tried again."""
-        self.read_index_off_until = self.clock() + READ_INDEX_BACKOFF
+    async def _read_index_served(self) -> bool:
+        """True once the leader confirmed a read index and this member applied up to it; False
+        when none can be had now (the leader's first entry of its term not yet committed, an
+        older release mid-upgrade, or none confirmed in time: then none is asked for
+        :data:`READ_INDEX_BACKOFF` seconds). Raises :class:`NotLeaderError`."""
+        if self.clock() < self.read_index_off_until:
+            return False
+        try:
+            return await self.replicator.read_index(self.submit_timeout) is not None
+        except NotAppliedError:  # cut off, or members that ignore the read index's messages
+            self.read_index_off_until = self.clock() + READ_INDEX_BACKOFF
+            return False
 
     async def follower_read(self) -> bool:
         """On a follower: True once the local state holds every write acknowledged before the
@@ -297,14 +301,9 @@ class Coordinator:
         none could be had (no leader connected, the leader's first entry of its term not yet
         committed, or no answer in time: then none is asked for a while): the read is then
         forwarded to the leader."""
-        if self.clock() < self.read_index_off_until:
-            return False
         try:
-            return await self.replicator.read_index(self.submit_timeout) is not None
+            return await self._read_index_served()
         except NotLeaderError:
-            return False
-        except NotAppliedError:
-            self._read_index_failed()
             return False
 
 
