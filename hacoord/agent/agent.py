@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from hacoord.agent.assignments import PARTITION_EVENTS, Assignment, AssignmentBook, Change, Key, Role
+from hacoord.agent.assignments import Assignment, AssignmentBook, Change, Key, Role
 from hacoord.agent.catchup import CatchUpRunner
 from hacoord.agent.directory import NodeDirectory
 from hacoord.agent.follower import FeedFollower
@@ -42,6 +42,7 @@ from hacoord.client import (
     StaleEpoch,
     WatchEvent,
 )
+from hacoord.protocol import events as ev
 
 log = logging.getLogger(__name__)
 
@@ -329,14 +330,14 @@ class NodeAgent:
 
     def _on_event(self, event: WatchEvent) -> None:
         self._directory.apply_event(event)
-        data = event.data
-        if event.type in PARTITION_EVENTS:
+        data = event.payload
+        if event.type in ev.PARTITION_EVENTS:
             self._apply(lambda book: book.apply_event(event))
-        elif event.type == "NodeRemoved" and data.get("node_id") == self.node_id:
+        elif isinstance(data, ev.NodeRemoved) and data.id == self.node_id:
             self._lose(f"node {self.node_id} was removed (revision {event.revision})")
-        elif (event.type == "NodeSessionStarted" and data.get("id") == self.node_id
-              and int(data.get("epoch", 0)) > self._session_epoch()):
-            self._lose(f"a newer session of node {self.node_id} was started (epoch {data['epoch']})")
+        elif (isinstance(data, ev.NodeSessionStarted) and data.id == self.node_id
+              and data.epoch > self._session_epoch()):
+            self._lose(f"a newer session of node {self.node_id} was started (epoch {data.epoch})")
 
     def _apply_route(self, route: PartitionRoute, revision: int) -> None:
         self._apply(lambda book: book.apply_route(route, revision))

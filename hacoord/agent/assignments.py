@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hacoord.client import PartitionRoute, RoutingTable, WatchEvent
-
-#: The change-feed events that carry routes.
-PARTITION_EVENTS = frozenset({"PartitionChanged", "ResourceCreated", "PartitionsAdded",
-                              "ResourceDeleted"})
+from hacoord.protocol import events as ev
 
 Key = tuple[str, int]
 
@@ -132,23 +129,24 @@ class AssignmentBook:
 
     def apply_event(self, event: WatchEvent) -> list[Change]:
         """The changes a change-feed event makes (none for events that carry no route)."""
-        data = event.data
-        if event.type == "PartitionChanged":
-            return self.apply_route(PartitionRoute.from_api(str(data["resource"]), data), event.revision)
-        if event.type in ("ResourceCreated", "PartitionsAdded"):
+        data = event.payload if event.type in ev.PARTITION_EVENTS else None
+        if isinstance(data, ev.PartitionChanged):
+            route = PartitionRoute(data.resource, data.partition, tuple(data.replicas), data.leader,
+                                   data.epoch, tuple(data.adding))
+            return self.apply_route(route, event.revision)
+        if isinstance(data, ev.ResourceCreated | ev.PartitionsAdded):
             # A large resource is created in slices: the first in ResourceCreated, the rest in
-            # PartitionsAdded, each numbering its partitions from ``start``.
-            name = str(data["name"] if event.type == "ResourceCreated" else data["resource"])
-            start = int(data.get("start", 0))
+            # PartitionsAdded, each numbering its partitions from its ``start``.
+            name, start, partitions = data.slice()
             changes = []
-            for offset, part in enumerate(data["partitions"]):
+            for offset, part in enumerate(partitions):
                 route = PartitionRoute(name, start + offset, tuple(part["replicas"]),
                                        part["leader"], int(part["epoch"]),
                                        tuple(part.get("adding", ())))
                 changes += self.apply_route(route, event.revision)
             return changes
-        if event.type == "ResourceDeleted":
-            return self.drop_resource(str(data["name"]), event.revision)
+        if isinstance(data, ev.ResourceDeleted):
+            return self.drop_resource(data.name, event.revision)
         return []
 
     def drop_resource(self, name: str, revision: int) -> list[Change]:

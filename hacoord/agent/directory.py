@@ -12,9 +12,7 @@ import threading
 from collections.abc import Iterable
 
 from hacoord.client import NodeInfo, RoutingTable, WatchEvent
-
-#: The change-feed events that carry a node record (``id``, ``address``, ...).
-NODE_RECORD_EVENTS = frozenset({"NodeRegistered", "NodeSessionStarted", "NodeStateChanged"})
+from hacoord.protocol import events as ev
 
 
 class NodeDirectory:
@@ -46,8 +44,9 @@ class NodeDirectory:
 
     def apply_event(self, event: WatchEvent) -> None:
         """Follow a node event; other events are ignored."""
+        data = event.payload
         with self._lock:
-            if event.type in NODE_RECORD_EVENTS:
-                self._addresses[str(event.data["id"])] = str(event.data["address"])
-            elif event.type == "NodeRemoved":
-                self._addresses.pop(str(event.data["node_id"]), None)
+            if isinstance(data, ev.NodeRecordEvent):
+                self._addresses[data.id] = data.address
+            elif isinstance(data, ev.NodeRemoved):
+                self._addresses.pop(data.id, None)

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hacoord.protocol.events import EventData, parse_event
+
 
 def _no_hash_dict() -> Any:
     return field(default_factory=dict, hash=False)
@@ -318,6 +320,13 @@ class WatchEvent(_Model):
     def from_api(cls, data: Mapping[str, Any]) -> WatchEvent:
         return cls(type=str(data["type"]), revision=int(data["revision"]),
                    data=dict(data.get("data", {})), audit=dict(data.get("audit") or {}))
+
+    @property
+    def payload(self) -> EventData | None:
+        """``data`` as the :mod:`hacoord.protocol.events` class of its ``type`` (``NodeRemoved``
+        with its ``id``, ...); None for a type this release does not know. Raises
+        :class:`~hacoord.protocol.events.EventFormatError` if a field its type needs is missing."""
+        return parse_event(self.type, self.data)
 
 
 @dataclass(frozen=True)

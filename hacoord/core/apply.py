@@ -40,6 +40,7 @@ from hacoord.core.model import (
     valid_id,
 )
 from hacoord.core.results import Applied, Outcome, Rejected
+from hacoord.protocol import events as ev
 
 MAX_PARTITIONS = 100_000
 #: A node's capacity is a relative weight; a billion to one is range enough, and the planner's
@@ -134,11 +135,14 @@ def _partition_event(state: ClusterState, rev: int, resource: str, index: int, p
     """``PartitionChanged``: the partition's replicas, leader and epoch after the change, and the
     replica it is adding (``adding``: the target of its pending move, empty when none)."""
     move = state.move_of(resource, index)
-    return Event("PartitionChanged", rev, {
-        "resource": resource, "partition": index, "replicas": list(part.replicas),
-        "leader": part.leader, "epoch": part.epoch, "adding": [move.to_node] if move else [],
-        "reason": reason,
-    })
+    return Event.of(rev, ev.PartitionChanged(
+        resource=resource, partition=index, replicas=list(part.replicas), leader=part.leader,
+        epoch=part.epoch, adding=[move.to_node] if move else [], reason=reason))
+
+
+def _node_event(kind: type[ev.NodeRecordEvent], rev: int, node: Node, **extra: Any) -> Event:
+    """A node event carrying ``node``'s whole record."""
+    return Event.of(rev, kind(**node.to_dict(), **extra))
 
 
 def _check_term(state: ClusterState, term: object) -> None:
@@ -180,7 +184,7 @@ def _register_node(state: ClusterState, cmd: c.RegisterNode, rev: int) -> Applie
                 tags=dict(cmd.tags), registered_at=cmd.time, updated_at=cmd.time,
                 status_since=cmd.time, epoch=gone["epoch"] + 1 if gone else 1)
     state.nodes[node.id] = node
-    return Applied(rev, {"node": node.to_dict()}, (Event("NodeRegistered", rev, node.to_dict()),))
+    return Applied(rev, {"node": node.to_dict()}, (_node_event(ev.NodeRegistered, rev, node),))
 
 
 def _remove_node(state: ClusterState, cmd: c.RemoveNode, rev: int) -> Applied:
@@ -231,7 +235,7 @@ def _remove_node(state: ClusterState, cmd: c.RemoveNode, rev: int) -> Applied:
         events.append(_partition_event(state, rev, res.name, i, part, "node removed"))
     state.removed[cmd.node_id] = {"epoch": state.nodes[cmd.node_id].epoch, "removed_at": cmd.time}
     del state.nodes[cmd.node_id]
-    events.append(Event("NodeRemoved", rev, {"node_id": cmd.node_id}))
+    events.append(Event.of(rev, ev.NodeRemoved(id=cmd.node_id)))
     return Applied(rev, {"node_id": cmd.node_id, "moved": len(plan)}, tuple(events))
 
 
@@ -281,7 +285,7 @@ def _set_node_state(state: ClusterState, cmd: c.SetNodeState, rev: int) -> Appli
     node.tags = merged_tags
     node.metrics = {k: float(v) for k, v in merged_metrics.items()}
     node.updated_at = cmd.time
-    events = [Event("NodeStateChanged", rev, node.to_dict())]
+    events = [_node_event(ev.NodeStateChanged, rev, node, reason=ev.UPDATE)]
     if changed:
         events.extend(_follow_status(state, node, rev))
     return Applied(rev, {"node": node.to_dict()}, tuple(events))
@@ -343,7 +347,7 @@ def _start_node_session(state: ClusterState, cmd: c.StartNodeSession, rev: int) 
     changed = _set_status(node, "up", cmd.time)
     node.address = cmd.address if cmd.address is not None else node.address
     node.updated_at = cmd.time
-    events = [Event("NodeSessionStarted", rev, node.to_dict())]
+    events = [_node_event(ev.NodeSessionStarted, rev, node)]
     if changed:
         events.extend(_follow_status(state, node, rev))
     return Applied(rev, {"node": node.to_dict(), "epoch": node.epoch}, tuple(events))
@@ -363,7 +367,7 @@ def _set_node_liveness(state: ClusterState, cmd: c.SetNodeLiveness, rev: int) ->
     state.leader_term = cmd.term
     changed = _set_status(node, cmd.status, cmd.time)
     node.updated_at = cmd.time
-    events = [Event("NodeStateChanged", rev, {**node.to_dict(), "reason": "liveness"})]
+    events = [_node_event(ev.NodeStateChanged, rev, node, reason=ev.LIVENESS)]
     if changed:
         events.extend(_follow_status(state, node, rev))
     return Applied(rev, {"node": node.to_dict()}, tuple(events))
@@ -395,7 +399,7 @@ def _set_nodes_liveness(state: ClusterState, cmd: c.SetNodesLiveness, rev: int) 
         if _set_status(node, status, cmd.time):
             changed.append(node)
         node.updated_at = cmd.time
-        events.append(Event("NodeStateChanged", rev, {**node.to_dict(), "reason": "liveness"}))
+        events.append(_node_event(ev.NodeStateChanged, rev, node, reason=ev.LIVENESS))
     events.extend(_follow_statuses(state, changed, rev))
     return Applied(rev, {"judged": judged, "skipped": skipped}, tuple(events))
 
@@ -429,7 +433,7 @@ def _create_resource(state: ClusterState, cmd: c.CreateResource, rev: int) -> Ap
                "balance_metric": cmd.balance_metric}
     if resource.creating:  # the request's answer waits for the remaining slices
         summary["creating"] = True
-    return Applied(rev, {"resource": summary}, (Event("ResourceCreated", rev, resource.to_dict()),))
+    return Applied(rev, {"resource": summary}, (Event.of(rev, ev.ResourceCreated(**resource.to_dict())),))
 
 
 def _check_assignment(state: ClusterState, assignment: list[Any], rf: int) -> None:
@@ -479,10 +483,10 @@ def _add_partitions(state: ClusterState, cmd: c.AddPartitions, rev: int) -> Appl
     state.partitions_added(res.name, cmd.start)
     if not res.creating:
         res.size = 0
-    data = {"resource": res.name, "start": cmd.start, "partitions": [p.to_dict() for p in added],
-            "complete": not res.creating}
+    data = ev.PartitionsAdded(resource=res.name, start=cmd.start,
+                              partitions=[p.to_dict() for p in added], complete=not res.creating)
     return Applied(rev, {"resource": res.name, "partitions": len(res.partitions),
-                         "creating": res.creating}, (Event("PartitionsAdded", rev, data),))
+                         "creating": res.creating}, (Event.of(rev, data),))
 
 
 def _update_resource(state: ClusterState, cmd: c.UpdateResource, rev: int) -> Applied:
@@ -524,7 +528,9 @@ def _update_resource(state: ClusterState, cmd: c.UpdateResource, rev: int) -> Ap
             events.append(_partition_event(state, rev, res.name, i, part, "replication factor lowered"))
     summary = {"name": res.name, "partitions": len(res.partitions),
                "replication_factor": res.replication_factor, "balance_metric": res.balance_metric}
-    return Applied(rev, {"resource": summary}, (Event("ResourceUpdated", rev, summary), *events))
+    return Applied(rev, {"resource": summary}, (Event.of(rev, ev.ResourceUpdated(
+        name=res.name, replication_factor=res.replication_factor,
+        balance_metric=res.balance_metric)), *events))
 
 
 def _delete_resource(state: ClusterState, cmd: c.DeleteResource, rev: int) -> Applied:
@@ -533,7 +539,7 @@ def _delete_resource(state: ClusterState, cmd: c.DeleteResource, rev: int) -> Ap
     for key in [k for k, m in state.moves.items() if m.resource == cmd.name]:
         del state.moves[key]
     state.delete_resource(cmd.name)
-    return Applied(rev, {"name": cmd.name}, (Event("ResourceDeleted", rev, {"name": cmd.name}),))
+    return Applied(rev, {"name": cmd.name}, (Event.of(rev, ev.ResourceDeleted(name=cmd.name)),))
 
 
 def _move_partition(state: ClusterState, cmd: c.MovePartition, rev: int) -> Applied:
@@ -685,7 +691,7 @@ def _configure_rebalance(state: ClusterState, cmd: c.ConfigureRebalance, rev: in
     elif cmd.maintenance is False:
         settings.maintenance = None
     view = settings.to_dict()
-    return Applied(rev, {"rebalance": view}, (Event("RebalanceConfigured", rev, view),))
+    return Applied(rev, {"rebalance": view}, (Event.of(rev, ev.RebalanceConfigured(**view)),))
 
 
 def _start_rebalance(state: ClusterState, cmd: c.StartRebalance, rev: int) -> Applied:
@@ -696,7 +702,7 @@ def _start_rebalance(state: ClusterState, cmd: c.StartRebalance, rev: int) -> Ap
     _require(settings.run is None, "already_exists",
              f"rebalance {(settings.run or {}).get('id')!r} is running")
     settings.run = {"id": cmd.run_id, "started_at": float(cmd.time), "revision": rev, "completed": 0}
-    return Applied(rev, {"run": dict(settings.run)}, (Event("RebalanceStarted", rev, dict(settings.run)),))
+    return Applied(rev, {"run": dict(settings.run)}, (Event.of(rev, ev.RebalanceStarted(**settings.run)),))
 
 
 def _end_rebalance(state: ClusterState, cmd: c.EndRebalance, rev: int) -> Applied:
@@ -710,7 +716,7 @@ def _end_rebalance(state: ClusterState, cmd: c.EndRebalance, rev: int) -> Applie
     state.leader_term = cmd.term
     record = {**settings.run, "ended_at": float(cmd.time), "outcome": cmd.outcome}
     settings.run, settings.last_run = None, record
-    return Applied(rev, {"run": dict(record)}, (Event("RebalanceEnded", rev, dict(record)),))
+    return Applied(rev, {"run": dict(record)}, (Event.of(rev, ev.RebalanceEnded(**record)),))
 
 
 def _create_token(state: ClusterState, cmd: c.CreateToken, rev: int) -> Applied:
@@ -737,14 +743,14 @@ def _create_token(state: ClusterState, cmd: c.CreateToken, rev: int) -> Applied:
                      created_at=float(cmd.time),
                      expires_at=None if cmd.expires_at is None else float(cmd.expires_at))
     state.add_token(token)
-    return Applied(rev, {"token": token.public()}, (Event("TokenCreated", rev, token.public()),))
+    return Applied(rev, {"token": token.public()}, (Event.of(rev, ev.TokenCreated(**token.public())),))
 
 
 def _revoke_token(state: ClusterState, cmd: c.RevokeToken, rev: int) -> Applied:
     _require(valid_id(cmd.name), "invalid_argument", f"malformed token name {cmd.name!r}")
     _require(cmd.name in state.tokens, "not_found", f"unknown token {cmd.name!r}")
     token = state.remove_token(cmd.name)
-    return Applied(rev, {"token": token.public()}, (Event("TokenRevoked", rev, token.public()),))
+    return Applied(rev, {"token": token.public()}, (Event.of(rev, ev.TokenRevoked(**token.public())),))
 
 
 def _bootstrap_admin(state: ClusterState, cmd: c.BootstrapAdmin, rev: int) -> Applied:
@@ -756,7 +762,7 @@ def _bootstrap_admin(state: ClusterState, cmd: c.BootstrapAdmin, rev: int) -> Ap
     token = ApiToken(name=BOOTSTRAP_NAME, role="admin", hash=cmd.hash, created_at=float(cmd.time))
     state.add_token(token)
     state.auth_bootstrapped = True
-    return Applied(rev, {"token": token.public()}, (Event("TokenCreated", rev, token.public()),))
+    return Applied(rev, {"token": token.public()}, (Event.of(rev, ev.TokenCreated(**token.public())),))
 
 
 def _set_cluster_id(state: ClusterState, cmd: c.SetClusterId) -> Applied:

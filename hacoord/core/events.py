@@ -8,10 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hacoord.protocol.events import EventData
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One change to the state. ``type`` is a past-tense name; ``data`` is JSON-ready."""
+    """One change to the state. ``type`` is a past-tense name; ``data`` is JSON-ready, the
+    ``to_data`` of the :mod:`hacoord.protocol.events` class of that name."""
 
     type: str
     revision: int
@@ -19,6 +22,11 @@ class Event:
     #: Who made the change: the command, its request id and time, and its ``principal``,
     #: ``role``, ``source`` and ``via`` (``principal`` "system" for the leader's own decisions).
     audit: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, revision: int, data: EventData) -> Event:
+        """The event ``data`` describes (its class names the type), at ``revision``."""
+        return cls(data.TYPE, revision, data.to_data())
 
     def to_dict(self) -> dict[str, Any]:
         body = {"type": self.type, "revision": self.revision, "data": self.data}

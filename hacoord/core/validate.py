@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from hacoord.core.events import Event
 from hacoord.core.leadership import LeaderIndex
 from hacoord.core.model import NODE_ADMIN, NODE_STATUSES, ClusterState, valid_address, valid_id
+from hacoord.protocol import events as ev
+from hacoord.protocol.events import parse_event
 
 
 def _node_problems(state: ClusterState, node_id: str) -> list[str]:
@@ -90,32 +92,24 @@ def check_changes(state: ClusterState, events: Iterable[Event]) -> list[str]:
     enough to run after every applied command (a whole ``validate`` is not, at scale)."""
     problems: list[str] = []
     for event in events:
-        data = event.data
-        if event.type in ("NodeRegistered", "NodeStateChanged", "NodeSessionStarted"):
-            node_id = data.get("id")
-            if node_id in state.nodes:
-                problems += _node_problems(state, node_id)
-        elif event.type == "NodeRemoved":
-            gone = data.get("node_id")
+        data = parse_event(event.type, event.data)
+        if isinstance(data, ev.NodeRecordEvent):
+            if data.id in state.nodes:
+                problems += _node_problems(state, data.id)
+        elif isinstance(data, ev.NodeRemoved):
             holders = [f"{name}/{i}" for name, res in state.resources.items()
-                       for i, part in enumerate(res.partitions) if gone in part.replicas]
+                       for i, part in enumerate(res.partitions) if data.id in part.replicas]
             if holders:
-                problems.append(f"removed node {gone!r} still holds {holders[:5]}")
-        elif event.type == "PartitionChanged":
-            name, i = data.get("resource"), data.get("partition")
-            res = state.resources.get(name)
-            if res is not None and isinstance(i, int) and 0 <= i < len(res.partitions):
-                problems += _partition_problems(state, name, i)
-        elif event.type == "ResourceCreated":
-            name = data.get("name")
-            if name in state.resources:
-                for i in range(len(state.resources[name].partitions)):
-                    problems += _partition_problems(state, name, i)
-        elif event.type == "PartitionsAdded":
-            name, start = data.get("resource"), data.get("start", 0)
+                problems.append(f"removed node {data.id!r} still holds {holders[:5]}")
+        elif isinstance(data, ev.PartitionChanged):
+            res = state.resources.get(data.resource)
+            if res is not None and 0 <= data.partition < len(res.partitions):
+                problems += _partition_problems(state, data.resource, data.partition)
+        elif isinstance(data, ev.ResourceCreated | ev.PartitionsAdded):
+            name, start, added = data.slice()
             res = state.resources.get(name)
             if res is not None:
-                for i in range(start, start + len(data.get("partitions", ()))):
+                for i in range(start, start + len(added)):
                     problems += _partition_problems(state, name, i)
                 if res.size and len(res.partitions) > res.size:
                     problems.append(f"{name}: {len(res.partitions)} partitions, above its size")

@@ -1,7 +1,8 @@
 """What client and server agree on, in one place and without dependencies: the error codes of
-the API with their HTTP status and whether a retry can help (:mod:`.errors`), and the headers it
-uses (:mod:`.headers`). The server, the client library, the agent and the CLI import it; it
-imports nothing of hacoord."""
+the API with their HTTP status and whether a retry can help (:mod:`.errors`), the headers it
+uses (:mod:`.headers`) and the change feed's events, one dataclass per type (:mod:`.events`).
+The core, the server, the client library, the agent and the CLI import it; it imports nothing
+of hacoord."""
 
 from hacoord.protocol.errors import ErrorCode
 from hacoord.protocol.headers import (

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from hacoord.core.events import Event
 from hacoord.core.model import ClusterState
+from hacoord.protocol import events as ev
+from hacoord.protocol.events import parse_event
 from hacoord.replication.release import release
 
 DEFAULT_CAPACITY = 20_000
@@ -88,39 +91,33 @@ class ChangeFeed:
 
     def _shadow(self, event: Event) -> object:
         """Apply ``event`` to the shadow routing; return what it replaced (for undo)."""
-        data = event.data
-        if event.type == "ResourceCreated":
-            name = data["name"]
-            previous = self._routing.get(name)
-            self._routing[name] = (data["replication_factor"], [
-                (tuple(p["replicas"]), p["leader"], p["epoch"], ()) for p in data["partitions"]])
-            return ("resource", name, previous)
-        if event.type == "PartitionsAdded":
-            name = data["resource"]
-            if name not in self._routing:
+        data = parse_event(event.type, event.data)
+        if isinstance(data, ev.ResourceCreated):
+            previous = self._routing.get(data.name)
+            self._routing[data.name] = (data.replication_factor, _routes(data.partitions))
+            return ("resource", data.name, previous)
+        if isinstance(data, ev.PartitionsAdded):
+            if data.resource not in self._routing:
                 return None
-            added = [(tuple(p["replicas"]), p["leader"], p["epoch"], ()) for p in data["partitions"]]
-            self._routing[name][1].extend(added)
-            return ("added", name, len(added))
-        if event.type == "ResourceUpdated":
-            name = data["name"]
-            previous = self._routing.get(name)
+            added = _routes(data.partitions)
+            self._routing[data.resource][1].extend(added)
+            return ("added", data.resource, len(added))
+        if isinstance(data, ev.ResourceUpdated):
+            previous = self._routing.get(data.name)
             if previous is None:
                 return None
-            self._routing[name] = (data["replication_factor"], previous[1])
-            return ("resource", name, (previous[0], list(previous[1])))
-        if event.type == "ResourceDeleted":
-            name = data["name"]
-            return ("resource", name, self._routing.pop(name, None))
-        if event.type == "PartitionChanged":
-            name, index = data["resource"], data["partition"]
-            rf, parts = self._routing.get(name, (0, []))
-            if index >= len(parts):
+            self._routing[data.name] = (data.replication_factor, previous[1])
+            return ("resource", data.name, (previous[0], list(previous[1])))
+        if isinstance(data, ev.ResourceDeleted):
+            return ("resource", data.name, self._routing.pop(data.name, None))
+        if isinstance(data, ev.PartitionChanged):
+            rf, parts = self._routing.get(data.resource, (0, []))
+            if data.partition >= len(parts):
                 return None
-            previous = parts[index]
-            parts[index] = (tuple(data["replicas"]), data["leader"], data["epoch"],
-                            tuple(data.get("adding", ())))
-            return ("partition", name, index, previous)
+            previous = parts[data.partition]
+            parts[data.partition] = (tuple(data.replicas), data.leader, data.epoch,
+                                     tuple(data.adding))
+            return ("partition", data.resource, data.partition, previous)
         return None
 
     def routing_at(self, revision: int) -> Routing:
@@ -227,3 +224,8 @@ def routing_shadow(state: ClusterState) -> Routing:
 def _adding(state: ClusterState, resource: str, partition: int) -> tuple[str, ...]:
     move = state.move_of(resource, partition)
     return (move.to_node,) if move else ()
+
+
+def _routes(partitions: Iterable[Mapping[str, Any]]) -> list[Route]:
+    """Shadow routes of partition states (``{"replicas", "leader", "epoch"}``), nothing adding."""
+    return [(tuple(p["replicas"]), p["leader"], p["epoch"], ()) for p in partitions]

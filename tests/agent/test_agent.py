@@ -3,14 +3,20 @@ contract of two-phase moves, and the end of a session. No processes, no sockets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from hacoord.agent import NodeAgent, Role
-from tests.agent.fakes import FakeCoordinator, RecordingHandler, eventually
+from hacoord.testing import FakeCoordinator, RecordingHandler, wait_for
 
 FAST = {"heartbeat_interval": 0.01, "watch_poll": 0.05}
+
+
+def eventually(what: str, probe: Callable[[], object], timeout: float = 10.0) -> object:
+    """Poll ``probe`` until its answer is truthy (an empty list or 0 is not); fail after
+    ``timeout`` seconds."""
+    return wait_for(what, lambda: probe() or None, timeout, interval=0.005)
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_a_deleted_resource_is_released_and_late_routes_of_it_are_ignored() -> N
     created = WatchEvent("ResourceCreated", 3, {"name": "r", "replication_factor": 2, "partitions": [
         {"replicas": ["a", "b"], "leader": "a", "epoch": 1},
         {"replicas": ["b", "c"], "leader": "b", "epoch": 1},
-        {"replicas": ["c", "a"], "leader": "c", "epoch": 1}]})
+        {"replicas": ["c", "a"], "leader": "c", "epoch": 1}], "created_at": 1.0})
     assert summary(book.apply_event(created)) == [(0, Role.LEADER, 1), (2, Role.FOLLOWER, 1)]
     deleted = WatchEvent("ResourceDeleted", 7, {"name": "r"})
     assert summary(book.apply_event(deleted)) == [(0, None, None), (2, None, None)]

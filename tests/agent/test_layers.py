@@ -1,4 +1,5 @@
-"""The agent is embedded in data nodes: it needs the client and nothing of the coordinator. The
+"""The agent is embedded in data nodes: it needs the client (and the protocol the client speaks)
+and nothing of the coordinator. The
 example node adds the fencing helper and its own HTTP stack, never the coordinator's internals."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 from tests.unit.test_layers import ROOT, imports_of
 
 ALLOWED = {
-    "agent": {"agent", "client"},
+    "agent": {"agent", "client", "protocol"},
     "examples": {"examples", "agent", "client", "fencing", "fastapi", "uvicorn"},
 }
 

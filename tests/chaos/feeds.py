@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from hacoord.protocol.events import PartitionChanged, PartitionsAdded, ResourceCreated, parse_event
 from hacoord.testing.cluster import LocalCluster
 from tests.chaos.checker import Route
 
@@ -92,14 +93,13 @@ class FeedSampler:
             if first is None:
                 self.first[revision] = (member_id, digest)
                 for event in events:
-                    if event["type"] == "PartitionChanged":
-                        d = event["data"]
-                        self.routes.append((revision, d["resource"], int(d["partition"]),
-                                            tuple(d["replicas"]), d["leader"], int(d["epoch"])))
-                    elif event["type"] in ("ResourceCreated", "PartitionsAdded"):
-                        d = event["data"]
-                        name, start = d.get("name", d.get("resource")), int(d.get("start", 0))
-                        for i, p in enumerate(d["partitions"], start):
+                    data = parse_event(event["type"], event["data"])
+                    if isinstance(data, PartitionChanged):
+                        self.routes.append((revision, data.resource, data.partition,
+                                            tuple(data.replicas), data.leader, data.epoch))
+                    elif isinstance(data, ResourceCreated | PartitionsAdded):
+                        name, start, partitions = data.slice()
+                        for i, p in enumerate(partitions, start):
                             self.routes.append((revision, name, i, tuple(p["replicas"]),
                                                 p["leader"], int(p["epoch"])))
             elif first[1] != digest:

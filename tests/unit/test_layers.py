@@ -19,14 +19,16 @@ ROOT = Path(hacoord.__file__).parent
 ALLOWED = {
     "core": {"core", "protocol"},
     "placement": {"core", "placement"},
-    "replication": {"core", "replication", "pysyncobj"},
+    "replication": {"core", "replication", "protocol", "pysyncobj"},
     "server": {"core", "placement", "replication", "server", "protocol", "fastapi", "uvicorn"},
     "protocol": {"protocol"},
     "client": {"client", "protocol"},
     # serve / cluster up run the server; member rejoin works on a stopped member's files.
     "cli": {"cli", "client", "server", "core", "replication", "protocol"},
-    # The testing kit runs real members (processes) or the API over in-memory replicators.
-    "testing": {"testing", "server", "replication", "core", "client", "protocol"},
+    # The testing kit runs real members (processes) or the API over in-memory replicators, fakes
+    # the coordinator for agent tests and applies plans as an oracle.
+    "testing": {"testing", "server", "replication", "core", "placement", "client", "agent",
+                "protocol"},
 }
 COORDINATOR_ONLY = {"pysyncobj", "fastapi", "uvicorn"}
 #: Standard-library modules that read clocks, draw random numbers, start threads or touch the

@@ -1,19 +1,34 @@
-"""A fake coordinator with the client's interface, for agent tests without processes, and a handler
-that records what it is told.
+"""A fake coordinator for testing code built on :class:`~hacoord.agent.NodeAgent` (or any code
+that uses a :class:`~hacoord.client.Client`'s node, routing and watch calls) without processes,
+and an assignment handler that records what it is told.
 
-:class:`FakeCoordinator` keeps routes, pending moves, node sessions and a change feed, and answers the
-calls :class:`~hacoord.agent.NodeAgent` makes the way the real coordinator does (same errors, same
-event shapes). A change made ``silent`` gets a revision but no event: the agent can learn it only by
-re-reading the routing, as when its watch lags behind.
+:class:`FakeCoordinator` keeps routes, pending moves, node sessions and a change feed, and answers
+the calls the agent makes the way the real coordinator does: the same typed errors
+(``StaleEpoch``, ``NotFound``, ``Conflict``, ``Compacted``) and the same events, built from
+:mod:`hacoord.protocol.events`. The test drives it: create resources, change routes, start and
+cancel moves, compact the feed, make heartbeats fail. A change made ``silent`` gets a revision
+but no event: the agent can learn it only by re-reading the routing, as when its watch lags
+behind. :class:`RecordingHandler` records each call the agent makes to its handler.
+
+Example::
+
+    from hacoord.agent import NodeAgent
+    from hacoord.testing import FakeCoordinator, RecordingHandler, wait_for
+
+    coordinator, handler = FakeCoordinator(), RecordingHandler()
+    coordinator.node_add("n1", address="127.0.0.1:9001")
+    coordinator.create_resource("orders", [["n1", "n2"]])
+    agent = NodeAgent(coordinator, "n1", "127.0.0.1:9001", handler)
+    agent.start()
+    wait_for("n1 leads orders/0", lambda: ("assign", "orders", 0, 1, "leader") in handler.seen())
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from hacoord.agent import Assignment, AssignmentHandler
 from hacoord.client import (
@@ -30,20 +45,7 @@ from hacoord.client import (
     WatchEvent,
     WriteResult,
 )
-
-T = TypeVar("T")
-
-
-def eventually(what: str, probe: Callable[[], T | None], timeout: float = 10.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
+from hacoord.protocol import events as ev
 
 
 class FakeCoordinator:
@@ -63,10 +65,11 @@ class FakeCoordinator:
 
     # --- test controls ------------------------------------------------------------------------
 
-    def _bump(self, event_type: str | None, data: dict[str, Any] | None = None) -> int:
+    def _bump(self, data: ev.EventData | None) -> int:
+        """A new revision, with the event ``data`` describes (None: a change without one)."""
         self.revision += 1
-        if event_type is not None:
-            self.events.append(WatchEvent(event_type, self.revision, data or {}))
+        if data is not None:
+            self.events.append(WatchEvent(data.TYPE, self.revision, data.to_data()))
         self._cond.notify_all()
         return self.revision
 
@@ -77,15 +80,15 @@ class FakeCoordinator:
             for i, replicas in enumerate(placements):
                 self.routes[(name, i)] = PartitionRoute(name, i, tuple(replicas), replicas[0], 1)
                 parts.append({"replicas": list(replicas), "leader": replicas[0], "epoch": 1})
-            return self._bump("ResourceCreated", {"name": name, "replication_factor": 2,
-                                                  "partitions": parts, "created_at": 0.0})
+            return self._bump(ev.ResourceCreated(name=name, replication_factor=2, partitions=parts,
+                                                 created_at=0.0))
 
     def delete_resource(self, name: str) -> int:
         with self._cond:
             for key in [k for k in self.routes if k[0] == name]:
                 del self.routes[key]
                 self.moves.pop(key, None)
-            return self._bump("ResourceDeleted", {"name": name})
+            return self._bump(ev.ResourceDeleted(name=name))
 
     def change(self, resource: str, partition: int, *, replicas: list[str] | None = None,
                leader: str | None = None, adding: list[str] | None = None, silent: bool = False) -> int:
@@ -117,10 +120,9 @@ class FakeCoordinator:
 
     def _set_route(self, route: PartitionRoute, reason: str, silent: bool) -> None:
         self.routes[(route.resource, route.partition)] = route
-        data = {"resource": route.resource, "partition": route.partition,
-                "replicas": list(route.replicas), "leader": route.leader, "epoch": route.epoch,
-                "adding": list(route.adding), "reason": reason}
-        self._bump(None if silent else "PartitionChanged", data)
+        self._bump(None if silent else ev.PartitionChanged(
+            resource=route.resource, partition=route.partition, replicas=list(route.replicas),
+            leader=route.leader, epoch=route.epoch, adding=list(route.adding), reason=reason))
 
     def calls_of(self, name: str) -> list[tuple[Any, ...]]:
         with self._cond:
@@ -152,13 +154,16 @@ class FakeCoordinator:
             if id in self.nodes:
                 raise Conflict("already_exists", f"node {id!r} exists", 409)
             self.nodes[id] = {"id": id, "address": address, "zone": zone or "default",
-                              "capacity": capacity or 1.0, "status": "up", "epoch": 1}
-            return WriteResult(self._bump("NodeRegistered", dict(self.nodes[id])), "rid")
+                              "capacity": capacity or 1.0, "status": "up", "status_since": 0.0,
+                              "admin": "active", "admin_reason": "", "epoch": 1,
+                              "tags": dict(tags or {}), "metrics": {}, "registered_at": 0.0,
+                              "updated_at": 0.0}
+            return WriteResult(self._bump(ev.NodeRegistered(**self.nodes[id])), "rid")
 
     def node_remove(self, id: str) -> None:
         with self._cond:
             del self.nodes[id]
-            self._bump("NodeRemoved", {"node_id": id})
+            self._bump(ev.NodeRemoved(id=id))
 
     def node_start_session(self, id: str, address: str | None = None, *, silent: bool = False) -> NodeSession:
         with self._cond:
@@ -166,7 +171,7 @@ class FakeCoordinator:
             node = self.nodes[id]
             node["epoch"] += 1
             node["address"] = address or node["address"]
-            revision = self._bump(None if silent else "NodeSessionStarted", dict(node))
+            revision = self._bump(None if silent else ev.NodeSessionStarted(**node))
             info = NodeInfo(id, node["address"], node["zone"], node["capacity"], "up", epoch=node["epoch"])
             return NodeSession(id, node["epoch"], revision, "rid", info)
 
