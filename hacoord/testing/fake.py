@@ -16,11 +16,11 @@ Example::
     from hacoord.testing import FakeCoordinator, RecordingHandler, wait_for
 
     coordinator, handler = FakeCoordinator(), RecordingHandler()
-    coordinator.node_add("n1", address="127.0.0.1:9001")
-    coordinator.create_resource("orders", [["n1", "n2"]])
-    agent = NodeAgent(coordinator, "n1", "127.0.0.1:9001", handler)
-    agent.start()
+    coordinator.node_add("n2", address="127.0.0.1:9002")
+    coordinator.create_resource("orders", [["n1", "n2"]])  # replicas, leader first
+    agent = NodeAgent("n1", "127.0.0.1:9001", handler, client=coordinator).start()
     wait_for("n1 leads orders/0", lambda: ("assign", "orders", 0, 1, "leader") in handler.seen())
+    agent.stop()
 """
 
 from __future__ import annotations
