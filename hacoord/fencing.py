@@ -13,8 +13,9 @@ from __future__ import annotations
 import threading
 
 
-class StaleEpochError(Exception):
-    """A request carried an older epoch than the one known for its partition."""
+class StalePartitionEpoch(Exception):
+    """A request carried an older epoch than the one known for its partition. (The coordinator's
+    409 ``stale_epoch``, :class:`hacoord.client.StaleEpoch`, is about a node's session epoch.)"""
 
     def __init__(self, resource: str, partition: int, epoch: int, known: int) -> None:
         super().__init__(f"{resource}/{partition}: epoch {epoch} is stale (known: {known})")
@@ -40,12 +41,13 @@ class EpochGuard:
             return known
 
     def check(self, resource: str, partition: int, epoch: int) -> None:
-        """Raise :class:`StaleEpochError` if ``epoch`` is older than the one known. An epoch equal
-        to or newer than the known one passes (a newer one is news: record it with ``update``)."""
+        """Raise :class:`StalePartitionEpoch` if ``epoch`` is older than the one known. An epoch
+        equal to or newer than the known one passes (a newer one is news: record it with
+        ``update``)."""
         with self._lock:
             known = self._known.get((resource, partition))
         if known is not None and epoch < known:
-            raise StaleEpochError(resource, partition, epoch, known)
+            raise StalePartitionEpoch(resource, partition, epoch, known)
 
     def known(self, resource: str, partition: int) -> int | None:
         """The highest epoch recorded for the partition, or None."""

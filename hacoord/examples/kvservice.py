@@ -30,7 +30,7 @@ from typing import Any
 from hacoord.agent import Assignment, AssignmentHandler, Role
 from hacoord.examples.kvhttp import KVCallError, KVNodeCaller
 from hacoord.examples.kvstore import Entry, PartitionData
-from hacoord.fencing import EpochGuard, StaleEpochError
+from hacoord.fencing import EpochGuard, StalePartitionEpoch
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class KVService(AssignmentHandler):
         holds the partition under exactly that epoch in one of ``roles``."""
         try:
             self.guard.check(resource, partition, epoch)
-        except StaleEpochError as exc:
+        except StalePartitionEpoch as exc:
             raise KVError(409, "stale_epoch", str(exc), known=exc.known) from None
         with self._lock:
             held = self._held.get((resource, partition))

@@ -48,8 +48,9 @@ class MemberInfo:
 
 
 @dataclass
-class MemberStatus:
-    """What a member knows about itself and the Raft group, for ``status`` and readiness."""
+class RaftStatus:
+    """What a member knows about itself and the Raft group, for ``status`` and readiness (the
+    API shows it as :class:`hacoord.client.MemberStatus`)."""
 
     member_id: str
     role: str
@@ -141,7 +142,7 @@ class Replicator(Protocol):
     def begin_stop(self) -> None:
         """Shutdown has begun: answer long polls now; stand for no election."""
 
-    def status(self) -> MemberStatus:
+    def status(self) -> RaftStatus:
         """A snapshot of this member's Raft and state-machine status."""
 
     def peers_name_clusters(self) -> bool:

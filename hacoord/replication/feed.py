@@ -5,7 +5,7 @@ Each member keeps its own feed, filled as it applies the log. Since every member
 same log, revision ``r`` carries the same events everywhere, so a watcher can resume on any
 member from the last revision it saw. A member keeps the events after ``floor`` (its start or
 last snapshot install, or what it had to drop to stay within ``capacity``); asking for older
-ones raises :class:`Compacted` ("re-read the state, then watch from its revision").
+ones raises :class:`HistoryCompacted` ("re-read the state, then watch from its revision").
 
 To answer "routing as of revision r", the feed keeps a shadow of the current routing (partition
 -> replicas, leader, epoch, replica being added) and, with each event, what it replaced; walking
@@ -33,8 +33,9 @@ Route = tuple[tuple[str, ...], str | None, int, tuple[str, ...]]  # replicas, le
 Routing = dict[str, tuple[int, list[Route]]]       # resource -> (replication factor, partitions)
 
 
-class Compacted(Exception):
-    """The requested revision is older than the feed keeps."""
+class HistoryCompacted(Exception):
+    """The requested revision is older than the feed keeps (answered 410 ``compacted``, which the
+    client raises as :class:`hacoord.client.Compacted`)."""
 
     def __init__(self, since: int, floor: int) -> None:
         super().__init__(f"events after revision {since} are no longer kept (oldest: after "
@@ -121,9 +122,9 @@ class ChangeFeed:
         return None
 
     def routing_at(self, revision: int) -> Routing:
-        """The routing as of ``revision`` (kept history only; else :class:`Compacted`)."""
+        """The routing as of ``revision`` (kept history only; else :class:`HistoryCompacted`)."""
         if revision < self.floor:
-            raise Compacted(revision, self.floor)
+            raise HistoryCompacted(revision, self.floor)
         routing = {name: (rf, list(parts)) for name, (rf, parts) in self._routing.items()}
         for event, undo in zip(reversed(self._events), reversed(self._undo), strict=True):
             if event.revision <= revision:
@@ -165,7 +166,7 @@ class ChangeFeed:
         """Events after ``revision``: whole revisions, about ``limit`` events at most, and about
         ``max_partitions`` partitions (those a resource's creation lists) at most."""
         if revision < self.floor:
-            raise Compacted(revision, self.floor)
+            raise HistoryCompacted(revision, self.floor)
         out: list[Event] = []
         carried = 0
         for event in self._events:  # newest events are few; a scan is fine at this size

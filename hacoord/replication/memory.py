@@ -13,7 +13,7 @@ from hacoord.core.commands import Command
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
 from hacoord.replication.applying import apply_logged
-from hacoord.replication.base import MemberInfo, MemberStatus, NotLeaderError
+from hacoord.replication.base import MemberInfo, NotLeaderError, RaftStatus
 from hacoord.replication.feed import ChangeFeed
 from hacoord.replication.invariants import InvariantWatch
 
@@ -82,8 +82,8 @@ class MemoryReplicator:
             raise NotLeaderError(self._leader)
         return self._index
 
-    def status(self) -> MemberStatus:
-        return MemberStatus(
+    def status(self) -> RaftStatus:
+        return RaftStatus(
             member_id=self.member_id, role="leader" if self.is_leader() else "follower", term=self.term,
             leader_id=self._leader, commit_index=self._index, applied_index=self._index,
             revision=self._state.revision, ready=True, has_quorum=True, log_length=self._index,

@@ -48,10 +48,10 @@ from hacoord.core.results import Outcome, Rejected
 from hacoord.replication.applying import apply_logged
 from hacoord.replication.base import (
     MemberInfo,
-    MemberStatus,
     NotAppliedError,
     NotLeaderError,
     OutcomeUnknownError,
+    RaftStatus,
     ReplicationError,
 )
 from hacoord.replication.driver import FAIL_NAMES, JOURNAL_FILE, RaftDriver, RaftTuning
@@ -591,11 +591,11 @@ class RaftReplicator:
 
     # --- status -------------------------------------------------------------------------------
 
-    def status(self) -> MemberStatus:
+    def status(self) -> RaftStatus:
         driver = self._driver
         if driver is None:
             role = "storage_failed" if self.storage_failure else "stopped"
-            return MemberStatus(self.member_id, role, 0, None, 0, 0, self.state.revision,
+            return RaftStatus(self.member_id, role, 0, None, 0, 0, self.state.revision,
                                 False, False, storage_failure=self.storage_failure,
                                 storage_failures=self.storage_failures, loaded=False)
         obj = driver.obj
@@ -621,7 +621,7 @@ class RaftReplicator:
                  and raw["has_quorum"] and self.consecutive_tick_failures < 3
                  and raw["last_applied"] >= leader_commit)
         snapshots = obj.snapshots
-        return MemberStatus(
+        return RaftStatus(
             member_id=self.member_id,
             role=ROLES.get(raw["state"], "unknown"),
             term=raw["raft_term"],

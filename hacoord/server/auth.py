@@ -39,7 +39,7 @@ from hacoord.core.access import BOOTSTRAP_NAME, token_hash
 from hacoord.protocol import CLIENT_HEADER, FORWARDED_HEADER
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import request_audit
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 
 log = logging.getLogger(__name__)
 
@@ -175,23 +175,23 @@ class Authenticator:
             return self._admit(request, Principal("anonymous", "admin"))
         if credentials is None:
             self._refuse(request, "unauthenticated", "no bearer token")
-            raise ApiError("unauthenticated", "this route needs an API token "
-                           "(Authorization: Bearer ...)", headers=_challenge())
+            raise ErrorReply("unauthenticated", "this route needs an API token "
+                             "(Authorization: Bearer ...)", headers=_challenge())
         principal = self.principal(credentials.credentials)
         if principal is None:
             self._refuse(request, "unauthenticated", "unknown, revoked or expired token")
-            raise ApiError("unauthenticated", "unknown, revoked or expired token",
-                           headers=_challenge("invalid_token"))
+            raise ErrorReply("unauthenticated", "unknown, revoked or expired token",
+                             headers=_challenge("invalid_token"))
         if permission not in GRANTS.get(principal.role, frozenset()):
             self._refuse(request, "permission_denied", f"role {principal.role} lacks {permission}")
-            raise ApiError("permission_denied", f"token {principal.name!r} (role "
-                           f"{principal.role}) may not do this (needs {permission})")
+            raise ErrorReply("permission_denied", f"token {principal.name!r} (role "
+                             f"{principal.role}) may not do this (needs {permission})")
         if permission is Permission.NODE and principal.role == "node":
             target = await _target_node(request)
             if target != principal.node:
                 self._refuse(request, "permission_denied", "node token for another node")
-                raise ApiError("permission_denied", f"token {principal.name!r} speaks for node "
-                               f"{principal.node!r} only, not {target!r}")
+                raise ErrorReply("permission_denied", f"token {principal.name!r} speaks for node "
+                                 f"{principal.node!r} only, not {target!r}")
         return self._admit(request, principal)
 
     @staticmethod

@@ -21,7 +21,7 @@ from typing import Any
 from hacoord.core import commands as c
 from hacoord.core.access import BOOTSTRAP_NAME
 from hacoord.replication.base import Replicator
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Bootstrapper:
     async def _write(self, command: c.Command) -> None:
         try:
             await self.submit(command)
-        except ApiError as exc:
+        except ErrorReply as exc:
             if exc.code != "already_exists":
                 log.info("%s not written yet (%s); retrying", command.TYPE, exc.code)
             elif isinstance(command, c.BootstrapAdmin):  # bootstrapped, or its digest is taken

@@ -6,9 +6,9 @@ Writes are served by the leader: a follower forwards them over HTTP (once; a for
 that lands on a non-leader is answered ``not_leader`` with a hint, and the client library
 retries). Reads asked with ``consistent=true`` are answered by any member once the leader has
 confirmed a read index and the member has applied up to it (else forwarded like writes). A
-route that writes is wrapped by :meth:`ApiContext.leading`; a read calls
-:meth:`ApiContext.read_point` with its ``consistent`` flag. Ordinary reads are served from
-the member's own applied state and say which revision they reflect.
+route that writes is wrapped by :meth:`ApiContext.leading`, one that reads by
+:meth:`ApiContext.reading` (which passes its ``consistent`` flag to the read point). Ordinary
+reads are served from the member's own applied state and say which revision they reflect.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import ssl
 import uuid
@@ -40,7 +41,7 @@ from hacoord.protocol import (
 )
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 from hacoord.server.health import HealthCache
 from hacoord.server.liveness import LivenessMonitor
 from hacoord.server.looplag import LagMonitor
@@ -69,7 +70,7 @@ async def request_id(request: Request) -> str:
     the id reused with another request is refused (409 ``request_id_reused``)."""
     rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
     if len(rid) > 128:
-        raise ApiError("invalid_argument", "X-Request-Id longer than 128 characters")
+        raise ErrorReply("invalid_argument", "X-Request-Id longer than 128 characters")
     body = await request.body()
     with contextlib.suppress(ValueError):  # not JSON: the bytes themselves
         body = canonical_json(json.loads(body)) if body else b""
@@ -125,11 +126,34 @@ class ApiContext:
         """``handler`` runs on the leader; a follower answers with the leader's answer to the
         same request. The handler must take ``request: Request`` (by name) and must not use
         postponed annotations (FastAPI reads its signature through this wrapper)."""
+        return self._guarded(handler, ("request",),
+                             lambda kwargs: self.leader_or_forward(kwargs["request"]))
+
+    def reading(self, handler: Handler) -> Handler:
+        """``handler`` answers a read from this member's state, past the read point its
+        ``consistent`` query parameter asks for (:meth:`read_point`). Same rules for the
+        handler's signature as :meth:`leading`, and it must take ``consistent: bool``."""
+        return self._guarded(handler, ("request", "consistent"),
+                             lambda kwargs: self.read_point(kwargs["request"], kwargs["consistent"]))
+
+    @staticmethod
+    def _guarded(handler: Handler, needs: tuple[str, ...],
+                 check: Callable[[dict[str, Any]], Awaitable[Response | None]]) -> Handler:
+        """``handler`` behind ``check``, which answers the request itself or returns None;
+        ``handler`` must take the parameters ``needs`` names (checked now, not at a request).
+
+        A wrapper rather than a FastAPI dependency, for the order: FastAPI runs a route's
+        dependencies before it validates the route's parameters and body, and a follower is to
+        refuse a malformed request itself rather than forward it to the leader."""
+        missing = set(needs) - set(inspect.signature(handler).parameters)
+        if missing:
+            raise TypeError(f"{handler.__name__} must take {', '.join(sorted(missing))}")
+
         @functools.wraps(handler)
         async def endpoint(**kwargs: Any) -> Response:
-            forwarded = await self.leader_or_forward(kwargs["request"])
-            if forwarded is not None:
-                return forwarded
+            answered = await check(kwargs)
+            if answered is not None:
+                return answered
             return await handler(**kwargs)
 
         return endpoint
@@ -141,9 +165,9 @@ class ApiContext:
             return None
         leader = replicator.leader_id()
         if request.headers.get(FORWARDED_HEADER):
-            raise ApiError("not_leader", f"{replicator.member_id} does not lead", leader=leader)
+            raise ErrorReply("not_leader", f"{replicator.member_id} does not lead", leader=leader)
         if leader is None or leader == replicator.member_id:
-            raise ApiError("no_leader", "no leader is elected right now; retry shortly")
+            raise ErrorReply("no_leader", "no leader is elected right now; retry shortly")
         assert self._client is not None, "the app's lifespan opens the forwarding client"
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         target = replicator.members[leader].api_url.rstrip("/") + raw_path.decode("ascii", "replace")
@@ -157,15 +181,15 @@ class ApiContext:
         try:
             body = await request.body()
         except ClientDisconnect:  # the client gave up meanwhile: nobody reads the answer
-            raise ApiError("unavailable", "the client went away before the request was "
-                           "forwarded") from None
+            raise ErrorReply("unavailable", "the client went away before the request was "
+                             "forwarded") from None
         forward = asyncio.ensure_future(self._client.request(
             request.method, target, headers=headers, content=body))
         try:
             answer = await self._unless_leader_changes(forward, leader)
         except httpx.HTTPError as exc:
-            raise ApiError("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
-                           leader=leader) from None
+            raise ErrorReply("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
+                             leader=leader) from None
         # The cluster id is added by this member's own middleware (the same id: one cluster).
         passed = {k: v for k, v in answer.headers.items()
                   if k.startswith("x-hacoord-") and k != CLUSTER_HEADER}
@@ -189,10 +213,10 @@ class ApiContext:
             now = self.replicator.leader_id()
             if now != leader:
                 forward.cancel()
-                raise ApiError("not_leader", f"leadership moved from {leader} to {now or 'nobody'} "
-                               "while forwarding; retry", leader=now)
+                raise ErrorReply("not_leader", f"leadership moved from {leader} to {now or 'nobody'} "
+                                 "while forwarding; retry", leader=now)
         forward.cancel()
-        raise ApiError("unavailable", f"leader {leader} did not answer in time", leader=leader)
+        raise ErrorReply("unavailable", f"leader {leader} did not answer in time", leader=leader)
 
     async def applied_everywhere(self, revision: int) -> tuple[list[str], list[str]]:
         """Wait (at most :data:`CONFIRM_WAIT`, or the write timeout if shorter) until every
@@ -232,8 +256,8 @@ class ApiContext:
     def loaded(self) -> None:
         """Refuse reads until this member has applied everything it had (503 ``not_ready``)."""
         if not self.replicator.loaded:
-            raise ApiError("not_ready", f"member {self.replicator.member_id} is still loading its "
-                           "state (or reopening it after a storage failure); ask another member")
+            raise ErrorReply("not_ready", f"member {self.replicator.member_id} is still loading its "
+                             "state (or reopening it after a storage failure); ask another member")
 
     async def read_point(self, request: Request, consistent: bool) -> Response | None:
         """For a consistent read: on the leader, pass a read point; on a follower, wait for the
@@ -252,9 +276,9 @@ class ApiContext:
         return forwarded
 
     @staticmethod
-    def not_reached(revision: int, current: int) -> ApiError:
-        return ApiError("not_found", f"revision {revision} is ahead of this member (at {current}); "
-                        "ask the leader, or with consistent=true")
+    def not_reached(revision: int, current: int) -> ErrorReply:
+        return ErrorReply("not_found", f"revision {revision} is ahead of this member (at {current}); "
+                          "ask the leader, or with consistent=true")
 
     # --- answers ------------------------------------------------------------------------------
 

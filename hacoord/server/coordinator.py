@@ -1,5 +1,5 @@
 """The coordinator service on the leader: turns API intents into commands (placing replicas
-where needed), submits them, and maps outcomes to results or :class:`ApiError`.
+where needed), submits them, and maps outcomes to results or :class:`ErrorReply`.
 
 It is the only place that decides; HTTP handlers only translate. Placement is computed from the
 leader's current state; if the state moved on before the command applied, ``apply`` rejects the
@@ -26,7 +26,7 @@ from hacoord.replication.base import (
     OutcomeUnknownError,
     Replicator,
 )
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 from hacoord.server.offload import offload
 from hacoord.server.placed import PlacedSlices, place_in_slices
 
@@ -71,15 +71,15 @@ class Coordinator:
         self.read_index_off_until = float("-inf")
 
     async def submit(self, command: c.Command) -> Applied:
-        """Submit one command, stamped with the leader's clock; raise ApiError unless applied."""
+        """Submit one command, stamped with the leader's clock; raise ErrorReply unless applied."""
         outcome = await self._replicate(self._stamped(command))
         if isinstance(outcome, Rejected):
-            raise ApiError.from_rejection(outcome)
+            raise ErrorReply.from_rejection(outcome)
         return outcome
 
     async def submit_many(self, commands: list[c.Command]) -> list[Outcome]:
         """Submit commands together (queued in one go, they share log entries); their outcomes
-        in order. Raises ApiError if any could not be replicated (the caller retries them all
+        in order. Raises ErrorReply if any could not be replicated (the caller retries them all
         with the same request ids: those applied are recalled, not applied again)."""
         pending = []
         for at in range(0, len(commands), SUBMIT_SLICE):
@@ -103,18 +103,18 @@ class Coordinator:
         try:
             return await self.replicator.submit(command, self.submit_timeout)
         except NotLeaderError as exc:
-            raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
+            raise ErrorReply("not_leader", str(exc), leader=exc.leader_id) from None
         except NotAppliedError as exc:
-            raise ApiError("unavailable", str(exc)) from None
+            raise ErrorReply("unavailable", str(exc)) from None
         except OutcomeUnknownError as exc:
-            raise ApiError("timeout", str(exc)) from None
+            raise ErrorReply("timeout", str(exc)) from None
 
     async def _submit_planned(self, request_id: str, plan: Any) -> Applied:
         """Submit ``await plan()``'s command, re-planning while apply calls the plan stale."""
         for attempt in range(STALE_PLAN_RETRIES):
             try:
                 return await self.submit(await plan())
-            except ApiError as exc:
+            except ErrorReply as exc:
                 if exc.code != "stale_plan" or attempt == STALE_PLAN_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
@@ -163,7 +163,7 @@ class Coordinator:
         state = self.replicator.state
         over = over_cluster_limits(state, partitions, replicas)
         if over is not None:  # refused before it is placed, let alone logged
-            raise ApiError("limit_exceeded", over)
+            raise ErrorReply("limit_exceeded", over)
         total = replica_count(state)
         placed: dict[str, PlacedSlices] = {}
 
@@ -207,11 +207,11 @@ class Coordinator:
             try:
                 await self.submit(c.AddPartitions(request_id=f"{slice_id}:{start}", name=name,
                                                   start=start, assignment=piece))
-            except ApiError as exc:
+            except ErrorReply as exc:
                 if exc.code not in ("stale_plan", "request_id_reused"):
                     raise
                 assignment = None  # the resource moved on, or a node left: plan the rest again
-        raise ApiError("unavailable", f"resource {name!r} is still being created; retry")
+        raise ErrorReply("unavailable", f"resource {name!r} is still being created; retry")
 
     async def update_resource(self, request_id: str, name: str, replicas: int | None = None,
                               balance_metric: str | None = None) -> Applied:
@@ -232,8 +232,8 @@ class Coordinator:
         """The Raft term this member leads in (leader-only commands carry it); ``not_leader``
         otherwise."""
         if not self.replicator.is_leader():
-            raise ApiError("not_leader", f"{self.replicator.member_id} does not lead",
-                           leader=self.replicator.leader_id())
+            raise ErrorReply("not_leader", f"{self.replicator.member_id} does not lead",
+                             leader=self.replicator.leader_id())
         return self.replicator.term
 
     async def report_caught_up(self, request_id: str, node_id: str, epoch: int, resource: str,
@@ -278,7 +278,7 @@ class Coordinator:
             if await self._read_index_served():
                 return self.replicator.state.revision
         except NotLeaderError as exc:
-            raise ApiError("not_leader", str(exc), leader=exc.leader_id) from None
+            raise ErrorReply("not_leader", str(exc), leader=exc.leader_id) from None
         outcome = await self.submit(c.Barrier())
         return outcome.revision
 

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 STATUS_BY_CODE = {code.value: code.status for code in ErrorCode}
 
 
-class ApiError(Exception):
-    """Raised by handlers and the coordinator service; rendered as the JSON error body."""
+class ErrorReply(Exception):
+    """The error a member replies with: raised by handlers and the coordinator service, rendered
+    as the JSON error body (the client raises it again as :class:`hacoord.client.ApiError`)."""
 
     def __init__(self, code: str, message: str, status: int | None = None,
                  leader: str | None = None, headers: dict[str, str] | None = None) -> None:
@@ -39,7 +40,7 @@ class ApiError(Exception):
         self.leader = leader
 
     @classmethod
-    def from_rejection(cls, rejected: Rejected) -> ApiError:
+    def from_rejection(cls, rejected: Rejected) -> ErrorReply:
         return cls(rejected.code, rejected.message)
 
 
@@ -71,8 +72,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Render every failure as the JSON error body (no HTML, no tracebacks)."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(ErrorReply)
+    async def _api_error(_: Request, exc: ErrorReply) -> JSONResponse:
         extra = {"leader": exc.leader} if exc.leader else {}
         return JSONResponse(error_body(exc.code, exc.message, **extra), status_code=exc.status,
                             headers=exc.headers)

@@ -40,7 +40,7 @@ from hacoord.core import commands as c
 from hacoord.core.apply import MAX_JUDGEMENTS
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 
 log = logging.getLogger(__name__)
 
@@ -175,19 +175,19 @@ class LivenessMonitor:
     # --- heartbeats ---------------------------------------------------------------------------
 
     async def heartbeat(self, node_id: str, epoch: int) -> dict[str, Any]:
-        """Record a heartbeat from ``node_id`` at ``epoch`` (leader only). Raises ApiError
+        """Record a heartbeat from ``node_id`` at ``epoch`` (leader only). Raises ErrorReply
         ``not_found`` for an unknown node, ``stale_epoch`` unless ``epoch`` is the node's current
         one. Writes nothing unless the node was suspect or down: then it waits for the node to be
         judged up again. Answers the node's status, epoch and the revision it reflects."""
         term = self.leading_term()
         if term is None:
-            raise ApiError("not_leader", f"{self.replicator.member_id} does not lead",
-                           leader=self.replicator.leader_id())
+            raise ErrorReply("not_leader", f"{self.replicator.member_id} does not lead",
+                             leader=self.replicator.leader_id())
         node = self.replicator.state.nodes.get(node_id)
         if node is None:
-            raise ApiError("not_found", f"unknown node {node_id!r}")
+            raise ErrorReply("not_found", f"unknown node {node_id!r}")
         if epoch != node.epoch:
-            raise ApiError("stale_epoch", f"node {node_id!r} is at epoch {node.epoch}, not {epoch}: "
+            raise ErrorReply("stale_epoch", f"node {node_id!r} is at epoch {node.epoch}, not {epoch}: "
                                           "start a new session")
         self.last_seen[node_id] = self.clock()
         self._heard.add(node_id)
@@ -196,7 +196,7 @@ class LivenessMonitor:
         state = self.replicator.state
         node = state.nodes.get(node_id)
         if node is None:
-            raise ApiError("not_found", f"unknown node {node_id!r}")
+            raise ErrorReply("not_found", f"unknown node {node_id!r}")
         return {"node_id": node_id, "status": node.status, "epoch": node.epoch,
                 "revision": state.revision}
 
@@ -324,7 +324,7 @@ class LivenessMonitor:
             batch = judgements[start:start + MAX_JUDGEMENTS]
             try:
                 applied.update(await self._judge(batch, term))
-            except ApiError as exc:
+            except ErrorReply as exc:
                 log.warning("%d judgements (%s...) not applied: %s: %s", len(batch),
                             ", ".join(f"{n} {s}" for n, s, _ in batch[:3]), exc.code, exc.message)
         return applied

@@ -42,7 +42,7 @@ from hacoord.placement.schedule import (
 )
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator, replica_count
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 from hacoord.server.offload import offload
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class Rebalancer:
             try:
                 if self.replicator.is_leader():
                     await self.step()
-            except ApiError as exc:  # lost leadership, a timeout: try again next pass
+            except ErrorReply as exc:  # lost leadership, a timeout: try again next pass
                 log.info("rebalance pass stopped: %s: %s", exc.code, exc.message)
             except Exception:  # keep going; a bug here must not stop repairs for good
                 log.exception("rebalance pass failed")
@@ -200,7 +200,7 @@ class Rebalancer:
         results = await asyncio.gather(*submissions, return_exceptions=True)
         applied = 0
         for result in results:
-            if isinstance(result, ApiError):
+            if isinstance(result, ErrorReply):
                 self.counts["refused"] += 1
                 if result.code in ("not_leader", "stale_term", "timeout", "unavailable"):
                     raise result

@@ -87,7 +87,7 @@ class PartitionChange(Answer):
     reason: str
 
 
-class Move(Answer):
+class PendingMove(Answer):
     resource: str
     partition: int
     from_node: str | None
@@ -218,7 +218,7 @@ class BatchWritten(Revisioned):
     results: list[BatchItem] = Field(description="one per item, in the request's order")
 
 
-class NodeRemoved(Revisioned):
+class NodeRemovedAnswer(Revisioned):
     node_id: str
     moved: int = Field(description="replicas re-homed by a forced removal")
 
@@ -242,13 +242,14 @@ class ResourceWritten(Revisioned):
     resource: ResourceBrief
 
 
-class ResourceDeleted(Revisioned):
+class ResourceDeletedAnswer(Revisioned):
     name: str
 
 
 class PartitionWritten(Revisioned):
     partition: PartitionChange
-    move: Move | None = Field(None, description="the move started, completed or cancelled")
+    move: PendingMove | None = Field(None, description="the move started, completed or "
+                                                        "cancelled")
 
 
 class RebalanceProgress(Revisioned):
@@ -261,17 +262,17 @@ class RebalanceProgress(Revisioned):
     eta_seconds: float | None
 
 
-class RebalanceStarted(Revisioned):
+class RebalanceStartedAnswer(Revisioned):
     run: dict[str, Any]
     progress: RebalanceProgress
 
 
-class RebalanceEnded(Revisioned):
+class RebalanceEndedAnswer(Revisioned):
     run: dict[str, Any]
     moves_cancelled: int
 
 
-class RebalanceConfigured(Revisioned):
+class RebalanceConfiguredAnswer(Revisioned):
     rebalance: dict[str, Any]
 
 
@@ -322,7 +323,7 @@ class TokenShown(TokenRecord):
     expired: bool
 
 
-class TokenCreated(Revisioned):
+class TokenCreatedAnswer(Revisioned):
     token: TokenRecord
     secret: str | None = Field(description="the token itself: shown this once, kept nowhere "
                                            "(absent from the answer to a retried request)")
@@ -334,7 +335,7 @@ class TokenList(Revisioned):
     tokens: list[TokenShown]
 
 
-class TokenRevoked(Revisioned):
+class TokenRevokedAnswer(Revisioned):
     token: TokenRecord
     applied_on: list[str] = Field(description="members known to refuse the token now")
     unconfirmed: list[str] = Field(description="members that did not confirm in time")

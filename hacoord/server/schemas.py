@@ -88,7 +88,7 @@ class NodeUpdate(_Body):
                           "(null: absent); else 409 precondition_failed")
 
 
-class NodeSession(_Body):
+class SessionStart(_Body):
     """Start a node's new session; an ``address`` given replaces the registered one."""
 
     address: str | None = Field(None, min_length=3, max_length=260, pattern=ADDRESS,

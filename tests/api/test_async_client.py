@@ -14,6 +14,8 @@ import pytest
 
 import hacoord
 import hacoord.client
+import hacoord.protocol.events
+import hacoord.testing
 from hacoord.client import (
     AsyncClient,
     Client,
@@ -44,6 +46,11 @@ def test_the_public_api_is_pinned() -> None:
     for name in ("AsyncClient", "StaleEpoch", "Compacted", "Conflict", "WatchEvent", "RoutingTable"):
         assert name in hacoord.client.__all__
     assert hacoord.client.StaleEpoch is StaleEpoch and hacoord.client.Compacted is Compacted
+    for name in ("LocalCluster", "InProcessCluster", "FakeCoordinator", "RecordingHandler",
+                 "running_cluster", "wait_for"):
+        assert name in hacoord.testing.__all__ and hasattr(hacoord.testing, name)
+    for name in ("EventData", "NodeRemoved", "PartitionChanged", "parse_event", "EventFormatError"):
+        assert name in hacoord.protocol.events.__all__
 
 
 def test_the_async_client_has_every_method_of_the_client_as_a_coroutine() -> None:

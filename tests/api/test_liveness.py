@@ -16,7 +16,7 @@ from hacoord.core import commands as c
 from hacoord.core.codec import digest
 from hacoord.replication.memory import MemoryReplicator
 from hacoord.server.coordinator import Coordinator
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 from hacoord.server.liveness import LivenessMonitor
 from hacoord.testing.inprocess import InProcessCluster
 
@@ -386,7 +386,7 @@ def test_nodes_coming_back_together_are_judged_up_in_one_command() -> None:
         assert mon.transitions["up"] == len(nodes)
         # A return refused (here: the node restarted meanwhile) is answered to its heartbeat.
         assert await silence() == dict.fromkeys(nodes, "suspect")
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(ErrorReply) as refused:
             await mon.heartbeat("n0", 5)
         assert refused.value.code == "stale_epoch"
 

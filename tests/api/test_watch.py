@@ -12,8 +12,7 @@ import pytest
 
 from hacoord.client import Client, Compacted
 from hacoord.core.events import Event
-from hacoord.replication.feed import ChangeFeed
-from hacoord.replication.feed import Compacted as FeedCompacted
+from hacoord.replication.feed import ChangeFeed, HistoryCompacted
 from hacoord.testing.cluster import wait_for
 from hacoord.testing.inprocess import InProcessCluster
 
@@ -75,7 +74,7 @@ def test_feed_drops_whole_revisions_and_answers_compacted() -> None:
         feed.record([Event("A", rev), Event("B", rev)])
     assert feed.floor == 2
     assert [e.revision for e in feed.since(2)] == [3, 3]
-    with pytest.raises(FeedCompacted):
+    with pytest.raises(HistoryCompacted):
         feed.since(1)
     feed.reset(10)
     assert feed.since(10) == [] and feed.floor == 10

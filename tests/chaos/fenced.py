@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hacoord.client import Client, Conflict, HacoordError, InvalidArgument, PartitionRoute
-from hacoord.fencing import EpochGuard, StaleEpochError
+from hacoord.fencing import EpochGuard, StalePartitionEpoch
 from tests.chaos.checker import Route, check_epochs, check_fenced_writes
 from tests.chaos.history import History, Op
 from tests.chaos.workloads import LOOP_LIMIT, Connect, Context, Workload, new_write
@@ -57,7 +57,7 @@ class FencedStore:
         with self._lock:
             try:
                 self.guard.check(RESOURCE, partition, epoch)
-            except StaleEpochError:
+            except StalePartitionEpoch:
                 self.rejected += 1
                 return False
             self.guard.update(RESOURCE, partition, epoch)

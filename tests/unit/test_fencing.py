@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hacoord.fencing as fencing
-from hacoord.fencing import EpochGuard, StaleEpochError
+from hacoord.fencing import EpochGuard, StalePartitionEpoch
 
 
 def test_older_epochs_are_refused_equal_and_newer_pass() -> None:
@@ -20,7 +20,7 @@ def test_older_epochs_are_refused_equal_and_newer_pass() -> None:
     assert guard.update("orders", 0, 5) == 5
     guard.check("orders", 0, 5)
     guard.check("orders", 0, 6)
-    with pytest.raises(StaleEpochError) as caught:
+    with pytest.raises(StalePartitionEpoch) as caught:
         guard.check("orders", 0, 4)
     assert (caught.value.resource, caught.value.partition, caught.value.epoch, caught.value.known) == (
         "orders", 0, 4, 5)
@@ -34,7 +34,7 @@ def test_update_never_goes_back() -> None:
     guard.update("r", 3, 7)
     assert guard.update("r", 3, 2) == 7
     assert guard.known("r", 3) == 7
-    with pytest.raises(StaleEpochError):
+    with pytest.raises(StalePartitionEpoch):
         guard.check("r", 3, 6)
 
 
@@ -57,7 +57,7 @@ def test_matches_a_running_maximum(steps: list[tuple[str, int, int]]) -> None:
             highest[partition] = max(highest.get(partition, epoch), epoch)
             assert guard.update("r", partition, epoch) == highest[partition]
         elif epoch < highest.get(partition, 0):
-            with pytest.raises(StaleEpochError):
+            with pytest.raises(StalePartitionEpoch):
                 guard.check("r", partition, epoch)
         else:
             guard.check("r", partition, epoch)

@@ -17,7 +17,7 @@ from hacoord.server.openapi import ERROR_SCHEMA
 
 ROOT = Path(hacoord.__file__).parent
 #: Calls that carry an error code, and the position of the code among their arguments.
-CODE_ARGUMENT = {"ApiError": 0, "Rejected": 0, "_Reject": 0, "error_body": 0, "_require": 1,
+CODE_ARGUMENT = {"ApiError": 0, "ErrorReply": 0, "Rejected": 0, "_Reject": 0, "error_body": 0, "_require": 1,
                  "_refuse": 3}
 
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Response
 
-from hacoord.replication.feed import Compacted
+from hacoord.replication.feed import HistoryCompacted
 from hacoord.server import responses as r
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import MAX_REVISION, ApiContext
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 
 
 def install(app: FastAPI, ctx: ApiContext) -> None:
@@ -29,8 +29,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         ctx.loaded()
         try:
             events = replicator.feed.since(since, limit)
-        except Compacted as exc:
-            raise ApiError("compacted", str(exc), status=410) from None
+        except HistoryCompacted as exc:
+            raise ErrorReply("compacted", str(exc), status=410) from None
         return ctx.reply({"revision": replicator.state.revision, "since": since,
                           "entries": _entries(events)})
 

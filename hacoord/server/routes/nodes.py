@@ -10,15 +10,15 @@ from hacoord.server import responses as r
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, NodeId, request_id
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 from hacoord.server.schemas import (
     CaughtUp,
     NodeBatch,
     NodeCreate,
     NodeHeartbeat,
     NodeMetrics,
-    NodeSession,
     NodeUpdate,
+    SessionStart,
 )
 from hacoord.server.views import node_view
 
@@ -28,20 +28,18 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     replicator, coordinator, leading = ctx.replicator, ctx.coordinator, ctx.leading
 
     @app.get("/v1/nodes", dependencies=[needs(P.ROUTE)], tags=["nodes"], response_model=r.NodeList)
+    @ctx.reading
     async def list_nodes(request: Request, consistent: bool = False) -> Response:
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         state = replicator.state
         return ctx.reply({"revision": state.revision,
                           "nodes": [state.nodes[n].to_dict() for n in sorted(state.nodes)]})
 
     @app.get("/v1/nodes/{node_id}", dependencies=[needs(P.ROUTE)], tags=["nodes"], response_model=r.NodeShown)
+    @ctx.reading
     async def show_node(node_id: NodeId, request: Request, consistent: bool = False) -> Response:
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         state = replicator.state
         if node_id not in state.nodes:
-            raise ApiError("not_found", f"unknown node {node_id!r}")
+            raise ErrorReply("not_found", f"unknown node {node_id!r}")
         return await ctx.reply_heavy(("node", node_id), _node_body, state, node_id)
 
     @app.post("/v1/nodes", dependencies=[needs(P.NODE)],
@@ -79,7 +77,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         return ctx.written(applied)
 
     @app.delete("/v1/nodes/{node_id}", dependencies=[needs(P.OPERATE)],
-                tags=["nodes"], response_model=r.NodeRemoved)
+                tags=["nodes"], response_model=r.NodeRemovedAnswer)
     @leading
     async def remove_node(node_id: NodeId, request: Request, force: bool = False) -> Response:
         applied = await coordinator.remove_node(await request_id(request), node_id, force)
@@ -89,7 +87,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
               tags=["nodes"], response_model=r.SessionStarted)
     @leading
     async def start_node_session(node_id: NodeId, request: Request,
-                                 body: NodeSession | None = None) -> Response:
+                                 body: SessionStart | None = None) -> Response:
         """A node (re)starts: its epoch grows by one and it is marked up. Answers the new
         ``epoch``, which its heartbeats and reports must carry from now on."""
         address = body.address if body is not None else None

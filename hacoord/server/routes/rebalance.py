@@ -12,7 +12,7 @@ from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, PartitionIndex, ResourceName, request_id
 from hacoord.server.coordinator import replica_count
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 from hacoord.server.offload import offload
 from hacoord.server.schemas import RebalanceSettings
 
@@ -24,15 +24,14 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/rebalance", dependencies=[needs(P.READ)],
              tags=["placement"], response_model=r.RebalanceProgress)
+    @ctx.reading
     async def rebalance_status(request: Request, consistent: bool = False) -> Response:
         """Rebalance progress: settings, maintenance, the run, pending moves with their age, the
         moves left, the ETA."""
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         return ctx.reply(await rebalancer.progress())
 
     @app.post("/v1/rebalance", dependencies=[needs(P.OPERATE)],
-              tags=["placement"], status_code=201, response_model=r.RebalanceStarted)
+              tags=["placement"], status_code=201, response_model=r.RebalanceStartedAnswer)
     @leading
     async def start_rebalance(request: Request) -> Response:
         """Apply the plan: start a rebalance run. The leader makes its moves under the throttles
@@ -42,13 +41,13 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         return ctx.written(applied, 201, progress=await rebalancer.progress())
 
     @app.delete("/v1/rebalance", dependencies=[needs(P.OPERATE)],
-                tags=["placement"], response_model=r.RebalanceEnded)
+                tags=["placement"], response_model=r.RebalanceEndedAnswer)
     @leading
     async def cancel_rebalance(request: Request, cancel_moves: bool = False) -> Response:
         """End the running rebalance (pending moves complete, unless ``cancel_moves``)."""
         run = replicator.state.rebalance.run
         if run is None:
-            raise ApiError("not_found", "no rebalance is running")
+            raise ErrorReply("not_found", "no rebalance is running")
         rid = await request_id(request)
         applied = await coordinator.end_rebalance(rid, run["id"], "cancelled")
         cancelled = 0
@@ -60,7 +59,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         return ctx.written(applied, moves_cancelled=cancelled)
 
     @app.patch("/v1/rebalance", dependencies=[needs(P.OPERATE)],
-               tags=["placement"], response_model=r.RebalanceConfigured)
+               tags=["placement"], response_model=r.RebalanceConfiguredAnswer)
     @leading
     async def configure_rebalance(body: RebalanceSettings, request: Request) -> Response:
         """Throttles (moves in flight per node and in the cluster), the delay before a down
@@ -72,6 +71,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/rebalance/plan", dependencies=[needs(P.READ)],
              tags=["placement"], response_model=r.RebalancePlan)
+    @ctx.reading
     async def rebalance_plan(request: Request, consistent: bool = False,
                              exclude: Annotated[list[str] | None, Query(description=(
                                  "nodes to plan as if drained (repeat)"))] = None) -> Response:
@@ -79,13 +79,11 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         assignment (pending moves as if done; draining and long-down nodes drained, cordoned,
         suspect and recently down ones held), their count against the lower bound, balance
         before and after, and how long they would take under the throttles. Nothing is applied."""
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         state = replicator.state
         exclude = exclude or []
         unknown = [n for n in exclude if n not in state.nodes]
         if unknown:
-            raise ApiError("not_found", f"unknown node(s) {', '.join(map(repr, unknown))}")
+            raise ErrorReply("not_found", f"unknown node(s) {', '.join(map(repr, unknown))}")
         now = rebalancer.clock()
         plan = await offload(plan_for, state, inputs(state, now, drain=exclude),
                              size=replica_count(state), name="dry-run plan")
@@ -102,16 +100,15 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     @app.get("/v1/resources/{name}/partitions/{partition}/explain", dependencies=[needs(P.READ)],
              tags=["placement"],
                 response_model=r.Explanation)
+    @ctx.reading
     async def explain_partition(name: ResourceName, partition: PartitionIndex, request: Request,
                                 consistent: bool = False) -> Response:
         """Why each replica of the partition is where it is, and whether the current rebalance
         plan would move it, and why."""
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         state = replicator.state
         res = state.resources.get(name)
         if res is None or not 0 <= partition < len(res.partitions):
-            raise ApiError("not_found", f"no partition {name}/{partition}")
+            raise ErrorReply("not_found", f"no partition {name}/{partition}")
         plan, _ = await rebalancer.plan()
         return ctx.reply({"revision": state.revision, **explain(state, name, partition, plan)})
 

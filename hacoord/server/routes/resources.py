@@ -16,9 +16,8 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/resources", dependencies=[needs(P.ROUTE)],
              tags=["resources"], response_model=r.ResourceList)
+    @ctx.reading
     async def list_resources(request: Request, consistent: bool = False) -> Response:
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         state = replicator.state
         return ctx.reply({"revision": state.revision,
                           "resources": [resource_summary(state.resources[n])
@@ -44,7 +43,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         return ctx.written(applied)
 
     @app.delete("/v1/resources/{name}", dependencies=[needs(P.OPERATE)],
-                tags=["resources"], response_model=r.ResourceDeleted)
+                tags=["resources"], response_model=r.ResourceDeletedAnswer)
     @leading
     async def delete_resource(name: ResourceName, request: Request) -> Response:
         applied = await coordinator.delete_resource(await request_id(request), name)

@@ -5,12 +5,12 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
 
-from hacoord.replication.feed import Compacted
+from hacoord.replication.feed import HistoryCompacted
 from hacoord.server import responses as r
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import MAX_REVISION, ApiContext
-from hacoord.server.errors import ApiError
+from hacoord.server.errors import ErrorReply
 from hacoord.server.views import routing, routing_from
 
 #: Partitions a watch page carries at most (whole revisions: a page holds at least one); the
@@ -41,34 +41,33 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
             ctx.watching -= 1
         try:
             events = feed.since(start, limit, max_partitions=WATCH_PAGE_PARTITIONS)
-        except Compacted as exc:
-            raise ApiError("compacted", str(exc), status=410) from None
+        except HistoryCompacted as exc:
+            raise ErrorReply("compacted", str(exc), status=410) from None
         return ctx.reply({"revision": replicator.state.revision, "since": start,
                           "events": [e.to_dict() for e in events]})
 
     @app.get("/v1/routing", dependencies=[needs(P.ROUTE)], tags=["routing"], response_model=r.Routing)
+    @ctx.reading
     async def get_routing(request: Request, consistent: bool = False,
                           resource: str | None = Query(None),
                           revision: int | None = Query(None, ge=0, le=MAX_REVISION, description=(
                               "as of this past revision (within the kept history)"))) -> Response:
         """Routing table: partition -> replicas, leader, fencing epoch; with the revision. With
         ``revision``, as it was then (410 ``compacted`` if older than this member keeps)."""
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         state = replicator.state
         if revision is not None and revision != state.revision:
             if revision > state.revision:
                 raise ctx.not_reached(revision, state.revision)
             try:
                 past = replicator.feed.routing_at(revision)
-            except Compacted as exc:
-                raise ApiError("compacted", str(exc), status=410) from None
+            except HistoryCompacted as exc:
+                raise ErrorReply("compacted", str(exc), status=410) from None
             if resource is not None and resource not in past:
-                raise ApiError("not_found", f"no resource {resource!r} at revision {revision}")
+                raise ErrorReply("not_found", f"no resource {resource!r} at revision {revision}")
             return await ctx.reply_heavy(("routing", resource, revision), routing_from, past,
                                          state, revision, resource)
         if resource is not None and resource not in state.resources:
-            raise ApiError("not_found", f"unknown resource {resource!r}")
+            raise ErrorReply("not_found", f"unknown resource {resource!r}")
         return await ctx.reply_heavy(("routing", resource), routing, state, resource)
 
     @app.get("/v1/routing/diff", dependencies=[needs(P.ROUTE)],
@@ -85,7 +84,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
             raise ctx.not_reached(max(since, until), current)
         feed = replicator.feed
         if min(since, until) < feed.floor:
-            raise ApiError("compacted", str(Compacted(min(since, until), feed.floor)), status=410)
+            raise ErrorReply("compacted", str(HistoryCompacted(min(since, until), feed.floor)), status=410)
         return await ctx.reply_heavy(("diff", since, until), _diff_body, feed, since, until,
                                      current)
 

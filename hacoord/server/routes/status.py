@@ -62,6 +62,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/requests/{request_id}", dependencies=[needs(P.ROUTE)],
              tags=["status"], response_model=r.RequestStatus)
+    @ctx.reading
     async def request_status(request_id: RequestIdPath, request: Request,
                              consistent: bool = False) -> Response:
         """Whether the write with this request id was applied, and at which revision: the
@@ -69,8 +70,6 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         ``retention`` seconds of leader time (at most 50,000 of them); an older or unknown id is
         ``applied: false``. With ``consistent=true`` the answer covers every write committed
         before the question (a read index from the leader)."""
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         state = replicator.state
         record = state.requests.get(request_id)
         body: dict[str, Any] = {"revision": state.revision, "request_id": request_id,

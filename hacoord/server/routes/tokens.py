@@ -26,7 +26,7 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
     replicator, coordinator, leading = ctx.replicator, ctx.coordinator, ctx.leading
 
     @app.post("/v1/tokens", dependencies=[needs(P.ADMIN)], tags=["tokens"], status_code=201,
-              response_model=r.TokenCreated)
+              response_model=r.TokenCreatedAnswer)
     @leading
     async def create_token(body: TokenCreate, request: Request) -> Response:
         """Create a token. The answer's ``secret`` is the only copy of the token there is. Answers
@@ -43,16 +43,15 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
 
     @app.get("/v1/tokens", dependencies=[needs(P.ADMIN)], tags=["tokens"],
              response_model=r.TokenList)
+    @ctx.reading
     async def list_tokens(request: Request, consistent: bool = False) -> Response:
         """Every token (never its secret or digest), and whether it has expired."""
-        if (fwd := await ctx.read_point(request, consistent)) is not None:
-            return fwd
         state, now = replicator.state, request.app.state.auth.clock()
         tokens = [{**t.public(), "expired": t.expired(now)} for t in state.tokens.values()]
         return ctx.reply({"revision": state.revision, "tokens": tokens})
 
     @app.delete("/v1/tokens/{name}", dependencies=[needs(P.ADMIN)], tags=["tokens"],
-                response_model=r.TokenRevoked)
+                response_model=r.TokenRevokedAnswer)
     @leading
     async def revoke_token(name: TokenName, request: Request) -> Response:
         """Revoke a token. Answers once every member has applied the revocation (or
