@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from hacoord.core import ClusterState, apply, commands
-from hacoord.placement import apply_plan, place_resource, plan_rebalance, replica_targets
+from hacoord.placement import place_resource, plan_rebalance, replica_targets
 from hacoord.placement.balance import figures
+from hacoord.testing import apply_plan
 
 RESULTS = Path(__file__).parent / "results" / "placement.json"
 TARGETS = {"full_s": 1.0, "incremental_s": 0.05, "moved_over_lower_bound": 1.05}

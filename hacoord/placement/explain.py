@@ -4,7 +4,7 @@
 partition: per replica, the placement rules it meets, its node's load against its target (or, for
 a resource that balances on a node metric, the node's metric per capacity), the node the planner
 would pick next for it (the runner-up) and why that node does not hold it; what the resource
-balances on; and, given a :class:`~hacoord.placement.rebalance.Plan`, whether the plan touches the
+balances on; and, given a :class:`~hacoord.placement.plan.Plan`, whether the plan touches the
 partition and why. Nodes the plan holds (cordoned, or waiting before re-replication) keep their
 replicas and are never a runner-up. Pure: it reads the state and the plan, and changes neither.
 """
@@ -17,8 +17,10 @@ from typing import Any
 
 from hacoord.core.model import ClusterState, Node
 from hacoord.placement.balance import Targets, eligible_nodes, node_rank, replica_targets
-from hacoord.placement.metric import METRIC_TOLERANCE, reported
-from hacoord.placement.rebalance import Plan, plan_rebalance
+from hacoord.placement.estimate import reported
+from hacoord.placement.metric import METRIC_TOLERANCE
+from hacoord.placement.plan import Plan
+from hacoord.placement.rebalance import plan_rebalance
 
 REASON_TEXT = {
     "node_down": "its node is down",

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hacoord.core.model import ClusterState, Partition, Resource
-from hacoord.placement.rebalance import Move, Plan, plan_rebalance
+from hacoord.placement.plan import Move, Plan
+from hacoord.placement.rebalance import plan_rebalance
 
 #: Move reasons that are repairs: they run without a rebalance run (maintenance aside).
 REPAIR_REASONS = frozenset({"node_down", "node_excluded", "node_unknown", "under_replicated",

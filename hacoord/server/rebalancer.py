@@ -30,7 +30,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily
 
 from hacoord.core.model import ClusterState
-from hacoord.placement.rebalance import Plan
+from hacoord.placement.plan import Plan
 from hacoord.placement.schedule import (
     Inputs,
     admissible,

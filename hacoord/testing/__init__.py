@@ -17,7 +17,9 @@ for the whole cluster behind a client (routes, moves, sessions, the change feed,
 test) and :class:`~hacoord.testing.fake.RecordingHandler` records what the agent tells its
 handler.
 
-:func:`~hacoord.testing.cluster.wait_for` polls with a deadline (never sleep-and-hope).
+:func:`~hacoord.testing.cluster.wait_for` polls with a deadline (never sleep-and-hope), and
+:func:`~hacoord.testing.placement.apply_plan` carries a rebalance plan out on a copy of a state
+(an oracle for tests and benches of the planner).
 
 Example::
 
@@ -38,6 +40,7 @@ Example::
 from hacoord.testing.cluster import LocalCluster, free_ports, running_cluster, wait_for
 from hacoord.testing.fake import FakeCoordinator, RecordingHandler
 from hacoord.testing.inprocess import InProcessCluster
+from hacoord.testing.placement import apply_plan
 
-__all__ = ["FakeCoordinator", "InProcessCluster", "LocalCluster", "RecordingHandler", "free_ports",
-           "running_cluster", "wait_for"]
+__all__ = ["FakeCoordinator", "InProcessCluster", "LocalCluster", "RecordingHandler", "apply_plan",
+           "free_ports", "running_cluster", "wait_for"]

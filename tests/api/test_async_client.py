@@ -47,7 +47,7 @@ def test_the_public_api_is_pinned() -> None:
         assert name in hacoord.client.__all__
     assert hacoord.client.StaleEpoch is StaleEpoch and hacoord.client.Compacted is Compacted
     for name in ("LocalCluster", "InProcessCluster", "FakeCoordinator", "RecordingHandler",
-                 "running_cluster", "wait_for"):
+                 "running_cluster", "wait_for", "apply_plan"):
         assert name in hacoord.testing.__all__ and hasattr(hacoord.testing, name)
     for name in ("EventData", "NodeRemoved", "PartitionChanged", "parse_event", "EventFormatError"):
         assert name in hacoord.protocol.events.__all__

@@ -28,7 +28,6 @@ from hacoord.core import ClusterState, apply, commands
 from hacoord.core.model import Node, Partition, Resource
 from hacoord.core.validate import validate
 from hacoord.placement import (
-    apply_plan,
     explain,
     lower_bound,
     place_resource,
@@ -42,6 +41,7 @@ from hacoord.placement.balance import (
     targets_for,
     water_fill,
 )
+from hacoord.testing import apply_plan
 
 REPO = Path(__file__).resolve().parents[2]
 PROPERTY = settings(max_examples=25, deadline=None,

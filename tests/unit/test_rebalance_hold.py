@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from hacoord.core import ClusterState, apply, commands
 from hacoord.core.model import Node, Partition, Resource
 from hacoord.core.validate import validate
-from hacoord.placement import apply_plan, explain, plan_rebalance
+from hacoord.placement import explain, plan_rebalance
+from hacoord.testing import apply_plan
 from tests.unit.test_rebalance import (
     PROPERTY,
     assert_rules,

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from hacoord.core import ClusterState, apply, commands
 from hacoord.core.model import Node, Partition, Resource
-from hacoord.placement import MetricFigures, apply_plan, explain, plan_rebalance
+from hacoord.placement import MetricFigures, explain, plan_rebalance
 from hacoord.placement.metric import METRIC_TOLERANCE
+from hacoord.testing import apply_plan
 from tests.unit.test_rebalance import (
     PROPERTY,
     SCRIPT_STATE,
