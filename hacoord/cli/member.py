@@ -1,4 +1,5 @@
-"""``hacoord member``: operations on a coordinator member's own data directory.
+"""``hacoord member``: the coordinator's members (``list``, through the API) and operations on a
+member's own files (``rejoin``, ``secret``, ``certs``).
 
 ``hacoord member rejoin --data-dir DIR`` is the documented way out when a member refuses to
 start from damaged files (see :mod:`hacoord.replication.rejoin`): the member's journal and
@@ -12,12 +13,28 @@ from pathlib import Path
 
 import click
 
-from hacoord.cli.common import CliError
+from hacoord.cli.common import CliError, json_option
+from hacoord.cli.common import cli_state as _state
+from hacoord.cli.output import table
 
 
 @click.group()
 def member() -> None:
-    """A coordinator member's own data (run on the member's host)."""
+    """The coordinator's members, and a member's own files (run on the member's host)."""
+
+
+@member.command("list")
+@json_option
+def member_list() -> None:
+    """The coordinator's members: id, API URL, Raft address, and which one leads (as the member
+    that answers knows them)."""
+    state = _state()
+    members = state.client().member_list()
+    if state.out.as_json:
+        state.out.document([m.to_dict() for m in members])
+        return
+    click.echo(table(["ID", "API", "RAFT", "LEADER"], [
+        [m.id, m.api_url, m.raft_address, "*" if m.leader else ""] for m in members]))
 
 
 @member.command("rejoin")

@@ -119,6 +119,7 @@ class AsyncClient(ClientBase):
     token_list = async_method(ops.token_list)
     token_revoke = async_method(ops.token_revoke)
     audit = async_method(ops.audit)
+    member_list = async_method(ops.member_list)
     whoami = async_method(ops.whoami)
     backup = async_method(ops.backup)
 

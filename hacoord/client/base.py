@@ -26,7 +26,7 @@ from hacoord.client.calls import (
 )
 from hacoord.client.credentials import resolve_token, tls_context
 from hacoord.client.errors import ApiError, NotLeader, WrongCluster
-from hacoord.protocol import CLUSTER_HEADER, LEADER_HEADER
+from hacoord.protocol import CLUSTER_HEADER, LEADER_HEADER, MEMBERS_HEADER
 
 #: The cluster id a client holds members to, when not given (see ``ClientBase.cluster_id``).
 CLUSTER_ID_ENV = "HACOORD_CLUSTER_ID"
@@ -62,6 +62,12 @@ class ClientBase:
     def endpoints(self) -> tuple[str, ...]:
         """The base URLs this client was configured with (normalised)."""
         return self._router.configured
+
+    @property
+    def known_endpoints(self) -> tuple[str, ...]:
+        """The base URLs this client tries: those configured, then the members its answers
+        named (``X-Hacoord-Members``), so that one live endpoint is enough to find the rest."""
+        return self._router.known_endpoints()
 
     @property
     def leader(self) -> str | None:
@@ -105,6 +111,8 @@ class ClientBase:
                                       endpoint=endpoint), 0.0
         if response.is_success:
             self._router.answered(endpoint)
+            if members := response.headers.get(MEMBERS_HEADER):
+                self._router.learn_endpoints(members)
             leader = response.headers.get(LEADER_HEADER)
             return (leader if call.to_leader and leader else None), None, min(self.timeout, self.deadline)
         error = error_of(response, endpoint)

@@ -26,7 +26,7 @@ import httpx
 from hacoord import __version__
 from hacoord.client.errors import ApiError, ProtocolError, UnavailableError, error_for
 from hacoord.client.models import ClusterStatus, MemberStatus
-from hacoord.protocol import REQUEST_ID_HEADER
+from hacoord.protocol import REQUEST_ID_HEADER, parse_members
 
 #: Environment variable read when no endpoints are given: base URLs separated by commas.
 ENDPOINTS_ENV = "HACOORD_ENDPOINTS"
@@ -267,9 +267,16 @@ class Router:
         self.leader_id: str | None = None
         self.leader_url: str | None = None
         self.member_urls: dict[str, str] = {}
+        #: The last members header learned from (:meth:`learn_endpoints`).
+        self.members_seen = ""
         #: When each URL last failed to connect (monotonic seconds).
         self.unreachable: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def known_endpoints(self) -> tuple[str, ...]:
+        """Every endpoint known, configured first."""
+        with self._lock:
+            return tuple(self.known)
 
     def endpoint_for(self, call: Call) -> str:
         """Where ``call``'s next attempt goes."""
@@ -311,6 +318,18 @@ class Router:
     def learn_members(self, urls: dict[str, str]) -> None:
         with self._lock:
             self.member_urls.update(urls)
+
+    def learn_endpoints(self, members: str) -> None:
+        """An answer named the coordinator's members (``X-Hacoord-Members``): each becomes an
+        endpoint to try when the ones known fail, so a client given one endpoint fails over
+        to the others."""
+        if members == self.members_seen:
+            return
+        urls = parse_members(members)
+        with self._lock:
+            self.members_seen = members
+            self.member_urls.update(urls)
+            self.known.extend(url for url in urls.values() if url not in self.known)
 
     def set_leader(self, member_id: str | None, url: str) -> None:
         """Send the next leader calls to ``url`` (``member_id``'s), unless it could not be

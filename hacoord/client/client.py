@@ -154,6 +154,7 @@ class Client(ClientBase):
     token_list = sync_method(ops.token_list)
     token_revoke = sync_method(ops.token_revoke)
     audit = sync_method(ops.audit)
+    member_list = sync_method(ops.member_list)
     whoami = sync_method(ops.whoami)
     backup = sync_method(ops.backup)
 

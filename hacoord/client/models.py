@@ -330,6 +330,22 @@ class WatchEvent(_Model):
 
 
 @dataclass(frozen=True)
+class MemberInfo(_Model):
+    """A coordinator member: its ``id``, the ``api_url`` clients reach it at and the
+    ``raft_address`` its peers do; ``leader`` if the member that answered believes it leads."""
+
+    id: str
+    api_url: str
+    raft_address: str
+    leader: bool = False
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> MemberInfo:
+        return cls(id=str(data["id"]), api_url=str(data["api_url"]),
+                   raft_address=str(data["raft_address"]), leader=bool(data.get("leader")))
+
+
+@dataclass(frozen=True)
 class TokenInfo(_Model):
     """An API token as the cluster shows it (never its secret). ``node`` is the node a ``node``
     token speaks for; ``expires_at`` is seconds since the epoch (None: never)."""

@@ -14,6 +14,7 @@ from hacoord.client.errors import ApiError, error_for
 from hacoord.client.models import (
     AuditEntry,
     Heartbeat,
+    MemberInfo,
     NewToken,
     NodeInfo,
     NodeSession,
@@ -370,6 +371,14 @@ def audit(since: int = 0, limit: int = 1000) -> Op[list[AuditEntry]]:
     events' worth); :class:`Compacted` if the member no longer keeps them."""
     return Op(read("/v1/audit", False, {"since": since, "limit": limit}),
               lambda data: [AuditEntry.from_api(e) for e in data["entries"]])
+
+
+def member_list() -> Op[list[MemberInfo]]:
+    """The coordinator's members, as the member that answers knows them (any member). The
+    client also learns them from its answers, so that one endpoint is enough to find the
+    others."""
+    return Op(read("/v1/members", False), lambda data: [MemberInfo.from_api(m)
+                                                         for m in data["members"]])
 
 
 def whoami() -> Op[TokenInfo]:

@@ -11,9 +11,13 @@ from hacoord.protocol.headers import (
     CLUSTER_HEADER,
     FORWARDED_HEADER,
     LEADER_HEADER,
+    MEMBERS_HEADER,
     REQUEST_ID_HEADER,
     REVISION_HEADER,
+    members_value,
+    parse_members,
 )
 
 __all__ = ["AUTHORIZATION_HEADER", "CLIENT_HEADER", "CLUSTER_HEADER", "FORWARDED_HEADER",
-           "LEADER_HEADER", "REQUEST_ID_HEADER", "REVISION_HEADER", "ErrorCode"]
+           "LEADER_HEADER", "MEMBERS_HEADER", "REQUEST_ID_HEADER", "REVISION_HEADER", "ErrorCode",
+           "members_value", "parse_members"]

@@ -1,6 +1,8 @@
 """The HTTP headers of the API (lower case, as HTTP/2 and ASGI carry them; HTTP/1.1 ignores
 case)."""
 
+from collections.abc import Mapping
+
 #: A write's id: retried with the same id, the write is applied once.
 REQUEST_ID_HEADER = "x-request-id"
 #: The revision an answer reflects.
@@ -17,3 +19,23 @@ AUTHORIZATION_HEADER = "authorization"
 #: The id of the cluster the answering member belongs to (on every answer once the cluster is
 #: named); a client holds every member it talks to to one id.
 CLUSTER_HEADER = "x-hacoord-cluster"
+#: The coordinator's members as the answering member knows them, ``id=api_url`` pairs separated
+#: by commas, on the answers to authenticated requests: a client given one endpoint learns the
+#: others from its first answer (see :func:`members_value` and :func:`parse_members`).
+MEMBERS_HEADER = "x-hacoord-members"
+
+
+def members_value(urls: Mapping[str, str]) -> str:
+    """The :data:`MEMBERS_HEADER` value for member id -> API URL (ids in order)."""
+    return ",".join(f"{member}={urls[member]}" for member in sorted(urls))
+
+
+def parse_members(value: str) -> dict[str, str]:
+    """Member id -> API URL from a :data:`MEMBERS_HEADER` value; pairs that are not
+    ``id=http(s)://...`` are skipped."""
+    urls = {}
+    for pair in value.split(","):
+        member, _, url = pair.strip().partition("=")
+        if member and url.startswith(("http://", "https://")):
+            urls[member] = url
+    return urls

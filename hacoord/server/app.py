@@ -35,6 +35,7 @@ from hacoord.server.rebalancer import Rebalancer
 from hacoord.server.routes import (
     audit,
     backup,
+    members,
     nodes,
     rebalance,
     resources,
@@ -132,7 +133,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     app.state.rebalancer = rebalancer
     app.state.context = ctx
     app.state.auth = auth
-    for area in (status, nodes, resources, rebalance, routing, tokens, audit, backup, ui):
+    for area in (status, members, nodes, resources, rebalance, routing, tokens, audit, backup, ui):
         area.install(app, ctx)
     require_declared(app)
     document_errors(app)

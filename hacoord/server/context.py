@@ -36,8 +36,10 @@ from hacoord.protocol import (
     CLUSTER_HEADER,
     FORWARDED_HEADER,
     LEADER_HEADER,
+    MEMBERS_HEADER,
     REQUEST_ID_HEADER,
     REVISION_HEADER,
+    members_value,
 )
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
@@ -100,6 +102,9 @@ class ApiContext:
         self.unsafe_stale_reads = unsafe_stale_reads
         self.forward_transport = forward_transport
         self.forward_tls = forward_tls
+        #: The members as this one knows them, on every answer a handler writes (not on the
+        #: health probes or refusals, which need no token).
+        self.members_header = members_value({m.id: m.api_url for m in replicator.members.values()})
         self.heavy = HeavyReads()
         self.health = HealthCache(replicator, self.heavy)
         #: Long polls open now.
@@ -285,7 +290,7 @@ class ApiContext:
     def reply(self, body: dict[str, Any], status: int = 200) -> JSONResponse:
         """``body`` as JSON, its revision (or the state's) in the revision header."""
         revision = body.get("revision", self.replicator.state.revision)
-        return JSONResponse(body, status_code=status, headers={REVISION_HEADER: str(revision)})
+        return JSONResponse(body, status_code=status, headers=self._headers(revision))
 
     def written(self, applied: Any, status: int = 200, **extra: Any) -> JSONResponse:
         """The answer to a write: its revision, the command's result and ``extra``."""
@@ -299,5 +304,8 @@ class ApiContext:
         state = self.replicator.state
         revision, body = await self.heavy.answer(key, state.revision, fn, *args,
                                                  size=replica_count(state), name=f"read {key[0]}")
-        return Response(body, media_type="application/json",
-                        headers={REVISION_HEADER: str(revision)})
+        return Response(body, media_type="application/json", headers=self._headers(revision))
+
+    def _headers(self, revision: int) -> dict[str, str]:
+        """The headers of every answer a handler writes."""
+        return {REVISION_HEADER: str(revision), MEMBERS_HEADER: self.members_header}

@@ -131,6 +131,17 @@ class MemberAddresses(Answer):
     raft_address: str
 
 
+class MemberInfo(MemberAddresses):
+    id: str
+    leader: bool = Field(description="the member the answering one believes leads")
+
+
+class MemberList(Revisioned):
+    member: str = Field(description="the member that answered")
+    leader: str | None = Field(description="the member it believes leads (None: none known)")
+    members: list[MemberInfo]
+
+
 class UnhealthyPartition(Answer):
     resource: str
     partition: int

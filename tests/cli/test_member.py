@@ -1,5 +1,6 @@
-"""``hacoord member``: ``rejoin`` moves a stopped member's files aside, or says in one line why
-not; ``secret`` and ``certs`` make what a new cluster's members are started with."""
+"""``hacoord member``: ``list`` shows the coordinator's members; ``rejoin`` moves a stopped
+member's files aside, or says in one line why not; ``secret`` and ``certs`` make what a new
+cluster's members are started with."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from cryptography import x509
 from hacoord.cli.main import main
 from hacoord.replication.journal import MAGIC
 from hacoord.replication.rejoin import member_lock
+from hacoord.testing.inprocess import InProcessCluster
+from tests.cli.test_tokens_cli import runner_for
 
 
 def member_dir(tmp_path: Path) -> Path:
@@ -85,3 +88,17 @@ def test_member_certs_makes_a_ca_once_and_a_certificate_for_the_member_s_names(t
     missing = CliRunner().invoke(main, ["member", "certs", "--ca-dir", str(tmp_path / "ca"),
                                         "--out", str(tmp_path / "m3"), "--id", "m3"])
     assert missing.exit_code == 2 and "--host" in missing.output
+
+
+def test_member_list_shows_every_member_and_the_leader() -> None:
+    with InProcessCluster(3, leader="m3") as cluster:
+        run = runner_for(cluster)
+        shown = run("member", "list")
+        assert shown.exit_code == 0, shown.output
+        rows = [line.split() for line in shown.output.splitlines()]
+        assert rows[0] == ["ID", "API", "RAFT", "LEADER"]
+        assert rows[1:] == [["m1", "http://m1.test", "127.0.0.1:7501"],
+                            ["m2", "http://m2.test", "127.0.0.1:7502"],
+                            ["m3", "http://m3.test", "127.0.0.1:7503", "*"]]
+        listed = run("member", "list", "--json")
+        assert [m["id"] for m in json.loads(listed.output) if m["leader"]] == ["m3"]

@@ -104,6 +104,18 @@ def test_leader_sigkill_loses_no_acknowledged_write(make_cluster) -> None:
     cluster.converged(timeout=30)
 
 
+def test_a_client_given_only_the_leader_rides_through_its_sigkill(make_cluster) -> None:
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    client = cluster.client(endpoints=[cluster.members[leader].url], timeout=2.0, deadline=20.0)
+    client.node_add("before", address="127.0.0.1:9000")
+    assert sorted(client.known_endpoints) == sorted(cluster.endpoints)  # learned from the answer
+    cluster.kill(leader, signal.SIGKILL)
+    assert client.node_add("after", address="127.0.0.1:9001").node.id == "after"
+    assert client.leader != leader
+    assert {m.id for m in client.member_list()} == set(cluster.members)
+
+
 def test_kill_all_members_and_restart_keeps_state(make_cluster) -> None:
     cluster = make_cluster(3, "--log-compaction-min-entries", "20")
     cluster.leader()

@@ -33,6 +33,7 @@ EXPECTED: dict[tuple[str, str], set[str | None]] = {
     ("GET", "/ui/style.css"): OPEN,
     ("GET", "/metrics"): READ,
     ("GET", "/v1/status"): READ,
+    ("GET", "/v1/members"): ROUTE,
     ("GET", "/v1/requests/{request_id}"): ROUTE,
     ("GET", "/v1/nodes"): ROUTE,
     ("GET", "/v1/nodes/{node_id}"): ROUTE,

@@ -17,6 +17,8 @@ from tests.unit.test_layers import ROOT
 SAME_CONCEPT = {
     "AuditEntry": "who made a change: the API's answer schema and the client's model of it",
     "Event": "one change-feed event: core's record of it and the API's answer schema",
+    "MemberInfo": "a coordinator member as configured: replication's record, the API's answer "
+                  "schema and the client's model of it",
     "PendingMove": "a partition's move in flight: core's record of it and the API's answer schema",
 }
 
