@@ -41,13 +41,12 @@ from hacoord.core.model import (
 )
 from hacoord.core.results import Applied, Outcome, Rejected
 from hacoord.protocol import events as ev
+from hacoord.protocol.formats import MAX_CAPACITY, MIN_CAPACITY
 
 MAX_PARTITIONS = 100_000
 #: A node's capacity is a relative weight; a billion to one is range enough, and the planner's
 #: arithmetic (shares, loads per capacity) stays far from underflow.
 MAX_JUDGEMENTS = 10_000  # liveness judgements in one command
-MIN_CAPACITY = 0.001
-MAX_CAPACITY = 1e6
 MAX_CLUSTER_PARTITIONS = 300_000
 MAX_CLUSTER_REPLICAS = 1_000_000
 MAX_REPLICATION_FACTOR = 15

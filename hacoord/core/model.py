@@ -18,6 +18,7 @@ from typing import Any
 
 from hacoord.core.access import ApiToken
 from hacoord.core.leadership import LeaderIndex
+from hacoord.protocol.formats import ADDRESS, ID
 
 SCHEMA_VERSION = 1
 
@@ -25,11 +26,9 @@ SCHEMA_VERSION = 1
 class NewerSchema(ValueError):
     """A state written by a newer hacoord than this build (a higher ``schema``)."""
 
-#: Identifiers of nodes and resources: a letter or digit, then letters, digits, ``.``, ``_``, ``-``.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-#: ``host:port``; the host is a DNS name, an IPv4 address or a bracketed IPv6 address.
-PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-ADDRESS = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):" + PORT + "$"
+#: Identifiers of nodes and resources (:data:`hacoord.protocol.formats.ID`).
+ID_PATTERN = re.compile(ID)
+#: ``host:port`` (:data:`hacoord.protocol.formats.ADDRESS`).
 ADDRESS_PATTERN = re.compile(ADDRESS)
 
 #: ``up``: serving. ``suspect``: missed heartbeats for a while; keeps its leaderships until it is

@@ -41,6 +41,7 @@ from hacoord.protocol import (
     REVISION_HEADER,
     members_value,
 )
+from hacoord.protocol.requests import ID
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
 from hacoord.server.errors import ErrorReply
@@ -49,7 +50,6 @@ from hacoord.server.liveness import LivenessMonitor
 from hacoord.server.looplag import LagMonitor
 from hacoord.server.reads import HeavyReads
 from hacoord.server.rebalancer import Rebalancer
-from hacoord.server.schemas import ID
 
 FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
 CONFIRM_EVERY = 0.02  # seconds between asking members whether they applied a revision

@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from hacoord.core.model import ADDRESS, ID_PATTERN
+from hacoord.core.model import ID_PATTERN
 from hacoord.core.results import Rejected
 from hacoord.protocol import ErrorCode
+from hacoord.protocol.formats import ADDRESS
 from hacoord.server.offload import OffloadError
 
 log = logging.getLogger(__name__)

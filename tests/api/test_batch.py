@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from hacoord.client import Client, Conflict, InvalidArgument, NodeInfo
-from hacoord.server.schemas import MAX_BATCH
+from hacoord.protocol.requests import MAX_BATCH
 from hacoord.testing.inprocess import InProcessCluster
 
 

@@ -3,7 +3,7 @@ one live endpoint finds the others."""
 
 from fastapi import FastAPI, Response
 
-from hacoord.server import responses as r
+from hacoord.protocol import responses as r
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext

@@ -6,12 +6,8 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from hacoord.core.results import Applied
-from hacoord.server import responses as r
-from hacoord.server.auth import Permission as P
-from hacoord.server.auth import needs
-from hacoord.server.context import ApiContext, NodeId, request_id
-from hacoord.server.errors import ErrorReply
-from hacoord.server.schemas import (
+from hacoord.protocol import responses as r
+from hacoord.protocol.requests import (
     CaughtUp,
     NodeBatch,
     NodeCreate,
@@ -20,6 +16,10 @@ from hacoord.server.schemas import (
     NodeUpdate,
     SessionStart,
 )
+from hacoord.server.auth import Permission as P
+from hacoord.server.auth import needs
+from hacoord.server.context import ApiContext, NodeId, request_id
+from hacoord.server.errors import ErrorReply
 from hacoord.server.views import node_view
 
 

@@ -7,14 +7,14 @@ from fastapi import FastAPI, Query, Request, Response
 
 from hacoord.placement import explain
 from hacoord.placement.schedule import eta_seconds, inputs, plan_for, waves
-from hacoord.server import responses as r
+from hacoord.protocol import responses as r
+from hacoord.protocol.requests import RebalanceSettings
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, PartitionIndex, ResourceName, request_id
 from hacoord.server.coordinator import replica_count
 from hacoord.server.errors import ErrorReply
 from hacoord.server.offload import offload
-from hacoord.server.schemas import RebalanceSettings
 
 
 def install(app: FastAPI, ctx: ApiContext) -> None:

@@ -2,11 +2,11 @@
 
 from fastapi import FastAPI, Request, Response
 
-from hacoord.server import responses as r
+from hacoord.protocol import responses as r
+from hacoord.protocol.requests import PartitionLeader, PartitionMove, ResourceCreate, ResourceUpdate
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, PartitionIndex, ResourceName, request_id
-from hacoord.server.schemas import PartitionLeader, PartitionMove, ResourceCreate, ResourceUpdate
 from hacoord.server.views import resource_summary
 
 

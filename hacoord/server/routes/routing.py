@@ -5,8 +5,8 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
 
+from hacoord.protocol import responses as r
 from hacoord.replication.feed import HistoryCompacted
-from hacoord.server import responses as r
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import MAX_REVISION, ApiContext

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from hacoord.core.codec import digest as state_digest
 from hacoord.core.model import REQUEST_RETENTION
-from hacoord.server import responses as r
+from hacoord.protocol import responses as r
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, RequestIdPath

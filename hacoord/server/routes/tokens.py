@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Request, Response
 
 from hacoord.core.access import token_hash
+from hacoord.protocol import responses as r
+from hacoord.protocol.requests import ID, TokenCreate
 from hacoord.protocol.tokens import new_token
-from hacoord.server import responses as r
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, request_id
-from hacoord.server.schemas import ID, TokenCreate
 
 TokenName = Annotated[str, Path(pattern=ID, description="a token's name")]
 

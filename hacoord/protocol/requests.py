@@ -11,10 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from hacoord.core.apply import MAX_CAPACITY, MIN_CAPACITY
-from hacoord.core.model import ADDRESS
+from hacoord.protocol.formats import ADDRESS, ID, MAX_CAPACITY, MIN_CAPACITY
 
-ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 MAX_TAGS = 64          # tags or metrics per node
 MAX_TAG_VALUE = 256    # characters of a tag value
 MAX_EPOCH = 2**53 - 1  # the largest integer every JSON reader holds exactly
