@@ -20,7 +20,13 @@ from typing import Any
 
 import httpx
 
-from hacoord.protocol.events import PartitionChanged, PartitionsAdded, ResourceCreated, parse_event
+from hacoord.protocol.events import (
+    PARTITION_EVENTS,
+    PartitionChanged,
+    PartitionsAdded,
+    ResourceCreated,
+    parse_event,
+)
 from hacoord.testing.cluster import LocalCluster
 from tests.chaos.checker import Route
 
@@ -93,7 +99,8 @@ class FeedSampler:
             if first is None:
                 self.first[revision] = (member_id, digest)
                 for event in events:
-                    data = parse_event(event["type"], event["data"])
+                    data = (parse_event(event["type"], event["data"])
+                            if event["type"] in PARTITION_EVENTS else None)
                     if isinstance(data, PartitionChanged):
                         self.routes.append((revision, data.resource, data.partition,
                                             tuple(data.replicas), data.leader, data.epoch))
