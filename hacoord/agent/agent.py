@@ -330,7 +330,7 @@ class NodeAgent:
 
     def _on_event(self, event: WatchEvent) -> None:
         self._directory.apply_event(event)
-        data = event.payload
+        data = event.payload if event.type in ev.NODE_EVENTS else None
         if event.type in ev.PARTITION_EVENTS:
             self._apply(lambda book: book.apply_event(event))
         elif isinstance(data, ev.NodeRemoved) and data.id == self.node_id:

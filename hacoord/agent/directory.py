@@ -44,7 +44,7 @@ class NodeDirectory:
 
     def apply_event(self, event: WatchEvent) -> None:
         """Follow a node event; other events are ignored."""
-        data = event.payload
+        data = event.payload if event.type in ev.NODE_EVENTS else None
         with self._lock:
             if isinstance(data, ev.NodeRecordEvent):
                 self._addresses[data.id] = data.address

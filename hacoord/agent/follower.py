@@ -17,6 +17,7 @@ import tenacity
 
 from hacoord.agent.retry import until_stopped
 from hacoord.client import Client, Compacted, HacoordError, RoutingTable, WatchEvent
+from hacoord.protocol.events import EventFormatError
 
 log = logging.getLogger(__name__)
 
@@ -76,5 +77,9 @@ class FeedFollower:
                     self.revision = event.revision
             except Compacted:
                 log.info("change feed compacted past revision %d: re-reading the routing", self.revision)
+                resync = True
+            except EventFormatError as exc:  # a coordinator bug; the routing is still readable
+                log.warning("unreadable event after revision %d (%s): re-reading the routing",
+                            self.revision, exc)
                 resync = True
 

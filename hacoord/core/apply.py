@@ -44,8 +44,6 @@ from hacoord.protocol import events as ev
 from hacoord.protocol.formats import MAX_CAPACITY, MIN_CAPACITY
 
 MAX_PARTITIONS = 100_000
-#: A node's capacity is a relative weight; a billion to one is range enough, and the planner's
-#: arithmetic (shares, loads per capacity) stays far from underflow.
 MAX_JUDGEMENTS = 10_000  # liveness judgements in one command
 MAX_CLUSTER_PARTITIONS = 300_000
 MAX_CLUSTER_REPLICAS = 1_000_000
@@ -140,8 +138,10 @@ def _partition_event(state: ClusterState, rev: int, resource: str, index: int, p
 
 
 def _node_event(kind: type[ev.NodeRecordEvent], rev: int, node: Node, **extra: Any) -> Event:
-    """A node event carrying ``node``'s whole record."""
-    return Event.of(rev, kind(**node.to_dict(), **extra))
+    """A ``kind`` event carrying ``node``'s whole record. Built as a dict: the fields of
+    :class:`~hacoord.protocol.events.NodeRecordEvent` are ``Node.to_dict()``'s (the protocol's
+    test holds them equal), and a liveness batch makes thousands of these on the Raft loop."""
+    return Event(kind.TYPE, rev, {**node.to_dict(), **extra})
 
 
 def _check_term(state: ClusterState, term: object) -> None:
@@ -690,7 +690,7 @@ def _configure_rebalance(state: ClusterState, cmd: c.ConfigureRebalance, rev: in
     elif cmd.maintenance is False:
         settings.maintenance = None
     view = settings.to_dict()
-    return Applied(rev, {"rebalance": view}, (Event.of(rev, ev.RebalanceConfigured(**view)),))
+    return Applied(rev, {"rebalance": view}, (Event.of(rev, ev.RebalanceConfigured.from_data(view)),))
 
 
 def _start_rebalance(state: ClusterState, cmd: c.StartRebalance, rev: int) -> Applied:
@@ -701,7 +701,8 @@ def _start_rebalance(state: ClusterState, cmd: c.StartRebalance, rev: int) -> Ap
     _require(settings.run is None, "already_exists",
              f"rebalance {(settings.run or {}).get('id')!r} is running")
     settings.run = {"id": cmd.run_id, "started_at": float(cmd.time), "revision": rev, "completed": 0}
-    return Applied(rev, {"run": dict(settings.run)}, (Event.of(rev, ev.RebalanceStarted(**settings.run)),))
+    return Applied(rev, {"run": dict(settings.run)},
+                   (Event.of(rev, ev.RebalanceStarted.from_data(settings.run)),))
 
 
 def _end_rebalance(state: ClusterState, cmd: c.EndRebalance, rev: int) -> Applied:
@@ -715,7 +716,7 @@ def _end_rebalance(state: ClusterState, cmd: c.EndRebalance, rev: int) -> Applie
     state.leader_term = cmd.term
     record = {**settings.run, "ended_at": float(cmd.time), "outcome": cmd.outcome}
     settings.run, settings.last_run = None, record
-    return Applied(rev, {"run": dict(record)}, (Event.of(rev, ev.RebalanceEnded(**record)),))
+    return Applied(rev, {"run": dict(record)}, (Event.of(rev, ev.RebalanceEnded.from_data(record)),))
 
 
 def _create_token(state: ClusterState, cmd: c.CreateToken, rev: int) -> Applied:

@@ -87,12 +87,17 @@ def validate(state: ClusterState) -> list[str]:
     return problems
 
 
+#: The events whose changes :func:`check_changes` checks.
+CHECKED_EVENTS = frozenset({ev.NodeRegistered.TYPE, ev.NodeSessionStarted.TYPE,
+                            ev.NodeStateChanged.TYPE, ev.NodeRemoved.TYPE} | ev.PARTITION_EVENTS)
+
+
 def check_changes(state: ClusterState, events: Iterable[Event]) -> list[str]:
     """The invariants of what ``events`` touched, in ``state`` right after they happened: cheap
     enough to run after every applied command (a whole ``validate`` is not, at scale)."""
     problems: list[str] = []
     for event in events:
-        data = parse_event(event.type, event.data)
+        data = parse_event(event.type, event.data) if event.type in CHECKED_EVENTS else None
         if isinstance(data, ev.NodeRecordEvent):
             if data.id in state.nodes:
                 problems += _node_problems(state, data.id)

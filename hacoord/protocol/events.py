@@ -1,4 +1,4 @@
-"""The change feed's events: one frozen dataclass per event type, each with one set of fields.
+"""The change feed's events: one dataclass per event type, each with one set of fields.
 
 An event travels as ``{"type": ..., "revision": ..., "data": {...}}``; ``data`` is the
 :meth:`~EventData.to_data` of the class named by ``type``. ``apply`` builds every event from these
@@ -32,39 +32,45 @@ class EventFormatError(ValueError):
 
 
 @functools.cache
-def _fields(cls: type) -> tuple[tuple[str, bool], ...]:
-    """(name, required) of each field of the dataclass ``cls``, in order."""
-    return tuple((f.name, f.default is dataclasses.MISSING
-                  and f.default_factory is dataclasses.MISSING)
-                 for f in dataclasses.fields(cls))
+def _fields(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The names of the dataclass ``cls``'s fields, in order, and those without a default."""
+    fields = dataclasses.fields(cls)
+    return (tuple(f.name for f in fields),
+            frozenset(f.name for f in fields if f.default is dataclasses.MISSING
+                      and f.default_factory is dataclasses.MISSING))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventData:
-    """Base of every event's data. ``TYPE`` is the past-tense name the event travels under."""
+    """Base of every event's data. ``TYPE`` is the past-tense name the event travels under.
+    Instances are not frozen (that would make every event cost three times as much to build,
+    on the Raft loop); treat them as read-only."""
 
     TYPE: ClassVar[str] = ""
 
     def to_data(self) -> dict[str, Any]:
         """The event's ``data`` as it travels (JSON-ready, one key per field)."""
-        return {name: getattr(self, name) for name, _ in _fields(type(self))}
+        return {name: getattr(self, name) for name in _fields(type(self))[0]}
 
     @classmethod
     def from_data(cls: type[E], data: Mapping[str, Any]) -> E:
         """Read an event's ``data`` (see the module's rule for unknown and missing keys)."""
-        kwargs = {}
-        for name, required in _fields(cls):
-            if name in data:
-                kwargs[name] = data[name]
-            elif required:
-                raise EventFormatError(f"a {cls.TYPE} event has no {name!r}")
+        try:
+            return cls(**data)  # the usual case: every key a field, every field given
+        except TypeError:
+            pass
+        names, required = _fields(cls)
+        kwargs = {name: data[name] for name in names if name in data}
+        if len(kwargs) < len(required) or not required <= kwargs.keys():
+            missing = sorted(required - kwargs.keys())
+            raise EventFormatError(f"a {cls.TYPE} event has no {missing[0]!r}")
         return cls(**kwargs)
 
 
 # --- nodes ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeRecordEvent(EventData):
     """A node's whole record after a change (the fields of ``GET /v1/nodes/{id}``'s ``node``)."""
 
@@ -83,14 +89,14 @@ class NodeRecordEvent(EventData):
     updated_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeRegistered(NodeRecordEvent):
     """A node was registered (or registered again after its removal: its epochs continue)."""
 
     TYPE: ClassVar[str] = "NodeRegistered"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeSessionStarted(NodeRecordEvent):
     """A node started a session: ``epoch`` grew by one and the node is up."""
 
@@ -102,7 +108,7 @@ class NodeSessionStarted(NodeRecordEvent):
 LIVENESS, UPDATE = "liveness", "update"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeStateChanged(NodeRecordEvent):
     """A node's record changed; ``reason`` is :data:`LIVENESS` or :data:`UPDATE`."""
 
@@ -110,7 +116,7 @@ class NodeStateChanged(NodeRecordEvent):
     reason: str = UPDATE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeRemoved(EventData):
     """A node was removed (its replicas were re-homed in the same revision)."""
 
@@ -136,7 +142,7 @@ class PartitionSlice(NamedTuple):
     partitions: Sequence[Mapping[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResourceCreated(EventData):
     """A resource was created with its first partitions (all of them unless ``size`` says more
     are coming: a large resource is created in slices, the rest in :class:`PartitionsAdded`)."""
@@ -154,7 +160,7 @@ class ResourceCreated(EventData):
         return PartitionSlice(self.name, 0, self.partitions)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PartitionsAdded(EventData):
     """A slice of a resource being created; ``complete`` once it is the last."""
 
@@ -169,7 +175,7 @@ class PartitionsAdded(EventData):
         return PartitionSlice(self.resource, self.start, self.partitions)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResourceUpdated(EventData):
     """A resource's settings changed (a lowered replication factor is followed by the
     :class:`PartitionChanged` events of the partitions that lost replicas)."""
@@ -180,7 +186,7 @@ class ResourceUpdated(EventData):
     balance_metric: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResourceDeleted(EventData):
     """A resource was deleted with its partitions."""
 
@@ -188,7 +194,7 @@ class ResourceDeleted(EventData):
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PartitionChanged(EventData):
     """A partition's replicas, leader or epoch changed; ``adding`` is the target of its pending
     move (empty when none), ``reason`` says why in words ("moved", "node removed", ...)."""
@@ -206,7 +212,7 @@ class PartitionChanged(EventData):
 # --- rebalancing ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RebalanceConfigured(EventData):
     """The rebalance settings after a change (the fields of ``GET /v1/rebalance``)."""
 
@@ -221,7 +227,7 @@ class RebalanceConfigured(EventData):
     move_seconds: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RebalanceStarted(EventData):
     """An operator started rebalance run ``id`` at ``revision``."""
 
@@ -232,7 +238,7 @@ class RebalanceStarted(EventData):
     completed: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RebalanceEnded(EventData):
     """Rebalance run ``id`` ended: ``outcome`` is "done" or "cancelled"; ``completed`` moves."""
 
@@ -248,7 +254,7 @@ class RebalanceEnded(EventData):
 # --- tokens -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenEvent(EventData):
     """An API token as the cluster shows it (never its secret or digest)."""
 
@@ -259,14 +265,14 @@ class TokenEvent(EventData):
     expires_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenCreated(TokenEvent):
     """A token was created (the first is the bootstrap admin token)."""
 
     TYPE: ClassVar[str] = "TokenCreated"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenRevoked(TokenEvent):
     """A token was revoked: requests carrying it are refused from this revision on."""
 
@@ -278,6 +284,10 @@ EVENT_TYPES: Mapping[str, type[EventData]] = {cls.TYPE: cls for cls in (
     NodeRegistered, NodeSessionStarted, NodeStateChanged, NodeRemoved,
     ResourceCreated, PartitionsAdded, ResourceUpdated, ResourceDeleted, PartitionChanged,
     RebalanceConfigured, RebalanceStarted, RebalanceEnded, TokenCreated, TokenRevoked)}
+
+#: The events about a node (its record, or its removal).
+NODE_EVENTS = frozenset({NodeRegistered.TYPE, NodeSessionStarted.TYPE, NodeStateChanged.TYPE,
+                         NodeRemoved.TYPE})
 
 #: The events that change where partitions are (what a data node follows).
 PARTITION_EVENTS = frozenset({PartitionChanged.TYPE, ResourceCreated.TYPE, PartitionsAdded.TYPE,
@@ -291,7 +301,7 @@ def parse_event(event_type: str, data: Mapping[str, Any]) -> EventData | None:
 
 
 __all__ = [
-    "EVENT_TYPES", "LIVENESS", "PARTITION_EVENTS", "UPDATE", "EventData",
+    "EVENT_TYPES", "LIVENESS", "NODE_EVENTS", "PARTITION_EVENTS", "UPDATE", "EventData",
     "EventFormatError", "NodeRecordEvent", "NodeRegistered", "NodeRemoved", "NodeSessionStarted",
     "NodeStateChanged", "PartitionChanged", "PartitionSlice", "PartitionsAdded",
     "RebalanceConfigured", "RebalanceEnded", "RebalanceStarted", "ResourceCreated",

@@ -32,6 +32,10 @@ DEFAULT_CAPACITY = 20_000
 Route = tuple[tuple[str, ...], str | None, int, tuple[str, ...]]  # replicas, leader, epoch, adding
 Routing = dict[str, tuple[int, list[Route]]]       # resource -> (replication factor, partitions)
 
+#: The events that change the routing (the others are not parsed: a liveness batch makes
+#: thousands of node events, on the Raft loop).
+ROUTING_EVENTS = ev.PARTITION_EVENTS | {ev.ResourceUpdated.TYPE}
+
 
 class HistoryCompacted(Exception):
     """The requested revision is older than the feed keeps (answered 410 ``compacted``, which the
@@ -92,6 +96,8 @@ class ChangeFeed:
 
     def _shadow(self, event: Event) -> object:
         """Apply ``event`` to the shadow routing; return what it replaced (for undo)."""
+        if event.type not in ROUTING_EVENTS:
+            return None
         data = parse_event(event.type, event.data)
         if isinstance(data, ev.ResourceCreated):
             previous = self._routing.get(data.name)
@@ -176,7 +182,7 @@ class ChangeFeed:
             if full and event.revision != out[-1].revision:
                 break
             out.append(event)
-            listed = event.data.get("partitions")  # a list in creations (a count elsewhere)
+            listed = event.data.get("partitions")  # ResourceCreated and PartitionsAdded
             carried += len(listed) if isinstance(listed, list) else 0
         return out
 
