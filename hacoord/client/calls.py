@@ -24,6 +24,7 @@ from urllib.parse import quote
 import httpx
 
 from hacoord import __version__
+from hacoord.client.credentials import learnable
 from hacoord.client.errors import ApiError, ProtocolError, UnavailableError, error_for
 from hacoord.client.models import ClusterStatus, MemberStatus
 from hacoord.protocol import REQUEST_ID_HEADER, parse_members
@@ -269,6 +270,8 @@ class Router:
         self.member_urls: dict[str, str] = {}
         #: The last members header learned from (:meth:`learn_endpoints`).
         self.members_seen = ""
+        #: Which member URLs may become endpoints (:func:`~hacoord.client.credentials.learnable`).
+        self.learnable = learnable(endpoints)
         #: When each URL last failed to connect (monotonic seconds).
         self.unreachable: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -308,8 +311,14 @@ class Router:
             if self.leader_url == endpoint:
                 self.leader_id = self.leader_url = None
             if self.current == endpoint:
+                # The next endpoint that has not failed to connect lately (the next one at all
+                # if every one has).
                 at = self.known.index(endpoint) if endpoint in self.known else -1
-                self.current = self.known[(at + 1) % len(self.known)]
+                order = self.known[at + 1:] + self.known[:at + 1]
+                now = time.monotonic()
+                self.current = next(
+                    (url for url in order if now - self.unreachable.get(url, -UNREACHABLE_FOR)
+                     >= UNREACHABLE_FOR), order[0])
 
     def member_url(self, member_id: str) -> str | None:
         with self._lock:
@@ -320,14 +329,15 @@ class Router:
             self.member_urls.update(urls)
 
     def learn_endpoints(self, members: str) -> None:
-        """An answer named the coordinator's members (``X-Hacoord-Members``): each becomes an
-        endpoint to try when the ones known fail, so a client given one endpoint fails over
-        to the others."""
-        if members == self.members_seen:
-            return
-        urls = parse_members(members)
+        """An answer named the coordinator's members (``X-Hacoord-Members``): each that
+        :attr:`learnable` accepts becomes an endpoint to try when the ones known fail, so a
+        client given one endpoint fails over to the others."""
         with self._lock:
+            if members == self.members_seen:
+                return
             self.members_seen = members
+            urls = {member: url for member, url in parse_members(members).items()
+                    if self.learnable(url)}
             self.member_urls.update(urls)
             self.known.extend(url for url in urls.values() if url not in self.known)
 

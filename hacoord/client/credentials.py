@@ -3,7 +3,10 @@
 In order: the token passed in, the file passed in, ``HACOORD_TOKEN``, the file named by
 ``HACOORD_TOKEN_FILE``, and, when every endpoint is on this host, the admin token of the local
 cluster (``.hacoord/admin.token``, or under ``HACOORD_DATA_DIR``), so that the commands of the
-README's tour need no setting. A token is never sent to another host unless it was configured.
+README's tour need no setting. Besides the endpoints configured, a token goes only to members the
+cluster names (leader hints, the members its answers list) and, of those, the client learns only
+URLs of the configured endpoints' scheme (no plain HTTP for a client configured with HTTPS), and
+only ones on this host when every configured endpoint is (:func:`learnable`).
 
 HTTPS members are verified against the CA file passed in, ``HACOORD_CA``, the local cluster's CA
 (``.hacoord/ca.pem``) when every endpoint is on this host, or the system's CAs. A client
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,6 +59,15 @@ def local_file(name: str) -> Path:
 
 def _local(endpoints: Iterable[str]) -> bool:
     return all(urlsplit(url).hostname in LOOPBACK_HOSTS for url in endpoints)
+
+
+def learnable(configured: Iterable[str]) -> Callable[[str], bool]:
+    """Which member URLs a client configured with ``configured`` may add to its endpoints (see
+    the module docstring)."""
+    configured = list(configured)
+    schemes = {urlsplit(url).scheme for url in configured}
+    local = _local(configured)
+    return lambda url: urlsplit(url).scheme in schemes and (not local or _local([url]))
 
 
 def resolve_token(endpoints: Iterable[str], token: str | None = None,

@@ -27,15 +27,15 @@ MEMBERS_HEADER = "x-hacoord-members"
 
 def members_value(urls: Mapping[str, str]) -> str:
     """The :data:`MEMBERS_HEADER` value for member id -> API URL (ids in order)."""
-    return ",".join(f"{member}={urls[member]}" for member in sorted(urls))
+    return ",".join(f"{member}={urls[member].rstrip('/')}" for member in sorted(urls))
 
 
 def parse_members(value: str) -> dict[str, str]:
     """Member id -> API URL from a :data:`MEMBERS_HEADER` value; pairs that are not
-    ``id=http(s)://...`` are skipped."""
+    ``id=http(s)://...`` are skipped; URLs lose a trailing ``/``."""
     urls = {}
     for pair in value.split(","):
         member, _, url = pair.strip().partition("=")
         if member and url.startswith(("http://", "https://")):
-            urls[member] = url
+            urls[member] = url.rstrip("/")
     return urls

@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from hacoord.client import Client, MemberInfo, UnavailableError
+from hacoord.client.calls import Call, Router
+from hacoord.client.credentials import learnable
 from hacoord.protocol import MEMBERS_HEADER, members_value, parse_members
 from hacoord.testing.inprocess import InProcessCluster
 
@@ -66,3 +68,25 @@ def test_the_header_reads_back_and_skips_what_is_not_a_member() -> None:
     assert members_value(urls) == "m1=http://a:7001,m2=https://b:7001"
     assert parse_members(members_value(urls)) == urls
     assert parse_members("m1=ftp://x, =http://y,m3, m4=https://d:1") == {"m4": "https://d:1"}
+
+
+def test_a_client_learns_only_urls_its_token_may_go_to() -> None:
+    local = learnable(["https://127.0.0.1:7401"])  # may carry the local cluster's admin token
+    assert local("https://localhost:7402") and not local("https://m2:7401")
+    assert not local("http://127.0.0.1:7402")  # never plain HTTP for a client of HTTPS
+    remote = learnable(["https://10.0.0.1:7401"])
+    assert remote("https://m2.example:7401") and not remote("http://m2.example:7401")
+    router = Router(["https://127.0.0.1:7401"])
+    router.learn_endpoints("m1=https://127.0.0.1:7401/,m2=https://m2:7401,m3=https://[::1]:7403")
+    assert router.known_endpoints() == ("https://127.0.0.1:7401", "https://[::1]:7403")
+
+
+def test_a_member_that_failed_to_connect_lately_is_passed_over() -> None:
+    router = Router(["http://a:1", "http://b:1", "http://c:1"])
+    call = Call("GET", "/v1/nodes")
+    router.unreached("http://b:1")  # b could not be reached: passed over for 10 s
+    router.passed_over("http://a:1")  # a failed: not b next, but c
+    assert router.endpoint_for(call) == "http://c:1"
+    router.unreached("http://a:1")
+    router.unreached("http://c:1")  # every one failed lately: simply the next
+    assert router.endpoint_for(call) == "http://a:1"
