@@ -1,10 +1,10 @@
-"""What client and server agree on, in one place and without dependencies: the error codes of
+"""What client and server agree on, in one place: the error codes of
 the API with their HTTP status and whether a retry can help (:mod:`.errors`), the headers it
 uses (:mod:`.headers`), the change feed's events, one dataclass per type (:mod:`.events`), the
 request bodies and answers of every route (:mod:`.requests`, :mod:`.responses`: pydantic
 models, from which the OpenAPI document is built) and the formats of values (:mod:`.formats`).
 The core, the server, the client library, the agent and the CLI import it; it imports nothing
-of hacoord."""
+of hacoord, and only the schemas import a library (pydantic)."""
 
 from hacoord.protocol.errors import ErrorCode
 from hacoord.protocol.headers import (

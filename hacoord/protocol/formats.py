@@ -9,6 +9,8 @@ ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 #: ``host:port``; the host is a DNS name, an IPv4 address or a bracketed IPv6 address.
 ADDRESS = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):" + PORT + "$"
-#: A node's capacity (its share of replicas is proportional to it).
+#: A node's capacity (its share of replicas is proportional to it) is a relative weight; a
+#: billion to one is range enough, and the planner's arithmetic (shares, loads per capacity)
+#: stays far from underflow.
 MIN_CAPACITY = 0.001
 MAX_CAPACITY = 1e6

@@ -18,7 +18,6 @@ MAX_TAG_VALUE = 256    # characters of a tag value
 MAX_EPOCH = 2**53 - 1  # the largest integer every JSON reader holds exactly
 
 
-
 def _integral(value: Any) -> Any:
     """JSON Schema counts 7.0 as an integer (the document says "integer"); a float with a
     fraction, a bool or a string stays refused."""

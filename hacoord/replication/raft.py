@@ -596,8 +596,8 @@ class RaftReplicator:
         if driver is None:
             role = "storage_failed" if self.storage_failure else "stopped"
             return RaftStatus(self.member_id, role, 0, None, 0, 0, self.state.revision,
-                                False, False, storage_failure=self.storage_failure,
-                                storage_failures=self.storage_failures, loaded=False)
+                              False, False, storage_failure=self.storage_failure,
+                              storage_failures=self.storage_failures, loaded=False)
         obj = driver.obj
         raw = obj.getStatus()
         leader = self.leader_id()

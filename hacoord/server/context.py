@@ -41,7 +41,7 @@ from hacoord.protocol import (
     REVISION_HEADER,
     members_value,
 )
-from hacoord.protocol.requests import ID
+from hacoord.protocol.formats import ID
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
 from hacoord.server.errors import ErrorReply

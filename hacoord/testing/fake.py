@@ -4,8 +4,10 @@ and an assignment handler that records what it is told.
 
 :class:`FakeCoordinator` keeps routes, pending moves, node sessions and a change feed, and answers
 the calls the agent makes the way the real coordinator does: the same typed errors
-(``StaleEpoch``, ``NotFound``, ``Conflict``, ``Compacted``) and the same events, built from
-:mod:`hacoord.protocol.events`. The test drives it: create resources, change routes, start and
+(``StaleEpoch``, ``NotFound``, ``Conflict``, ``Compacted``) and events of the same types and
+fields, built from :mod:`hacoord.protocol.events`. It fakes what an agent depends on, not the
+whole coordinator: every resource has replication factor 2, a removed node's replicas stay where
+they are, and a metrics report changes nothing. The test drives it: create resources, change routes, start and
 cancel moves, compact the feed, make heartbeats fail. A change made ``silent`` gets a revision
 but no event: the agent can learn it only by re-reading the routing, as when its watch lags
 behind. :class:`RecordingHandler` records each call the agent makes to its handler.
@@ -84,6 +86,7 @@ class FakeCoordinator:
                                                  created_at=0.0))
 
     def delete_resource(self, name: str) -> int:
+        """Delete resource ``name`` (a ``ResourceDeleted`` event); returns the revision."""
         with self._cond:
             for key in [k for k in self.routes if k[0] == name]:
                 del self.routes[key]
@@ -103,11 +106,14 @@ class FakeCoordinator:
             return new.epoch
 
     def start_move(self, resource: str, partition: int, from_node: str | None, to_node: str) -> int:
+        """Start a move of ``resource``/``partition`` to ``to_node`` (its route gains ``adding``); returns the
+        new epoch."""
         with self._cond:
             self.moves[(resource, partition)] = (from_node, to_node)
             return self.change(resource, partition, adding=[to_node])
 
     def cancel_move(self, resource: str, partition: int, silent: bool = False) -> int:
+        """Cancel the partition's pending move; returns the new epoch."""
         with self._cond:
             del self.moves[(resource, partition)]
             return self.change(resource, partition, adding=[], silent=silent)
@@ -125,6 +131,7 @@ class FakeCoordinator:
             leader=route.leader, epoch=route.epoch, adding=list(route.adding), reason=reason))
 
     def calls_of(self, name: str) -> list[tuple[Any, ...]]:
+        """The arguments of every call of the client method ``name`` the agent made, in order."""
         with self._cond:
             return [c[1:] for c in self.calls if c[0] == name]
 
@@ -134,6 +141,7 @@ class FakeCoordinator:
     # --- the client's interface ---------------------------------------------------------------
 
     def node_show(self, id: str, consistent: bool = False) -> NodeInfo:
+        """As :meth:`hacoord.client.Client.node_show`."""
         with self._cond:
             self._record("node_show", id)
             if id not in self.nodes:
@@ -143,12 +151,14 @@ class FakeCoordinator:
                             epoch=node["epoch"])
 
     def node_list(self, consistent: bool = False) -> list[NodeInfo]:
+        """As :meth:`hacoord.client.Client.node_list`."""
         with self._cond:
             self._record("node_list", consistent)
         return [self.node_show(node) for node in sorted(self.nodes)]
 
     def node_add(self, id: str, address: str, *, zone: str | None = None, capacity: float | None = None,
                  tags: Mapping[str, str] | None = None) -> WriteResult:
+        """As :meth:`hacoord.client.Client.node_add` (a ``NodeRegistered`` event)."""
         with self._cond:
             self._record("node_add", id, address, zone, capacity, dict(tags or {}))
             if id in self.nodes:
@@ -161,11 +171,14 @@ class FakeCoordinator:
             return WriteResult(self._bump(ev.NodeRegistered(**self.nodes[id])), "rid")
 
     def node_remove(self, id: str) -> None:
+        """Remove node ``id`` (a ``NodeRemoved`` event; its replicas are not moved)."""
         with self._cond:
             del self.nodes[id]
             self._bump(ev.NodeRemoved(id=id))
 
     def node_start_session(self, id: str, address: str | None = None, *, silent: bool = False) -> NodeSession:
+        """As :meth:`hacoord.client.Client.node_start_session`: the epoch grows (a ``NodeSessionStarted``
+        event unless ``silent``)."""
         with self._cond:
             self._record("node_start_session", id, address)
             node = self.nodes[id]
@@ -182,6 +195,8 @@ class FakeCoordinator:
             raise StaleEpoch("stale_epoch", f"node {id!r} is at epoch {self.nodes[id]['epoch']}", 409)
 
     def node_heartbeat(self, id: str, epoch: int) -> Heartbeat:
+        """As :meth:`hacoord.client.Client.node_heartbeat` (``StaleEpoch`` for an old session; fails while
+        :attr:`unreachable_heartbeats` lasts)."""
         with self._cond:
             self._record("node_heartbeat", id, epoch)
             if self.unreachable_heartbeats > 0:
@@ -191,6 +206,7 @@ class FakeCoordinator:
             return Heartbeat(id, "up", epoch, self.revision)
 
     def node_report_metrics(self, id: str, epoch: int, metrics: Mapping[str, float | None]) -> WriteResult:
+        """As :meth:`hacoord.client.Client.node_report_metrics` (a revision, no event)."""
         with self._cond:
             self._record("node_report_metrics", id, epoch, dict(metrics))
             self._check_session(id, epoch)
@@ -198,6 +214,8 @@ class FakeCoordinator:
 
     def node_caught_up(self, id: str, epoch: int, resource: str, partition: int,
                        partition_epoch: int) -> WriteResult:
+        """As :meth:`hacoord.client.Client.node_caught_up`: the move completes (``Conflict`` ``no_move``,
+        ``StaleEpoch`` as the coordinator answers)."""
         with self._cond:
             self._record("node_caught_up", id, epoch, resource, partition, partition_epoch)
             self._check_session(id, epoch)
@@ -217,6 +235,7 @@ class FakeCoordinator:
             return WriteResult(self.revision, "rid", partition=new)
 
     def routing(self, resource: str | None = None, consistent: bool = False) -> RoutingTable:
+        """As :meth:`hacoord.client.Client.routing`."""
         with self._cond:
             self._record("routing", resource, consistent)
             routes = sorted((r for r in self.routes.values() if resource in (None, r.resource)),
@@ -229,6 +248,7 @@ class FakeCoordinator:
 
     def watch(self, since: int | None = None, *, poll: float = 25.0,
               stop: Callable[[], bool] | None = None) -> Iterator[WatchEvent]:
+        """As :meth:`hacoord.client.Client.watch` (``Compacted`` after :meth:`compact`)."""
         last = self.revision if since is None else since
         while stop is None or not stop():
             with self._cond:
@@ -261,6 +281,7 @@ class RecordingHandler(AssignmentHandler):
             self.calls.append(call)
 
     def on_assign(self, assignment: Assignment) -> None:
+        """Record the assignment (and fail once if :attr:`fail_next_assign`)."""
         self._record("assign", assignment.resource, assignment.partition, assignment.epoch,
                      assignment.role.value)
         if self.fail_next_assign:
@@ -268,16 +289,20 @@ class RecordingHandler(AssignmentHandler):
             raise RuntimeError("the handler failed")
 
     def on_release(self, resource: str, partition: int) -> None:
+        """Record the release."""
         self._record("release", resource, partition)
 
     def catch_up(self, assignment: Assignment) -> None:
+        """Record the copy, then wait until :attr:`copy_allowed` is set."""
         self._record("catch_up", assignment.resource, assignment.partition, assignment.epoch)
         self.copying.set()
         assert self.copy_allowed.wait(10), "the test never let the copy finish"
 
     def on_session_lost(self, reason: str) -> None:
+        """Record the end of the session."""
         self._record("lost", reason)
 
     def seen(self) -> list[tuple[Any, ...]]:
+        """Every call recorded so far, in order."""
         with self._lock:
             return list(self.calls)

@@ -12,7 +12,8 @@ from fastapi import FastAPI, Path, Request, Response
 
 from hacoord.core.access import token_hash
 from hacoord.protocol import responses as r
-from hacoord.protocol.requests import ID, TokenCreate
+from hacoord.protocol.formats import ID
+from hacoord.protocol.requests import TokenCreate
 from hacoord.protocol.tokens import new_token
 from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
