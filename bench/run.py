@@ -15,6 +15,10 @@ Run with ``make bench`` (or ``python -m bench.run --help``). It starts real memb
   between rounds; the same with SIGSTOP;
 * a follower's start to ready: stopped (SIGTERM and SIGKILL in turn) and started again, the
   time from its process start to ``/readyz`` answering ready.
+* side by side with a local 3-member etcd when one is installed (the same wrk load, one after
+  the other on the same machine): writes at 1, 8 and 32 connections, linearizable reads at the
+  leader and at a follower, local (serializable) reads at a follower, and leader-kill failover,
+  each with its hacoord / etcd ratio.
 
 The machine is shared and noisy: compare ratios, not absolute figures across runs.
 """
@@ -121,7 +125,9 @@ READ_CLIENTS = 32
 
 def hacoord_points(cluster: LocalCluster, seconds: float) -> dict[str, Any]:
     """What the side-by-side table compares, on hacoord: writes at each concurrency (as in
-    :func:`throughput`) and linearizable reads (``consistent=true``) of one node."""
+    :func:`throughput`), linearizable reads (``consistent=true``) of one node at the leader and
+    at a follower, and local reads of it at a follower (its own state, tagged with the
+    revision)."""
     leader = cluster.members[cluster.leader()]
     follower = next(m for m in cluster.members.values() if m.id != leader.id)
     token = uuid.uuid4().hex[:8]
@@ -130,11 +136,15 @@ def hacoord_points(cluster: LocalCluster, seconds: float) -> dict[str, Any]:
     reads, follower_reads = (_wrk(m.url + "/v1/nodes/bench-1?consistent=true", READ_CLIENTS,
                                   seconds, "read", token, headers=cluster.headers)
                              for m in (leader, follower))
-    return {"writes": writes, "reads": reads, "follower_reads": follower_reads}
+    local_reads = _wrk(follower.url + "/v1/nodes/bench-1", READ_CLIENTS, seconds, "read", token,
+                       headers=cluster.headers)
+    return {"writes": writes, "reads": reads, "follower_reads": follower_reads,
+            "local_reads": local_reads}
 
 
 def etcd_points(seconds: float, rounds: int = 0) -> dict[str, Any]:
-    """The same load against a local 3-member etcd: puts of 16 keys, linearizable ranges."""
+    """The same load against a local 3-member etcd: puts of 16 keys, linearizable ranges, and
+    serializable ranges at a follower."""
     with tempfile.TemporaryDirectory(prefix="hacoord-bench-etcd-") as tmp:
         cluster = etcd.EtcdCluster(Path(tmp))
         cluster.start()
@@ -147,11 +157,12 @@ def etcd_points(seconds: float, rounds: int = 0) -> dict[str, Any]:
             follower = next(u for u in cluster.urls if u != url)
             reads, follower_reads = (_wrk(u, READ_CLIENTS, seconds, "read", token, "etcd.lua")
                                      for u in (url, follower))
+            local_reads = _wrk(follower, READ_CLIENTS, seconds, "local", token, "etcd.lua")
             failover_s = [_etcd_failover(cluster, k) for k in range(rounds)]
         finally:
             cluster.stop()
     return {"version": etcd.version(), "writes": writes, "reads": reads,
-            "follower_reads": follower_reads,
+            "follower_reads": follower_reads, "local_reads": local_reads,
             "failover": _summary(failover_s, "kill") if failover_s else None}
 
 
@@ -197,6 +208,8 @@ def side_by_side(ours: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str,
                    theirs["reads"]))
     points.append((f"linearizable reads/s at a follower, {READ_CLIENTS} connections",
                    ours["follower_reads"], theirs["follower_reads"]))
+    points.append((f"local reads/s at a follower, {READ_CLIENTS} connections",
+                   ours["local_reads"], theirs["local_reads"]))
     for name, a, b in points:
         rows.append({"measure": name, "hacoord": a, "etcd": b,
                      "ratio": a["ops_per_s"] / b["ops_per_s"] if b["ops_per_s"] else None})

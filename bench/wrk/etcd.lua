@@ -1,7 +1,8 @@
 -- wrk script for bench/run.py's side-by-side run against etcd's JSON gateway (v3).
 -- Usage: wrk -s etcd.lua URL -- MODE TOKEN
 --   MODE write: POST /v3/kv/put of key bench-N (16 keys, as hacoord's 16 nodes) with a new value;
---   MODE read:  POST /v3/kv/range of key bench-1 (linearizable: etcd's default).
+--   MODE read:  POST /v3/kv/range of key bench-1 (linearizable: etcd's default);
+--   MODE local: the same range, serializable (answered from the member's own state).
 -- Prints one line "RESULT {json}" like load.lua.
 local mode = "read"
 local token = "run"
@@ -31,6 +32,10 @@ end
 request = function()
   local headers = {}
   headers["Content-Type"] = "application/json"
+  if mode == "local" then
+    return wrk.format("POST", "/v3/kv/range", headers,
+                      '{"key":"' .. keys[1] .. '","serializable":true}')
+  end
   if mode ~= "write" then
     return wrk.format("POST", "/v3/kv/range", headers, '{"key":"' .. keys[1] .. '"}')
   end
