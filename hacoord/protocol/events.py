@@ -1,9 +1,11 @@
 """The change feed's events: one dataclass per event type, each with one set of fields.
 
 An event travels as ``{"type": ..., "revision": ..., "data": {...}}``; ``data`` is the
-:meth:`~EventData.to_data` of the class named by ``type``. ``apply`` builds every event from these
-classes, and the consumers (the member's routing history, the data-node agent, the chaos
-checker) read events back with :func:`parse_event`, so the two sides cannot drift apart.
+:meth:`~EventData.to_data` of the class named by ``type``. ``apply`` builds its events from these
+classes (node events, the many of a liveness batch, as the node's record itself, which the
+protocol's test holds equal to :class:`NodeRecordEvent`), and the consumers (the member's
+routing history, the invariant check, the data-node agent, the chaos checker) read them back
+with :func:`parse_event`, so the two sides cannot drift apart.
 
 Naming rule: an event names what it is about by the key of that thing's record. A node is ``id``
 (the node events carry the whole record, :class:`NodeRemoved` only the key); a resource is
@@ -61,7 +63,7 @@ class EventData:
             pass
         names, required = _fields(cls)
         kwargs = {name: data[name] for name in names if name in data}
-        if len(kwargs) < len(required) or not required <= kwargs.keys():
+        if not required <= kwargs.keys():
             missing = sorted(required - kwargs.keys())
             raise EventFormatError(f"a {cls.TYPE} event has no {missing[0]!r}")
         return cls(**kwargs)
