@@ -302,8 +302,13 @@ class Router:
     def reachable(self, url: str) -> bool:
         """Whether ``url`` has not failed to connect in the last :data:`UNREACHABLE_FOR` s."""
         with self._lock:
-            failed = self.unreachable.get(url)
-        return failed is None or time.monotonic() - failed > UNREACHABLE_FOR
+            return not self._failed_lately(url, time.monotonic())
+
+    def _failed_lately(self, url: str, now: float) -> bool:
+        """Whether ``url`` failed to connect in the :data:`UNREACHABLE_FOR` s before ``now``
+        (the caller holds the lock)."""
+        failed = self.unreachable.get(url)
+        return failed is not None and now - failed <= UNREACHABLE_FOR
 
     def passed_over(self, endpoint: str) -> None:
         """``endpoint`` failed: forget it as leader, and move on from it."""
@@ -316,9 +321,8 @@ class Router:
                 at = self.known.index(endpoint) if endpoint in self.known else -1
                 order = self.known[at + 1:] + self.known[:at + 1]
                 now = time.monotonic()
-                self.current = next(
-                    (url for url in order if now - self.unreachable.get(url, -UNREACHABLE_FOR)
-                     >= UNREACHABLE_FOR), order[0])
+                self.current = next((url for url in order if not self._failed_lately(url, now)),
+                                    order[0])
 
     def member_url(self, member_id: str) -> str | None:
         with self._lock:

@@ -20,6 +20,7 @@ have raises :class:`EventFormatError`. An unknown event type parses to None, for
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
@@ -57,10 +58,8 @@ class EventData:
     @classmethod
     def from_data(cls: type[E], data: Mapping[str, Any]) -> E:
         """Read an event's ``data`` (see the module's rule for unknown and missing keys)."""
-        try:
+        with contextlib.suppress(TypeError):  # unknown keys, or missing ones: see below
             return cls(**data)  # the usual case: every key a field, every field given
-        except TypeError:
-            pass
         names, required = _fields(cls)
         kwargs = {name: data[name] for name in names if name in data}
         if not required <= kwargs.keys():
