@@ -74,6 +74,10 @@ class RaftTuning:
     leader_fallback_timeout: float = 1.2
     log_compaction_min_entries: int = 5000
     log_compaction_min_time: float = 300.0
+    #: Snapshot once the commands applied since the last one took this many seconds to apply
+    #: (or as long as the last snapshot took to write, if longer): what a restart replays.
+    #: None: only the library's entry-count and time rules.
+    log_compaction_replay: float | None = 0.1
     max_in_flight: int = 4
     max_batch_commands: int = 256
     max_batch_bytes: int = 256 * 1024
@@ -158,7 +162,8 @@ class RaftDriver:
             self_address, other_addresses, conf, state_machine=self.sm, durable=tuning.fsync,
             snapshot_writer=snapshot_writer, poller=poller, fault=fault, syncer=syncer,
             meta_writer=meta_writer, sync_wait=sync_wait, snapshot_decoder=snapshot_decoder,
-            send_budget=tuning.send_budget, apply_budget=tuning.apply_budget, rng=rng,
+            send_budget=tuning.send_budget, apply_budget=tuning.apply_budget,
+            compaction_replay=tuning.log_compaction_replay, rng=rng,
             nodeClass=node_class,
             transportClass=transport_class)
         self.journal = self.obj.journal

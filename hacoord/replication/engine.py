@@ -18,8 +18,12 @@ On top of :class:`~hacoord.replication.readindex.ReadIndexSyncObj` (the read ind
   would stall every request and tick), and installed at the first tick after it is ready;
 * syncs that journal off the loop (a :class:`~hacoord.replication.syncer.JournalSyncer`) and
   acknowledges, or counts its own copy towards a commit, only what is durable
-  (:mod:`hacoord.replication.durability`); and
-* lets the replicator send new entries right after the tick that added them.
+  (:mod:`hacoord.replication.durability`);
+* lets the replicator send new entries right after the tick that added them; and
+* takes a snapshot once replaying the log since the last one would take longer than writing one
+  (``compaction_replay``), not only after the library's 5,000 entries: entries are group-commit
+  batches of up to 256 commands, and a member restarted after a busy minute spent 0.6 s of its
+  start replaying 3,800 entries.
 
 This module and its neighbours in ``hacoord.replication`` are the only code that imports pysyncobj.
 """
@@ -81,7 +85,10 @@ class HacoordSyncObj(ReadIndexSyncObj):
     tests (a writer that finishes when told; a poller that delivers simulated messages; a hook
     that can stop the member at a named point of a storage operation; seeded randomness).
     ``snapshot_decoder`` runs the decode of a received snapshot (a worker thread in a member;
-    without one it runs inside the tick that received the last chunk).
+    without one it runs inside the tick that received the last chunk). ``compaction_replay``
+    (seconds, None for off) starts a snapshot once the commands applied since the last one took
+    that long to apply, or as long as the last own snapshot took to write, whichever is longer:
+    a restart then replays for about as long as one snapshot costs.
 
     Raises :class:`StorageCorrupt` (refuse to start) or
     :class:`~hacoord.replication.storage.StorageError` (cannot read or write) from the
@@ -94,7 +101,7 @@ class HacoordSyncObj(ReadIndexSyncObj):
                  fault: FaultHook | None = None, syncer: JournalSyncer | None = None,
                  meta_writer: JournalSyncer | None = None, sync_wait: float = 0.0,
                  snapshot_decoder: JournalSyncer | None = None, send_budget: float = 0.005,
-                 apply_budget: float = 0.01,
+                 apply_budget: float = 0.01, compaction_replay: float | None = None,
                  early_election_step: float = 0.05,
                  rng: random.Random | None = None, nodeClass: type[Node] = TCPNode,
                  transportClass: Any = TCPTransport) -> None:
@@ -115,6 +122,9 @@ class HacoordSyncObj(ReadIndexSyncObj):
         self.apply_budget = apply_budget
         #: True when the last tick stopped applying at ``apply_budget`` with more committed.
         self.apply_backlog = False
+        self.compaction_replay = compaction_replay
+        #: ``state_machine.apply_seconds`` when the state was last snapshotted (own or adopted).
+        self._applied_at_snapshot = 0.0
         #: Follower acknowledgements waiting for the journal to be durable.
         self.pending_acks = PendingAcks()
         #: Seconds the ticking thread may wait for a journal sync before leaving it to finish
@@ -307,6 +317,7 @@ class HacoordSyncObj(ReadIndexSyncObj):
         else:
             log.replace([header.prev, header.last])
         self.state_machine.restore(state, prepared)
+        self._applied_at_snapshot = self.state_machine.apply_seconds
         self._SyncObj__raftLastApplied = header.index
         # A snapshot holds applied, hence committed, entries only.
         commit = max(self._SyncObj__raftCommitIndex, header.index)
@@ -386,6 +397,20 @@ class HacoordSyncObj(ReadIndexSyncObj):
             self._SyncObj__raftCommitIndex = commit
         self.apply_backlog = self._SyncObj__raftLastApplied < commit
         return send
+
+    def _SyncObj__tryLogCompaction(self) -> None:  # noqa: N802 (the library's private name)
+        """The library's compaction check (entry count, time), also forced once replaying what
+        was applied since the last snapshot would cost more than a snapshot (class docstring).
+        The library snapshots the state as of the last applied entry when it starts one."""
+        snapshots, applied = self.snapshots, self.state_machine.apply_seconds
+        if self.compaction_replay is not None and not snapshots.writing:
+            due = max(self.compaction_replay, snapshots.last_write_seconds)
+            if applied - self._applied_at_snapshot >= due:
+                self._SyncObj__forceLogCompaction = True
+        was_writing = snapshots.writing
+        _syncobj_module.SyncObj._SyncObj__tryLogCompaction(self)
+        if snapshots.writing and not was_writing:
+            self._applied_at_snapshot = applied
 
     def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 (the library's private name)
         """The library's send to every follower, within ``send_budget`` seconds. The library

@@ -144,6 +144,7 @@ _REQUIRED_PRIVATE_METHODS = (
     "_SyncObj__getCurrentLogIndex",
     "_SyncObj__getCurrentLogTerm",
     "_SyncObj__connectedToAnyone",
+    "_SyncObj__tryLogCompaction",
 )
 
 

@@ -253,6 +253,12 @@ class SnapshotStore:
                     "next try): %s", header.index, error)
         return SERIALIZER_STATE.FAILED, serialize_id
 
+    @property
+    def writing(self) -> bool:
+        """True while an own dump is being written (from :meth:`serialize` until
+        :meth:`checkSerializing` reports how it ended)."""
+        return self._job is not None
+
     def cancel_write(self) -> None:
         """Stop a dump still being written; its success is never reported."""
         if self._job is not None:

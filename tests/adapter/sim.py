@@ -74,8 +74,8 @@ FAULT_POINTS = (
 SIM_TUNING = RaftTuning(
     append_entries_period=0.1, election_timeout_min=1.0, election_timeout_max=2.0,
     leader_fallback_timeout=5.0, connection_timeout=3.0, log_compaction_min_entries=6,
-    log_compaction_min_time=10**9, max_in_flight=16, max_batch_commands=2, max_batch_bytes=64,
-    message_bytes=256)
+    log_compaction_min_time=10**9, log_compaction_replay=None, max_in_flight=16,
+    max_batch_commands=2, max_batch_bytes=64, message_bytes=256)
 
 
 class SimNode(Node):

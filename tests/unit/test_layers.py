@@ -84,6 +84,16 @@ def test_importing_the_client_loads_no_coordinator_code() -> None:
     assert out.stdout.strip() == "", f"the client pulled in: {out.stdout.strip()}"
 
 
+def test_a_member_start_loads_neither_the_client_nor_the_certificate_code() -> None:
+    """``hacoord serve`` goes through the CLI: it must not pay for the client's HTTP stack and
+    models, nor for certificate code (only ``cluster up`` makes certificates)."""
+    code = ("import sys, hacoord.cli.main, hacoord.server.member; "
+            "print(','.join(sorted(m for m in sys.modules if m.startswith(('hacoord.client.', "
+            "'cryptography.x509', 'hacoord.server.certs')) and m != 'hacoord.client.errors')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"a member's start loads: {out.stdout.strip()}"
+
+
 def standard_imports_of(path: Path) -> set[str]:
     """The top-level names of every module ``path`` imports (``os`` for ``os.path``)."""
     found = set()

@@ -1,0 +1,91 @@
+"""A member snapshots once replaying what it applied since its last snapshot would cost more
+than a snapshot (``RaftTuning.log_compaction_replay``), long before the library's entry count.
+
+Apply time is what the state machine measured; the tests set it, so that nothing depends on how
+fast this machine applies."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tests.adapter.raft_harness import controlled_time
+from tests.adapter.sim import SIM_TUNING, SimCluster
+
+#: Seconds of apply that make a snapshot due: far above what the few real applies here take.
+REPLAY = 10.0
+TUNING = dataclasses.replace(SIM_TUNING, log_compaction_min_entries=10**6,
+                             log_compaction_replay=REPLAY)
+
+
+def started(cluster: SimCluster, seed: int, writes: int = 6) -> str:
+    assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
+    leader = cluster.leader()
+    assert leader is not None
+    cluster.submit(leader, writes)
+    cluster.step(rounds=6)
+    for name in cluster.names:
+        assert cluster.commit(name) == cluster.commit(leader)
+    return leader
+
+
+def snapshots(cluster: SimCluster, name: str) -> int:
+    return cluster.members[name].obj.snapshots.writes
+
+
+def test_a_member_snapshots_once_its_replay_would_cost_more_than_the_bound(tmp_path: Path) -> None:
+    with controlled_time(seed=5) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=5, tuning=TUNING)
+        try:
+            leader = started(cluster, 5)
+            follower = next(n for n in cluster.names if n != leader)
+            first_kept = cluster.log_indexes(follower)[0]
+            cluster.step(rounds=3)
+            assert [snapshots(cluster, n) for n in cluster.names] == [0, 0, 0]
+
+            cluster.members[follower].driver.sm.apply_seconds += REPLAY * 0.9
+            cluster.step(rounds=3)
+            assert snapshots(cluster, follower) == 0  # under the bound: nothing
+
+            cluster.members[follower].driver.sm.apply_seconds += REPLAY * 0.2
+            cluster.step(rounds=3)
+            assert snapshots(cluster, follower) == 1
+            assert cluster.dump_index(follower) == cluster.commit(follower)
+            assert cluster.log_indexes(follower)[0] > first_kept  # the journal was compacted
+            assert [snapshots(cluster, n) for n in cluster.names if n != follower] == [0, 0]
+
+            cluster.step(rounds=5)  # the count starts again from the snapshot
+            assert snapshots(cluster, follower) == 1
+        finally:
+            cluster.destroy()
+
+
+def test_the_bound_grows_to_what_the_last_snapshot_took_to_write(tmp_path: Path) -> None:
+    with controlled_time(seed=6) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=6, tuning=TUNING)
+        try:
+            leader = started(cluster, 6)
+            store = cluster.members[leader].obj.snapshots
+            store.last_write_seconds = 3 * REPLAY  # a big state: its snapshots are costly
+            cluster.members[leader].driver.sm.apply_seconds += 2 * REPLAY
+            cluster.step(rounds=3)
+            assert snapshots(cluster, leader) == 0
+
+            cluster.members[leader].driver.sm.apply_seconds += 2 * REPLAY
+            cluster.step(rounds=3)
+            assert snapshots(cluster, leader) == 1
+        finally:
+            cluster.destroy()
+
+
+def test_without_the_bound_only_the_entry_count_snapshots(tmp_path: Path) -> None:
+    tuning = dataclasses.replace(TUNING, log_compaction_replay=None)
+    with controlled_time(seed=7) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=7, tuning=tuning)
+        try:
+            leader = started(cluster, 7)
+            cluster.members[leader].driver.sm.apply_seconds += 100 * REPLAY
+            cluster.step(rounds=5)
+            assert snapshots(cluster, leader) == 0
+        finally:
+            cluster.destroy()
