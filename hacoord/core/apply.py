@@ -847,7 +847,8 @@ def _apply(state: ClusterState, command: c.Command | c.DecodeError) -> Outcome:
     except _Reject as rejection:
         return Rejected(rejection.code, rejection.message, state.revision)
     if outcome.events:
-        outcome = dataclasses.replace(outcome, events=_audited(command, outcome.events))
+        outcome = Applied(outcome.revision, outcome.result, _audited(command, outcome.events),
+                          outcome.duplicate)
     state.revision = outcome.revision
     if _planner_sees(command):
         state.planning_revision = outcome.revision
@@ -893,7 +894,7 @@ def _audited(command: c.Command, events: tuple[Event, ...]) -> tuple[Event, ...]
     who = command.audit if command.audit is not None else {"principal": "system", "role": None}
     audit = {"command": command.TYPE, "request_id": command.request_id or None,
              "time": float(command.time), **who}
-    return tuple(dataclasses.replace(event, audit=audit) for event in events)
+    return tuple(Event(event.type, event.revision, event.data, audit) for event in events)
 
 
 def _remember(command: c.Command, outcome: Applied) -> dict[str, Any]:

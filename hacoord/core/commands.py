@@ -357,12 +357,24 @@ class DecodeError:
     request_id: str = ""
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type[Command]) -> tuple[str, ...]:
+    """A command class's field names, in order, remembered (``dataclasses.fields`` was 10% of
+    decoding and applying a small command)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def to_dict(command: Command) -> dict[str, Any]:
     """The command as a plain dict with its ``type`` (an empty fingerprint and a missing audit
     are left out).
     Fields hold JSON values only, so the dict shares them with the command instead of copying
     them (``dataclasses.asdict`` took 8% of a leader's time copying 1,000-partition slices)."""
-    data = {f.name: getattr(command, f.name) for f in fields(command)}
+    data = {name: getattr(command, name) for name in field_names(type(command))}
     if not data["fingerprint"]:
         del data["fingerprint"]
     if data["audit"] is None:
@@ -386,8 +398,7 @@ def from_dict(data: Any) -> Command | DecodeError:
     cls = COMMAND_TYPES.get(data.get("type"))  # type: ignore[arg-type]
     if cls is None:
         return DecodeError(f"unknown command type {data.get('type')!r}", request_id)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names - {"type"})
+    unknown = sorted(set(data).difference(field_names(cls), ("type",)))
     if unknown:
         return DecodeError(f"unknown fields for {cls.TYPE}: {', '.join(unknown)}", request_id)
     kwargs = {k: v for k, v in data.items() if k != "type"}
