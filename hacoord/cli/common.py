@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hacoord.cli import output
-from hacoord.client import Client
-from hacoord.client.credentials import TlsFileError, TokenFileError
+
+if TYPE_CHECKING:  # loaded by the first command that talks to the cluster, not by `serve`
+    from hacoord.client import Client
 
 
 @dataclass
@@ -31,6 +32,8 @@ class CliState:
     def client(self) -> Client:
         """The client for this invocation, made on first use and closed when the command ends."""
         if self._client is None:
+            from hacoord.client.credentials import TlsFileError, TokenFileError
+
             factory = self.client_factory or make_client
             try:
                 self._client = factory(self)
@@ -51,6 +54,8 @@ class CliState:
 def make_client(state: CliState) -> Client:
     """The default factory: a network client over ``--endpoints`` (or ``HACOORD_ENDPOINTS``, or the
     local default cluster). Raises ``ValueError`` for unusable endpoints."""
+    from hacoord.client import Client
+
     return Client(state.endpoints, timeout=state.timeout, deadline=state.deadline,
                   token_file=state.token_file, ca=state.ca, cert=state.cert)
 

@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hacoord.client import (
-    ClusterStatus,
-    DataPlaneHealth,
-    NodeInfo,
-    ResourceInfo,
-    RoutingTable,
-    WatchEvent,
-    WriteResult,
-)
+if TYPE_CHECKING:  # the models are only named here: `hacoord serve` never loads them
+    from hacoord.client import (
+        ClusterStatus,
+        DataPlaneHealth,
+        NodeInfo,
+        ResourceInfo,
+        RoutingTable,
+        WatchEvent,
+        WriteResult,
+    )
 
 
 def error(message: str) -> None:

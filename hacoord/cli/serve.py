@@ -21,7 +21,6 @@ import httpx
 
 from hacoord.protocol.local import ADMIN_TOKEN_FILE
 from hacoord.replication.storage import ensure_private_dir, open_private
-from hacoord.server.certs import member_tls
 from hacoord.server.settings import (
     DEFAULT_BASE_PORT,
     DEFAULT_DATA_DIR,
@@ -220,6 +219,8 @@ def cluster_up(count: str, data_dir: str, base_port: int, host: str) -> None:
         _fail(f"cannot use data directory {root}: {exc.strerror}")
     secret = ensure_secret(root / "secret")
     admin_token = ensure_admin_token(root / ADMIN_TOKEN_FILE)
+    from hacoord.server.certs import member_tls  # cryptography: not for a member's own start
+
     tls = {m.id: member_tls(root, m.id, host) for m in members.values()}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     click.echo(f"hacoord: starting {count} members (data in {root}, secret {secret}, "

@@ -61,6 +61,7 @@ from hacoord.replication.journal import cut_to_durable
 from hacoord.replication.rejoin import member_lock
 from hacoord.replication.safepickle import UnsafeLogEntry
 from hacoord.replication.snapshot_store import SnapshotWriter
+from hacoord.replication.steps import process_age
 from hacoord.replication.storage import (
     FaultHook,
     NewerRelease,
@@ -173,8 +174,10 @@ class RaftReplicator:
                 and obj.leader_commit_is_current
                 and obj.raftLastApplied >= max(leader_commit, self._must_reach)):
             self._loaded = True
-            log.info("caught up at applied index %d (revision %d): serving reads",
-                     obj.raftLastApplied, self.state.revision)
+            age = process_age()
+            log.info("caught up at applied index %d (revision %d): serving reads%s",
+                     obj.raftLastApplied, self.state.revision,
+                     "" if age is None else f" ({age:.2f} s after the process started)")
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -112,18 +112,32 @@ class ApiContext:
         #: The event loop's lag monitor (set by ``create_app`` once the metrics registry exists).
         self.lag: LagMonitor | None = None
         self._client: httpx.AsyncClient | None = None
+        self._opening: asyncio.Future[httpx.AsyncClient] | None = None
 
     # --- lifecycle (the app's lifespan) -------------------------------------------------------
 
     async def open(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.submit_timeout + 2.0,
-                                         transport=self.forward_transport,
-                                         verify=self.forward_tls or True)
+        """Start building the client that talks to other members, on a worker thread: it
+        loads httpcore and the system's CA certificates, tens of milliseconds that would hold
+        the loop (and Raft's ticks) and delay the first answer of a starting member."""
+        self._opening = asyncio.ensure_future(asyncio.to_thread(
+            httpx.AsyncClient, timeout=self.submit_timeout + 2.0,
+            transport=self.forward_transport, verify=self.forward_tls or True))
 
     async def close(self) -> None:
+        if self._opening is not None:
+            self._client = await self._opening
+            self._opening = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def members_client(self) -> httpx.AsyncClient:
+        """The client for other members (forwarding, confirmations), once it is built."""
+        if self._client is None:
+            assert self._opening is not None, "the app's lifespan opens the members' client"
+            self._client = await asyncio.shield(self._opening)
+        return self._client
 
     # --- the leader ---------------------------------------------------------------------------
 
@@ -173,7 +187,7 @@ class ApiContext:
             raise ErrorReply("not_leader", f"{replicator.member_id} does not lead", leader=leader)
         if leader is None or leader == replicator.member_id:
             raise ErrorReply("no_leader", "no leader is elected right now; retry shortly")
-        assert self._client is not None, "the app's lifespan opens the forwarding client"
+        client = await self.members_client()
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         target = replicator.members[leader].api_url.rstrip("/") + raw_path.decode("ascii", "replace")
         if request.url.query:
@@ -188,7 +202,7 @@ class ApiContext:
         except ClientDisconnect:  # the client gave up meanwhile: nobody reads the answer
             raise ErrorReply("unavailable", "the client went away before the request was "
                              "forwarded") from None
-        forward = asyncio.ensure_future(self._client.request(
+        forward = asyncio.ensure_future(client.request(
             request.method, target, headers=headers, content=body))
         try:
             answer = await self._unless_leader_changes(forward, leader)
@@ -227,7 +241,6 @@ class ApiContext:
         """Wait (at most :data:`CONFIRM_WAIT`, or the write timeout if shorter) until every
         member says it has applied ``revision``; return the members that said so and those that
         did not."""
-        assert self._client is not None, "the app's lifespan opens the forwarding client"
         me = self.replicator.member_id
         confirmed = {me} if self.replicator.state.revision >= revision else set()
         others = [m for m in self.replicator.members.values() if m.id != me]
@@ -249,9 +262,9 @@ class ApiContext:
 
     async def _member_revision(self, api_url: str) -> int:
         """The revision a member says it has applied (-1 if it does not answer)."""
-        assert self._client is not None
+        client = await self.members_client()
         try:
-            answer = await self._client.get(api_url.rstrip("/") + "/readyz", timeout=1.0)
+            answer = await client.get(api_url.rstrip("/") + "/readyz", timeout=1.0)
             return int(answer.json()["member"]["revision"])
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return -1

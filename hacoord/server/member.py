@@ -31,7 +31,7 @@ import uvicorn
 from hacoord.replication import release
 from hacoord.replication.gcpolicy import configure_for_member
 from hacoord.replication.raft import FatalReplicationError, RaftReplicator, RaftTuning
-from hacoord.replication.steps import STEPS, GcTimer
+from hacoord.replication.steps import STEPS, GcTimer, process_age
 from hacoord.server.app import create_app
 from hacoord.server.limits import HttpLimits
 from hacoord.server.logs import follow_term
@@ -218,8 +218,11 @@ async def serve_member(settings: MemberSettings) -> int:
 
     server = MemberServer(config, on_signal)
     watcher = asyncio.create_task(_watch_fatal(replicator, server))
-    log.info("member %s (pid %d): api %s, raft %s, data %s", settings.member_id, os.getpid(),
-             settings.api_url, settings.raft_address, settings.data_dir)
+    age = process_age()
+    log.info("member %s (pid %d): api %s, raft %s, data %s%s", settings.member_id, os.getpid(),
+             settings.api_url, settings.raft_address, settings.data_dir,
+             "" if age is None else f"; {age:.2f} s after the process started, imports and "
+             "state load included")
     try:
         await server.serve()
     finally:
