@@ -44,6 +44,10 @@ MIN_ATTEMPT_TIMEOUT = 0.05
 #: Seconds a member URL that could not be reached is not taken as the leader's (a URL the
 #: cluster names may not be reachable from this client: another network's names, say).
 UNREACHABLE_FOR = 10.0
+#: The same for a URL that has answered this client before: it was restarted or crashed, and is
+#: soon worth trying again (a restarted leader would otherwise see its clients' writes go
+#: through a follower for 10 s).
+UNREACHABLE_AFTER_ANSWERING = 2.0
 #: Headers every request carries.
 BASE_HEADERS = {"User-Agent": f"hacoord-client/{__version__}", "Accept": "application/json"}
 
@@ -274,6 +278,8 @@ class Router:
         self.learnable = learnable(endpoints)
         #: When each URL last failed to connect (monotonic seconds).
         self.unreachable: dict[str, float] = {}
+        #: URLs that have answered this client at least once.
+        self.answered_once: set[str] = set()
         self._lock = threading.Lock()
 
     def known_endpoints(self) -> tuple[str, ...]:
@@ -291,24 +297,28 @@ class Router:
         with self._lock:
             self.current = endpoint
             self.unreachable.pop(endpoint, None)
+            self.answered_once.add(endpoint)
 
     def unreached(self, endpoint: str) -> None:
         """``endpoint`` could not be reached at all: pass it over, and for
-        :data:`UNREACHABLE_FOR` seconds do not follow hints to it."""
+        :data:`UNREACHABLE_FOR` seconds (:data:`UNREACHABLE_AFTER_ANSWERING` if it answered
+        before) do not follow hints to it."""
         with self._lock:
             self.unreachable[endpoint] = time.monotonic()
         self.passed_over(endpoint)
 
     def reachable(self, url: str) -> bool:
-        """Whether ``url`` has not failed to connect in the last :data:`UNREACHABLE_FOR` s."""
+        """Whether ``url`` has not failed to connect lately (see :meth:`unreached`)."""
         with self._lock:
             return not self._failed_lately(url, time.monotonic())
 
     def _failed_lately(self, url: str, now: float) -> bool:
-        """Whether ``url`` failed to connect in the :data:`UNREACHABLE_FOR` s before ``now``
-        (the caller holds the lock)."""
+        """Whether ``url`` failed to connect lately before ``now`` (the caller holds the lock)."""
         failed = self.unreachable.get(url)
-        return failed is not None and now - failed <= UNREACHABLE_FOR
+        if failed is None:
+            return False
+        window = UNREACHABLE_AFTER_ANSWERING if url in self.answered_once else UNREACHABLE_FOR
+        return now - failed <= window
 
     def passed_over(self, endpoint: str) -> None:
         """``endpoint`` failed: forget it as leader, and move on from it."""

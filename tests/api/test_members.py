@@ -90,3 +90,19 @@ def test_a_member_that_failed_to_connect_lately_is_passed_over() -> None:
     router.unreached("http://a:1")
     router.unreached("http://c:1")  # every one failed lately: simply the next
     assert router.endpoint_for(call) == "http://a:1"
+
+
+def test_a_member_that_answered_before_is_followed_again_sooner(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted leader: its clients reached it before, so its unreachable spell is short (a
+    URL that never answered, another network's name, keeps the long one)."""
+    router = Router(["http://a:1", "http://b:1", "http://c:1"])
+    router.answered("http://b:1")
+    router.unreached("http://b:1")
+    router.unreached("http://c:1")
+    assert not router.reachable("http://b:1") and not router.reachable("http://c:1")
+    monkeypatch.setattr("hacoord.client.calls.UNREACHABLE_AFTER_ANSWERING", 0.0)
+    assert router.reachable("http://b:1") and not router.reachable("http://c:1")
+    router.set_leader("m2", "http://b:1")
+    router.set_leader("m3", "http://c:1")  # not followed: c never answered
+    assert router.endpoint_for(Call("POST", "/v1/nodes", to_leader=True)) == "http://b:1"
