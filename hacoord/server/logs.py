@@ -60,4 +60,7 @@ def setup_logging(member_id: str, level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    # Quiet at INFO: the library's chatter, and httpx's line per request (a follower forwarding
+    # writes under load logged one for each).
+    for name in ("pysyncobj", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

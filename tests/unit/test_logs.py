@@ -21,6 +21,7 @@ def test_json_lines_carry_member_and_term(capsys: pytest.CaptureFixture[str]) ->
             raise ValueError("boom")
         except ValueError:
             logging.getLogger("hacoord.test").exception("failed")
+        logging.getLogger("httpx").info("HTTP Request: POST https://m1/v1/nodes 201")  # quiet
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     finally:
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
