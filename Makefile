@@ -39,7 +39,7 @@ test: $(STAMP)
 ## Fixed-seed fault scenarios against real clusters (about 15 minutes on 2 cores).
 chaos: $(STAMP)
 	$(COMPILE)
-	$(BIN)/pytest -q -m chaos tests/chaos -s
+	$(BIN)/pytest -q -m chaos tests/chaos tests/netns -s
 
 ## Random chaos scenarios until DURATION (e.g. make soak DURATION=2h); stops at the first failure.
 DURATION ?= 10m
