@@ -1,7 +1,7 @@
 """A cluster on real (virtual) hosts: every member in a network namespace of its own, behind a
 bridge, started exactly as ``deploy/systemd`` starts it, and a client host that writes while the
-test kills the leader, restarts every member in turn, and takes a backup it restores into a new
-cluster on three more hosts.
+test kills the leader, cuts the leader's host off the network, restarts every member in turn, and
+takes a backup it restores into a new cluster on three more hosts.
 
 Layout (all made by the test, as root, and removed after; nothing is set up in the root
 namespace)::
@@ -371,6 +371,21 @@ def kill_and_restart_the_leader(cluster: Cluster, client: ClientHost) -> str:
     return f"{leader} killed, {successor} took over"
 
 
+def cut_off_the_leader(cluster: Cluster, client: ClientHost) -> str:
+    """Take the leader's host off the network (its link down: no FIN, no RST, as when a host
+    dies), wait for a successor, bring the link back and wait until the old leader is ready."""
+    leader = client.tool("leader", cluster.endpoints())
+    host = cluster.lab.netns(cluster.members[leader].host)
+    ip("-n", host, "link", "set", "eth0", "down")
+    try:
+        successor = client.tool("leader", cluster.endpoints(*(m for m in cluster.members
+                                                               if m != leader)))
+    finally:
+        ip("-n", host, "link", "set", "eth0", "up")
+    client.tool("ready", cluster.endpoints(leader))
+    return f"{leader}'s link down, {successor} took over; {leader} back and ready"
+
+
 def rolling_restart(cluster: Cluster, client: ClientHost) -> str:
     """Each member in turn: SIGTERM, wait for its exit (status 0), start it, wait until ready."""
     exits = []
@@ -442,11 +457,14 @@ def test_writes_survive_failover_rolling_restart_and_a_restore_across_hosts(lab:
     note = kill_and_restart_the_leader(source, client)
     steps.append(measure(client, "b. leader SIGKILL, restart", start, note))
     start = time.monotonic()
+    note = cut_off_the_leader(source, client)
+    steps.append(measure(client, "c. leader's host cut off", start, note))
+    start = time.monotonic()
     note = rolling_restart(source, client)
-    steps.append(measure(client, "c. rolling restart", start, note))
+    steps.append(measure(client, "d. rolling restart", start, note))
     start = time.monotonic()
     backup_began, note = backup_and_restore(source, copy, client, tmp_path / "backup.hcb")
-    steps.append(measure(client, "d. backup, restore elsewhere", start, note))
+    steps.append(measure(client, "e. backup, restore elsewhere", start, note))
     report = client.stop_writes()
 
     print_table(steps, report, time.monotonic() - began)
