@@ -100,7 +100,7 @@ class Nemesis:
         elif fault == "lagging_member":  # down long enough to need a snapshot
             self.victims = [self.rng.choice(followers)]
             cluster.kill(self.victims[0], signal.SIGKILL)
-        elif fault == "rolling_restart":
+        elif fault in ("rolling_restart", "rolling_upgrade"):  # the upgrade: see the runner
             self._rolling_restart([*followers, leader])
         elif fault in NETWORK_FAULTS:
             self._inject_network(fault, leader, followers)

@@ -33,6 +33,7 @@ from tests.chaos.history import History
 from tests.chaos.membership import MembershipWorkload
 from tests.chaos.nemesis import NETWORK_FAULTS, LinkFault, Nemesis
 from tests.chaos.network import ProxiedCluster
+from tests.chaos.release import previous_release
 from tests.chaos.resolve import resolve
 from tests.chaos.storage import STORAGE_FAULTS, SmallDisk, StorageNemesis
 from tests.chaos.workloads import Context, RegisterWorkload, SetWorkload, Workload
@@ -173,7 +174,9 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         if scenario.fault == "disk_full":
             disk = SmallDisk(cluster.members[victim].data_dir)
             disk.mount()
-    cluster.start()
+    # The rolling upgrade starts every member on the previous release (the nemesis restarts
+    # them on this one).
+    cluster.start(prefix=previous_release(root) if scenario.fault == "rolling_upgrade" else ())
     workload = make_workload(scenario)
     stop, watch_stop = threading.Event(), threading.Event()
     leaders: list[Sighting] = []

@@ -1,7 +1,8 @@
 """The chaos suite (``make chaos``): fixed-seed scenarios, one fault each, histories checked offline.
 
 Faults (tests.chaos.nemesis): SIGKILL of the leader, of a random member, of everyone; a killed
-leader restarted during the election; SIGSTOP of the leader or a follower; a member down long
+leader restarted during the election; a rolling restart, and a rolling upgrade from the previous
+release (tests.chaos.release); SIGSTOP of the leader or a follower; a member down long
 enough to need a snapshot; overload without a fault; a resource of 20,000 partitions created
 under the load (with and without the leader killed half-way); and, through a userspace proxy on every Raft
 link (tests.chaos.network, no root needed), the leader isolated, a minority with the leader cut
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.release import ReleaseUnavailable
 from tests.chaos.runner import Scenario, run
 from tests.chaos.storage import SmallDisk
 
@@ -38,6 +40,11 @@ SCENARIOS = [
     Scenario("kill-all-5", "kill_all", seed=36, size=5),
     Scenario("rolling-restart", "rolling_restart", seed=32, hold=0.0),
     Scenario("registers-rolling-restart-5", "rolling_restart", seed=33, size=5, hold=0.0,
+             workload="register"),
+    # Every member started on the previous release (tests.chaos.release), then restarted on
+    # this one in turn: the cluster runs both releases side by side meanwhile.
+    Scenario("rolling-upgrade", "rolling_upgrade", seed=37, hold=0.0),
+    Scenario("registers-rolling-upgrade-5", "rolling_upgrade", seed=38, size=5, hold=0.0,
              workload="register"),
     Scenario("pause-leader", "pause_leader", seed=5),
     Scenario("pause-follower", "pause_follower", seed=6),
@@ -88,7 +95,10 @@ SCENARIOS = [
 def test_scenario_keeps_every_promise(scenario: Scenario, tmp_path: Path) -> None:
     if scenario.fault == "disk_full" and not SmallDisk.available():
         pytest.skip("mounting a small tmpfs needs root (CI runs the chaos suite as root)")
-    outcome = run(scenario, tmp_path)
+    try:
+        outcome = run(scenario, tmp_path)
+    except ReleaseUnavailable as exc:
+        pytest.skip(f"the previous release is not to be had: {exc}")
     where = f" (history and logs in {outcome.artifacts}; seed {scenario.seed})"
     assert not outcome.problems, "\n".join(outcome.problems) + where
     gap = "" if outcome.worst_write_gap is None else \
