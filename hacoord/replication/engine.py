@@ -123,7 +123,8 @@ class HacoordSyncObj(ReadIndexSyncObj):
         #: True when the last tick stopped applying at ``apply_budget`` with more committed.
         self.apply_backlog = False
         self.compaction_replay = compaction_replay
-        #: ``state_machine.apply_seconds`` when the state was last snapshotted (own or adopted).
+        #: ``state_machine.apply_seconds`` when an own snapshot was last started (or tried, when
+        #: forced) or a snapshot adopted: what a restart would replay is applied after it.
         self._applied_at_snapshot = 0.0
         #: Follower acknowledgements waiting for the journal to be durable.
         self.pending_acks = PendingAcks()
@@ -401,15 +402,22 @@ class HacoordSyncObj(ReadIndexSyncObj):
     def _SyncObj__tryLogCompaction(self) -> None:  # noqa: N802 (the library's private name)
         """The library's compaction check (entry count, time), also forced once replaying what
         was applied since the last snapshot would cost more than a snapshot (class docstring).
-        The library snapshots the state as of the last applied entry when it starts one."""
+        The library snapshots the state as of the last applied entry when it starts one.
+
+        Not forced while the leader is sending its dump to a follower: a newer dump would
+        compact the log past what that follower is about to install, and it would need the
+        whole dump again. A dump that cannot be started (no process to be had) counts as
+        taken, so the next try waits as long again instead of coming at every tick."""
         snapshots, applied = self.snapshots, self.state_machine.apply_seconds
-        if self.compaction_replay is not None and not snapshots.writing:
+        forced = False
+        if (self.compaction_replay is not None and not snapshots.writing
+                and not (snapshots.sending and self._isLeader())):
             due = max(self.compaction_replay, snapshots.last_write_seconds)
             if applied - self._applied_at_snapshot >= due:
-                self._SyncObj__forceLogCompaction = True
+                self._SyncObj__forceLogCompaction = forced = True
         was_writing = snapshots.writing
         _syncobj_module.SyncObj._SyncObj__tryLogCompaction(self)
-        if snapshots.writing and not was_writing:
+        if (snapshots.writing and not was_writing) or forced:
             self._applied_at_snapshot = applied
 
     def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802 (the library's private name)

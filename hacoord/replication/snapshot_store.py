@@ -259,6 +259,11 @@ class SnapshotStore:
         :meth:`checkSerializing` reports how it ended)."""
         return self._job is not None
 
+    @property
+    def sending(self) -> bool:
+        """True while the dump is being sent to some follower."""
+        return bool(self._sending)
+
     def cancel_write(self) -> None:
         """Stop a dump still being written; its success is never reported."""
         if self._job is not None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
+from hacoord.replication.snapshot_store import SnapshotStore
 from tests.adapter.raft_harness import controlled_time
 from tests.adapter.sim import SIM_TUNING, SimCluster
 
@@ -87,5 +90,46 @@ def test_without_the_bound_only_the_entry_count_snapshots(tmp_path: Path) -> Non
             cluster.members[leader].driver.sm.apply_seconds += 100 * REPLAY
             cluster.step(rounds=5)
             assert snapshots(cluster, leader) == 0
+        finally:
+            cluster.destroy()
+
+
+def test_a_snapshot_that_cannot_start_is_not_tried_again_at_every_tick(tmp_path: Path) -> None:
+    with controlled_time(seed=8) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=8, tuning=TUNING)
+        try:
+            leader = started(cluster, 8)
+            store = cluster.members[leader].obj.snapshots
+
+            def no_process(*_args: object) -> None:
+                raise OSError(11, "Resource temporarily unavailable")
+
+            store.writer.start = no_process  # type: ignore[method-assign]
+            cluster.members[leader].driver.sm.apply_seconds += REPLAY * 1.1
+            cluster.step(rounds=10)
+            assert store.write_failures == 1  # tried once, then waits for as much apply again
+            cluster.members[leader].driver.sm.apply_seconds += REPLAY * 1.1
+            cluster.step(rounds=3)
+            assert store.write_failures == 2
+        finally:
+            cluster.destroy()
+
+
+def test_the_leader_does_not_force_a_snapshot_while_sending_its_dump(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newer dump would compact the log past what the follower receiving the old one is about
+    to install: it would need the whole dump again, and again."""
+    with controlled_time(seed=9) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=9, tuning=TUNING)
+        try:
+            leader = started(cluster, 9)
+            store = cluster.members[leader].obj.snapshots
+            monkeypatch.setattr(SnapshotStore, "sending", property(lambda self: self is store))
+            cluster.members[leader].driver.sm.apply_seconds += REPLAY * 1.1
+            cluster.step(rounds=3)
+            assert snapshots(cluster, leader) == 0
+            monkeypatch.setattr(SnapshotStore, "sending", property(lambda self: False))
+            cluster.step(rounds=3)
+            assert snapshots(cluster, leader) == 1
         finally:
             cluster.destroy()
