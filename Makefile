@@ -36,7 +36,8 @@ test: $(STAMP)
 	$(COMPILE)
 	$(BIN)/pytest -q
 
-## Fixed-seed fault scenarios against real clusters (about 15 minutes on 2 cores).
+## Fixed-seed fault scenarios against real clusters, and the multi-host test in network
+## namespaces (root) (about 12 minutes on 2 cores).
 chaos: $(STAMP)
 	$(COMPILE)
 	$(BIN)/pytest -q -m chaos tests/chaos tests/netns -s

@@ -268,20 +268,20 @@ def failover(cluster: LocalCluster, rounds: int, fault: str = "kill") -> dict[st
     return _summary(samples, fault)
 
 
-#: What a member logs of its own start: when it listens (imports, state load and the app behind
-#: it) and when it is ready, in seconds since its process started.
-_LISTENING = re.compile(r"; ([0-9.]+) s after the process started, imports")
+#: What a member logs of its own start: when it has loaded (imports, state, the app; it binds its
+#: port right after) and when it is ready, in seconds since its process started.
+_LOADED = re.compile(r"; ([0-9.]+) s after the process started, imports")
 _READY = re.compile(r"serving reads \(([0-9.]+) s after the process started\)")
 
 
 def start_to_ready(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
     """Stop a follower (SIGTERM and SIGKILL in turn) and start it again: seconds from its
     process start to its ``/readyz`` answering ready (imports, state load, first contact with
-    the leader, caught up); with the times its own log gives for listening and ready."""
+    the leader, caught up); with the times its own log gives for loaded and ready."""
     leader = cluster.leader()
     member = next(m for m in cluster.members.values() if m.id != leader)
     samples: list[float] = []
-    own: dict[str, list[float]] = {"listening_s": [], "ready_s": []}
+    own: dict[str, list[float]] = {"loaded_s": [], "ready_s": []}
     for round_no in range(rounds):
         cluster.kill(member.id, signal.SIGTERM if round_no % 2 == 0 else signal.SIGKILL)
         logged = member.log_path.stat().st_size if member.log_path.exists() else 0
@@ -299,7 +299,7 @@ def start_to_ready(cluster: LocalCluster, rounds: int) -> dict[str, Any]:
         with open(member.log_path, "rb") as log:
             log.seek(logged)
             text = log.read().decode(errors="replace")
-        for key, pattern in (("listening_s", _LISTENING), ("ready_s", _READY)):
+        for key, pattern in (("loaded_s", _LOADED), ("ready_s", _READY)):
             found = pattern.findall(text)
             if found:
                 own[key].append(float(found[-1]))
@@ -384,8 +384,8 @@ def main() -> None:
     st = result["start_to_ready"]
     print(f"a follower's start to ready over {st['rounds']} restarts: min {st['min_s']:.3f}s "
           f"median {st['median_s']:.3f}s max {st['max_s']:.3f}s")
-    if st.get("own_listening_s_median") is not None and st.get("own_ready_s_median") is not None:
-        print(f"  by its own log (median): listening {st['own_listening_s_median']:.2f}s, "
+    if st.get("own_loaded_s_median") is not None and st.get("own_ready_s_median") is not None:
+        print(f"  by its own log (median): loaded {st['own_loaded_s_median']:.2f}s, "
               f"ready {st['own_ready_s_median']:.2f}s after its process started")
     if "side_by_side" in result:
         print(f"side by side ({result['etcd_version']}), the same wrk load, one machine:")

@@ -103,20 +103,21 @@ _HOMES = ("hacoord.client.errors", "hacoord.client.models", "hacoord.client.call
           "hacoord.client.client", "hacoord.client.aio")
 
 
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'hacoord.client' has no attribute {name!r}")
-    for home in _HOMES:
-        module = importlib.import_module(home)
-        for other in __all__:  # every public name it defines, presented as ours
-            obj = module.__dict__.get(other)
-            if obj is not None and other not in globals():
-                if getattr(obj, "__module__", None) == home:
-                    obj.__module__ = __name__
-                globals()[other] = obj
-        if name in globals():
-            return globals()[name]
-    raise AttributeError(f"module 'hacoord.client' has no attribute {name!r}")  # pragma: no cover
+if not TYPE_CHECKING:  # type checkers see the imports above, and no catch-all for typos
+    def __getattr__(name: str) -> Any:
+        if name not in __all__:
+            raise AttributeError(f"module 'hacoord.client' has no attribute {name!r}")
+        for home in _HOMES:
+            module = importlib.import_module(home)
+            for other in __all__:  # every public name it defines, presented as ours
+                obj = module.__dict__.get(other)
+                if obj is not None and other not in globals():
+                    if getattr(obj, "__module__", None) == home:
+                        obj.__module__ = __name__
+                    globals()[other] = obj
+            if name in globals():
+                return globals()[name]
+        raise AttributeError(f"module 'hacoord.client' has no attribute {name!r}")  # pragma: no cover
 
 
 def __dir__() -> list[str]:

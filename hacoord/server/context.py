@@ -125,18 +125,24 @@ class ApiContext:
             transport=self.forward_transport, verify=self.forward_tls or True))
 
     async def close(self) -> None:
-        if self._opening is not None:
-            self._client = await self._opening
-            self._opening = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        opening, self._opening = self._opening, None
+        client, self._client = self._client, None
+        if opening is not None:
+            client = await opening
+        if client is not None:
+            await client.aclose()
 
     async def members_client(self) -> httpx.AsyncClient:
-        """The client for other members (forwarding, confirmations), once it is built."""
+        """The client for other members (forwarding, confirmations), once it is built.
+        Raises :class:`ErrorReply` (``unavailable``) once the member is stopping."""
         if self._client is None:
-            assert self._opening is not None, "the app's lifespan opens the members' client"
-            self._client = await asyncio.shield(self._opening)
+            opening = self._opening
+            if opening is None:
+                raise ErrorReply("unavailable", "this member is stopping; retry at another")
+            client = await asyncio.shield(opening)
+            if self._opening is not opening:  # closed meanwhile
+                raise ErrorReply("unavailable", "this member is stopping; retry at another")
+            self._client = client
         return self._client
 
     # --- the leader ---------------------------------------------------------------------------

@@ -1,12 +1,18 @@
-"""A follower forwarding to a leader that stops answering gives up as soon as leadership moves."""
+"""A follower forwarding to a leader that stops answering gives up as soon as leadership moves;
+the client it forwards with is built off the loop and refused once the member stops."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import anyio
 import httpx
+import pytest
 
+from hacoord.replication.memory import MemoryReplicator
+from hacoord.server.context import ApiContext
+from hacoord.server.errors import ErrorReply
 from hacoord.testing.inprocess import InProcessCluster
 
 
@@ -46,3 +52,29 @@ def test_forward_to_a_hung_leader_is_abandoned_when_leadership_moves() -> None:
         assert response.status_code == 503
         body = response.json()
         assert body["code"] == "not_leader" and body["leader"] == "m3"
+
+
+def test_the_members_client_is_built_off_the_loop_and_refused_once_the_member_stops() -> None:
+    """Forwarding waits for the client being built at start; a forward that was waiting when the
+    member began to stop, or one after, is answered ``unavailable`` (a retry goes elsewhere)."""
+    async def scenario() -> None:
+        ctx = ApiContext(MemoryReplicator(), None, None, None, 5.0)  # type: ignore[arg-type]
+        await ctx.open()
+        waiting = asyncio.ensure_future(ctx.members_client())
+        client = await ctx.members_client()
+        assert await waiting is client and not client.is_closed
+        await ctx.close()
+        assert client.is_closed
+        with pytest.raises(ErrorReply) as after:
+            await ctx.members_client()
+        assert after.value.code == "unavailable"
+
+        await ctx.open()
+        waiting = asyncio.ensure_future(ctx.members_client())
+        await asyncio.sleep(0)  # it waits for the client being built
+        await ctx.close()
+        with pytest.raises(ErrorReply) as meanwhile:
+            await waiting
+        assert meanwhile.value.code == "unavailable"
+
+    asyncio.run(scenario())

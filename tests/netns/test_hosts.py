@@ -47,7 +47,9 @@ from tests.deploy.test_deploy import DEPLOY, FILE_KEYS, parse_env_file, unit
 from tests.integration.test_backup_restore import restore_cli
 from tests.netns.workload import read_progress
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
+# The signal method: the thread method ends the process at once, leaving the namespaces and the
+# members (in sessions of their own) behind; this one fails the test and runs the teardown.
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900, method="signal")]
 
 REPO = Path(__file__).resolve().parents[2]
 #: Where the unit's ``/opt/hacoord/bin/`` is here: the test's own virtualenv.
@@ -148,6 +150,13 @@ def lab() -> Iterator[Lab]:
     if shutil.which("ip") is None:
         pytest.skip("no ip command (iproute2)")
     made = Lab(f"hc{os.getpid()}", f"10.231.{os.getpid() % 250}")
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+    for line in listed.stdout.splitlines():  # a killed run's, with this pid: not ours to keep
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(f"{made.prefix}-"):
+            made.namespaces.append(name)
+    made.teardown()
+    made.namespaces.clear()
     try:
         switch = made.netns("sw")
         tried = subprocess.run(["ip", "netns", "add", switch], capture_output=True, text=True)
