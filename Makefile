@@ -39,6 +39,10 @@ test: $(STAMP)
 ## Fixed-seed fault scenarios against real clusters, and the multi-host test in network
 ## namespaces (root) (about 12 minutes on 2 cores).
 chaos: $(STAMP)
+	@command -v ip >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -qq iproute2 >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null))) || \
+		echo "no ip (apt-get install iproute2): the multi-host test in network namespaces is skipped"
 	$(COMPILE)
 	$(BIN)/pytest -q -m chaos tests/chaos tests/netns -s
 
