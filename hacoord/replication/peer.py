@@ -106,6 +106,13 @@ class GuardedConnection(TcpConnection):
             self.on_refused(reason)
         self.disconnect()
 
+    def disconnect(self) -> None:
+        """The library's disconnect. The library keeps one connection object per peer and
+        reconnects it: the next connection must authenticate again, with the handshake's bound
+        on message size until it has."""
+        self.authenticated = False
+        super().disconnect()
+
     # The library's private read path, replaced (it is bound by name from __processConnection).
     def _TcpConnection__tryReadBuffer(self) -> None:  # noqa: N802
         budget = self.read_per_pass

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hacoord.replication.peer import GuardedConnection
+from hacoord.replication.poller import EpollPoller
 from hacoord.testing.cluster import LocalCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
@@ -146,3 +148,16 @@ def test_members_name_what_they_understand_when_they_connect(cluster: LocalClust
                    for p in peers) or None
 
     wait_for("every member naming its peers' features", named, timeout=20)
+
+
+def test_a_connection_made_again_must_authenticate_again() -> None:
+    """The library reconnects the same connection object to a peer: whoever answers at that
+    address next gets the handshake's bound, not the trust the last connection earned."""
+    poller = EpollPoller()
+    try:
+        conn = GuardedConnection(poller)
+        conn.authenticated = True
+        conn.disconnect()
+        assert not conn.authenticated
+    finally:
+        poller.close()

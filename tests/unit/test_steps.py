@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import subprocess
+import sys
 import time
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from hacoord.replication.steps import GcTimer, Steps, describe
+from hacoord.replication.steps import GcTimer, Steps, describe, process_age
 from hacoord.server.looplag import LagMonitor
 
 
@@ -98,3 +100,13 @@ def test_lags_over_20_ms_are_kept_with_their_time_and_step_for_status() -> None:
     assert later and all(t > marks["between"] for t, _, _ in later)
     assert len(later) < len(report["samples"])
     assert all(lag > 0.02 for _, lag, _ in report["samples"])
+
+
+def test_process_age_counts_from_the_process_start() -> None:
+    """A member logs its start-up times from its process start (imports included): a process
+    started after this one is younger."""
+    child = subprocess.run([sys.executable, "-c", "from hacoord.replication.steps import "
+                            "process_age; print(process_age())"], capture_output=True, text=True,
+                           check=True)
+    own = process_age()
+    assert own is not None and 0.0 <= float(child.stdout) <= own
