@@ -176,7 +176,10 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             disk.mount()
     # The rolling upgrade starts every member on the previous release (the nemesis restarts
     # them on this one).
-    cluster.start(prefix=previous_release(root) if scenario.fault == "rolling_upgrade" else ())
+    if scenario.fault == "rolling_upgrade":
+        cluster.start(prefix=previous_release(root))
+    else:
+        cluster.start()
     workload = make_workload(scenario)
     stop, watch_stop = threading.Event(), threading.Event()
     leaders: list[Sighting] = []
