@@ -137,10 +137,8 @@ class ApiContext:
         Raises :class:`ErrorReply` (``unavailable``) once the member is stopping."""
         if self._client is None:
             opening = self._opening
-            if opening is None:
-                raise ErrorReply("unavailable", "this member is stopping; retry at another")
-            client = await asyncio.shield(opening)
-            if self._opening is not opening:  # closed meanwhile
+            client = await asyncio.shield(opening) if opening is not None else None
+            if client is None or self._opening is not opening:  # closed, perhaps meanwhile
                 raise ErrorReply("unavailable", "this member is stopping; retry at another")
             self._client = client
         return self._client
