@@ -39,9 +39,10 @@ def member_list() -> None:
 
 @member.command("rejoin")
 @click.option("--data-dir", required=True, envvar="HACOORD_DATA_DIR",
-              type=click.Path(file_okay=False, exists=True), help="The stopped member's data directory.")
+              type=click.Path(file_okay=False), help="The stopped member's data directory.")
 @click.option("--force", is_flag=True,
-              help="Rejoin even if the member's vote record cannot be read.")
+              help="Rejoin even if the member's vote record cannot be read, or its data was "
+                   "lost altogether (its directory removed).")
 def member_rejoin(data_dir: str, force: bool) -> None:
     """Move a stopped member's journal and snapshot aside so that it catches up from the others.
 
@@ -56,8 +57,10 @@ def member_rejoin(data_dir: str, force: bool) -> None:
         raise CliError(str(exc), 2) from None
     except OSError as exc:
         raise CliError(f"cannot move the member's files aside: {exc}", 1) from None
-    click.echo(f"moved this member's journal and snapshot to {aside}; start the member again: it "
-               "catches up from the other members and votes again once it has")
+    done = "marked this member, whose data was lost, as rejoining" if aside is None else \
+        f"moved this member's journal and snapshot to {aside}"
+    click.echo(f"{done}; start the member again: it catches up from the other members and votes "
+               "again once it has")
 
 
 @member.command("secret")

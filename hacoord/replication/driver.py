@@ -243,6 +243,12 @@ class RaftDriver:
         return (bool(self.obj.poller.last_events) or self.wants_tick or self.obj.send_backlog
                 or self.obj.apply_backlog)
 
+    def check_files(self) -> None:
+        """Raise ``StorageError`` (fail stop) if the journal's file was deleted under the member
+        (:meth:`~hacoord.replication.journal.HacoordJournal.check_linked`)."""
+        if self.journal is not None and self.journal.failed is None:
+            self.journal.check_linked()
+
     def _sync(self) -> None:
         if self.journal is None:
             return

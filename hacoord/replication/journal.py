@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -120,6 +121,13 @@ def _intact_after(data: bytes, offset: int, last_idx: int | None) -> tuple[int, 
                 and zlib.crc32(data[start + 8:end]) == crc:
             return start, idx
     return None
+
+
+def _require_linked(fd: int) -> None:
+    """Raise ``FileNotFoundError`` if the open file ``fd`` has no name left in any directory."""
+    if os.fstat(fd).st_nlink == 0:
+        raise FileNotFoundError(errno.ENOENT, "the file was deleted while the member ran "
+                                "(it has no name in any directory)")
 
 
 class HacoordJournal:
@@ -331,6 +339,17 @@ class HacoordJournal:
         if self.fault is not None:
             self.fault("journal.sync")
         os.fdatasync(fd)
+        _require_linked(fd)  # synced into a deleted file is not durable: nothing acknowledged
+
+    def check_linked(self) -> None:
+        """Fail the journal (:class:`StorageError`) if its file is no longer in a directory:
+        deleted, or its data directory removed, while the member ran. The member would go on
+        acknowledging into a file that a restart cannot find. One ``fstat`` (no disk I/O)."""
+        self._check()
+        try:
+            _require_linked(self._fd)
+        except OSError as exc:
+            raise self._fail("check", exc) from None
 
     def collect(self) -> None:
         """Take the result of a finished sync: move :attr:`durable_end`, or fail the journal

@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 REOPEN_FIRST = 1.0   # seconds before the first reopen after a storage failure
 REOPEN_MAX = 10.0    # the longest wait between reopens
+FILE_CHECK_PERIOD = 1.0  # seconds between checks that the journal is still in its directory
 HAND_OVER_WAIT = 1.0  # seconds a stopping leader waits for a follower to take over
 HAND_OVER_POLL = 0.01
 #: How long a tick may wait for a journal sync (an fdatasync here is 0.2 ms typical, 1-3 ms at
@@ -131,6 +132,7 @@ class RaftReplicator:
         self._timer: asyncio.TimerHandle | None = None
         self._reopen: asyncio.TimerHandle | None = None
         self._reopen_delay = REOPEN_FIRST
+        self._next_file_check = 0.0
         self._tick_scheduled = False
         self._waiting: dict[str, _Waiter] = {}
         #: Confirmed reads waiting for the applied index to reach theirs: (index, future).
@@ -359,6 +361,18 @@ class RaftReplicator:
         self._reopen = None
         if self._stopping or self._driver is not None:
             return
+        journal = self.data_dir / JOURNAL_FILE
+        if not journal.exists():
+            # Opening would make a new, empty journal: the member would vote and acknowledge
+            # again with less than it had acknowledged.
+            self.fatal = (f"this member's journal {journal} is gone (its data directory was "
+                          "removed or replaced while the member ran): stopping rather than go on "
+                          "with less than it acknowledged; the other members still hold the "
+                          "cluster's data: run `hacoord member rejoin --data-dir "
+                          f"{self.data_dir} --force` and start it again to let it catch up "
+                          "from them")
+            log.critical("%s", self.fatal)
+            return
         try:
             self._open()  # the first tick reads the snapshot on the loop: a rare path
         except StorageCorrupt as exc:
@@ -392,6 +406,12 @@ class RaftReplicator:
         if self._driver is not None:
             self._driver.expire_batches()
         assert self._loop is not None
+        if self._driver is not None and self._loop.time() >= self._next_file_check:
+            self._next_file_check = self._loop.time() + FILE_CHECK_PERIOD
+            try:
+                self._driver.check_files()
+            except StorageError as exc:
+                self._storage_failed(exc)
         self._timer = self._loop.call_later(self.tuning.tick_period, self._on_timer)
 
     def _wake_from_thread(self) -> None:

@@ -6,6 +6,9 @@ still form a quorum, is to move this member's files aside and let it catch up fr
 
 * the journal and the snapshot (and staging files) move into ``DATA_DIR/rejoin-<time>/``, kept
   for inspection, never deleted;
+* with ``force``, a member whose data is lost altogether (its directory removed while it ran:
+  it stops, see :class:`~hacoord.replication.raft.RaftReplicator`) is marked the same way in
+  its empty directory;
 * the vote record keeps the term and vote when it can be read (so the member cannot vote twice
   in a term), drops the commit index, and is marked ``rejoining``: until the member has caught
   up with a leader it neither votes nor stands for election, because its empty log could
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 from hacoord.replication.driver import JOURNAL_FILE, SNAPSHOT_FILE
-from hacoord.replication.storage import DIR_MODE, fsync_dir, replace_atomically
+from hacoord.replication.storage import DIR_MODE, ensure_private_dir, fsync_dir, replace_atomically
 
 LOCK_FILE = "member.lock"
 
@@ -45,12 +48,20 @@ def member_lock(data_dir: Path) -> int:
     return fd
 
 
-def rejoin(data_dir: Path, force: bool = False) -> Path:
-    """Move the member's Raft files aside and mark it rejoining; return where they went."""
+def rejoin(data_dir: Path, force: bool = False) -> Path | None:
+    """Move the member's Raft files aside and mark it rejoining; return where they went (None
+    when, with ``force``, there were none: the member's data was lost)."""
     data_dir = Path(data_dir)
     if not (data_dir / JOURNAL_FILE).exists() and not (data_dir / SNAPSHOT_FILE).exists() \
             and not (data_dir / (JOURNAL_FILE + ".meta")).exists():
-        raise RejoinError(f"{data_dir} holds no member data (no {JOURNAL_FILE}, {SNAPSHOT_FILE})")
+        if not force:
+            raise RejoinError(f"{data_dir} holds no member data (no {JOURNAL_FILE}, "
+                              f"{SNAPSHOT_FILE}); if this member's data was lost (its directory "
+                              "removed), --force makes it catch up from the others before it votes")
+        ensure_private_dir(data_dir)
+        lost = True
+    else:
+        lost = False
     try:
         lock = member_lock(data_dir)
     except BlockingIOError:
@@ -58,12 +69,13 @@ def rejoin(data_dir: Path, force: bool = False) -> Path:
     try:
         meta_path = data_dir / (JOURNAL_FILE + ".meta")
         meta = _read_vote(meta_path, force)
-        aside = data_dir / time.strftime("rejoin-%Y%m%dT%H%M%S", time.gmtime())
-        aside.mkdir(mode=DIR_MODE)
-        for name in sorted(os.listdir(data_dir)):
-            if name.startswith((JOURNAL_FILE, SNAPSHOT_FILE)):
-                os.replace(data_dir / name, aside / name)
-        fsync_dir(aside)
+        aside = None if lost else data_dir / time.strftime("rejoin-%Y%m%dT%H%M%S", time.gmtime())
+        if aside is not None:
+            aside.mkdir(mode=DIR_MODE)
+            for name in sorted(os.listdir(data_dir)):
+                if name.startswith((JOURNAL_FILE, SNAPSHOT_FILE)):
+                    os.replace(data_dir / name, aside / name)
+            fsync_dir(aside)
         record = {"term": meta.get("term", 0), "voted_for": meta.get("voted_for"),
                   "rejoining": True}
         replace_atomically(meta_path, json.dumps(record, sort_keys=True).encode())

@@ -360,3 +360,25 @@ def test_a_real_short_write_leaves_no_garbage_behind(tmp_path: Path) -> None:
     assert "append" in out[0] and out[1] == "still failed" and 10 < written < 1000
     again = HacoordJournal(path)
     assert [e[1] for e in again] == list(range(1, written + 1)) and again.torn_tail_bytes == 0
+
+
+def test_a_deleted_journal_fails_stop_and_is_never_taken_for_durable(tmp_path: Path) -> None:
+    """A journal whose file was deleted under it (its data directory removed while the member
+    ran): the periodic check fails it, and a sync into it does not move ``durable_end``."""
+    j = HacoordJournal(tmp_path / "j")
+    j.add(b"a", 1, 1)
+    j.sync()
+    j.check_linked()  # still in its directory: nothing to say
+    durable = j.durable_end
+    (tmp_path / "j").unlink()
+    j.add(b"b", 2, 1)
+    with pytest.raises(StorageError, match="deleted while the member ran"):
+        j.sync()
+    assert j.durable_end == durable and j.durable_index() == 1
+
+    k = HacoordJournal(tmp_path / "k")
+    (tmp_path / "k").unlink()
+    with pytest.raises(StorageError, match=r"check of .*k failed: \[ENOENT\]"):
+        k.check_linked()
+    with pytest.raises(StorageError):  # failed for good, like any storage error
+        k.add(b"c", 1, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import shutil
 import stat
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ from hacoord.core import commands as c
 from hacoord.replication import engine
 from hacoord.replication.base import MemberInfo, NotLeaderError, OutcomeUnknownError
 from hacoord.replication.driver import SNAPSHOT_FILE
-from hacoord.replication.raft import RaftReplicator, _Waiter
+from hacoord.replication.raft import FatalReplicationError, RaftReplicator, _Waiter
 from hacoord.replication.snapshot_store import SnapshotStore
 from hacoord.server.metrics import MemberCollector
 from hacoord.testing.cluster import free_ports
@@ -277,3 +278,48 @@ def test_a_member_catching_up_keeps_one_tick_queued(tmp_path: Path) -> None:
     ticks, most_queued = asyncio.run(restart())
     assert ticks > 10, "the replay was too short to show anything"
     assert most_queued <= 1, f"{most_queued} ticks were queued at once"
+
+
+@pytest.mark.parametrize("idle", [True, False], ids=["idle", "writing"])
+def test_a_member_whose_data_directory_is_removed_stops_instead_of_starting_empty(
+        tmp_path: Path, idle: bool) -> None:
+    """The data directory is removed while the member runs (and made again, empty, as a unit's
+    StateDirectory would): the member acknowledges nothing more, fails stop within a check
+    period whether or not it is writing, and does not make a new, empty journal there. It stops
+    for good (``fatal``), naming the remedy, since any reopen would start with less than it had
+    acknowledged."""
+    port = free_ports(1)[0]
+    members = {"m1": MemberInfo("m1", f"127.0.0.1:{port}", "http://127.0.0.1:1")}
+    data = tmp_path / "data"
+
+    async def scenario() -> None:
+        rep = RaftReplicator("m1", members, data, secret=None)
+        await rep.start()
+        try:
+            await until(lambda: rep.status().ready, "ready")
+            outcome = await rep.submit(c.RegisterNode(request_id="r0", node_id="n0",
+                                                      address="127.0.0.1:9"), timeout=5)
+            assert outcome.ok
+            shutil.rmtree(data)
+            data.mkdir()
+            if not idle:
+                with pytest.raises(OutcomeUnknownError, match="storage failure"):
+                    await rep.submit(c.RegisterNode(request_id="r1", node_id="n1",
+                                                    address="127.0.0.1:9"), timeout=5)
+            await until(lambda: rep.fatal is not None, "the member to stop")
+            assert "is gone" in rep.fatal and "hacoord member rejoin" in rep.fatal
+            assert not rep.status().ready and rep.storage_failures == 1
+            assert "deleted while the member ran" in (rep.storage_failure or "")
+        finally:
+            await rep.stop()
+
+    asyncio.run(scenario())
+    # No new journal or snapshot. A vote record may be there: a commit-index hint written just
+    # before the check noticed. Started again on it, the member refuses, naming the remedy.
+    assert {p.name for p in data.iterdir()} <= {"raft.journal.meta"}
+    if (data / "raft.journal.meta").exists():
+        async def restart() -> None:
+            again = RaftReplicator("m1", members, data, secret=None)
+            with pytest.raises(FatalReplicationError, match="hacoord member rejoin"):
+                await again.start()
+        asyncio.run(restart())

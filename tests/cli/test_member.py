@@ -55,6 +55,22 @@ def test_rejoin_refuses_a_running_member_in_one_line(tmp_path: Path) -> None:
 def test_rejoin_of_an_empty_directory_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["member", "rejoin", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "holds no member data" in result.output
+    assert "--force" in result.output and result.output.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rejoin_force_marks_a_member_whose_data_was_lost(tmp_path: Path) -> None:
+    """The data directory was removed while the member ran (it stopped, naming this command):
+    with --force the directory is made again and the member marked rejoining, so that it votes
+    for nobody until it has caught up."""
+    data = tmp_path / "gone"
+    result = CliRunner().invoke(main, ["member", "rejoin", "--data-dir", str(data), "--force"])
+    assert result.exit_code == 0, result.output
+    assert "whose data was lost, as rejoining" in result.output
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert sorted(p.name for p in data.iterdir()) == ["member.lock", "raft.journal.meta"]
+    assert json.loads((data / "raft.journal.meta").read_text()) == {
+        "term": 0, "voted_for": None, "rejoining": True}
 
 
 def test_member_secret_writes_a_private_secret_once(tmp_path: Path) -> None:
