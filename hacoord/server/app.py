@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from hacoord import __version__
 from hacoord.replication.base import Replicator
@@ -24,6 +26,7 @@ from hacoord.server.context import ApiContext
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.cors import MemberOrigins
 from hacoord.server.errors import install_error_handlers
+from hacoord.server.hot import HotRoutes
 from hacoord.server.identity import ClusterIdentity
 from hacoord.server.limits import HttpLimits, LimitsMiddleware
 from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, LivenessMonitor
@@ -44,6 +47,7 @@ from hacoord.server.routes import (
     tokens,
     ui,
 )
+from hacoord.server.routes.nodes import HOT_ROUTES
 
 
 def create_app(replicator: Replicator, submit_timeout: float = 5.0,
@@ -58,7 +62,7 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                forward_tls: ssl.SSLContext | None = None,
                admin_token_hash: str | None = None, bootstrap: bool = True,
                metrics_open: bool = False, unsafe_no_auth: bool = False,
-               auth_clock: Callable[[], float] = time.time) -> FastAPI:
+               auth_clock: Callable[[], float] = time.time, hot_routes: bool = True) -> FastAPI:
     """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
     and stops it; otherwise the caller does. The lifespan also runs the leader's
     :class:`LivenessMonitor` (``app.state.liveness``) with the given timeouts and clock, and its
@@ -74,6 +78,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     leader.
     ``metrics_open`` serves ``/metrics`` without a token. ``auth_clock`` decides token expiry.
     ``unsafe_no_auth`` (the benchmark's baseline only) asks for no token at all.
+    ``hot_routes`` serves a node's read, update, heartbeat and metrics report past FastAPI's
+    routing (:mod:`hacoord.server.hot`); without it (the tests' reference) FastAPI serves all.
 
     ``unsafe_stale_reads`` is the chaos suite's canary: "consistent" reads are then served from
     whatever state the member asked has, which a linearizability checker must catch. Never set it
@@ -137,4 +143,12 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         area.install(app, ctx)
     require_declared(app)
     document_errors(app)
+    if hot_routes:
+        # Innermost of the middleware (appended, where add_middleware inserts outermost): the
+        # limits, cluster identity, CORS and latency metrics see hot requests too.
+        def hot(inner: ASGIApp) -> HotRoutes:
+            app.state.hot_routes = HotRoutes(inner, app, auth, HOT_ROUTES)
+            return app.state.hot_routes
+
+        app.user_middleware.append(Middleware(hot))  # type: ignore[arg-type]
     return app

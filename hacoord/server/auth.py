@@ -112,6 +112,11 @@ class _Open(_Check):
         return None
 
 
+async def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The request's bearer token as a route's dependency reads it (None when it has none)."""
+    return await _bearer(request)
+
+
 def needs(permission: Permission) -> params.Depends:
     """The dependency a route declares its permission with: ``dependencies=[needs(...)]``."""
     if permission is Permission.OPEN:

@@ -20,7 +20,17 @@ from hacoord.server.auth import Permission as P
 from hacoord.server.auth import needs
 from hacoord.server.context import ApiContext, NodeId, request_id
 from hacoord.server.errors import ErrorReply
+from hacoord.server.hot import HotSpec
 from hacoord.server.views import node_view
+
+#: What :mod:`hacoord.server.hot` serves past FastAPI's routing: what data nodes and clients
+#: call most.
+HOT_ROUTES = [
+    HotSpec("GET", "/v1/nodes/{node_id}", consistent=True),
+    HotSpec("PATCH", "/v1/nodes/{node_id}", NodeUpdate),
+    HotSpec("POST", "/v1/nodes/{node_id}/heartbeat", NodeHeartbeat),
+    HotSpec("POST", "/v1/nodes/{node_id}/metrics", NodeMetrics),
+]
 
 
 def install(app: FastAPI, ctx: ApiContext) -> None:
