@@ -28,8 +28,10 @@ held back behind an earlier round.
 A follower serves a consistent read the same way: it asks the leader for a read index
 (``read_index_request``), the leader confirms one as for its own reads and answers
 (``read_index_response``), sending its commit index to the followers at once, and the follower
-answers once it has applied up to that index. The read costs the leader one round and one small
-message, not the read's answer.
+answers once it has applied up to that index. The reads that ask between two ticks share one
+request, sent at the tick: it leaves after every one of them arrived, so the index confirmed for
+it serves them all. The read costs the leader one round and one small message, not the read's
+answer.
 
 Threads: every method runs on the member's tick thread.
 """
@@ -92,8 +94,10 @@ class ReadIndexSyncObj(SafeSyncObj):
         self._ri_rounds: dict[int, _Round] = {}
         self._ri_last_round = 0
         self.reads_for_followers = 0
-        #: A follower's requests to the leader: id -> (callback, when asked, term).
-        self._ri_asked: dict[int, tuple[ReadCallback, float, int]] = {}
+        #: A follower's reads to ask the leader about at the next tick.
+        self._ri_to_ask: list[ReadCallback] = []
+        #: A follower's requests to the leader: id -> (their reads, when asked, term).
+        self._ri_asked: dict[int, tuple[list[ReadCallback], float, int]] = {}
         self._ri_last_asked = 0
         #: A round with a follower's reads was confirmed: send the commit index now.
         self._ri_push_commit = False
@@ -118,24 +122,43 @@ class ReadIndexSyncObj(SafeSyncObj):
         supports = getattr(self._SyncObj__transport, "supports", None)
         return supports is None or bool(supports(node, "read_index"))
 
-    def _ri_ask_leader(self, callback: ReadCallback) -> None:
+    def _ri_leader_refusal(self) -> str | None:
+        """Why this follower cannot ask its leader for a read index now, or None."""
         leader = self._SyncObj__raftLeader
         if leader is None or leader not in self._SyncObj__connectedNodes:
-            callback(None, "not_leader")
-            return
+            return "not_leader"
         if not self._ri_understood_by(leader):
-            callback(None, "unsupported")
+            return "unsupported"
+        return None
+
+    def _ri_ask_leader(self, callback: ReadCallback) -> None:
+        refusal = self._ri_leader_refusal()
+        if refusal is not None:
+            callback(None, refusal)
+        else:
+            self._ri_to_ask.append(callback)
+
+    def _ri_send_asks(self) -> None:
+        """One request to the leader for every read that asked since the last tick."""
+        if not self._ri_to_ask:
+            return
+        reads, self._ri_to_ask = self._ri_to_ask, []
+        refusal = "not_leader" if self._isLeader() else self._ri_leader_refusal()
+        if refusal is not None:
+            for callback in reads:
+                callback(None, refusal)
             return
         self._ri_last_asked += 1
         term = self.raftCurrentTerm
-        self._ri_asked[self._ri_last_asked] = (callback, _syncobj.monotonicTime(), term)
-        self._SyncObj__transport.send(leader, {"type": REQUEST, "term": term,
-                                               "id": self._ri_last_asked})
+        self._ri_asked[self._ri_last_asked] = (reads, _syncobj.monotonicTime(), term)
+        self._SyncObj__transport.send(self._SyncObj__raftLeader, {
+            "type": REQUEST, "term": term, "id": self._ri_last_asked})
 
     @property
     def read_index_busy(self) -> bool:
-        """True while reads wait for a round to start (the tick should run again soon)."""
-        return bool(self._ri_waiting)
+        """True while reads wait for a round to start or a request to be sent (the tick should
+        run again soon)."""
+        return bool(self._ri_waiting or self._ri_to_ask)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N803 (the library's name)
         super()._onTick(timeToWait)
@@ -145,7 +168,9 @@ class ReadIndexSyncObj(SafeSyncObj):
         now = _syncobj.monotonicTime()
         for ident in [i for i, (_, asked, _) in self._ri_asked.items()
                       if now - asked > self.round_timeout]:
-            self._ri_asked.pop(ident)[0](None, "timeout")
+            for callback in self._ri_asked.pop(ident)[0]:
+                callback(None, "timeout")
+        self._ri_send_asks()
         if not self._isLeader():
             self._ri_fail_all("not_leader")
             return
@@ -218,15 +243,15 @@ class ReadIndexSyncObj(SafeSyncObj):
         asked = self._ri_asked.pop(message.get("id"), None)  # type: ignore[arg-type]
         if asked is None:
             return  # timed out already
-        callback, _, term = asked
+        reads, _, term = asked
         index, error = message.get("index"), message.get("error")
         if message.get("term") != term or term != self.raftCurrentTerm:
-            callback(None, "not_leader")
-        elif isinstance(index, int) and error is None:
-            callback(index, None)
-        else:
-            callback(None, error if error in ("not_current", "unsupported", "timeout")
-                     else "not_leader")
+            index, error = None, "not_leader"
+        elif not isinstance(index, int) or error is not None:
+            index = None
+            error = error if error in ("not_current", "unsupported", "timeout") else "not_leader"
+        for callback in reads:
+            callback(index, error)
 
     def _ri_on_ack(self, node: Node, message: dict[str, Any]) -> None:
         number = message.get("round")

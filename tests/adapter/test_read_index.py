@@ -77,6 +77,26 @@ def test_a_follower_gets_the_leaders_index_and_applies_up_to_it(cluster: SimClus
     assert cluster.members[leader].obj.reads_for_followers == served + 1
 
 
+def test_reads_asking_a_follower_together_share_one_request_to_the_leader(
+        cluster: SimCluster) -> None:
+    leader = cluster.leader()
+    assert leader is not None
+    served = cluster.members[leader].obj.reads_for_followers
+    follower = next(n for n in cluster.names if n != leader)
+    obj = cluster.members[follower].obj
+    asked = obj._ri_last_asked
+    acked_at = write(cluster, 2)
+    answers = Answers()
+    for _ in range(6):
+        obj.read_index(answers)
+    assert cluster.run_until(lambda: len(answers.got) == 6, rounds=10)
+    assert obj._ri_last_asked == asked + 1  # one request for the six
+    assert cluster.members[leader].obj.reads_for_followers == served + 1
+    assert len(set(answers.got)) == 1
+    index, error = answers.got[0]
+    assert error is None and index is not None and index >= acked_at
+
+
 def test_a_follower_without_a_connected_leader_is_refused_at_once(cluster: SimCluster) -> None:
     leader = cluster.leader()
     assert leader is not None
@@ -107,6 +127,7 @@ def test_an_answer_from_another_term_is_not_taken(cluster: SimCluster) -> None:
     answers = Answers()
     cluster.network.hold(follower, leader)  # the request stays in flight
     obj.read_index(answers)
+    cluster.step()  # sent at the tick
     (ident,) = obj._ri_asked
     obj._ri_on_response({"type": "read_index_response", "term": obj.raftCurrentTerm + 1,
                          "id": ident, "index": 10**6, "error": None})
