@@ -42,7 +42,7 @@ def token_hash(token: str) -> str:
 
 def well_formed(token: str) -> bool:
     """True if ``token`` has the shape of a hacoord token (says nothing of whether it is valid)."""
-    return TOKEN_PATTERN.match(token) is not None
+    return TOKEN_PATTERN.fullmatch(token) is not None
 
 
 @dataclass

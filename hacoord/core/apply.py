@@ -732,7 +732,7 @@ def _create_token(state: ClusterState, cmd: c.CreateToken, rev: int) -> Applied:
     else:
         _require(cmd.node is None, "invalid_argument", f"only a node token is bound to a node "
                  f"(role {cmd.role!r} given node {cmd.node!r})")
-    _require(isinstance(cmd.hash, str) and HASH_PATTERN.match(cmd.hash) is not None,
+    _require(isinstance(cmd.hash, str) and HASH_PATTERN.fullmatch(cmd.hash) is not None,
              "invalid_argument", "hash must be a hex SHA-256 digest")
     _require(state.token_by_hash(cmd.hash) is None, "already_exists",
              "a token with this secret exists")
@@ -755,7 +755,7 @@ def _revoke_token(state: ClusterState, cmd: c.RevokeToken, rev: int) -> Applied:
 
 def _bootstrap_admin(state: ClusterState, cmd: c.BootstrapAdmin, rev: int) -> Applied:
     _require(not state.auth_bootstrapped, "already_exists", "the cluster is bootstrapped")
-    _require(isinstance(cmd.hash, str) and HASH_PATTERN.match(cmd.hash) is not None,
+    _require(isinstance(cmd.hash, str) and HASH_PATTERN.fullmatch(cmd.hash) is not None,
              "invalid_argument", "hash must be a hex SHA-256 digest")
     _require(state.token_by_hash(cmd.hash) is None, "already_exists",
              "a token with this secret exists")

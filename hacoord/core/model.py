@@ -59,14 +59,14 @@ DEFAULT_REREPLICATE_AFTER = 300.0
 
 def valid_id(value: object) -> bool:
     """True if ``value`` is a well-formed node or resource identifier."""
-    return isinstance(value, str) and ID_PATTERN.match(value) is not None
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 def valid_address(value: object) -> bool:
     """True if ``value`` is ``host:port`` with a port in 1..65535."""
     if not isinstance(value, str):
         return False
-    match = ADDRESS_PATTERN.match(value)
+    match = ADDRESS_PATTERN.fullmatch(value)
     return match is not None and 1 <= int(match.group(2)) <= 65535
 
 

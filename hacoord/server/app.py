@@ -26,7 +26,7 @@ from hacoord.server.context import ApiContext
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.cors import MemberOrigins
 from hacoord.server.errors import install_error_handlers
-from hacoord.server.hot import HotRoutes
+from hacoord.server.hot import HotRoutes, resolve
 from hacoord.server.identity import ClusterIdentity
 from hacoord.server.limits import HttpLimits, LimitsMiddleware
 from hacoord.server.liveness import DEFAULT_DOWN_AFTER, DEFAULT_SUSPECT_AFTER, LivenessMonitor
@@ -146,8 +146,10 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     if hot_routes:
         # Innermost of the middleware (appended, where add_middleware inserts outermost): the
         # limits, cluster identity, CORS and latency metrics see hot requests too.
+        resolved = resolve(app, HOT_ROUTES)  # refuses a route that would answer otherwise
+
         def hot(inner: ASGIApp) -> HotRoutes:
-            app.state.hot_routes = HotRoutes(inner, app, auth, HOT_ROUTES)
+            app.state.hot_routes = HotRoutes(inner, app, auth, resolved)
             return app.state.hot_routes
 
         app.user_middleware.append(Middleware(hot))  # type: ignore[arg-type]

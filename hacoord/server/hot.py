@@ -8,18 +8,22 @@ layers) than the handler itself does. :class:`HotRoutes` sits just inside the me
 middleware (limits, cluster identity, CORS and latency metrics still see every request) and
 serves these few routes itself:
 
-* the route is the FastAPI route's own: the same endpoint function (with its leader-or-forward
-  or read-point wrapper), the same declared permission, the same body model and path template
-  (so metrics label it alike); a route whose parameters are not the ones listed here is refused
-  when the app is built, so the two cannot drift apart;
-* the token is checked first, by the same :class:`~hacoord.server.auth.Authenticator` call, as
-  the route's dependency does;
-* only the plain case is served here: a path parameter that is a well-formed id, no query or
-  exactly ``consistent=true|false``, a JSON body (``Content-Type: application/json``) that
-  decodes and that the body model accepts (decoded and validated as FastAPI does: the same
-  answers). Anything else (a malformed id, another query, a body that does not decode or that
-  the model refuses) goes on to FastAPI, which answers it (or refuses it) as for any route;
-* errors a handler raises are rendered by the app's own exception handlers.
+* the route is the FastAPI route's own (:func:`resolve`, when the app is built): the same
+  endpoint function (with its leader-or-forward or read-point wrapper), the same declared
+  permission, the same path and body fields, validating as FastAPI does, and the same path
+  template (so metrics label it alike). A route that takes anything else (another dependency,
+  parameter or default), or that an earlier route would shadow, is refused, so the two cannot
+  drift apart;
+* FastAPI's order: the body is read and decoded, the token checked (by the same
+  :class:`~hacoord.server.auth.Authenticator` call as the route's dependency), then path and
+  body validated;
+* only the plain case is served here: no root path, a path parameter the route's own field
+  accepts, no query or exactly ``consistent=true|false``, a body that declares itself
+  ``application/json``, was read whole, decodes, and that the route's body field accepts.
+  Anything else (a malformed id, another query, a body that does not decode or validate, a
+  client gone while its body was read) goes on to FastAPI, which answers it as for any route;
+* errors a handler raises are rendered by the app's own exception handlers; unexpected ones are
+  raised on to the outermost error handler, as FastAPI's exception middleware does.
 
 ``create_app(hot_routes=False)`` leaves every request to FastAPI; the route tests compare the
 two answer for answer.
@@ -35,21 +39,20 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hacoord.protocol.formats import ID
 from hacoord.server.auth import Authenticator, Permission, bearer_credentials, declared
 
-_ID = re.compile(ID)
-_NO_BODY = object()
 _BOOLS = {"true": True, "false": False}
+#: What :func:`_json` answers for a body that is not the plain case.
+_NOT_PLAIN = object()
 
 
 @dataclass(frozen=True)
 class HotSpec:
     """A route served hot: ``method`` and ``path`` name the FastAPI route; ``body`` is its body
-    model (None: no body); ``query`` says whether it takes ``consistent``."""
+    model (None: no body); ``consistent`` says whether it takes the ``consistent`` flag."""
 
     method: str
     path: str
@@ -58,46 +61,48 @@ class HotSpec:
 
 
 @dataclass(frozen=True)
-class _Hot:
+class HotRoute:
+    """A :class:`HotSpec` resolved against its FastAPI route (see :func:`resolve`)."""
+
     spec: HotSpec
     route: APIRoute
     permission: Permission
     pattern: re.Pattern[str]
+    node_id: Any  # the route's path field (FastAPI's ModelField)
+    body: Any  # the route's body field, or None
     body_name: str | None
 
 
 class HotRoutes:
-    """Serves the routes of ``specs`` (see the module docstring); everything else goes to
-    ``app``, the rest of the ASGI stack. ``fastapi`` is the app whose routes and exception
-    handlers these are."""
+    """Serves ``routes`` (see the module docstring); everything else goes to ``app``, the rest
+    of the ASGI stack. ``fastapi`` is the app whose routes and exception handlers these are."""
 
     def __init__(self, app: ASGIApp, fastapi: FastAPI, auth: Authenticator,
-                 specs: list[HotSpec]) -> None:
+                 routes: list[HotRoute]) -> None:
         self.app = app
         self.fastapi = fastapi
         self.auth = auth
-        self.routes: dict[str, list[_Hot]] = {}
-        for spec in specs:
-            hot = _resolve(fastapi, spec)
-            self.routes.setdefault(spec.method, []).append(hot)
-        #: Requests served here, and those that matched a hot route's path but went on to
-        #: FastAPI (a malformed id, another query, a refused body).
+        self.routes: dict[str, list[HotRoute]] = {}
+        for hot in routes:
+            self.routes.setdefault(hot.spec.method, []).append(hot)
+        #: Requests answered here (refusals included), and those that matched a hot route's
+        #: path but went on to FastAPI (not the plain case).
         self.served = 0
         self.passed_on = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not scope.get("root_path"):
             for hot in self.routes.get(scope["method"], ()):
-                match = hot.pattern.match(scope["path"])
+                match = hot.pattern.fullmatch(scope["path"])
                 if match is not None:
                     await self._serve(hot, match.group(1), scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
-    async def _serve(self, hot: _Hot, node_id: str, scope: Scope, receive: Receive,
+    async def _serve(self, hot: HotRoute, node_id: str, scope: Scope, receive: Receive,
                      send: Send) -> None:
         query = _query(scope["query_string"], hot.spec.consistent)
-        if query is None or _ID.match(node_id) is None:
+        if query is None:
             self.passed_on += 1
             await self.app(scope, receive, send)
             return
@@ -105,22 +110,21 @@ class HotRoutes:
         scope["route"] = hot.route
         scope["endpoint"] = hot.route.endpoint
         request = Request(scope, receive)
-        kwargs: dict[str, Any] = {"node_id": node_id, "request": request, **query}
+        kwargs: dict[str, Any] = {"request": request, **query}
         try:
-            # FastAPI's order: the body is decoded first, the token checked, the body validated.
-            decoded = _NO_BODY
-            if hot.body_name is not None:
-                decoded = _json(await request.body(), request.headers.get("content-type"))
-                if decoded is _NO_BODY:
+            decoded: Any = _NOT_PLAIN
+            if hot.body is not None:
+                decoded = await _json(request)
+                if decoded is _NOT_PLAIN:
                     await self._pass_on(request, scope, receive, send)
                     return
             await self.auth.authorize(request, hot.permission, await bearer_credentials(request))
-            if hot.body_name is not None:
-                try:
-                    kwargs[hot.body_name] = hot.spec.body.model_validate(decoded)  # type: ignore[union-attr]
-                except ValidationError:
-                    await self._pass_on(request, scope, receive, send)
-                    return
+            kwargs["node_id"], errors = hot.node_id.validate(node_id)
+            if hot.body is not None and not errors:
+                kwargs[hot.body_name], errors = hot.body.validate(decoded)  # type: ignore[index]
+            if errors:
+                await self._pass_on(request, scope, receive, send)
+                return
             response = await hot.route.endpoint(**kwargs)
         except Exception as exc:  # noqa: BLE001 (rendered as the app renders it, or raised on)
             render = _handler_for(self.fastapi, exc)
@@ -130,38 +134,50 @@ class HotRoutes:
         self.served += 1
         await response(scope, receive, send)
 
-
     async def _pass_on(self, request: Request, scope: Scope, receive: Receive,
                        send: Send) -> None:
-        """Leave the request to FastAPI, its body (if read) handed on again."""
+        """Leave the request to FastAPI, its body (if it was read whole) handed on again."""
         self.passed_on += 1
         body = getattr(request, "_body", None)
         await self.app(scope, receive if body is None else _replay(body, receive), send)
 
 
-def _resolve(app: FastAPI, spec: HotSpec) -> _Hot:
-    """The FastAPI route ``spec`` names, checked to take exactly what the hot path passes."""
-    route = next((r for r in app.routes if isinstance(r, APIRoute) and r.path == spec.path
-                  and spec.method in r.methods), None)
+def resolve(app: FastAPI, specs: list[HotSpec]) -> list[HotRoute]:
+    """The FastAPI routes ``specs`` name, each checked to take exactly what the hot path passes
+    and to be the route FastAPI would match first. Raises ``RuntimeError`` otherwise."""
+    return [_resolve(app, spec) for spec in specs]
+
+
+def _resolve(app: FastAPI, spec: HotSpec) -> HotRoute:
+    where = f"route {spec.method} {spec.path}"
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    route = next((r for r in routes if r.path == spec.path and spec.method in r.methods), None)
     if route is None:
-        raise RuntimeError(f"no route {spec.method} {spec.path} to serve hot")
+        raise RuntimeError(f"no {where} to serve hot")
     permission = declared(route)
     if permission is None or permission is Permission.OPEN:
-        raise RuntimeError(f"route {spec.method} {spec.path} serves hot but declares no token")
+        raise RuntimeError(f"{where} serves hot but declares no token")
+    pattern = re.compile(re.escape(spec.path).replace(re.escape("{node_id}"), "([^/]+)"))
+    for earlier in routes[:routes.index(route)]:
+        concrete = re.sub(r"\{[^}]*\}", "x", earlier.path)
+        if spec.method in earlier.methods and pattern.fullmatch(concrete):
+            raise RuntimeError(f"{where} serves hot, but {earlier.path} comes first and "
+                               "FastAPI would match it")
     dependant = route.dependant
-    bodies = [(f.name, f.field_info.annotation) for f in dependant.body_params]
-    expected = {"path": ["node_id"], "query": ["consistent"] if spec.consistent else [],
-                "body": [spec.body] if spec.body is not None else []}
+    expected = {"path": ["node_id"], "query": [("consistent", bool, False)] if spec.consistent
+                else [], "body": [spec.body] if spec.body is not None else [],
+                "dependencies": 1, "request": "request", "headers": [], "cookies": []}
     found = {"path": [f.name for f in dependant.path_params],
-             "query": [f.name for f in dependant.query_params],
-             "body": [annotation for _, annotation in bodies]}
-    if found != expected or dependant.request_param_name != "request" \
-            or dependant.header_params or dependant.cookie_params:
-        raise RuntimeError(f"route {spec.method} {spec.path} takes {found}; the hot path passes "
-                           f"{expected} and the request")
-    path = re.escape(spec.path).replace(re.escape("{node_id}"), "([^/]+)")
-    return _Hot(spec, route, permission, re.compile(f"^{path}$"),
-                bodies[0][0] if bodies else None)
+             "query": [(f.name, f.field_info.annotation, f.field_info.default)
+                       for f in dependant.query_params],
+             "body": [f.field_info.annotation for f in dependant.body_params],
+             "dependencies": len(dependant.dependencies), "request": dependant.request_param_name,
+             "headers": dependant.header_params, "cookies": dependant.cookie_params}
+    if found != expected:
+        raise RuntimeError(f"{where} takes {found}; the hot path passes {expected}")
+    body = dependant.body_params[0] if dependant.body_params else None
+    return HotRoute(spec, route, permission, pattern, dependant.path_params[0], body,
+                    body.name if body is not None else None)
 
 
 def _query(raw: bytes, consistent: bool) -> dict[str, bool] | None:
@@ -174,16 +190,19 @@ def _query(raw: bytes, consistent: bool) -> dict[str, bool] | None:
     return None if value is None else {"consistent": value}
 
 
-def _json(body: bytes, content_type: str | None) -> Any:
-    """``body`` decoded as FastAPI decodes it, or :data:`_NO_BODY` when it is not the plain
-    case: a non-empty body that declares itself ``application/json`` and decodes."""
-    if not body or content_type is None \
-            or content_type.split(";", 1)[0].strip().lower() != "application/json":
-        return _NO_BODY
+async def _json(request: Request) -> Any:
+    """The request's body decoded as FastAPI decodes it, or :data:`_NOT_PLAIN` when it is not
+    the plain case: a non-empty body, read whole, that declares itself ``application/json``
+    and decodes (anything else, a client gone or a body nested too deep included, is left to
+    FastAPI)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None or content_type.split(";", 1)[0].strip().lower() != "application/json":
+        return _NOT_PLAIN
     try:
-        return json.loads(body)
-    except ValueError:
-        return _NO_BODY
+        body = await request.body()
+        return json.loads(body) if body else _NOT_PLAIN
+    except Exception:  # noqa: BLE001 (a disconnect, undecodable or too deep: FastAPI's to answer)
+        return _NOT_PLAIN
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

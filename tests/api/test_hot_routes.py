@@ -15,14 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.types import Message
 
 from hacoord.protocol.requests import NodeUpdate
-from hacoord.replication.memory import MemoryReplicator
-from hacoord.server.auth import Authenticator, Permission, needs
-from hacoord.server.hot import HotRoutes, HotSpec
+from hacoord.server.auth import Permission, needs
+from hacoord.server.hot import HotSpec, resolve
 from hacoord.testing.inprocess import InProcessCluster
 
 #: Headers whose values must agree (others, like the date, may not).
@@ -135,6 +135,7 @@ PATCHES: list[dict[str, Any]] = [
      "headers": {"content-type": "application/json; charset=utf-8"}},
     {"content": b"", "headers": {"content-type": "application/json"}},
     {"json_body": {"admin": "active"}, "headers": {"x-request-id": "r" * 129}},
+    {"content": b"[" * 5000 + b"]" * 5000, "headers": {"content-type": "application/json"}},
 ]
 
 
@@ -144,7 +145,7 @@ def test_node_reads_answer_alike(twins: tuple[Twin, Twin]) -> None:
             for query in ("", "?consistent=true", "?consistent=false", "?consistent=1",
                           "?consistent=yes", "?consistent=maybe", "?other=1",
                           "?consistent=true&consistent=false"):
-                for node in ("n1", "n2", "nx", "-bad", "a" * 70, "n1/"):
+                for node in ("n1", "n2", "nx", "-bad", "a" * 70, "n1/", "n1%0A", "n%C3%A9"):
                     same(twins, member, role, "GET", f"/v1/nodes/{node}{query}")
     assert twins[0].served() > 0
 
@@ -155,7 +156,7 @@ def test_node_updates_answer_alike_and_leave_the_same_state(twins: tuple[Twin, T
         for role in ROLES:
             for k, request in enumerate(PATCHES):
                 headers = {"x-request-id": f"{member}-{role}-{k}", **request.get("headers", {})}
-                for node in ("n1", "nx", "bad id"):
+                for node in ("n1", "nx", "bad id", "n1%0A"):
                     same(twins, member, role, "PATCH", f"/v1/nodes/{node}",
                          **{**request, "headers": headers})
     # The same request id again, now with another body: refused the same way.
@@ -182,7 +183,7 @@ def test_heartbeats_and_metrics_reports_answer_alike(twins: tuple[Twin, Twin]) -
                          {}, {"epoch": 1, "extra": 1}, None]
     for member in ("m2", "m1"):
         for role in ROLES:
-            for node in ("n1", "n2", "nx"):
+            for node in ("n1", "n2", "nx", "n1%0A"):
                 for body in bodies:
                     same(twins, member, role, "POST", f"/v1/nodes/{node}/heartbeat",
                          json_body=body)
@@ -223,19 +224,94 @@ def test_any_body_is_answered_alike(twins: tuple[Twin, Twin], body: Any, route: 
          headers={"content-type": "application/json", "x-request-id": f"h-{raw.hex()[:100]}"})
 
 
-def test_a_hot_route_that_takes_other_parameters_is_refused_when_the_app_is_built() -> None:
-    """A route changed to take another parameter (here a query flag) would be served without
-    it past FastAPI: building the app refuses that instead."""
-    app = FastAPI()
+def raw_call(twin: Twin, method: str, path: str, *, root_path: str = "",
+             disconnect: bool = False) -> tuple[int | None, Any]:
+    """One request straight into m2's ASGI app (what no HTTP client can send): the status and
+    body it answers."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+             "root_path": root_path, "query_string": b"", "client": ("127.0.0.1", 5000),
+             "server": ("m2.test", 80),
+             "headers": [(b"authorization", f"Bearer {twin.tokens['admin']}".encode()),
+                         (b"content-type", b"application/json"), (b"content-length", b"2")]}
+    sent: list[Message] = []
 
-    @app.patch("/v1/nodes/{node_id}", dependencies=[needs(Permission.OPERATE)])
+    async def receive() -> Message:
+        if disconnect:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def call() -> None:
+        await twin.cluster.apps["m2"](scope, receive, send)
+
+    twin.cluster.run(call)
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, timeless(json.loads(body))
+
+
+@pytest.mark.parametrize(("method", "path", "options"), [
+    ("POST", "/v1/nodes/n1/heartbeat", {"disconnect": True}),  # the client went away
+    ("PATCH", "/v1/nodes/n1", {"disconnect": True}),
+    ("GET", "/v1/nodes/n1", {"root_path": "/v1"}),  # mounted under a prefix
+    ("GET", "/api/v1/nodes/n1", {"root_path": "/api"}),
+])
+def test_what_no_client_sends_is_answered_alike(twins: tuple[Twin, Twin], method: str, path: str,
+                                                options: dict[str, Any]) -> None:
+    hot, cold = twins
+    assert raw_call(hot, method, path, **options) == raw_call(cold, method, path, **options)
+
+
+def refused(app: FastAPI, spec: HotSpec, match: str) -> None:
+    with pytest.raises(RuntimeError, match=match):
+        resolve(app, [spec])
+
+
+def test_a_hot_route_that_would_answer_otherwise_is_refused_when_the_app_is_built() -> None:
+    """A route changed to take another parameter, dependency or default, or shadowed by a route
+    FastAPI would match first, would be served differently past FastAPI: building the app
+    refuses that instead."""
+    patch = HotSpec("PATCH", "/v1/nodes/{node_id}", NodeUpdate)
+    read = HotSpec("GET", "/v1/nodes/{node_id}", consistent=True)
+
+    extra_query = FastAPI()
+
+    @extra_query.patch("/v1/nodes/{node_id}", dependencies=[needs(Permission.OPERATE)])
     async def update(node_id: str, body: NodeUpdate, request: Request,
                      force: bool = False) -> Response:
         return Response()
 
-    with pytest.raises(RuntimeError, match="the hot path passes"):
-        HotRoutes(app, app, Authenticator(MemoryReplicator("m1", {})),
-                  [HotSpec("PATCH", "/v1/nodes/{node_id}", NodeUpdate)])
-    with pytest.raises(RuntimeError, match="no route GET"):
-        HotRoutes(app, app, Authenticator(MemoryReplicator("m1", {})),
-                  [HotSpec("GET", "/v1/nodes/{node_id}", consistent=True)])
+    refused(extra_query, patch, "the hot path passes")
+    refused(extra_query, read, "no route GET")
+
+    other_default = FastAPI()
+
+    @other_default.get("/v1/nodes/{node_id}", dependencies=[needs(Permission.ROUTE)])
+    async def show(node_id: str, request: Request, consistent: bool = True) -> Response:
+        return Response()
+
+    refused(other_default, read, "the hot path passes")
+
+    extra_dependency = FastAPI()
+
+    @extra_dependency.get("/v1/nodes/{node_id}",
+                          dependencies=[needs(Permission.ROUTE), Depends(lambda: None)])
+    async def show_too(node_id: str, request: Request, consistent: bool = False) -> Response:
+        return Response()
+
+    refused(extra_dependency, read, "the hot path passes")
+
+    shadowed = FastAPI()
+
+    @shadowed.get("/v1/nodes/export", dependencies=[needs(Permission.ROUTE)])
+    async def export(request: Request) -> Response:
+        return Response()
+
+    @shadowed.get("/v1/nodes/{node_id}", dependencies=[needs(Permission.ROUTE)])
+    async def show_three(node_id: str, request: Request, consistent: bool = False) -> Response:
+        return Response()
+
+    refused(shadowed, read, "/v1/nodes/export comes first")

@@ -7,8 +7,9 @@ import pytest
 
 from hacoord.core import ClusterState, apply
 from hacoord.core import commands as c
-from hacoord.core.access import token_hash
+from hacoord.core.access import token_hash, well_formed
 from hacoord.core.codec import decode_state, digest, encode_state
+from hacoord.core.model import valid_address, valid_id
 from hacoord.protocol.tokens import new_token
 
 T0 = 1000.0
@@ -84,3 +85,12 @@ def test_commands_round_trip_through_the_wire_form() -> None:
                             expires_at=T0 + 5)
     assert c.decode(c.encode(command)) == command
     assert isinstance(c.decode(b'{"type":"CreateToken","secret":"x"}'), c.DecodeError)
+
+
+def test_a_trailing_newline_is_no_part_of_an_id_an_address_or_a_token() -> None:
+    """Python's ``$`` also matches before a final newline: the formats are whole-string
+    matches, as the API's validation (pydantic's regular expressions) makes them."""
+    assert valid_id("n1") and not valid_id("n1\n")
+    assert valid_address("h:1") and not valid_address("h:1\n")
+    token = new_token()
+    assert well_formed(token) and not well_formed(token + "\n")
