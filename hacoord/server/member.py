@@ -207,9 +207,12 @@ async def serve_member(settings: MemberSettings) -> int:
     elif settings.plain_http:
         log.warning("plain HTTP on %s: tokens cross the wire in clear; loopback only",
                     settings.api_address)
+    # No proxy headers: a client's address (its write rate, the audit's source) is the peer's,
+    # never what a client on the same host claims in X-Forwarded-For (uvicorn trusts that from
+    # 127.0.0.1 by default). Members that forward say whom for in their own header.
     config = uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",
                             access_log=False, http="httptools", lifespan="on", workers=1,
-                            timeout_graceful_shutdown=1, **tls)
+                            timeout_graceful_shutdown=1, proxy_headers=False, **tls)
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:

@@ -57,6 +57,20 @@ def test_a_write_through_a_follower_is_audited_with_its_token_and_path(cluster: 
     assert entry.client == "127.0.0.1" and entry.changes == ("NodeRegistered",)
 
 
+def test_a_client_cannot_name_its_own_source_address(cluster: LocalCluster) -> None:
+    """``X-Forwarded-For`` from a client on the member's own host is not believed: the audit
+    (and the per-client write rate) keeps the connection's address."""
+    admin = cluster.client(timeout=2.0, deadline=20.0)
+    leader = cluster.members[cluster.leader()]
+    answer = httpx.post(leader.url + "/v1/nodes", json={"id": "n7", "address": "127.0.0.1:9007"},
+                        headers={**bearer(cluster.token), "X-Forwarded-For": "203.0.113.9"},
+                        timeout=5, verify=cluster.verify)
+    assert answer.status_code == 201, answer.text
+    entry = wait_for("the write in the audit trail", lambda: next(
+        (e for e in admin.audit(0) if e.revision == answer.json()["revision"]), None))
+    assert entry.source == "127.0.0.1"
+
+
 def test_expiry_is_judged_by_every_member(cluster: LocalCluster) -> None:
     admin = cluster.client(timeout=2.0, deadline=20.0)
     brief = admin.token_create("brief", "reader", expires_in=1)
