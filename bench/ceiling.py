@@ -3,7 +3,9 @@ the other on this machine with the same wrk load (32 connections, plain HTTP unl
 
 * a raw ASGI app under uvicorn (httptools, uvloop), one process;
 * the same route in Starlette, and in FastAPI (an ``async def`` route);
-* a hacoord member (the leader of a 3-member cluster), plain HTTP and HTTPS.
+* a hacoord member (the leader of a 3-member cluster), plain HTTP and HTTPS;
+* and beside each of those, the member's hot route ``GET /v1/nodes/{id}`` with its token (a
+  read of the member's own state, served past FastAPI: :mod:`hacoord.server.hot`).
 
 Each is printed with its ratio to the raw app: what the framework and hacoord's middleware cost
 per request, before any Raft work. Run: ``python -m bench.ceiling [--seconds 5]``.
@@ -51,10 +53,12 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def wrk(url: str, seconds: float) -> float:
-    """Requests per second of ``GET url`` at 32 connections."""
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{max(1, round(seconds))}s", url],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+def wrk(url: str, seconds: float, headers: dict[str, str] | None = None) -> float:
+    """Requests per second of ``GET url`` at 32 connections, with ``headers``."""
+    argv = ["wrk", "-t2", "-c32", f"-d{max(1, round(seconds))}s", url]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
     line = next(x for x in out.splitlines() if x.startswith("Requests/sec:"))
     return float(line.split()[1])
 
@@ -75,21 +79,28 @@ def framework(app: str, seconds: float) -> float:
         server.wait(timeout=10)
 
 
-def member(tls: bool, seconds: float) -> float:
-    """A hacoord leader's ``/livez``."""
+def member(tls: bool, seconds: float) -> tuple[float, float]:
+    """A hacoord leader's ``/livez``, and a node's read from it (the hot route)."""
     with tempfile.TemporaryDirectory() as root, running_cluster(Path(root), tls=tls) as cluster:
-        return wrk(cluster.members[cluster.leader()].url + "/livez", seconds)
+        leader = cluster.members[cluster.leader()]
+        with cluster.http(base_url=leader.url, timeout=10) as http:
+            http.post("/v1/nodes", json={"id": "bench-1", "address": "127.0.0.1:1"})
+        return (wrk(leader.url + "/livez", seconds),
+                wrk(leader.url + "/v1/nodes/bench-1", seconds, cluster.headers))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per point")
     args = parser.parse_args()
+    plain, tls = member(False, args.seconds), member(True, args.seconds)
     rows = [("raw ASGI under uvicorn", framework("bench.ceiling:raw", args.seconds)),
             ("Starlette", framework("bench.ceiling:starlette_app", args.seconds)),
             ("FastAPI (async route)", framework("bench.ceiling:fastapi_app", args.seconds)),
-            ("hacoord member, plain HTTP", member(False, args.seconds)),
-            ("hacoord member, HTTPS", member(True, args.seconds))]
+            ("hacoord member, plain HTTP", plain[0]),
+            ("  its node read (hot route)", plain[1]),
+            ("hacoord member, HTTPS", tls[0]),
+            ("  its node read (hot route)", tls[1])]
     base = rows[0][1]
     print(f"{'GET /livez, 32 connections':<30} {'requests/s':>11} {'of raw':>7}")
     for name, rate in rows:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hacoord.core.codec import canonical_json, loads_in_pieces
+from hacoord.core.codec import canonical_json, loads_state
 from hacoord.core.framing import FrameError, frame, unframe
 from hacoord.core.model import ClusterState, NewerSchema
 
@@ -112,7 +112,7 @@ def _split(raw: bytes) -> tuple[SnapshotHeader, bytes]:
 def _decode_state(body: bytes) -> ClusterState:
     try:
         # In pieces: a follower decodes a received snapshot on a worker thread (engine.py).
-        return ClusterState.from_dict(loads_in_pieces(zlib.decompress(body).decode()))
+        return ClusterState.from_dict(loads_state(zlib.decompress(body).decode()))
     except NewerSchema as exc:
         raise NewerSnapshot(str(exc)) from None
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError, zlib.error) as exc:
