@@ -84,7 +84,8 @@ def member(tls: bool, seconds: float) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as root, running_cluster(Path(root), tls=tls) as cluster:
         leader = cluster.members[cluster.leader()]
         with cluster.http(base_url=leader.url, timeout=10) as http:
-            http.post("/v1/nodes", json={"id": "bench-1", "address": "127.0.0.1:1"})
+            http.post("/v1/nodes", json={"id": "bench-1", "address": "127.0.0.1:1"}
+                      ).raise_for_status()
         return (wrk(leader.url + "/livez", seconds),
                 wrk(leader.url + "/v1/nodes/bench-1", seconds, cluster.headers))
 

@@ -68,8 +68,9 @@ def loads_in_pieces(text: str, depth: int = PIECE_DEPTH,
                     key_depths: dict[str, int] | None = None) -> Any:
     """``json.loads(text)``, parsed as many small pieces: the objects and arrays of the first
     ``depth`` levels are walked here and only what lies below them is handed to the C parser,
-    one value at a time. ``key_depths`` gives, for some keys of the top-level object, how many
-    levels below that key's value are walked instead.
+    one value at a time. ``key_depths`` gives, for some keys of the top-level object, the depth
+    their values are walked to instead (as ``depth`` is for the whole text: 0, handed to the C
+    parser whole).
 
     The result (and every error, a ``ValueError``) is the same as ``json.loads``'s. What
     differs is that no single call holds the interpreter for long: the C parser keeps the GIL

@@ -123,11 +123,19 @@ def _intact_after(data: bytes, offset: int, last_idx: int | None) -> tuple[int, 
     return None
 
 
-def _require_linked(fd: int) -> None:
-    """Raise ``FileNotFoundError`` if the open file ``fd`` has no name left in any directory."""
-    if os.fstat(fd).st_nlink == 0:
-        raise FileNotFoundError(errno.ENOENT, "the file was deleted while the member ran "
-                                "(it has no name in any directory)")
+def _require_in_place(fd: int, path: Path) -> None:
+    """Raise ``FileNotFoundError`` if ``path`` no longer names the open file ``fd`` (deleted,
+    or its directory removed, moved or replaced), ``OSError`` if that cannot be told."""
+    held = os.fstat(fd)
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        named = None
+    if held.st_nlink == 0 or named is None \
+            or (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+        raise FileNotFoundError(errno.ENOENT, "the path no longer names the file the member "
+                                "writes (the file deleted, or its data directory removed, moved "
+                                "or replaced while the member ran)")
 
 
 class HacoordJournal:
@@ -339,15 +347,17 @@ class HacoordJournal:
         if self.fault is not None:
             self.fault("journal.sync")
         os.fdatasync(fd)
-        _require_linked(fd)  # synced into a deleted file is not durable: nothing acknowledged
+        # Synced into a file the path no longer names is not durable: nothing is acknowledged.
+        _require_in_place(fd, self.path)
 
     def check_linked(self) -> None:
-        """Fail the journal (:class:`StorageError`) if its file is no longer in a directory:
-        deleted, or its data directory removed, while the member ran. The member would go on
-        acknowledging into a file that a restart cannot find. One ``fstat`` (no disk I/O)."""
+        """Fail the journal (:class:`StorageError`) if its path no longer names the file it
+        writes: the file deleted, or its data directory removed, moved aside or replaced while
+        the member ran. The member would go on acknowledging into a file that a restart cannot
+        find. An ``fstat`` and a ``stat`` (metadata the kernel holds: no disk I/O)."""
         self._check()
         try:
-            _require_linked(self._fd)
+            _require_in_place(self._fd, self.path)
         except OSError as exc:
             raise self._fail("check", exc) from None
 

@@ -54,6 +54,8 @@ PROBE = "read_index_probe"
 ACK = "read_index_ack"
 REQUEST = "read_index_request"
 RESPONSE = "read_index_response"
+#: The most reads one follower's request counts for (the count is what it says: bounded).
+MAX_SHARED = 1_000_000
 
 #: ``callback(index, error)``: the confirmed read index, or None and why not (``not_leader``:
 #: this member does not lead, or stopped leading; ``not_current``: it has not committed an
@@ -77,7 +79,8 @@ class ReadIndexSyncObj(SafeSyncObj):
 
     Counters (read from any thread): ``read_rounds`` started, ``read_rounds_confirmed``,
     ``read_rounds_failed`` (timed out, or leadership lost), ``reads_confirmed``, and
-    ``reads_for_followers`` (confirmed for a follower's request).
+    ``reads_for_followers`` (reads confirmed for followers: a request counts the reads it
+    stands for).
     """
 
     #: Seconds a round may wait for a majority before its reads fail (a leader that hears from
@@ -152,13 +155,8 @@ class ReadIndexSyncObj(SafeSyncObj):
         term = self.raftCurrentTerm
         self._ri_asked[self._ri_last_asked] = (reads, _syncobj.monotonicTime(), term)
         self._SyncObj__transport.send(self._SyncObj__raftLeader, {
-            "type": REQUEST, "term": term, "id": self._ri_last_asked})
-
-    @property
-    def read_index_busy(self) -> bool:
-        """True while reads wait for a round to start or a request to be sent (the tick should
-        run again soon)."""
-        return bool(self._ri_waiting or self._ri_to_ask)
+            "type": REQUEST, "term": term, "id": self._ri_last_asked,
+            "reads": min(len(reads), MAX_SHARED)})
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N803 (the library's name)
         super()._onTick(timeToWait)
@@ -224,12 +222,15 @@ class ReadIndexSyncObj(SafeSyncObj):
                 "type": ACK, "term": self.raftCurrentTerm, "round": message.get("round")})
 
     def _ri_on_request(self, node: Node, message: dict[str, Any]) -> None:
-        """A follower's read: confirm an index as for this member's own, then answer it."""
+        """A follower's reads: confirm an index as for this member's own, then answer them."""
         ident, term = message.get("id"), self.raftCurrentTerm
+        reads = message.get("reads", 1)  # how many reads share the request (1: an older member)
+        reads = reads if isinstance(reads, int) and 1 <= reads <= MAX_SHARED else 1
 
         def answer(index: int | None, error: str | None) -> None:
             if index is not None:
-                self.reads_for_followers += 1
+                self.reads_for_followers += reads
+                self.reads_confirmed += reads - 1  # the round counted the request once
                 self._ri_push_commit = True
             self._SyncObj__transport.send(node, {"type": RESPONSE, "term": term, "id": ident,
                                                  "index": index, "error": error})

@@ -58,6 +58,10 @@ def rejoin(data_dir: Path, force: bool = False) -> Path | None:
             raise RejoinError(f"{data_dir} holds no member data (no {JOURNAL_FILE}, "
                               f"{SNAPSHOT_FILE}); if this member's data was lost (its directory "
                               "removed), --force makes it catch up from the others before it votes")
+        if data_dir.exists() and any(p.name != LOCK_FILE for p in data_dir.iterdir()):
+            raise RejoinError(f"{data_dir} holds no member data but is not empty: not a "
+                              "member's data directory? (a member whose data was lost is "
+                              "rejoined in an empty or new directory)")
         ensure_private_dir(data_dir)
         lost = True
     else:

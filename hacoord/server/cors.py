@@ -40,6 +40,8 @@ class MemberOrigins(CORSMiddleware):
         self.replicator = replicator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not isinstance(scope["headers"], list):
+            scope["headers"] = list(scope["headers"])  # as Starlette's Headers leaves them
         if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
             await super().__call__(scope, receive, send)
             return

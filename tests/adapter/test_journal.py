@@ -372,9 +372,17 @@ def test_a_deleted_journal_fails_stop_and_is_never_taken_for_durable(tmp_path: P
     durable = j.durable_end
     (tmp_path / "j").unlink()
     j.add(b"b", 2, 1)
-    with pytest.raises(StorageError, match="deleted while the member ran"):
+    with pytest.raises(StorageError, match="deleted, or its data directory removed, moved"):
         j.sync()
     assert j.durable_end == durable and j.durable_index() == 1
+
+    moved = HacoordJournal(tmp_path / "m")  # moved aside: still linked, but not where it was
+    moved.add(b"a", 1, 1)
+    (tmp_path / "m").rename(tmp_path / "m-aside")
+    moved.add(b"b", 2, 1)
+    with pytest.raises(StorageError, match="no longer names the file"):
+        moved.sync()
+    assert moved.durable_index() == 0
 
     k = HacoordJournal(tmp_path / "k")
     (tmp_path / "k").unlink()

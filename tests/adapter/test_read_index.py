@@ -91,9 +91,26 @@ def test_reads_asking_a_follower_together_share_one_request_to_the_leader(
         obj.read_index(answers)
     assert cluster.run_until(lambda: len(answers.got) == 6, rounds=10)
     assert obj._ri_last_asked == asked + 1  # one request for the six
-    assert cluster.members[leader].obj.reads_for_followers == served + 1
+    assert cluster.members[leader].obj.reads_for_followers == served + 6
     assert len(set(answers.got)) == 1
     index, error = answers.got[0]
+    assert error is None and index is not None and index >= acked_at
+
+
+def test_a_read_after_a_request_left_gets_a_request_of_its_own(cluster: SimCluster) -> None:
+    """A read that asks once the shared request has left must not ride on it: the leader's
+    index for that request may predate writes acknowledged before the read arrived."""
+    leader = cluster.leader()
+    assert leader is not None
+    follower = next(n for n in cluster.names if n != leader)
+    obj = cluster.members[follower].obj
+    first, second = Answers(), Answers()
+    obj.read_index(first)
+    cluster.step()  # the request leaves
+    acked_at = write(cluster, 2)
+    obj.read_index(second)
+    assert cluster.run_until(lambda: bool(first.got and second.got), rounds=10)
+    index, error = second.got[0]
     assert error is None and index is not None and index >= acked_at
 
 

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hacoord.core import ClusterState, apply
 from hacoord.core import commands as c
 from hacoord.replication import engine
+from hacoord.replication import raft as raft_module
 from hacoord.replication.base import MemberInfo, NotLeaderError, OutcomeUnknownError
 from hacoord.replication.driver import SNAPSHOT_FILE
 from hacoord.replication.raft import FatalReplicationError, RaftReplicator, _Waiter
@@ -281,13 +282,14 @@ def test_a_member_catching_up_keeps_one_tick_queued(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("idle", [True, False], ids=["idle", "writing"])
+@pytest.mark.parametrize("how", ["removed", "moved"])
 def test_a_member_whose_data_directory_is_removed_stops_instead_of_starting_empty(
-        tmp_path: Path, idle: bool) -> None:
-    """The data directory is removed while the member runs (and made again, empty, as a unit's
-    StateDirectory would): the member acknowledges nothing more, fails stop within a check
-    period whether or not it is writing, and does not make a new, empty journal there. It stops
-    for good (``fatal``), naming the remedy, since any reopen would start with less than it had
-    acknowledged."""
+        tmp_path: Path, idle: bool, how: str) -> None:
+    """The data directory is removed (or moved aside) while the member runs, and made again,
+    empty, as a unit's StateDirectory would: the member acknowledges nothing more, fails stop
+    within a check period whether or not it is writing, and does not make a new, empty journal
+    there. It stops for good (``fatal``), naming the remedy, since any reopen would start with
+    less than it had acknowledged."""
     port = free_ports(1)[0]
     members = {"m1": MemberInfo("m1", f"127.0.0.1:{port}", "http://127.0.0.1:1")}
     data = tmp_path / "data"
@@ -300,7 +302,10 @@ def test_a_member_whose_data_directory_is_removed_stops_instead_of_starting_empt
             outcome = await rep.submit(c.RegisterNode(request_id="r0", node_id="n0",
                                                       address="127.0.0.1:9"), timeout=5)
             assert outcome.ok
-            shutil.rmtree(data)
+            if how == "removed":
+                shutil.rmtree(data)
+            else:
+                data.rename(tmp_path / "aside")
             data.mkdir()
             if not idle:
                 with pytest.raises(OutcomeUnknownError, match="storage failure"):
@@ -309,7 +314,7 @@ def test_a_member_whose_data_directory_is_removed_stops_instead_of_starting_empt
             await until(lambda: rep.fatal is not None, "the member to stop")
             assert "is gone" in rep.fatal and "hacoord member rejoin" in rep.fatal
             assert not rep.status().ready and rep.storage_failures == 1
-            assert "deleted while the member ran" in (rep.storage_failure or "")
+            assert "while the member ran" in (rep.storage_failure or "")
         finally:
             await rep.stop()
 
@@ -323,3 +328,30 @@ def test_a_member_whose_data_directory_is_removed_stops_instead_of_starting_empt
             with pytest.raises(FatalReplicationError, match="hacoord member rejoin"):
                 await again.start()
         asyncio.run(restart())
+
+
+def test_a_reopen_that_cannot_look_for_the_journal_tries_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a storage failure, a disk that answers EIO when the member looks for its journal is
+    a failure like the first: the member tries again later, it does not stop for good (and the
+    reopen is not dropped)."""
+    journal = tmp_path / "raft.journal"
+    real_stat = raft_module.os.stat
+
+    def failing_stat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path) == journal:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_stat(path, *args, **kwargs)
+
+    async def scenario() -> None:
+        rep = replicator(tmp_path)
+        rep._loop = asyncio.get_running_loop()
+        monkeypatch.setattr(raft_module.os, "stat", failing_stat)
+        rep._try_reopen()
+        monkeypatch.undo()
+        try:
+            assert rep.fatal is None and rep._reopen is not None
+        finally:
+            rep._reopen.cancel()
+
+    asyncio.run(scenario())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pysyncobj.config import SERIALIZER_STATE
 
-from hacoord.core import ClusterState, encode_state
+from hacoord.core import ClusterState, codec, encode_state
 from hacoord.replication.snapshot import (
     MAGIC,
     NewerSnapshot,
@@ -224,3 +224,28 @@ def test_an_install_stops_a_dump_still_being_written(tmp_path: Path) -> None:
     s.install_received(header)
     assert writer.cancelled and s.checkSerializing() == (SERIALIZER_STATE.NOT_SERIALIZING, None)
     assert read_snapshot(s.path, with_state=False)[0].index == 9
+
+
+def test_a_state_is_parsed_in_pieces_down_to_each_partition_and_each_remembered_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the C parser is handed at once, decoding a snapshot's state: one partition, one
+    node, one remembered request, never a whole resource or the whole request memory (the GIL
+    is held for each piece; a follower decodes a received snapshot while its loop serves)."""
+    state = sample_state()
+    raw = encode_snapshot(state, RAFT)
+    pieces: list[object] = []
+    decode = codec._DECODER.raw_decode
+
+    def noted(text: str, at: int) -> tuple[object, int]:
+        value, end = decode(text, at)
+        pieces.append(value)
+        return value, end
+
+    monkeypatch.setattr(codec._DECODER, "raw_decode", noted)
+    assert decode_snapshot(raw)[1] == state
+    data = state.to_dict()
+    partitions = [p for resource in data["resources"] for p in resource["partitions"]]
+    assert partitions and all(p in pieces for p in partitions)
+    assert data["requests"] and all(list(r) in pieces for r in data["requests"])
+    assert data["nodes"] and all(n in pieces for n in data["nodes"])
+    assert data["requests"] not in pieces and data["resources"] not in pieces

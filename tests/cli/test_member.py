@@ -118,3 +118,26 @@ def test_member_list_shows_every_member_and_the_leader() -> None:
                             ["m3", "http://m3.test", "127.0.0.1:7503", "*"]]
         listed = run("member", "list", "--json")
         assert [m["id"] for m in json.loads(listed.output) if m["leader"]] == ["m3"]
+
+
+def test_rejoin_force_refuses_a_directory_that_is_no_member_s(tmp_path: Path) -> None:
+    """--force makes a rejoining member only in an empty or new directory: a mistyped path to
+    some other directory is not chmod'ed nor written to."""
+    (tmp_path / "notes.txt").write_text("mine")
+    mode = stat.S_IMODE(tmp_path.stat().st_mode)
+    result = CliRunner().invoke(main, ["member", "rejoin", "--data-dir", str(tmp_path), "--force"])
+    assert result.exit_code == 2 and "not a member's data directory" in result.output
+    assert result.output.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == mode
+
+
+def test_rejoin_of_a_directory_holding_only_the_vote_record_keeps_the_vote(tmp_path: Path) -> None:
+    """What a member whose directory was removed may leave in the new one: a vote record written
+    just before it noticed. Rejoined without --force, its term and vote are kept."""
+    (tmp_path / "raft.journal.meta").write_text(json.dumps({"term": 9, "voted_for": "m3",
+                                                            "commit_index": 12}))
+    result = CliRunner().invoke(main, ["member", "rejoin", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "raft.journal.meta").read_text()) == {
+        "term": 9, "voted_for": "m3", "rejoining": True}

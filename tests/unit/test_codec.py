@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hacoord.core import ClusterState, apply, codec, commands, decode_state, digest, encode_state
+from hacoord.core import ClusterState, apply, commands, decode_state, digest, encode_state
 from hacoord.core.codec import loads_in_pieces, loads_state
 from hacoord.core.model import SCHEMA_VERSION
 from hacoord.core.validate import validate
@@ -144,28 +144,3 @@ def test_a_state_decodes_in_pieces_as_a_whole() -> None:
     raw = encode_state(state).decode()
     assert ClusterState.from_dict(loads_in_pieces(raw)) == state
     assert ClusterState.from_dict(loads_state(raw)) == state
-
-
-def test_a_state_is_parsed_in_pieces_down_to_each_partition_and_each_remembered_request(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the C parser is handed at once, decoding a state: one partition, one node, one
-    remembered request, never a whole resource or the whole request memory (the GIL is held
-    for each piece; a follower decodes a received snapshot while its loop serves)."""
-    state = _sample_state()
-    raw = encode_state(state).decode()
-    pieces: list[object] = []
-    decode = codec._DECODER.raw_decode
-
-    def noted(text: str, at: int) -> tuple[object, int]:
-        value, end = decode(text, at)
-        pieces.append(value)
-        return value, end
-
-    monkeypatch.setattr(codec._DECODER, "raw_decode", noted)
-    loads_state(raw)
-    data = state.to_dict()
-    partitions = [p for resource in data["resources"] for p in resource["partitions"]]
-    assert partitions and all(p in pieces for p in partitions)
-    assert data["requests"] and all(list(r) in pieces for r in data["requests"])
-    assert data["nodes"] and all(n in pieces for n in data["nodes"])
-    assert data["requests"] not in pieces and data["resources"] not in pieces
