@@ -11,6 +11,7 @@ from hacoord.protocol.headers import (
     AUTHORIZATION_HEADER,
     CLIENT_HEADER,
     CLUSTER_HEADER,
+    FORWARD_SEAL_HEADER,
     FORWARDED_HEADER,
     LEADER_HEADER,
     MEMBERS_HEADER,
@@ -21,5 +22,6 @@ from hacoord.protocol.headers import (
 )
 
 __all__ = ["AUTHORIZATION_HEADER", "CLIENT_HEADER", "CLUSTER_HEADER", "FORWARDED_HEADER",
+           "FORWARD_SEAL_HEADER",
            "LEADER_HEADER", "MEMBERS_HEADER", "REQUEST_ID_HEADER", "REVISION_HEADER", "ErrorCode",
            "members_value", "parse_members"]

@@ -26,6 +26,7 @@ from hacoord.server.context import ApiContext
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.cors import MemberOrigins
 from hacoord.server.errors import install_error_handlers
+from hacoord.server.forwarding import ForwardSeal
 from hacoord.server.hot import HotRoutes, resolve
 from hacoord.server.identity import ClusterIdentity
 from hacoord.server.limits import HttpLimits, LimitsMiddleware
@@ -62,7 +63,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
                forward_tls: ssl.SSLContext | None = None,
                admin_token_hash: str | None = None, bootstrap: bool = True,
                metrics_open: bool = False, unsafe_no_auth: bool = False,
-               auth_clock: Callable[[], float] = time.time, hot_routes: bool = True) -> FastAPI:
+               auth_clock: Callable[[], float] = time.time, hot_routes: bool = True,
+               forward_secret: str | None = None) -> FastAPI:
     """Build the API over ``replicator``. With ``manage_replicator`` the app's lifespan starts
     and stops it; otherwise the caller does. The lifespan also runs the leader's
     :class:`LivenessMonitor` (``app.state.liveness``) with the given timeouts and clock, and its
@@ -78,6 +80,9 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     leader.
     ``metrics_open`` serves ``/metrics`` without a token. ``auth_clock`` decides token expiry.
     ``unsafe_no_auth`` (the benchmark's baseline only) asks for no token at all.
+    ``forward_secret`` (the cluster secret) seals what a follower says of the requests it
+    forwards, and is how a leader tells a member's claims from a client's
+    (:mod:`hacoord.server.forwarding`; without it, the claims are believed as they come).
     ``hot_routes`` serves a node's read, update, heartbeat and metrics report past FastAPI's
     routing (:mod:`hacoord.server.hot`); without it (the tests' reference) FastAPI serves all.
 
@@ -88,11 +93,13 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     liveness = LivenessMonitor(replicator, coordinator, liveness_clock, suspect_after, down_after,
                                liveness_check_interval)
     rebalancer = Rebalancer(replicator, coordinator, rebalance_interval, rebalance_clock)
-    auth = Authenticator(replicator, admin_token_hash, auth_clock, open_access=unsafe_no_auth)
+    seal = ForwardSeal(forward_secret)
+    auth = Authenticator(replicator, admin_token_hash, auth_clock, open_access=unsafe_no_auth,
+                         seal=seal)
     bootstrapper = Bootstrapper(replicator, coordinator.submit,
                                 admin_token_hash if bootstrap else None)
     ctx = ApiContext(replicator, coordinator, liveness, rebalancer, submit_timeout,
-                     unsafe_stale_reads, forward_transport, forward_tls)
+                     unsafe_stale_reads, forward_transport, forward_tls, seal)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -130,7 +137,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
         guard["limits"] = middleware
         return middleware
 
-    app.add_middleware(lambda inner: keep(LimitsMiddleware(inner, limits or HttpLimits())))
+    app.add_middleware(lambda inner: keep(LimitsMiddleware(inner, limits or HttpLimits(),
+                                                           seal=seal)))
     app.add_middleware(lambda inner: ClusterIdentity(inner, replicator))
     app.add_middleware(lambda inner: MemberOrigins(inner, replicator))  # outermost: every answer
     app.state.replicator = replicator

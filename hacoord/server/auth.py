@@ -36,10 +36,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client.core import CounterMetricFamily
 
 from hacoord.core.access import BOOTSTRAP_NAME, token_hash
-from hacoord.protocol import CLIENT_HEADER, FORWARDED_HEADER
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import request_audit
 from hacoord.server.errors import ErrorReply
+from hacoord.server.forwarding import ForwardSeal
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 LOG_EVERY = 60.0
 #: Source addresses remembered for that (the table is cleared when it grows past this).
 MAX_LOGGED_SOURCES = 10_000
-#: Characters of a forwarding header kept in the audit (within apply's bound on audit values).
-MAX_AUDIT_TEXT = 128
 
 
 class Permission(StrEnum):
@@ -146,8 +144,11 @@ class Authenticator:
     ``clock`` (seconds since the epoch) decides expiry."""
 
     def __init__(self, replicator: Replicator, bootstrap_hash: str | None = None,
-                 clock: Callable[[], float] = time.time, open_access: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, open_access: bool = False,
+                 seal: ForwardSeal | None = None) -> None:
         self.replicator = replicator
+        #: Whose forwarding claims are believed (:mod:`hacoord.server.forwarding`).
+        self.seal = seal or ForwardSeal(None)
         #: The benchmark's baseline: every request is an anonymous admin.
         self.open_access = open_access
         self.bootstrap_hash = bootstrap_hash
@@ -199,17 +200,16 @@ class Authenticator:
                                  f"{principal.node!r} only, not {target!r}")
         return self._admit(request, principal)
 
-    @staticmethod
-    def _admit(request: Request, principal: Principal) -> Principal:
+    def _admit(self, request: Request, principal: Principal) -> Principal:
         request.state.principal = principal
-        # What the forwarding member says (if one did), bounded here: apply refuses a longer
-        # audit, and a client's own headers must not get its writes refused in the log.
-        via = (request.headers.get(FORWARDED_HEADER) or "")[:MAX_AUDIT_TEXT] or None
+        # What the forwarding member says, if a member did (its seal matches), bounded there:
+        # apply refuses a longer audit, and a client's own headers must not get its writes
+        # refused in the log, nor name a member or client in it.
+        forwarded = self.seal.forwarded(request.scope)
         request_audit.set({"principal": principal.name, "role": principal.role,
                            "source": request.client.host if request.client else None,
-                           "via": via,
-                           "client": (request.headers.get(CLIENT_HEADER) or "")[:MAX_AUDIT_TEXT] or None
-                           if via else None})
+                           "via": forwarded.via if forwarded else None,
+                           "client": forwarded.client if forwarded else None})
         return principal
 
     def _refuse(self, request: Request, reason: str, why: str) -> None:

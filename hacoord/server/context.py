@@ -34,6 +34,7 @@ from hacoord.protocol import (
     AUTHORIZATION_HEADER,
     CLIENT_HEADER,
     CLUSTER_HEADER,
+    FORWARD_SEAL_HEADER,
     FORWARDED_HEADER,
     LEADER_HEADER,
     MEMBERS_HEADER,
@@ -45,6 +46,7 @@ from hacoord.protocol.formats import ID
 from hacoord.replication.base import Replicator
 from hacoord.server.coordinator import Coordinator, replica_count, request_fingerprint
 from hacoord.server.errors import ErrorReply
+from hacoord.server.forwarding import ForwardSeal
 from hacoord.server.health import HealthCache
 from hacoord.server.liveness import LivenessMonitor
 from hacoord.server.looplag import LagMonitor
@@ -93,8 +95,11 @@ class ApiContext:
                  liveness: LivenessMonitor, rebalancer: Rebalancer, submit_timeout: float,
                  unsafe_stale_reads: bool = False,
                  forward_transport: httpx.AsyncBaseTransport | None = None,
-                 forward_tls: ssl.SSLContext | None = None) -> None:
+                 forward_tls: ssl.SSLContext | None = None,
+                 seal: ForwardSeal | None = None) -> None:
         self.replicator = replicator
+        #: Seals what this member says of the requests it forwards.
+        self.seal = seal or ForwardSeal(None)
         self.coordinator = coordinator
         self.liveness = liveness
         self.rebalancer = rebalancer
@@ -196,8 +201,12 @@ class ApiContext:
         target = replicator.members[leader].api_url.rstrip("/") + raw_path.decode("ascii", "replace")
         if request.url.query:
             target += "?" + request.url.query
-        headers = {FORWARDED_HEADER: replicator.member_id,
-                   CLIENT_HEADER: request.client.host if request.client else "unknown"}
+        for_client = request.client.host if request.client else "unknown"
+        headers = {FORWARDED_HEADER: replicator.member_id, CLIENT_HEADER: for_client}
+        seal = self.seal.seal(replicator.member_id, for_client, request.method,
+                              request.scope["path"], request.headers.get(REQUEST_ID_HEADER))
+        if seal is not None:
+            headers[FORWARD_SEAL_HEADER] = seal
         for name in ("content-type", REQUEST_ID_HEADER, AUTHORIZATION_HEADER):
             if name in request.headers:
                 headers[name] = request.headers[name]

@@ -12,7 +12,8 @@ loop) almost nothing and never reaches a handler:
   one client address: 429 with ``Retry-After`` (heartbeats, which are never logged, excepted).
 
 Every refusal is the API's JSON error body. A write a follower forwards is counted for the client
-that sent it (the ``X-Hacoord-Client`` header the follower adds), not for the follower.
+that sent it (the ``X-Hacoord-Client`` header the follower adds, believed when the follower's seal
+matches: :mod:`hacoord.server.forwarding`), not for the follower.
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hacoord.protocol import CLIENT_HEADER as CLIENT_HEADER_NAME
-from hacoord.protocol import FORWARDED_HEADER as FORWARDED_HEADER_NAME
+from hacoord.server.forwarding import ForwardSeal
 
-CLIENT_HEADER = CLIENT_HEADER_NAME.encode()  # as ASGI carries header names: bytes
-FORWARDED_HEADER = FORWARDED_HEADER_NAME.encode()
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 WATCH_PATH = "/v1/watch"
 HEARTBEAT_SUFFIX = "/heartbeat"
@@ -62,10 +60,12 @@ class LimitsMiddleware:
     MAX_BUCKETS = 100_000  # clients remembered for the write rate; the idlest are forgotten
 
     def __init__(self, app: ASGIApp, limits: HttpLimits,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 seal: ForwardSeal | None = None) -> None:
         self.app = app
         self.limits = limits
         self.clock = clock
+        self.seal = seal or ForwardSeal(None)
         self.watches = 0
         self.watches_by_client: dict[str, int] = {}
         self.buckets: dict[str, _Bucket] = {}
@@ -82,7 +82,7 @@ class LimitsMiddleware:
             await self._refuse(send, "headers", 431, "request_too_large",
                                "request headers too large")
             return
-        client = _client(scope)
+        client = self._client(scope)
         method = scope["method"]
         if method in WRITE_METHODS:
             # Heartbeats are held in the leader's memory, never logged: not counted as writes.
@@ -197,21 +197,14 @@ class LimitsMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-
-def _client(scope: Scope) -> str:
-    """The client a request counts for: the sender, or for a forwarded request the client the
-    forwarding member names."""
-    forwarded = False
-    named = None
-    for name, value in scope["headers"]:
-        if name == FORWARDED_HEADER:
-            forwarded = True
-        elif name == CLIENT_HEADER:
-            named = value.decode("latin-1")[:64]
-    if forwarded and named:
-        return named
-    peer = scope.get("client")
-    return peer[0] if peer else "unknown"
+    def _client(self, scope: Scope) -> str:
+        """The client a request counts for: the sender, or for a request a member forwarded
+        (its seal matches: :mod:`hacoord.server.forwarding`) the client that member names."""
+        forwarded = self.seal.forwarded(scope)
+        if forwarded is not None:
+            return forwarded.client[:64]
+        peer = scope.get("client")
+        return peer[0] if peer else "unknown"
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:

@@ -189,7 +189,7 @@ async def serve_member(settings: MemberSettings) -> int:
                      unsafe_no_auth=settings.unsafe_no_auth,
                      unsafe_stale_reads=settings.unsafe_stale_reads,
                      suspect_after=settings.suspect_after, down_after=settings.down_after,
-                     limits=limits)
+                     limits=limits, forward_secret=settings.read_secret())
     if settings.insecure:
         log.warning("INSECURE: running without a cluster secret. PySyncObj's peer protocol is "
                     "pickle: any local user who can reach %s can run code in this member. Use a "

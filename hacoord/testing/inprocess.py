@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -48,6 +49,8 @@ class InProcessCluster:
         self.admin_token = new_token()
         app_options.setdefault("admin_token_hash", token_hash(self.admin_token))
         app_options.setdefault("bootstrap", bootstrap)
+        # One cluster secret, as real members share: followers seal what they forward.
+        app_options.setdefault("forward_secret", secrets.token_urlsafe(24))
         self.members = {f"m{k}": MemberInfo(f"m{k}", f"127.0.0.1:{7500 + k}", f"http://m{k}.test")
                         for k in range(1, size + 1)}
         self.replicators = {m: MemoryReplicator(m, dict(self.members)) for m in self.members}

@@ -80,3 +80,26 @@ def test_the_cli_lists_the_trail(cluster: InProcessCluster) -> None:
     assert "NodeRegistered" in result.stdout
     compacted = CliRunner().invoke(main, ["audit", "--since", "-1"], obj=CliState(client_factory=factory))
     assert compacted.exit_code == 2
+
+
+FORGED = {"x-hacoord-forwarded": "m2", "x-hacoord-client": "203.0.113.9",
+          "x-hacoord-forward-seal": "0" * 64}
+
+
+def test_a_forward_names_its_member_and_client_and_a_client_cannot_claim_one(
+        cluster: InProcessCluster) -> None:
+    """A follower's forward is audited with the follower (``via``) and the client it forwarded
+    for: its seal matches. A client sending the same headers itself, with no seal or a wrong
+    one, is audited as itself: no ``via``, no ``client``."""
+    with as_token(cluster, "m2", cluster.admin_token) as via_follower:
+        assert via_follower.post("/v1/nodes", json={"id": "n1", "address": "10.0.0.1:1"},
+                                 headers={"X-Request-Id": "through-m2"}).status_code == 201
+    with as_token(cluster, "m1", cluster.admin_token) as direct:
+        for k, headers in enumerate([FORGED, {k: v for k, v in FORGED.items() if "seal" not in k}]):
+            assert direct.post("/v1/nodes", json={"id": f"f{k}", "address": "10.0.0.9:1"},
+                               headers={"X-Request-Id": f"forged-{k}", **headers}).status_code == 201
+        entries = {e["request_id"]: e for e in
+                   direct.get("/v1/audit", params={"since": 0}).json()["entries"]}
+    assert (entries["through-m2"]["via"], entries["through-m2"]["client"]) == ("m2", "127.0.0.1")
+    for k in (0, 1):
+        assert (entries[f"forged-{k}"]["via"], entries[f"forged-{k}"]["client"]) == (None, None)

@@ -173,3 +173,13 @@ def test_a_method_not_allowed_names_the_allowed_ones(cluster: InProcessCluster, 
         answer = api.request(method, path)
         error(answer, 405, "method_not_allowed")
         assert set(answer.headers["allow"].replace(" ", "").split(",")) >= allowed
+
+
+def test_a_client_cannot_spread_its_writes_over_made_up_clients(cluster: InProcessCluster) -> None:
+    """Forwarding headers without a member's seal are the sender's own: naming another client
+    on each write, a client is still throttled as itself."""
+    with client(cluster) as api:
+        answers = [api.post("/v1/nodes", json={"id": f"s{k}", "address": "h:1"}, headers={
+            "x-hacoord-forwarded": "m2", "x-hacoord-client": f"10.9.9.{k}",
+            "x-hacoord-forward-seal": "0" * 64}).status_code for k in range(8)]
+    assert answers[:5] == [201] * 5 and 429 in answers[5:]
