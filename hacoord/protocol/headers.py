@@ -14,8 +14,9 @@ FORWARDED_HEADER = "x-hacoord-forwarded"
 #: Set by a follower on what it forwards: the client the request counts for in the leader's
 #: per-client limits.
 CLIENT_HEADER = "x-hacoord-client"
-#: Set by a follower on what it forwards: its seal over the two headers above, which the leader
-#: believes only when the seal matches (see :mod:`hacoord.server.forwarding`).
+#: Set by a follower on what it forwards: its seal over the two headers above and the request
+#: (method, path, request id); the leader believes those headers only when the seal matches
+#: (see :mod:`hacoord.server.forwarding`).
 FORWARD_SEAL_HEADER = "x-hacoord-forward-seal"
 #: ``Bearer <token>``: who the request comes from (see :mod:`hacoord.core.access`).
 AUTHORIZATION_HEADER = "authorization"

@@ -202,14 +202,21 @@ class ApiContext:
         if request.url.query:
             target += "?" + request.url.query
         for_client = request.client.host if request.client else "unknown"
-        headers = {FORWARDED_HEADER: replicator.member_id, CLIENT_HEADER: for_client}
+        headers: dict[str, str | bytes] = {FORWARDED_HEADER: replicator.member_id,
+                                           CLIENT_HEADER: for_client}
+        # The client's own bytes (the first of each, as the handlers read them): httpx would
+        # refuse a non-ASCII value given as text.
+        passed_on = (b"content-type", REQUEST_ID_HEADER.encode(), AUTHORIZATION_HEADER.encode())
+        for name, value in request.headers.raw:
+            if name in passed_on and name.decode() not in headers:
+                headers[name.decode()] = value
+        # A request id on every forward: the leader deduplicates by it, and the seal covers it,
+        # so a seal is good for that one request only.
+        rid = headers.setdefault(REQUEST_ID_HEADER, uuid.uuid4().hex.encode())
         seal = self.seal.seal(replicator.member_id, for_client, request.method,
-                              request.scope["path"], request.headers.get(REQUEST_ID_HEADER))
+                              request.scope["path"], bytes(rid).decode("latin-1"))
         if seal is not None:
             headers[FORWARD_SEAL_HEADER] = seal
-        for name in ("content-type", REQUEST_ID_HEADER, AUTHORIZATION_HEADER):
-            if name in request.headers:
-                headers[name] = request.headers[name]
         try:
             body = await request.body()
         except ClientDisconnect:  # the client gave up meanwhile: nobody reads the answer

@@ -8,7 +8,8 @@ headers itself, to spread its writes over made-up addresses, to use up another c
 or to write a false ``via`` into the audit. So the follower also sends ``x-hacoord-forward-seal``:
 an HMAC-SHA256, under a key derived from the cluster secret every member holds, of the member,
 the client, the method, the path and the request id (seen again only on that same request, whose
-retries the request id makes one write). The leader believes the claims only
+retries the request id makes one write; a follower gives a forward that has none an id of its
+own). Where a header comes twice, the first counts, as for the handlers. The leader believes the claims only
 when the seal matches; otherwise the request is the sender's own, counted and audited as coming
 from the connection's address.
 
@@ -75,17 +76,17 @@ class ForwardSeal:
             return scope[SCOPE_KEY]  # type: ignore[no-any-return]
         found: Forwarded | None = None
         via = client = seal = None
-        request_id = b""
-        for name, value in scope["headers"]:
+        request_id = None
+        for name, value in scope["headers"]:  # the first of each, as the handlers read them
             if name == _FORWARDED:
-                via = value
+                via = via if via is not None else value
             elif name == _CLIENT:
-                client = value
+                client = client if client is not None else value
             elif name == _SEAL:
-                seal = value
+                seal = seal if seal is not None else value
             elif name == _REQUEST_ID:
-                request_id = value
-        if via and client and self._believed(via, client, seal, scope, request_id):
+                request_id = request_id if request_id is not None else value
+        if via and client and self._believed(via, client, seal, scope, request_id or b""):
             found = Forwarded(via.decode("latin-1")[:MAX_CLAIM],
                               client.decode("latin-1")[:MAX_CLAIM])
         scope[SCOPE_KEY] = found

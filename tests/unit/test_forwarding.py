@@ -57,3 +57,14 @@ def test_the_answer_is_kept_in_the_scope_and_claims_are_bounded() -> None:
     assert first is not None and len(first.via) == len(first.client) == 128
     long["headers"] = []  # asked again for the same request: not worked out again
     assert ForwardSeal(None).forwarded(long) == first
+
+
+def test_the_first_request_id_counts_as_for_the_handlers() -> None:
+    """A seal made for one request id, sent after another id: the handlers would use the first
+    (a new write), so the seal is not believed for it."""
+    replayed = sealed()
+    replayed["headers"].insert(0, (b"x-request-id", b"fresh-id"))
+    assert ForwardSeal(SECRET).forwarded(replayed) is None
+    repeated = sealed()
+    repeated["headers"].append((b"x-request-id", b"other"))
+    assert ForwardSeal(SECRET).forwarded(repeated) == Forwarded("m2", "10.0.0.7")
