@@ -56,6 +56,8 @@ from hacoord.server.rebalancer import Rebalancer
 FORWARD_CHECK = 0.05  # seconds between checks that the leader a forward went to still leads
 CONFIRM_EVERY = 0.02  # seconds between asking members whether they applied a revision
 CONFIRM_WAIT = 2.0  # seconds at most to wait for them (healthy members apply within milliseconds)
+#: Headers of the leader's answer that a forwarding follower passes back beside its own.
+ANSWER_HEADERS = frozenset({"retry-after", "www-authenticate"})
 MAX_REVISION = 2**53  # revisions asked for are bounded (JSON numbers are exact up to here)
 
 # Path parameters are checked before a handler runs (and before a follower forwards them).
@@ -230,8 +232,9 @@ class ApiContext:
             raise ErrorReply("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
                              leader=leader) from None
         # The cluster id is added by this member's own middleware (the same id: one cluster).
+        # When to retry, and how to authenticate, go back with the answer they belong to.
         passed = {k: v for k, v in answer.headers.items()
-                  if k.startswith("x-hacoord-") and k != CLUSTER_HEADER}
+                  if (k.startswith("x-hacoord-") and k != CLUSTER_HEADER) or k in ANSWER_HEADERS}
         # Tells the client who answered, so it can go to the leader directly next time (a data
         # node heartbeating through a follower would otherwise cost that follower a forward each
         # time, for ever).

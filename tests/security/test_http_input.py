@@ -183,3 +183,18 @@ def test_a_client_cannot_spread_its_writes_over_made_up_clients(cluster: InProce
             "x-hacoord-forwarded": "m2", "x-hacoord-client": f"10.9.9.{k}",
             "x-hacoord-forward-seal": "0" * 64}).status_code for k in range(8)]
     assert answers[:5] == [201] * 5 and 429 in answers[5:]
+
+
+def test_a_throttled_forward_says_when_to_retry(cluster: InProcessCluster) -> None:
+    """The leader's 429 reaches a client that wrote through a follower with its Retry-After:
+    the client used up its writes at the leader (m1), then writes through m2, whose own count
+    for it is fresh."""
+    with client(cluster, "m1") as direct:
+        for k in range(8):
+            if direct.post("/v1/nodes", json={"id": f"d{k}", "address": "h:1"}).status_code == 429:
+                break
+    with client(cluster, "m2") as via_follower:
+        answer = via_follower.post("/v1/nodes", json={"id": "t1", "address": "h:1"})
+    error(answer, 429, "too_many_requests")
+    assert cluster.hits("m1", forwarded=True)  # the leader's answer, not the follower's
+    assert int(answer.headers["retry-after"]) >= 1
