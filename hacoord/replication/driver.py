@@ -244,8 +244,8 @@ class RaftDriver:
                 or self.obj.apply_backlog)
 
     def check_files(self) -> None:
-        """Raise ``StorageError`` (fail stop) if the journal's file was deleted under the member
-        (:meth:`~hacoord.replication.journal.HacoordJournal.check_linked`)."""
+        """Raise ``StorageError`` (fail stop) if the journal's path no longer names the file the
+        member writes (:meth:`~hacoord.replication.journal.HacoordJournal.check_linked`)."""
         if self.journal is not None and self.journal.failed is None:
             self.journal.check_linked()
 

@@ -368,10 +368,11 @@ class RaftReplicator:
             # Opening would make a new, empty journal: the member would vote and acknowledge
             # again with less than it had acknowledged.
             self.fatal = (f"this member's journal {journal} is gone (its data directory was "
-                          "removed or moved while the member ran): stopping rather than go on with less "
-                          "than it acknowledged; the other members still hold the cluster's "
-                          f"data: run `hacoord member rejoin --data-dir {self.data_dir} --force` "
-                          "and start it again to let it catch up from them")
+                          "removed or moved while the member ran): stopping rather than go on "
+                          "with less than it acknowledged; the other members still hold the "
+                          "cluster's data: run `hacoord member rejoin --data-dir "
+                          f"{self.data_dir} --force` and start it again to let it catch up "
+                          "from them")
             log.critical("%s", self.fatal)
             return
         except OSError as exc:  # the disk does not answer yet: try again, as for any failure

@@ -38,7 +38,8 @@ _SEAL = FORWARD_SEAL_HEADER.encode()
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
 #: Characters of a claim kept (within apply's bound on audit values; an address is shorter).
 MAX_CLAIM = 128
-#: Where the claims found for a request are kept in its ASGI scope (worked out once).
+#: Where the claims found for a request are kept in its ASGI scope, with the seal that found
+#: them (worked out once per seal).
 SCOPE_KEY = "hacoord.forwarded"
 
 
@@ -72,8 +73,9 @@ class ForwardSeal:
     def forwarded(self, scope: Scope) -> Forwarded | None:
         """The request's claims if a member made them (the seal matches), else None. Kept in
         the scope: the limits and the audit ask for the same request."""
-        if SCOPE_KEY in scope:
-            return scope[SCOPE_KEY]  # type: ignore[no-any-return]
+        kept = scope.get(SCOPE_KEY)
+        if kept is not None and kept[0] is self:  # another seal (another key) works it out anew
+            return kept[1]  # type: ignore[no-any-return]
         found: Forwarded | None = None
         via = client = seal = None
         request_id = None
@@ -89,7 +91,7 @@ class ForwardSeal:
         if via and client and self._believed(via, client, seal, scope, request_id or b""):
             found = Forwarded(via.decode("latin-1")[:MAX_CLAIM],
                               client.decode("latin-1")[:MAX_CLAIM])
-        scope[SCOPE_KEY] = found
+        scope[SCOPE_KEY] = (self, found)
         return found
 
     def _believed(self, via: bytes, client: bytes, seal: bytes | None, scope: Scope,

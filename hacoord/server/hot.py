@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -110,36 +110,38 @@ class HotRoutes:
         scope["route"] = hot.route
         scope["endpoint"] = hot.route.endpoint
         request = Request(scope, receive)
-        kwargs: dict[str, Any] = {"request": request, **query}
         try:
-            decoded: Any = _NOT_PLAIN
-            if hot.body is not None:
-                decoded = await _json(request)
-                if decoded is _NOT_PLAIN:
-                    await self._pass_on(request, scope, receive, send)
-                    return
-            await self.auth.authorize(request, hot.permission, await bearer_credentials(request))
-            kwargs["node_id"], errors = hot.node_id.validate(node_id)
-            if hot.body is not None and not errors:
-                kwargs[hot.body_name], errors = hot.body.validate(decoded)  # type: ignore[index]
-            if errors:
-                await self._pass_on(request, scope, receive, send)
-                return
-            response = await hot.route.endpoint(**kwargs)
+            response = await self._answer(hot, node_id, request, query)
         except Exception as exc:  # noqa: BLE001 (rendered as the app renders it, or raised on)
             render = _handler_for(self.fastapi, exc)
             if render is None:
                 raise
             response = await render(request, exc)
+        if response is None:  # not the plain case: FastAPI's, its body (if read) handed on
+            self.passed_on += 1
+            body = getattr(request, "_body", None)
+            await self.app(scope, receive if body is None else _replay(body, receive), send)
+            return
         self.served += 1
         await response(scope, receive, send)
 
-    async def _pass_on(self, request: Request, scope: Scope, receive: Receive,
-                       send: Send) -> None:
-        """Leave the request to FastAPI, its body (if it was read whole) handed on again."""
-        self.passed_on += 1
-        body = getattr(request, "_body", None)
-        await self.app(scope, receive if body is None else _replay(body, receive), send)
+    async def _answer(self, hot: HotRoute, node_id: str, request: Request,
+                      query: dict[str, bool]) -> Response | None:
+        """The route's answer, or None when the request is not the plain case. FastAPI's order:
+        the body decoded, the token checked, path and body validated."""
+        kwargs: dict[str, Any] = {"request": request, **query}
+        decoded: Any = _NOT_PLAIN
+        if hot.body is not None:
+            decoded = await _json(request)
+            if decoded is _NOT_PLAIN:
+                return None
+        await self.auth.authorize(request, hot.permission, await bearer_credentials(request))
+        kwargs["node_id"], errors = hot.node_id.validate(node_id)
+        if hot.body is not None and not errors:
+            kwargs[hot.body_name], errors = hot.body.validate(decoded)  # type: ignore[index]
+        if errors:
+            return None
+        return await hot.route.endpoint(**kwargs)  # type: ignore[no-any-return]
 
 
 def resolve(app: FastAPI, specs: list[HotSpec]) -> list[HotRoute]:

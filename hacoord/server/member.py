@@ -209,7 +209,7 @@ async def serve_member(settings: MemberSettings) -> int:
                     settings.api_address)
     # No proxy headers: a client's address (its write rate, the audit's source) is the peer's,
     # never what a client on the same host claims in X-Forwarded-For (uvicorn trusts that from
-    # 127.0.0.1 by default). Members that forward say whom for in their own header.
+    # 127.0.0.1 by default). Members that forward say whom for in their own, sealed header.
     config = uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",
                             access_log=False, http="httptools", lifespan="on", workers=1,
                             timeout_graceful_shutdown=1, proxy_headers=False, **tls)

@@ -175,20 +175,33 @@ def test_a_method_not_allowed_names_the_allowed_ones(cluster: InProcessCluster, 
         assert set(answer.headers["allow"].replace(" ", "").split(",")) >= allowed
 
 
-def test_a_client_cannot_spread_its_writes_over_made_up_clients(cluster: InProcessCluster) -> None:
+#: Five writes, then one every 100 s: what these tests count does not depend on how fast the
+#: machine runs them.
+SLOW = HttpLimits(writes_per_client=0.01, write_burst=5)
+
+
+@pytest.fixture
+def slow_cluster() -> Iterator[InProcessCluster]:
+    with InProcessCluster(3, limits=SLOW) as made:
+        yield made
+
+
+def test_a_client_cannot_spread_its_writes_over_made_up_clients(
+        slow_cluster: InProcessCluster) -> None:
     """Forwarding headers without a member's seal are the sender's own: naming another client
     on each write, a client is still throttled as itself."""
-    with client(cluster) as api:
+    with client(slow_cluster) as api:
         answers = [api.post("/v1/nodes", json={"id": f"s{k}", "address": "h:1"}, headers={
             "x-hacoord-forwarded": "m2", "x-hacoord-client": f"10.9.9.{k}",
             "x-hacoord-forward-seal": "0" * 64}).status_code for k in range(8)]
     assert answers[:5] == [201] * 5 and 429 in answers[5:]
 
 
-def test_a_throttled_forward_says_when_to_retry(cluster: InProcessCluster) -> None:
+def test_a_throttled_forward_says_when_to_retry(slow_cluster: InProcessCluster) -> None:
     """The leader's 429 reaches a client that wrote through a follower with its Retry-After:
     the client used up its writes at the leader (m1), then writes through m2, whose own count
     for it is fresh."""
+    cluster = slow_cluster
     with client(cluster, "m1") as direct:
         for k in range(8):
             if direct.post("/v1/nodes", json={"id": f"d{k}", "address": "h:1"}).status_code == 429:

@@ -53,10 +53,11 @@ def test_without_a_secret_claims_are_believed_as_they_come_and_nothing_is_sealed
 
 def test_the_answer_is_kept_in_the_scope_and_claims_are_bounded() -> None:
     long = scope(via="m" * 500, client="c" * 500)
-    first = ForwardSeal(None).forwarded(long)
+    open_seal = ForwardSeal(None)
+    first = open_seal.forwarded(long)
     assert first is not None and len(first.via) == len(first.client) == 128
     long["headers"] = []  # asked again for the same request: not worked out again
-    assert ForwardSeal(None).forwarded(long) == first
+    assert open_seal.forwarded(long) == first
 
 
 def test_the_first_request_id_counts_as_for_the_handlers() -> None:
@@ -68,3 +69,10 @@ def test_the_first_request_id_counts_as_for_the_handlers() -> None:
     repeated = sealed()
     repeated["headers"].append((b"x-request-id", b"other"))
     assert ForwardSeal(SECRET).forwarded(repeated) == Forwarded("m2", "10.0.0.7")
+
+
+def test_an_answer_kept_by_one_seal_is_not_taken_by_another() -> None:
+    """Claims an unkeyed seal believed, kept in the scope, are worked out again by a keyed one."""
+    unsealed = scope()
+    assert ForwardSeal(None).forwarded(unsealed) == Forwarded("m2", "10.0.0.7")
+    assert ForwardSeal(SECRET).forwarded(unsealed) is None
