@@ -140,7 +140,12 @@ class Replicator(Protocol):
         """True once the state has been applied as far as the member had it; reads wait for it."""
 
     def begin_stop(self) -> None:
-        """Shutdown has begun: answer long polls now; stand for no election."""
+        """Shutdown has begun: answer long polls and the writes and reads waiting here now;
+        stand for no election."""
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`begin_stop` was called: requests are answered, not waited on."""
 
     def status(self) -> RaftStatus:
         """A snapshot of this member's Raft and state-machine status."""

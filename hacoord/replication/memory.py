@@ -31,6 +31,7 @@ class MemoryReplicator:
         self.feed = ChangeFeed()
         self.invariants = InvariantWatch()
         self.apply_seconds = 0.0
+        self.stopping = False
 
     @property
     def state(self) -> ClusterState:
@@ -42,7 +43,8 @@ class MemoryReplicator:
         """Nothing to open."""
 
     def begin_stop(self) -> None:
-        """Answer long polls now."""
+        """Answer long polls now (nothing else waits here)."""
+        self.stopping = True
         self.feed.close()
 
     async def stop(self) -> None:

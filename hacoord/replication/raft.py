@@ -77,6 +77,7 @@ ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 REOPEN_FIRST = 1.0   # seconds before the first reopen after a storage failure
 REOPEN_MAX = 10.0    # the longest wait between reopens
 FILE_CHECK_PERIOD = 1.0  # seconds between checks that the journal is still in its directory
+STOPPING = "this member is stopping"  # why a request waiting at a stopping member ends
 HAND_OVER_WAIT = 1.0  # seconds a stopping leader waits for a follower to take over
 HAND_OVER_POLL = 0.01
 #: How long a tick may wait for a journal sync (an fdatasync here is 0.2 ms typical, 1-3 ms at
@@ -137,6 +138,8 @@ class RaftReplicator:
         self._waiting: dict[str, _Waiter] = {}
         #: Confirmed reads waiting for the applied index to reach theirs: (index, future).
         self._reads: list[tuple[int, asyncio.Future[int]]] = []
+        #: Reads waiting for a read index to be confirmed.
+        self._confirming: set[asyncio.Future[int | None]] = set()
         # Counted here, not only by SafeSyncObj: a failing journal sync or send after the
         # library's tick must make the member unready too.
         self.tick_failures = 0
@@ -245,11 +248,25 @@ class RaftReplicator:
 
     def begin_stop(self) -> None:
         """Shutdown has begun: this member no longer stands for election (a slow shutdown must
-        not depose the leader it is about to leave), and long polls are answered now."""
+        not depose the leader it is about to leave), and long polls, writes and reads waiting
+        here are answered now, before the HTTP server's short grace runs out and cuts them
+        off. A waiting write's outcome is unknown (it may yet commit): the client retries it
+        with the same request id elsewhere."""
         self._stopping = True
         if self._driver is not None:
             self._driver.obj.standing_down = True
         self.feed.close()
+        self._fail_all(OutcomeUnknownError(
+            f"{STOPPING} before the write's outcome was known; retry with the same request id "
+            "at another member"))
+        reads, self._reads = self._reads, []
+        for future in [*self._confirming, *(future for _, future in reads)]:
+            if not future.done():
+                future.set_exception(NotAppliedError(f"{STOPPING}; read at another member"))
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     async def stop(self) -> None:
         self.begin_stop()
@@ -258,7 +275,7 @@ class RaftReplicator:
             self._timer.cancel()
         if self._reopen is not None:
             self._reopen.cancel()
-        self._fail_all(NotAppliedError("member is shutting down"))
+        self._fail_all(OutcomeUnknownError(f"{STOPPING}; retry with the same request id"))
         driver, self._driver = self._driver, None
         if driver is not None:
             self._state = driver.sm.state
@@ -508,6 +525,8 @@ class RaftReplicator:
     async def submit(self, command: Command, timeout: float) -> Outcome:
         if self.fatal:
             raise FatalReplicationError(self.fatal)
+        if self._stopping:
+            raise NotAppliedError(f"{STOPPING}; retry at another member")
         if not self.is_leader():
             raise NotLeaderError(self.leader_id())
         if not command.request_id:
@@ -546,11 +565,15 @@ class RaftReplicator:
         known), or :class:`NotAppliedError` when none was confirmed in ``timeout`` seconds."""
         if self.fatal:
             raise FatalReplicationError(self.fatal)
+        if self._stopping:
+            raise NotAppliedError(f"{STOPPING}; read at another member")
         driver = self._driver
         if driver is None or self.leader_id() is None:
             raise NotLeaderError(self.leader_id())
         assert self._loop is not None
         confirmed: asyncio.Future[int | None] = self._loop.create_future()
+        self._confirming.add(confirmed)
+        confirmed.add_done_callback(self._confirming.discard)
 
         def answered(index: int | None, error: str | None) -> None:
             if confirmed.done():

@@ -194,6 +194,9 @@ class ApiContext:
         if replicator.is_leader():
             return None
         leader = replicator.leader_id()
+        if replicator.stopping:
+            raise ErrorReply("unavailable", f"{replicator.member_id} is stopping; retry at "
+                             "another member", leader=leader)
         if request.headers.get(FORWARDED_HEADER):
             raise ErrorReply("not_leader", f"{replicator.member_id} does not lead", leader=leader)
         if leader is None or leader == replicator.member_id:
@@ -245,13 +248,19 @@ class ApiContext:
 
     async def _unless_leader_changes(self, forward: asyncio.Future[httpx.Response],
                                      leader: str) -> httpx.Response:
-        """The leader's answer; but if this member sees another leader (or none) meanwhile, give
-        up on it: a paused or cut-off leader would hold the caller until its timeout, while a
-        retry can go to the new leader now. (Safe: the write keeps its request id.)"""
+        """The leader's answer; but if this member sees another leader (or none) meanwhile, or
+        begins to stop, give up on it: a paused or cut-off leader would hold the caller until
+        its timeout, while a retry can go to the new leader now. (Safe: the write keeps its
+        request id.)"""
         for _ in range(int((self.submit_timeout + 2.0) / FORWARD_CHECK) + 1):
             done, _pending = await asyncio.wait([forward], timeout=FORWARD_CHECK)
             if done:
                 return forward.result()
+            if self.replicator.stopping:
+                forward.cancel()
+                raise ErrorReply("unavailable", f"{self.replicator.member_id} is stopping before "
+                                 f"leader {leader} answered; retry with the same request id (the "
+                                 "leader may have applied it)", leader=leader)
             now = self.replicator.leader_id()
             if now != leader:
                 forward.cancel()
@@ -272,7 +281,7 @@ class ApiContext:
         deadline = loop.time() + wait
         for _ in range(int(wait / CONFIRM_EVERY) + 1):
             pending = [m for m in others if m.id not in confirmed]
-            if not pending or loop.time() >= deadline:
+            if not pending or loop.time() >= deadline or self.replicator.stopping:
                 break
             seen = await asyncio.gather(*(self._member_revision(m.api_url) for m in pending))
             confirmed.update(m.id for m, at in zip(pending, seen, strict=True) if at >= revision)

@@ -127,13 +127,27 @@ def refusals(counts: dict[str, int]) -> list[Family]:
     return [family]
 
 
+class InFlight(Collector):
+    """How many API requests are being answered right now (a plain count: the loop is the only
+    writer, and a Gauge's lock would cost every request)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def collect(self) -> Iterator[Family]:
+        yield GaugeMetricFamily("hacoord_api_requests_in_flight",
+                                "API requests being answered (long polls included)",
+                                value=self.requests)
+
+
 class _LatencyMiddleware:
     """Pure ASGI middleware timing each HTTP request (Starlette's BaseHTTPMiddleware costs a task
     group per request, measured at a fifth of the leader's CPU under load)."""
 
-    def __init__(self, app: ASGIApp, latency: Histogram) -> None:
+    def __init__(self, app: ASGIApp, latency: Histogram, counts: InFlight) -> None:
         self.app = app
         self.latency = latency
+        self.counts = counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,6 +155,7 @@ class _LatencyMiddleware:
             return
         started = time.perf_counter()
         status = [500]
+        self.counts.requests += 1
 
         async def send_and_note(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -150,6 +165,7 @@ class _LatencyMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
+            self.counts.requests -= 1
             route = getattr(scope.get("route"), "path", "unmatched")
             self.latency.labels(route, scope["method"], str(status[0])).observe(
                 time.perf_counter() - started)
@@ -169,7 +185,9 @@ def install_metrics(app: FastAPI, replicator: Replicator, watchers: Callable[[],
     latency = Histogram("hacoord_api_request_seconds", "API request latency",
                         ["route", "method", "status"], registry=registry,
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-    app.add_middleware(_LatencyMiddleware, latency=latency)
+    counts = InFlight()
+    registry.register(counts)
+    app.add_middleware(_LatencyMiddleware, latency=latency, counts=counts)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False,
              dependencies=[permission] if permission is not None else None)

@@ -106,6 +106,23 @@ def worst_write_gap(history: History, start: float, end: float) -> float:
     return max(b - a for a, b in zip(edges, edges[1:], strict=False))
 
 
+def first_traceback(log: Path, context: int = 3, most: int = 60) -> str | None:
+    """The first traceback in ``log`` with the lines logged just before it, or None.
+
+    Quoted in the failure so that a CI run, whose artifacts are gone, still shows it."""
+    if not log.exists():
+        return None
+    lines = log.read_text(errors="replace").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Traceback")), None)
+    if start is None:
+        return None
+    end = start + 1
+    while end < len(lines) and end - start < most and (
+            lines[end].startswith((" ", "\t")) or lines[end - 1].startswith(" ")):
+        end += 1  # the frames, then the exception's own line
+    return "\n".join(lines[max(0, start - context):end])
+
+
 def make_workload(scenario: Scenario) -> Workload:
     if scenario.workload == "register":
         return RegisterWorkload(scenario.read_share, scenario.registers)
@@ -257,10 +274,10 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         cluster.stop_all()
         if disk is not None:
             disk.unmount()
-    traced = [m.id for m in cluster.members.values()  # whole logs: cluster.logs() keeps the tails
-              if m.log_path.exists() and "Traceback" in m.log_path.read_text(errors="replace")]
-    if traced:
-        outcome.problems.append(f"a member logged a traceback: {', '.join(traced)}")
+    for member in cluster.members.values():  # whole logs: cluster.logs() keeps the tails
+        quoted = first_traceback(member.log_path)
+        if quoted is not None:
+            outcome.problems.append(f"a member logged a traceback: {member.id}\n{quoted}")
     if outcome.problems:
         outcome.artifacts = _save(scenario, root, history)
     return outcome

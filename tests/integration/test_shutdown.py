@@ -9,6 +9,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,3 +106,59 @@ def test_a_leader_stopping_cleanly_hands_over_in_one_election(tmp_path: Path) ->
         # TimeoutNow: the successor stood once, with the whole log, and won that term.
         assert cluster.status(successor)["member"]["term"] == term + 1
         assert written.revision > 20
+
+
+#: Slow elections, so that nothing but the stop ends the requests these tests leave waiting.
+SLOW_ELECTIONS = ("--election-timeout-min", "4", "--election-timeout-max", "5",
+                  "--submit-timeout", "30")
+
+
+@pytest.mark.parametrize("role", ["leader", "follower"])
+def test_a_stopping_member_answers_the_requests_it_cannot_finish(tmp_path: Path, role: str) -> None:
+    """Writes and consistent reads a member cannot finish (a leader cut off from its followers,
+    or a follower whose leader hangs) are answered 503/504 with the JSON error body when the
+    member is told to stop, instead of being cut off by the HTTP server's shutdown (which
+    logged a traceback for each)."""
+    with running_cluster(tmp_path, extra_args=SLOW_ELECTIONS) as cluster:
+        leader = cluster.leader()
+        followers = [m for m in cluster.members if m != leader]
+        stopping = leader if role == "leader" else followers[0]
+        paused = followers if role == "leader" else [leader]
+        member = cluster.members[stopping]
+        assert member.proc is not None
+        for other in paused:
+            cluster.members[other].proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        try:
+            async def scenario() -> list[httpx.Response | BaseException]:
+                async with cluster.async_http(timeout=60) as http:
+                    requests = [http.post(member.url + "/v1/nodes",
+                                          json={"id": f"w{k}", "address": f"127.0.0.1:{7000 + k}"})
+                                for k in range(3)]
+                    requests += [http.get(member.url + "/v1/nodes?consistent=true")
+                                 for _ in range(2)]
+                    pending = [asyncio.ensure_future(r) for r in requests]
+                    # Every one of them in flight (and the scrape that counts them).
+                    await asyncio.to_thread(
+                        wait_for, "the requests in flight",
+                        lambda: _in_flight(member.url, cluster) >= len(pending) + 1, 30)
+                    member.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                    return await asyncio.gather(*pending, return_exceptions=True)
+
+            answers = asyncio.run(scenario())
+            assert member.proc.wait(timeout=30) == 0
+        finally:
+            for other in paused:
+                cluster.members[other].proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        for answer in answers:
+            assert isinstance(answer, httpx.Response), f"no answer: {answer!r}"
+            assert answer.status_code in (503, 504), answer.text
+            assert answer.json()["code"] in ("unavailable", "timeout", "not_leader"), answer.text
+        log = member.log_path.read_text()
+        assert "Traceback" not in log, log
+
+
+def _in_flight(url: str, cluster: Any) -> int:
+    text = httpx.get(url + "/metrics", timeout=5, headers=cluster.headers,
+                     verify=cluster.verify).text
+    match = re.search(r"^hacoord_api_requests_in_flight (\d+(?:\.\d+)?)", text, re.M)
+    return int(float(match.group(1))) if match else 0
