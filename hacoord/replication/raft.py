@@ -155,6 +155,9 @@ class RaftReplicator:
         #: The applied index the state must reach again before reads are served.
         self._must_reach = 0
         self._stopping = False
+        #: The last log index this member had on disk before a storage failure: its reopened
+        #: data must hold at least that much (it may have acknowledged all of it).
+        self._had_on_disk = 0
         self._lock: int | None = None
         self._loaded = False
 
@@ -341,6 +344,8 @@ class RaftReplicator:
         self.storage_failures += 1
         self.storage_failure = str(exc)
         durable_end = driver.journal.durable_end if driver.journal is not None else None
+        if driver.journal is not None:
+            self._had_on_disk = max(self._had_on_disk, driver.journal.durable_index())
         self._drop_engine(driver)
         log.critical("storage failure: %s. This member stopped taking part in Raft (not ready; "
                      "it acknowledges and votes for nothing) and will reopen its data from what "
@@ -409,6 +414,8 @@ class RaftReplicator:
             self._plan_reopen()
             return
         assert self._driver is not None
+        if self._holds_less(self._driver):
+            return
         self._watch(self._driver)
         self.reopens += 1
         self.storage_failure = None
@@ -416,6 +423,26 @@ class RaftReplicator:
         log.warning("reopened this member's data from disk (applied index %d); catching up "
                     "before serving reads", self._driver.obj.raftLastApplied if self._driver else 0)
         self._schedule_tick()
+
+    def _holds_less(self, driver: RaftDriver) -> bool:
+        """True (and the member stops for good) if the data just reopened ends before what the
+        member had on disk before the failure: the directory was replaced by an older copy
+        while it ran, and going on would vote and acknowledge again with less than it had
+        acknowledged."""
+        journal = driver.journal
+        held = journal[-1][1] if journal is not None and len(journal) else 0
+        if held >= self._had_on_disk:
+            return False
+        self.fatal = (f"this member's data directory {self.data_dir} holds its log only to index "
+                      f"{held}, but the member had it to index {self._had_on_disk} on disk before "
+                      "the storage failure: the directory was replaced by an older copy while "
+                      "the member ran; stopping rather than go on with less than it "
+                      "acknowledged: move the directory aside, run `hacoord member rejoin "
+                      f"--data-dir {self.data_dir} --force` and start the member again to let it "
+                      "catch up from the others")
+        log.critical("%s", self.fatal)
+        self._drop_engine(driver)
+        return True
 
     # --- ticking ------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import shutil
 import stat
 import threading
@@ -328,6 +329,45 @@ def test_a_member_whose_data_directory_is_removed_stops_instead_of_starting_empt
             with pytest.raises(FatalReplicationError, match="hacoord member rejoin"):
                 await again.start()
         asyncio.run(restart())
+
+
+def test_a_member_whose_data_directory_is_replaced_by_an_older_copy_stops(tmp_path: Path) -> None:
+    """The data directory is swapped for a copy taken earlier (a backup restored in place)
+    while the member runs: the member fails stop as for any replaced directory, and the reopen
+    finds a log that ends before what the member had on disk. Going on would vote and
+    acknowledge again with less than it had acknowledged, so it stops for good, naming the
+    remedy."""
+    port = free_ports(1)[0]
+    members = {"m1": MemberInfo("m1", f"127.0.0.1:{port}", "http://127.0.0.1:1")}
+    data, copy = tmp_path / "data", tmp_path / "copy"
+
+    async def scenario() -> None:
+        rep = RaftReplicator("m1", members, data, secret=None)
+        await rep.start()
+        try:
+            await until(lambda: rep.status().ready, "ready")
+            await rep.submit(c.RegisterNode(request_id="r0", node_id="n0",
+                                            address="127.0.0.1:9"), timeout=5)
+            shutil.copytree(data, copy)
+            for k in range(1, 4):
+                assert (await rep.submit(c.RegisterNode(request_id=f"r{k}", node_id=f"n{k}",
+                                                        address="127.0.0.1:9"), timeout=5)).ok
+            # The commit index on disk, so that no later write of it lands in the copy: the
+            # copy's own record then agrees with its log, and only what the member remembers
+            # shows that it holds less.
+            commit = rep._driver.obj.raftCommitIndex  # type: ignore[union-attr]
+            await until(lambda: json.loads((data / "raft.journal.meta").read_text())
+                        .get("commit_index") == commit, "the commit index on disk")
+            data.rename(tmp_path / "aside")
+            copy.rename(data)
+            await until(lambda: rep.fatal is not None, "the member to stop")
+            assert "replaced by an older copy" in rep.fatal and "hacoord member rejoin" in rep.fatal
+            assert rep.storage_failures == 1 and rep.reopens == 0
+            assert not rep.status().ready
+        finally:
+            await rep.stop()
+
+    asyncio.run(scenario())
 
 
 def test_a_reopen_that_cannot_look_for_the_journal_tries_again(
