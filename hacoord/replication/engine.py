@@ -107,6 +107,10 @@ class HacoordSyncObj(ReadIndexSyncObj):
                  transportClass: Any = TCPTransport) -> None:
         if conf.journalFile is None or conf.fullDumpFile is None:
             raise ValueError("hacoord needs a journal and a dump file (journalFile, fullDumpFile)")
+        #: Started with no journal, vote record or snapshot at all: a new member, or one whose
+        #: data was lost (see :meth:`heard_of_existing_cluster`).
+        self.started_empty = not any(Path(p).exists() for p in (
+            conf.journalFile, conf.journalFile + ".meta", conf.fullDumpFile))
         self.poller = poller if poller is not None else EpollPoller()
         self.early_election_step = early_election_step
         self._rng = rng if rng is not None else random.Random()
@@ -170,6 +174,24 @@ class HacoordSyncObj(ReadIndexSyncObj):
             raise
         if self._SyncObj__otherNodes:
             self._SyncObj__raftMatchIndex = DurableMatchIndex(self._SyncObj__raftMatchIndex)
+
+    def heard_of_existing_cluster(self, peer: Any, cluster_id: str) -> None:
+        """A peer says it belongs to the named cluster ``cluster_id``, while this member started
+        empty and has not caught up that far (its own state has no id). The cluster was named
+        by a leader with a majority, so it has a history: this member may have had a part of it
+        and lost its data (a wiped disk, a new volume). Its vote could then elect a leader
+        lacking entries it had acknowledged, so it votes for nobody until it has caught up with
+        a leader, as after ``hacoord member rejoin``. (A member that is simply new loses
+        nothing by waiting: the majority that named the cluster elects without it.)"""
+        journal = self.journal
+        if (not self.started_empty or journal is None or journal.rejoining or self._isLeader()
+                or self.state_machine.state.cluster_id):
+            return
+        self.started_empty = False
+        journal.begin_rejoin()
+        log.warning("this member started with an empty data directory, but peer %s belongs to "
+                    "cluster %s, which already exists: it votes for nobody until it has caught "
+                    "up with a leader (its data may have been lost)", peer, cluster_id[:64])
 
     # --- start ------------------------------------------------------------------------------
 

@@ -605,6 +605,13 @@ class HacoordJournal:
         vote or stand for election until it has caught up with a leader."""
         return bool(self._meta.get("rejoining", False))
 
+    def begin_rejoin(self) -> None:
+        """Mark this member rejoining (durably, now: the mark must outlive a crash before the
+        member catches up): it votes for nobody until it has caught up with a leader."""
+        if not self.rejoining:
+            self._meta["rejoining"] = True
+            self._store_meta()
+
     def finish_rejoin(self) -> None:
         """The member caught up with a leader after a rejoin: it may vote again (durably)."""
         if self.rejoining:

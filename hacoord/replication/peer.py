@@ -27,6 +27,9 @@ hearing from a peer that sends no such message (a release before cluster ids: th
 break a rolling upgrade from it); Raft messages of an unknown type are ignored by the library, so
 those peers ignore ours. The secret already keeps strangers out; this keeps out a member that has
 the secret but belongs elsewhere, such as a member of a cluster restored from a backup of this one.
+A member that started with an empty data directory and hears a peer name a cluster it has not yet
+caught up to is told so (``heard_of_existing_cluster``): it may have lost its data, and waits for
+a leader before it votes.
 
 Every refusal is counted in :attr:`GuardedTransport.refused` (exported as metrics) and logged at
 most once a second per reason.
@@ -389,7 +392,11 @@ class GuardedTransport(TCPTransport):
             self.features[node] = frozenset(
                 f for f in (named if isinstance(named, list) else [])[:MAX_FEATURES]
                 if isinstance(f, str) and len(f) <= 64)
-            self._refuse_if_foreign(node, self._cluster_id())
+            ours = self._cluster_id()
+            self._refuse_if_foreign(node, ours)
+            heard = getattr(self._syncObj, "heard_of_existing_cluster", None)
+            if heard is not None and theirs and isinstance(theirs, str) and not ours:
+                heard(node, theirs)
             return
         super()._onMessageReceived(node, message)
 

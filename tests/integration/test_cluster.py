@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -265,3 +266,50 @@ def test_watch_has_no_gap_or_repeat_across_a_leader_kill(make_cluster) -> None:
     assert events[0].type == "TokenCreated"  # the admin token the first leader wrote
     assert [e.data["id"] for e in events[1:]] == ["first", *(f"a{i}" for i in range(30)),
                                               *(f"b{i}" for i in range(30))]
+
+
+def test_a_member_whose_data_was_wiped_votes_for_nobody_until_it_has_caught_up(
+        make_cluster) -> None:
+    """L and F acknowledge writes while G is paused; F's data directory is wiped, L dies, F
+    starts empty and G comes back. Were F to vote (its empty log is no obstacle), G would win
+    without those writes. F hears from G that the cluster exists, so it waits: no leader
+    until L returns, and then nothing acknowledged is missing anywhere."""
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    f, g = (m for m in cluster.members if m != leader)
+    wait_for("the cluster named", lambda: cluster.status(g)["cluster_id"])
+    client = cluster.client(timeout=2.0, deadline=20.0, endpoints=[cluster.members[leader].url])
+    client.node_add("before", address="127.0.0.1:9000")
+    cluster.converged()
+    g_proc = cluster.members[g].proc
+    assert g_proc is not None
+    g_proc.send_signal(signal.SIGSTOP)
+    try:
+        acked = [f"acked{i}" for i in range(5)]
+        for node in acked:
+            client.node_add(node, address="127.0.0.1:9001")
+        cluster.kill(f, signal.SIGKILL)
+        shutil.rmtree(cluster.members[f].data_dir)
+        cluster.kill(leader, signal.SIGKILL)
+        cluster.start(f)
+    finally:
+        g_proc.send_signal(signal.SIGCONT)
+    tried = cluster.status(g)["member"]["pre_votes"]["started"]
+
+    def stood_thrice_or_leads() -> bool:
+        seen = {m: cluster.status(m)["member"] for m in (f, g)}
+        return (seen[g]["pre_votes"]["started"] >= tried + 3
+                or any(s["role"] == "leader" for s in seen.values()))
+
+    wait_for(f"{g} standing for election three times", stood_thrice_or_leads, timeout=30)
+    for member_id in (f, g):
+        assert cluster.status(member_id)["member"]["role"] != "leader", \
+            f"{member_id} leads without the writes {leader} and {f} acknowledged"
+    assert cluster.status(f)["member"]["rejoining"]
+    assert "which already exists: it votes for nobody" in cluster.members[f].log_path.read_text()
+    cluster.start(leader)
+    cluster.leader()
+    cluster.converged(timeout=30)
+    for member_id in cluster.members:
+        assert {"before", *acked} <= node_ids(cluster.members[member_id]), member_id
+    wait_for(f"{f} voting again", lambda: not cluster.status(f)["member"]["rejoining"])
