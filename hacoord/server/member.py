@@ -6,7 +6,9 @@ SIGTERM and SIGINT stop the member the same way, cleanly: at the signal the memb
 for election and answers every open long poll; the API then stops (within uvicorn's graceful
 timeout), and the replicator stops last (its journal synced, its vote and commit index saved),
 before the process exits 0. uvicorn re-raises the signal after its own shutdown, which killed
-the process before the replicator stopped: :class:`MemberServer` does not.
+the process before the replicator stopped: :class:`MemberServer` does not. Nor does it close an
+idle keep-alive connection the TLS way, which waits for the client's own close (an idle client
+never sends it): every stop with a client connected ran out uvicorn's grace and logged an error.
 """
 
 from __future__ import annotations
@@ -70,6 +72,18 @@ class MemberServer(uvicorn.Server):
         finally:
             for sig, handler in originals.items():
                 signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        """uvicorn's shutdown, after dropping idle connections at once: closing one over TLS
+        sends ``close_notify`` and waits for the client's, which an idle keep-alive client does
+        not send until it next uses the connection, so uvicorn waited out its whole grace for
+        them. A request in progress is left to finish, as uvicorn does."""
+        for connection in list(self.server_state.connections):
+            cycle = getattr(connection, "cycle", None)
+            transport = getattr(connection, "transport", None)
+            if transport is not None and (cycle is None or cycle.response_complete):
+                transport.abort()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit and sig == signal.SIGINT:
@@ -155,6 +169,7 @@ async def _watch_fatal(replicator: RaftReplicator, server: uvicorn.Server) -> No
     while not server.should_exit:
         if replicator.fatal:
             log.critical("stopping: %s", replicator.fatal)
+            replicator.begin_stop()  # long polls and waiting requests answered, as at a signal
             server.should_exit = True
             return
         await asyncio.sleep(0.2)
