@@ -140,12 +140,13 @@ class Replicator(Protocol):
         """True once the state has been applied as far as the member had it; reads wait for it."""
 
     def begin_stop(self) -> None:
-        """Shutdown has begun: answer long polls and the writes and reads waiting here now;
-        stand for no election."""
+        """Shutdown has begun: answer long polls now, and the writes and reads waiting here
+        soon (before the HTTP server's grace runs out); stand for no election."""
 
     @property
-    def stopping(self) -> bool:
-        """True once :meth:`begin_stop` was called: requests are answered, not waited on."""
+    def done_waiting(self) -> bool:
+        """True once a stop began long enough ago that what waits here was answered: requests
+        are then answered at once, not waited on (the HTTP server's grace is short)."""
 
     def status(self) -> RaftStatus:
         """A snapshot of this member's Raft and state-machine status."""

@@ -175,6 +175,8 @@ class HacoordJournal:
         self._torn_last: int | None = None
         self._meta: dict[str, Any] = self._read_meta()
         self._meta_saved = True
+        #: The term in the vote record on disk (what a reopen must find again at least).
+        self.stored_term = self.getCurrentTerm()
         self.meta_existed = self.meta_path.exists()
         self.existed = self.path.exists()
         try:
@@ -297,6 +299,22 @@ class HacoordJournal:
         starts = bisect.bisect_right(self._offsets, self.durable_end)
         return entries[starts - 2][1] if starts >= 2 else max(0, entries[0][1] - 1)
 
+    def term_of(self, index: int) -> int | None:
+        """The term of the entry at log index ``index``, None if the journal does not hold it."""
+        entries = self._entries
+        if not entries:
+            return None
+        position = index - entries[0][1]
+        return entries[position][2] if 0 <= position < len(entries) else None
+
+    def identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file this journal writes, None if it cannot be told."""
+        try:
+            held = os.fstat(self._fd)
+        except OSError:
+            return None
+        return held.st_dev, held.st_ino
+
     def sync(self) -> None:
         """Make every change so far durable, waiting for it (no-op when nothing changed or
         not durable)."""
@@ -311,7 +329,7 @@ class HacoordJournal:
             except OSError as exc:
                 raise self._fail("fdatasync", exc) from None
             self.syncs += 1
-            self.durable_end = self._end
+        self.durable_end = self._end  # without fsync, what was written is all there is
         self.dirty = False
 
     def sync_soon(self) -> None:
@@ -322,6 +340,7 @@ class HacoordJournal:
             return
         self.dirty = False
         if not self.durable:
+            self.durable_end = self._end  # what was written is all there is
             return
         self._syncing = self._end
         fd = self._fd
@@ -488,7 +507,7 @@ class HacoordJournal:
         self._fd = fd
         self._entries, self._offsets, self._end = list(keep), offsets, offset
         self._torn_from = None  # a new file: whatever was torn in the old one is gone
-        self.durable_end = offset if self.durable else len(MAGIC)
+        self.durable_end = offset
         self.dirty = False
 
     def __getitem__(self, item: int | slice) -> Any:
@@ -544,12 +563,14 @@ class HacoordJournal:
         self._check()
         self._settle_meta()
         self._meta_saved = True
+        term = self.getCurrentTerm()
         try:
             with STEPS.timed("journal meta write"):
                 self._write_meta()
         except StorageError as exc:
             self.failed = exc
             raise
+        self.stored_term = term
 
     def _write_meta(self) -> None:
         """Replace the record with what it holds now (under the lock: one writer at a time,
@@ -633,13 +654,21 @@ class HacoordJournal:
         self.meta_writer.start(self._write_meta)
 
 
-def cut_to_durable(path: str | Path, durable_end: int) -> None:
+def cut_to_durable(path: str | Path, durable_end: int,
+                   identity: tuple[int, int] | None = None) -> bool:
     """After a failed sync, drop what the journal file holds beyond its last successful sync:
-    the page cache may show data the disk does not have. Raises ``OSError``."""
+    the page cache may show data the disk does not have. With ``identity`` (the failed
+    journal's :meth:`HacoordJournal.identity`), only if ``path`` still names that file: never
+    cut another file put there meanwhile (a copy restored in place). Returns whether the file
+    was that one. Raises ``OSError``."""
     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
-        if os.fstat(fd).st_size > durable_end:
+        named = os.fstat(fd)
+        if identity is not None and (named.st_dev, named.st_ino) != identity:
+            return False
+        if named.st_size > durable_end:
             os.ftruncate(fd, durable_end)
             os.fsync(fd)
+        return True
     finally:
         os.close(fd)

@@ -31,7 +31,7 @@ class MemoryReplicator:
         self.feed = ChangeFeed()
         self.invariants = InvariantWatch()
         self.apply_seconds = 0.0
-        self.stopping = False
+        self.done_waiting = False
 
     @property
     def state(self) -> ClusterState:
@@ -44,7 +44,7 @@ class MemoryReplicator:
 
     def begin_stop(self) -> None:
         """Answer long polls now (nothing else waits here)."""
-        self.stopping = True
+        self.done_waiting = True
         self.feed.close()
 
     async def stop(self) -> None:

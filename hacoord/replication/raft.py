@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from hacoord.core.commands import Command, encode
 from hacoord.core.model import ClusterState
@@ -78,6 +79,10 @@ REOPEN_FIRST = 1.0   # seconds before the first reopen after a storage failure
 REOPEN_MAX = 10.0    # the longest wait between reopens
 FILE_CHECK_PERIOD = 1.0  # seconds between checks that the journal is still in its directory
 STOPPING = "this member is stopping"  # why a request waiting at a stopping member ends
+#: Seconds after a stop began when the writes and reads still waiting are answered: well within
+#: uvicorn's grace (``timeout_graceful_shutdown`` of 1 s, after its own 0.1 s), which cuts off
+#: whatever still runs then, with a 500 and a logged traceback.
+ANSWER_AT_STOP = 0.5
 HAND_OVER_WAIT = 1.0  # seconds a stopping leader waits for a follower to take over
 HAND_OVER_POLL = 0.01
 #: How long a tick may wait for a journal sync (an fdatasync here is 0.2 ms typical, 1-3 ms at
@@ -101,6 +106,15 @@ class FatalReplicationError(ReplicationError):
 class _Waiter:
     future: asyncio.Future[Outcome]
     command: Command
+
+
+class OnDisk(NamedTuple):
+    """What a member had on disk: its last durable log entry (index, term) and the term of its
+    vote record."""
+
+    index: int
+    term: int
+    vote_term: int
 
 
 class RaftReplicator:
@@ -155,9 +169,12 @@ class RaftReplicator:
         #: The applied index the state must reach again before reads are served.
         self._must_reach = 0
         self._stopping = False
-        #: The last log index this member had on disk before a storage failure: its reopened
-        #: data must hold at least that much (it may have acknowledged all of it).
-        self._had_on_disk = 0
+        #: A stop began :data:`ANSWER_AT_STOP` seconds ago: requests still waiting were answered,
+        #: and those that come now are not waited on.
+        self.waiting_answered = False
+        #: What this member had on disk at its last storage failure: its reopened data must
+        #: hold at least that much (it may have acknowledged all of it).
+        self._had_on_disk = OnDisk(0, 0, 0)
         self._lock: int | None = None
         self._loaded = False
 
@@ -255,21 +272,29 @@ class RaftReplicator:
         here are answered now, before the HTTP server's short grace runs out and cuts them
         off. A waiting write's outcome is unknown (it may yet commit): the client retries it
         with the same request id elsewhere."""
+        if self._stopping:
+            return
         self._stopping = True
         if self._driver is not None:
             self._driver.obj.standing_down = True
         self.feed.close()
+        if self._loop is not None:
+            self._loop.call_later(ANSWER_AT_STOP, self._answer_waiting)
+        else:
+            self._answer_waiting()
+
+    def _answer_waiting(self) -> None:
+        """Answer what still waits once a stop has begun: most writes commit, and most reads
+        are confirmed, in the moments this leaves them."""
+        self.waiting_answered = True
         self._fail_all(OutcomeUnknownError(
             f"{STOPPING} before the write's outcome was known; retry with the same request id "
             "at another member"))
-        reads, self._reads = self._reads, []
-        for future in [*self._confirming, *(future for _, future in reads)]:
-            if not future.done():
-                future.set_exception(NotAppliedError(f"{STOPPING}; read at another member"))
+        self._fail_reads(f"{STOPPING}; read at another member")
 
     @property
-    def stopping(self) -> bool:
-        return self._stopping
+    def done_waiting(self) -> bool:
+        return self.waiting_answered
 
     async def stop(self) -> None:
         self.begin_stop()
@@ -278,7 +303,7 @@ class RaftReplicator:
             self._timer.cancel()
         if self._reopen is not None:
             self._reopen.cancel()
-        self._fail_all(OutcomeUnknownError(f"{STOPPING}; retry with the same request id"))
+        self._answer_waiting()
         driver, self._driver = self._driver, None
         if driver is not None:
             self._state = driver.sm.state
@@ -343,33 +368,47 @@ class RaftReplicator:
             return
         self.storage_failures += 1
         self.storage_failure = str(exc)
-        durable_end = driver.journal.durable_end if driver.journal is not None else None
-        if driver.journal is not None:
-            self._had_on_disk = max(self._had_on_disk, driver.journal.durable_index())
+        journal = driver.journal
+        durable_end, identity = None, None
+        if journal is not None:
+            durable_end, identity = journal.durable_end, journal.identity()
+            index = journal.durable_index()
+            self._had_on_disk = OnDisk(index, journal.term_of(index) or 0, journal.stored_term)
         self._drop_engine(driver)
         log.critical("storage failure: %s. This member stopped taking part in Raft (not ready; "
                      "it acknowledges and votes for nothing) and will reopen its data from what "
                      "is durable on disk", exc)
         self._fail_all(OutcomeUnknownError(f"storage failure on {self.member_id}; retry with the "
                                            "same request id"))
-        self._cut_to_durable(durable_end)
+        self._cut_to_durable(durable_end, identity)
         self._plan_reopen()
 
     def _drop_engine(self, driver: RaftDriver) -> None:
-        """Stop the engine without another write; keep its state for status pages."""
+        """Stop the engine without another write; keep its state for status pages. Reads
+        waiting for it are answered: nothing else would."""
         self._driver = None
         self._state = driver.sm.state
         self._must_reach = max(self._must_reach, driver.obj.raftLastApplied)
         self._unwatch(driver)
         driver.abandon()
         driver.obj.poller.close()
+        self._fail_reads(f"{self.member_id} stopped taking part in Raft; read at another member")
 
-    def _cut_to_durable(self, durable_end: int | None) -> None:
+    def _fail_reads(self, why: str) -> None:
+        """Answer every read waiting for a read index or for the applied index to reach it."""
+        reads, self._reads = self._reads, []
+        for future in [*self._confirming, *(future for _, future in reads)]:
+            if not future.done():
+                future.set_exception(NotAppliedError(why))
+
+    def _cut_to_durable(self, durable_end: int | None, identity: tuple[int, int] | None) -> None:
         if durable_end is None:
             return
         path = self.data_dir / JOURNAL_FILE
         try:
-            cut_to_durable(path, durable_end)
+            if not cut_to_durable(path, durable_end, identity):
+                log.warning("not cutting %s back: it is not the file that failed (the data "
+                            "directory was replaced)", path)
         except OSError as exc:
             log.warning("cannot cut %s back to its durable end yet: %s", path, exc)
 
@@ -425,23 +464,35 @@ class RaftReplicator:
         self._schedule_tick()
 
     def _holds_less(self, driver: RaftDriver) -> bool:
-        """True (and the member stops for good) if the data just reopened ends before what the
-        member had on disk before the failure: the directory was replaced by an older copy
-        while it ran, and going on would vote and acknowledge again with less than it had
-        acknowledged."""
-        journal = driver.journal
-        held = journal[-1][1] if journal is not None and len(journal) else 0
-        if held >= self._had_on_disk:
+        """True (and the member stops for good) if the data just reopened lacks what the member
+        had on disk before the failure (its last durable entry, in its term, and the term of
+        its vote record): the directory was replaced by an older copy while it ran, and going
+        on would vote and acknowledge again with less than it had acknowledged."""
+        had, journal = self._had_on_disk, driver.journal
+        if journal is None:
             return False
-        self.fatal = (f"this member's data directory {self.data_dir} holds its log only to index "
-                      f"{held}, but the member had it to index {self._had_on_disk} on disk before "
-                      "the storage failure: the directory was replaced by an older copy while "
-                      "the member ran; stopping rather than go on with less than it "
-                      "acknowledged: move the directory aside, run `hacoord member rejoin "
-                      f"--data-dir {self.data_dir} --force` and start the member again to let it "
-                      "catch up from the others")
+        last = journal[-1][1] if len(journal) else 0
+        term = journal.term_of(had.index)
+        if had.index and last < had.index:
+            lack = f"holds its log only to index {last}, but the member had it to index {had.index}"
+        elif had.index and term is not None and term != had.term:
+            lack = (f"holds entry {had.index} of term {term}, but the member had it of term "
+                    f"{had.term}")
+        elif journal.stored_term < had.vote_term:
+            lack = (f"records term {journal.stored_term}, but the member had voted in term "
+                    f"{had.vote_term}")
+        else:
+            return False
+        self.fatal = (f"this member's data directory {self.data_dir} {lack} on disk before the "
+                      "storage failure: the directory was replaced by an older copy while the "
+                      "member ran; stopping rather than go on with less than it acknowledged: "
+                      "move the directory aside, run `hacoord member rejoin --data-dir "
+                      f"{self.data_dir} --force` and start the member again to let it catch up "
+                      "from the others")
         log.critical("%s", self.fatal)
-        self._drop_engine(driver)
+        self._driver = None  # the state shown stays the one the member had
+        driver.abandon()
+        driver.obj.poller.close()
         return True
 
     # --- ticking ------------------------------------------------------------------------------
@@ -552,8 +603,6 @@ class RaftReplicator:
     async def submit(self, command: Command, timeout: float) -> Outcome:
         if self.fatal:
             raise FatalReplicationError(self.fatal)
-        if self._stopping:
-            raise NotAppliedError(f"{STOPPING}; retry at another member")
         if not self.is_leader():
             raise NotLeaderError(self.leader_id())
         if not command.request_id:
@@ -567,6 +616,8 @@ class RaftReplicator:
             return Rejected("request_id_reused", f"request id {rid!r} is in use by another "
                             "request; use a new id for a new request", self.state.revision)
         if waiter is None:
+            if self.waiting_answered:  # nothing would answer it before the API stops
+                raise NotAppliedError(f"{STOPPING}; retry at another member")
             if len(self._waiting) >= self.tuning.max_pending:
                 raise NotAppliedError("too many commands in flight; retry later")
             assert self._loop is not None and self._driver is not None
@@ -592,7 +643,7 @@ class RaftReplicator:
         known), or :class:`NotAppliedError` when none was confirmed in ``timeout`` seconds."""
         if self.fatal:
             raise FatalReplicationError(self.fatal)
-        if self._stopping:
+        if self.waiting_answered:
             raise NotAppliedError(f"{STOPPING}; read at another member")
         driver = self._driver
         if driver is None or self.leader_id() is None:
@@ -619,6 +670,9 @@ class RaftReplicator:
             index = await asyncio.wait_for(confirmed, timeout)
             if index is None or driver.obj.raftLastApplied >= index:
                 return index
+            if self.waiting_answered or self._driver is not driver:
+                raise NotAppliedError(f"{self.member_id} cannot wait to apply up to the read "
+                                      "index now (stopping, or out of Raft); read at another member")
             reached: asyncio.Future[int] = self._loop.create_future()
             self._reads.append((index, reached))
             return await asyncio.wait_for(reached, timeout)

@@ -194,7 +194,7 @@ class ApiContext:
         if replicator.is_leader():
             return None
         leader = replicator.leader_id()
-        if replicator.stopping:
+        if replicator.done_waiting:
             raise ErrorReply("unavailable", f"{replicator.member_id} is stopping; retry at "
                              "another member", leader=leader)
         if request.headers.get(FORWARDED_HEADER):
@@ -256,7 +256,7 @@ class ApiContext:
             done, _pending = await asyncio.wait([forward], timeout=FORWARD_CHECK)
             if done:
                 return forward.result()
-            if self.replicator.stopping:
+            if self.replicator.done_waiting:
                 forward.cancel()
                 raise ErrorReply("unavailable", f"{self.replicator.member_id} is stopping before "
                                  f"leader {leader} answered; retry with the same request id (the "
@@ -281,7 +281,7 @@ class ApiContext:
         deadline = loop.time() + wait
         for _ in range(int(wait / CONFIRM_EVERY) + 1):
             pending = [m for m in others if m.id not in confirmed]
-            if not pending or loop.time() >= deadline or self.replicator.stopping:
+            if not pending or loop.time() >= deadline or self.replicator.done_waiting:
                 break
             seen = await asyncio.gather(*(self._member_revision(m.api_url) for m in pending))
             confirmed.update(m.id for m, at in zip(pending, seen, strict=True) if at >= revision)

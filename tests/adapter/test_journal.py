@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hacoord.replication.journal import MAGIC, HacoordJournal, encode_record
+from hacoord.replication.journal import MAGIC, HacoordJournal, cut_to_durable, encode_record
 from hacoord.replication.storage import StorageCorrupt, StorageError
 
 
@@ -390,3 +390,25 @@ def test_a_deleted_journal_fails_stop_and_is_never_taken_for_durable(tmp_path: P
         k.check_linked()
     with pytest.raises(StorageError):  # failed for good, like any storage error
         k.add(b"c", 1, 1)
+
+
+def test_the_cut_after_a_failure_touches_only_the_file_that_failed(tmp_path: Path) -> None:
+    """After a storage failure the member cuts its journal back to its durable end, but only
+    the journal that failed: a file put at its path meanwhile (a copy restored in place) is
+    the operator's, and a cut at the failed file's offset could end it mid-record."""
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 5)
+    journal.sync()
+    identity, durable_end = journal.identity(), journal.durable_end
+    journal.abandon()
+    assert identity is not None
+    path.rename(tmp_path / "failed")
+    path.write_bytes(b"x" * (durable_end + 100))  # another file, longer than that offset
+    assert not cut_to_durable(path, durable_end - 10, identity)
+    assert path.read_bytes() == b"x" * (durable_end + 100)
+    (tmp_path / "failed").replace(path)
+    with open(path, "ab") as f:
+        f.write(b"torn")
+    assert cut_to_durable(path, durable_end, identity)
+    assert path.stat().st_size == durable_end

@@ -8,6 +8,7 @@ import json
 import shutil
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,8 +22,10 @@ from hacoord.replication import engine
 from hacoord.replication import raft as raft_module
 from hacoord.replication.base import MemberInfo, NotLeaderError, OutcomeUnknownError
 from hacoord.replication.driver import SNAPSHOT_FILE
-from hacoord.replication.raft import FatalReplicationError, RaftReplicator, _Waiter
+from hacoord.replication.journal import HacoordJournal
+from hacoord.replication.raft import FatalReplicationError, RaftReplicator, RaftTuning, _Waiter
 from hacoord.replication.snapshot_store import SnapshotStore
+from hacoord.replication.storage import StorageError
 from hacoord.server.metrics import MemberCollector
 from hacoord.testing.cluster import free_ports
 
@@ -106,16 +109,22 @@ def storage_metrics(rep: RaftReplicator) -> dict[str, float]:
             for sample in family.samples if sample.name in wanted}
 
 
-def test_a_failed_sync_fails_stop_and_the_member_reopens_from_disk(tmp_path: Path) -> None:
-    """ENOSPC on the journal's fdatasync: the write's outcome is unknown, the member reports
-    the failure and is not ready, then reopens its data from disk; the retried write (same
-    request id) is applied once, and nothing acknowledged before is missing."""
+def enospc_when_armed() -> tuple[dict[str, int], Callable[[str], None]]:
+    """A storage fault hook that raises ENOSPC once at each point put in the dict it returns."""
     armed: dict[str, int] = {}
 
     def fault(point: str) -> None:
         if armed.pop(point, None) is not None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
+    return armed, fault
+
+
+def test_a_failed_sync_fails_stop_and_the_member_reopens_from_disk(tmp_path: Path) -> None:
+    """ENOSPC on the journal's fdatasync: the write's outcome is unknown, the member reports
+    the failure and is not ready, then reopens its data from disk; the retried write (same
+    request id) is applied once, and nothing acknowledged before is missing."""
+    armed, fault = enospc_when_armed()
     port = free_ports(1)[0]
     members = {"m1": MemberInfo("m1", f"127.0.0.1:{port}", "http://127.0.0.1:1")}
 
@@ -152,6 +161,38 @@ def test_a_failed_sync_fails_stop_and_the_member_reopens_from_disk(tmp_path: Pat
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
     for path in tmp_path.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_without_fsync_a_failed_write_keeps_what_was_written_before(tmp_path: Path) -> None:
+    """With ``--no-fsync`` what was written is all the durability there is: after a failed
+    append the member cuts its journal back to the last whole write, not to what it held when
+    it started (which lost every write since, and then refused the reopen)."""
+    armed, fault = enospc_when_armed()
+    port = free_ports(1)[0]
+    members = {"m1": MemberInfo("m1", f"127.0.0.1:{port}", "http://127.0.0.1:1")}
+    tuning = RaftTuning(fsync=False)
+
+    async def write(ids: range, failing: bool = False) -> None:
+        rep = RaftReplicator("m1", members, tmp_path, None, tuning, fault=fault)
+        await rep.start()
+        try:
+            await until(lambda: rep.status().ready, "ready")
+            for k in ids:
+                assert (await rep.submit(c.RegisterNode(request_id=f"r{k}", node_id=f"n{k}",
+                                                        address="127.0.0.1:9"), timeout=5)).ok
+            if failing:
+                armed["journal.add"] = 1
+                last = c.RegisterNode(request_id="last", node_id="last", address="127.0.0.1:9")
+                with pytest.raises(OutcomeUnknownError, match="storage failure"):
+                    await rep.submit(last, timeout=5)
+                await until(lambda: rep.status().ready, "the reopen")
+                assert rep.fatal is None and rep.reopens == 1
+                assert {f"n{k}" for k in range(6)} <= set(rep.state.nodes)
+        finally:
+            await rep.stop()
+
+    asyncio.run(write(range(3)))
+    asyncio.run(write(range(3, 6), failing=True))
 
 
 def test_a_restarting_member_reads_its_own_snapshot_off_the_event_loop(
@@ -368,6 +409,69 @@ def test_a_member_whose_data_directory_is_replaced_by_an_older_copy_stops(tmp_pa
             await rep.stop()
 
     asyncio.run(scenario())
+
+
+class _Engine(SimpleNamespace):
+    """Enough of a RaftDriver over a real journal for the storage-failure paths."""
+
+    def __init__(self, journal: HacoordJournal) -> None:
+        super().__init__(journal=journal, sm=SimpleNamespace(state=ClusterState()),
+                         obj=SimpleNamespace(raftLastApplied=0, poller=SimpleNamespace(
+                             close=lambda: None, fileno=lambda: -1)))
+
+    def abandon(self) -> None:
+        self.journal.abandon()
+
+
+def _journal(path: Path, terms: list[int], vote_term: int) -> HacoordJournal:
+    journal = HacoordJournal(path)
+    for index, term in enumerate(terms, start=1):
+        journal.add(f"cmd{index}".encode(), index, term)
+    journal.sync()
+    journal.setCurrentTerm(vote_term, None)
+    return journal
+
+
+@pytest.mark.parametrize(("reopened", "vote_term", "lack"), [
+    ([1, 1, 2, 2, 2], 2, None),            # the same
+    ([1, 1, 2, 2, 2, 2], 3, None),         # more
+    ([1, 1, 2], 2, "holds its log only to index 3"),
+    ([1, 1, 1, 1, 1], 2, "holds entry 5 of term 1"),
+    ([1, 1, 2, 2, 2], 1, "records term 1, but the member had voted in term 2"),
+], ids=["same", "more", "shorter", "other-term", "older-vote"])
+def test_the_reopen_compares_the_last_entry_and_the_vote_with_what_was_on_disk(
+        tmp_path: Path, reopened: list[int], vote_term: int, lack: str | None) -> None:
+    """What the member had on disk at the failure (its last durable entry with its term, and
+    its vote record's term) must be there after the reopen: a copy of the same length from
+    another term, or with an older vote, is as much an older copy as a shorter one."""
+    rep = replicator(tmp_path)
+    failed = _Engine(_journal(tmp_path / "before", [1, 1, 2, 2, 2], 2))
+    rep._driver = failed  # type: ignore[assignment]
+    rep._storage_failed(StorageError("fdatasync", tmp_path / "before", OSError(errno.EIO, "EIO")))
+    assert rep._had_on_disk == (5, 2, 2)
+    again = _Engine(_journal(tmp_path / "after", reopened, vote_term))
+    rep._driver = again  # type: ignore[assignment]
+    stopped = rep._holds_less(again)  # type: ignore[arg-type]
+    assert stopped == (lack is not None)
+    if lack is not None:
+        assert lack in (rep.fatal or "") and "hacoord member rejoin" in (rep.fatal or "")
+        assert rep._driver is None
+
+
+def test_what_the_reopen_must_find_is_what_was_on_disk_at_the_last_failure(tmp_path: Path) -> None:
+    """Between two failures the log may get shorter (after the first reopen, a new leader cuts
+    entries that never committed): the second reopen compares with the second failure, not
+    the first."""
+    rep = replicator(tmp_path)
+    rep._driver = _Engine(_journal(tmp_path / "first", [1, 1, 1, 1, 1, 1, 1, 1], 1))  # type: ignore[assignment]
+    rep._storage_failed(StorageError("fdatasync", tmp_path / "first", OSError(errno.EIO, "EIO")))
+    shorter = _Engine(_journal(tmp_path / "second", [1, 1, 1, 1, 1, 2], 2))
+    rep._driver = shorter  # type: ignore[assignment]
+    rep._storage_failed(StorageError("fdatasync", tmp_path / "second", OSError(errno.EIO, "EIO")))
+    assert rep._had_on_disk == (6, 2, 2)
+    third = _Engine(_journal(tmp_path / "third", [1, 1, 1, 1, 1, 2], 2))
+    assert not rep._holds_less(third)  # type: ignore[arg-type]
+    assert rep.fatal is None
 
 
 def test_a_reopen_that_cannot_look_for_the_journal_tries_again(

@@ -107,13 +107,14 @@ def worst_write_gap(history: History, start: float, end: float) -> float:
 
 
 def first_traceback(log: Path, context: int = 3, most: int = 60) -> str | None:
-    """The first traceback in ``log`` with the lines logged just before it, or None.
+    """The first traceback in ``log`` (any line that says "Traceback": exception groups and
+    JSON records too) with the lines logged just before it, or None.
 
     Quoted in the failure so that a CI run, whose artifacts are gone, still shows it."""
     if not log.exists():
         return None
     lines = log.read_text(errors="replace").splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("Traceback")), None)
+    start = next((i for i, line in enumerate(lines) if "Traceback" in line), None)
     if start is None:
         return None
     end = start + 1
