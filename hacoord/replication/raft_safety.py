@@ -87,7 +87,9 @@ Rejoin
 A member whose files were moved aside (``hacoord member rejoin``) starts with an empty log.  Its
 vote could then elect a leader that lacks entries this member had acknowledged, so while its
 journal says ``rejoining`` it neither votes nor stands for election; once it has applied up to
-a leader's commit index it clears the mark (durably) and takes part again.
+a leader's commit index it clears the mark (durably) and takes part again. Its vote in that term
+may have been lost with its data, so it then records one for the leader it caught up with: no
+other candidate of that term can have it twice.
 
 Restart between full dump and journal compaction
 ================================================
@@ -282,8 +284,13 @@ class SafeSyncObj(PreVoteSyncObj):
         if not self._safe_rejoining():
             return
         leader_commit = self._SyncObj__leaderCommitIndex
-        if (self._SyncObj__raftLeader is not None and leader_commit is not None
+        leader = self._SyncObj__raftLeader
+        if (leader is not None and leader_commit is not None
                 and self._SyncObj__raftLastApplied >= leader_commit):
+            if self._SyncObj__votedForNodeId is None:
+                # Its vote in this term may have gone with its data: count it as given to the
+                # leader it caught up with, so that no other candidate gets it in this term.
+                self._SyncObj__setCurrentTerm(self._SyncObj__raftCurrentTerm, leader.id)
             self._SyncObj__raftLog.finish_rejoin()
             logger.info("rejoined: caught up with the leader at index %d; voting again",
                         leader_commit)

@@ -278,7 +278,13 @@ def test_a_rejoined_member_votes_for_nobody_until_it_has_caught_up(
         checker = Checker(cluster)
         cluster.converge()
         checker.final()
-        assert not cluster.members[f].driver.journal.rejoining
+        journal = cluster.members[f].driver.journal
+        assert not journal.rejoining
+        # The vote it may have lost in the leader's term counts as given to that leader.
+        obj = cluster.members[f].driver.obj
+        assert obj._SyncObj__raftLeader is not None
+        assert journal.getVotedForNodeId() == obj._SyncObj__raftLeader.id
+        assert journal.getCurrentTerm() == obj.raftCurrentTerm
     else:
         assert cluster.leader() == g
         cluster.start(leader)
