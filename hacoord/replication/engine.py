@@ -107,9 +107,7 @@ class HacoordSyncObj(ReadIndexSyncObj):
                  transportClass: Any = TCPTransport) -> None:
         if conf.journalFile is None or conf.fullDumpFile is None:
             raise ValueError("hacoord needs a journal and a dump file (journalFile, fullDumpFile)")
-        #: Started with no journal, vote record or snapshot at all: a new member, or one whose
-        #: data was lost (see :meth:`heard_of_existing_cluster`).
-        self.started_empty = not any(Path(p).exists() for p in (
+        nothing = not any(Path(p).exists() for p in (
             conf.journalFile, conf.journalFile + ".meta", conf.fullDumpFile))
         self.poller = poller if poller is not None else EpollPoller()
         self.early_election_step = early_election_step
@@ -174,6 +172,11 @@ class HacoordSyncObj(ReadIndexSyncObj):
             raise
         if self._SyncObj__otherNodes:
             self._SyncObj__raftMatchIndex = DurableMatchIndex(self._SyncObj__raftMatchIndex)
+        if nothing:
+            self.journal.set_fresh(True)  # kept across restarts until it has caught up
+        #: Started with no data at all (now or in a start it has not caught up since): a new
+        #: member, or one whose data was lost (see :meth:`heard_of_existing_cluster`).
+        self.started_empty = self.journal.fresh
 
     def heard_of_existing_cluster(self, peer: Any, cluster_id: str) -> None:
         """A peer says it belongs to the named cluster ``cluster_id``, while this member started
@@ -184,14 +187,31 @@ class HacoordSyncObj(ReadIndexSyncObj):
         a leader, as after ``hacoord member rejoin``. (A member that is simply new loses
         nothing by waiting: the majority that named the cluster elects without it.)"""
         journal = self.journal
-        if (not self.started_empty or journal is None or journal.rejoining or self._isLeader()
+        if (not self.started_empty or journal is None or journal.rejoining
                 or self.state_machine.state.cluster_id):
             return
         self.started_empty = False
         journal.begin_rejoin()
+        journal.set_fresh(False)  # the rejoin mark takes over
         log.warning("this member started with an empty data directory, but peer %s belongs to "
                     "cluster %s, which already exists: it votes for nobody until it has caught "
                     "up with a leader (its data may have been lost)", peer, cluster_id[:64])
+
+    def _safe_check_rejoin(self) -> None:
+        super()._safe_check_rejoin()
+        if self.started_empty and self._caught_up():
+            # It has a part in the cluster now: a peer naming the cluster says nothing new.
+            self.started_empty = False
+            if self.journal is not None:
+                self.journal.set_fresh(False)
+
+    def _caught_up(self) -> bool:
+        """This member leads, or has applied up to its leader's commit index."""
+        if self._isLeader():
+            return True
+        leader_commit = self._SyncObj__leaderCommitIndex
+        return (self._SyncObj__raftLeader is not None and leader_commit is not None
+                and self._SyncObj__raftLastApplied >= leader_commit)
 
     # --- start ------------------------------------------------------------------------------
 

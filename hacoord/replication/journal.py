@@ -329,7 +329,7 @@ class HacoordJournal:
             except OSError as exc:
                 raise self._fail("fdatasync", exc) from None
             self.syncs += 1
-        self.durable_end = self._end  # without fsync, what was written is all there is
+            self.durable_end = self._end
         self.dirty = False
 
     def sync_soon(self) -> None:
@@ -340,7 +340,6 @@ class HacoordJournal:
             return
         self.dirty = False
         if not self.durable:
-            self.durable_end = self._end  # what was written is all there is
             return
         self._syncing = self._end
         fd = self._fd
@@ -429,6 +428,8 @@ class HacoordJournal:
         self._entries.append((bytes(command) if not isinstance(command, bytes) else command,
                               idx, term))
         self._end += len(record)
+        if not self.durable:
+            self.durable_end = self._end  # without fsync, a whole write is all there is
         self.dirty = True
 
     def clear(self) -> None:
@@ -625,6 +626,22 @@ class HacoordJournal:
         """Set by ``hacoord member rejoin``: this member's log was moved aside, so it must not
         vote or stand for election until it has caught up with a leader."""
         return bool(self._meta.get("rejoining", False))
+
+    @property
+    def fresh(self) -> bool:
+        """Set when the member started with no data at all, until it first caught up with a
+        leader (or led): a member that may have lost its data, see
+        :meth:`~hacoord.replication.engine.HacoordSyncObj.heard_of_existing_cluster`."""
+        return bool(self._meta.get("fresh", False))
+
+    def set_fresh(self, fresh: bool) -> None:
+        """Set or clear :attr:`fresh`, durably."""
+        if fresh != self.fresh:
+            if fresh:
+                self._meta["fresh"] = True
+            else:
+                self._meta.pop("fresh", None)
+            self._store_meta()
 
     def begin_rejoin(self) -> None:
         """Mark this member rejoining (durably, now: the mark must outlive a crash before the

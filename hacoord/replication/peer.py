@@ -376,9 +376,12 @@ class GuardedTransport(TCPTransport):
         """Name our cluster first, so the peer checks it before any Raft message of ours."""
         conn = self._connections.get(node)
         if conn is not None:
-            conn.send({"type": CLUSTER_MESSAGE, "cluster_id": self._cluster_id(),
-                       "features": list(FEATURES)})
+            conn.send(self._cluster_message())
         super()._onNodeConnected(node)
+
+    def _cluster_message(self) -> dict[str, Any]:
+        return {"type": CLUSTER_MESSAGE, "cluster_id": self._cluster_id(),
+                "features": list(FEATURES)}
 
     def supports(self, node: Any, feature: str) -> bool:
         """True if the connected peer ``node`` said it understands ``feature``."""
@@ -419,6 +422,12 @@ class GuardedTransport(TCPTransport):
             self._own_id_seen = ours
             for node in list(self.cluster_aware):
                 self._refuse_if_foreign(node, ours)
+            # Peers connected while this member had no id heard "": name it to them now (a
+            # member that started empty learns from it that the cluster exists).
+            told = [conn for node, conn in self._connections.items()
+                    if node in self.cluster_aware and conn.state == CONNECTION_STATE.CONNECTED]
+            for conn in told if ours else []:
+                conn.send(self._cluster_message())
 
     def _onNodeDisconnected(self, node: Any) -> None:  # noqa: N802 (library's name)
         self.cluster_aware.pop(node, None)

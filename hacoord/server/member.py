@@ -77,12 +77,14 @@ class MemberServer(uvicorn.Server):
         """uvicorn's shutdown, after dropping idle connections at once: closing one over TLS
         sends ``close_notify`` and waits for the client's, which an idle keep-alive client does
         not send until it next uses the connection, so uvicorn waited out its whole grace for
-        them. A request in progress is left to finish, as uvicorn does."""
+        them. A request in progress, and an answer still being written out, are left to
+        finish, as uvicorn does."""
         for connection in list(self.server_state.connections):
             cycle = getattr(connection, "cycle", None)
             transport = getattr(connection, "transport", None)
-            if transport is not None and (cycle is None or cycle.response_complete):
-                transport.abort()
+            if (transport is not None and (cycle is None or cycle.response_complete)
+                    and not transport.is_closing() and not transport.get_write_buffer_size()):
+                transport.abort()  # nothing of an answer is still buffered here
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

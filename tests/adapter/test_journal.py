@@ -412,3 +412,13 @@ def test_the_cut_after_a_failure_touches_only_the_file_that_failed(tmp_path: Pat
         f.write(b"torn")
     assert cut_to_durable(path, durable_end, identity)
     assert path.stat().st_size == durable_end
+
+
+def test_without_fsync_what_was_written_counts_as_on_disk(tmp_path: Path) -> None:
+    """Without fsync there is nothing more durable than a whole write: the durable end follows
+    every append, so the cut after a failed append keeps every whole record before it."""
+    journal = HacoordJournal(tmp_path / "raft.journal", durable=False)
+    fill(journal, 1, 3)
+    journal.sync_soon()
+    fill(journal, 4, 2)
+    assert journal.durable_end == journal.end and journal.durable_index() == 5

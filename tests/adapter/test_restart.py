@@ -307,3 +307,32 @@ def test_rejoin_refuses_a_running_member_and_an_unreadable_vote(tmp_path: Path) 
     assert json.loads((tmp_path / (JOURNAL_FILE + ".meta")).read_text())["rejoining"] is True
     assert (aside / JOURNAL_FILE).exists()
     shutil.rmtree(aside)
+
+
+# --- a member that started with nothing --------------------------------------------------------
+
+def test_a_member_started_with_nothing_stays_new_until_it_has_caught_up(cluster: SimCluster) -> None:
+    """A member that starts with an empty data directory is marked new on disk (so a crash
+    before it has caught up does not make it look like an old member), and stops being new
+    once it has caught up with a leader; members that have caught up are not new."""
+    write(cluster, 3)
+    assert not any(cluster.members[n].obj.started_empty for n in cluster.names)
+    wiped = follower(cluster)
+    cluster.crash(wiped)
+    for path in files(cluster, wiped):
+        path.unlink(missing_ok=True)
+    for other in cluster.names:
+        if other != wiped:
+            cluster.network.cut_link(wiped, other)
+    cluster.start(wiped)
+    assert cluster.members[wiped].obj.started_empty
+    cluster.step(rounds=5)
+    cluster.crash(wiped)  # before it heard from anyone: its journal file exists now
+    assert (cluster.root / wiped / JOURNAL_FILE).exists()
+    cluster.start(wiped)
+    assert cluster.members[wiped].obj.started_empty, "a restart made it look like an old member"
+    for other in cluster.names:
+        if other != wiped:
+            cluster.network.heal_link(wiped, other)
+    assert cluster.run_until(lambda: not cluster.members[wiped].obj.started_empty, rounds=100)
+    assert "fresh" not in json.loads(files(cluster, wiped)[2].read_bytes())
