@@ -25,6 +25,7 @@ from hacoord.server.bootstrap import Bootstrapper
 from hacoord.server.context import ApiContext
 from hacoord.server.coordinator import Coordinator
 from hacoord.server.cors import MemberOrigins
+from hacoord.server.cutoff import CutOffAtStop
 from hacoord.server.errors import install_error_handlers
 from hacoord.server.forwarding import ForwardSeal
 from hacoord.server.hot import HotRoutes, resolve
@@ -140,7 +141,8 @@ def create_app(replicator: Replicator, submit_timeout: float = 5.0,
     app.add_middleware(lambda inner: keep(LimitsMiddleware(inner, limits or HttpLimits(),
                                                            seal=seal)))
     app.add_middleware(lambda inner: ClusterIdentity(inner, replicator))
-    app.add_middleware(lambda inner: MemberOrigins(inner, replicator))  # outermost: every answer
+    app.add_middleware(lambda inner: MemberOrigins(inner, replicator))  # every answer
+    app.add_middleware(CutOffAtStop)  # outermost: a request cut off at the end of a stop
     app.state.replicator = replicator
     app.state.coordinator = coordinator
     app.state.liveness = liveness
