@@ -177,18 +177,25 @@ class HacoordSyncObj(ReadIndexSyncObj):
         #: Started with no data at all (now or in a start it has not caught up since): a new
         #: member, or one whose data was lost (see :meth:`heard_of_existing_cluster`).
         self.started_empty = self.journal.fresh
+        self.addOnTickCallback(self._after_apply)
 
-    def heard_of_existing_cluster(self, peer: Any, cluster_id: str) -> None:
+    def heard_of_existing_cluster(self, peer: Any, cluster_id: str, first: bool = True) -> None:
         """A peer says it belongs to the named cluster ``cluster_id``, while this member started
         empty and has not caught up that far (its own state has no id). The cluster was named
         by a leader with a majority, so it has a history: this member may have had a part of it
         and lost its data (a wiped disk, a new volume). Its vote could then elect a leader
         lacking entries it had acknowledged, so it votes for nobody until it has caught up with
         a leader, as after ``hacoord member rejoin``. (A member that is simply new loses
-        nothing by waiting: the majority that named the cluster elects without it.)"""
+        nothing by waiting: the majority that named the cluster elects without it.)
+
+        ``first``: the peer named it as the connection opened. A peer that names it later
+        learned it meanwhile: while this member follows a leader, that is the cluster being
+        named as it watches (a new cluster whose last member came late), not news of a past
+        it may have lost."""
         journal = self.journal
         if (not self.started_empty or journal is None or journal.rejoining
-                or self.state_machine.state.cluster_id):
+                or self.state_machine.state.cluster_id
+                or (not first and self._SyncObj__raftLeader is not None)):
             return
         self.started_empty = False
         journal.begin_rejoin()
@@ -197,21 +204,15 @@ class HacoordSyncObj(ReadIndexSyncObj):
                     "cluster %s, which already exists: it votes for nobody until it has caught "
                     "up with a leader (its data may have been lost)", peer, cluster_id[:64])
 
-    def _safe_check_rejoin(self) -> None:
-        super()._safe_check_rejoin()
-        if self.started_empty and self._caught_up():
+    def _after_apply(self) -> None:
+        """Each tick after its apply, before its poll (PySyncObj's tick callbacks)."""
+        self._safe_finish_rejoin()
+        if self.started_empty and (self._safe_caught_up() or (
+                self._isLeader() and self.leader_commit_is_current)):
             # It has a part in the cluster now: a peer naming the cluster says nothing new.
             self.started_empty = False
             if self.journal is not None:
                 self.journal.set_fresh(False)
-
-    def _caught_up(self) -> bool:
-        """This member leads, or has applied up to its leader's commit index."""
-        if self._isLeader():
-            return True
-        leader_commit = self._SyncObj__leaderCommitIndex
-        return (self._SyncObj__raftLeader is not None and leader_commit is not None
-                and self._SyncObj__raftLastApplied >= leader_commit)
 
     # --- start ------------------------------------------------------------------------------
 

@@ -389,6 +389,7 @@ class GuardedTransport(TCPTransport):
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (library's name)
         if isinstance(message, dict) and message.get("type") == CLUSTER_MESSAGE:
+            first = node not in self.cluster_aware
             theirs = message.get("cluster_id")
             self.cluster_aware[node] = theirs if isinstance(theirs, str) else ""
             named = message.get("features")
@@ -399,7 +400,7 @@ class GuardedTransport(TCPTransport):
             self._refuse_if_foreign(node, ours)
             heard = getattr(self._syncObj, "heard_of_existing_cluster", None)
             if heard is not None and theirs and isinstance(theirs, str) and not ours:
-                heard(node, theirs)
+                heard(node, theirs, first)
             return
         super()._onMessageReceived(node, message)
 

@@ -281,22 +281,32 @@ class SafeSyncObj(PreVoteSyncObj):
             self._SyncObj__raftElectionDeadline = (
                 _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
             return
-        if not self._safe_rejoining():
-            return
+        if self._safe_rejoining() and not self._safe_finish_rejoin():
+            self._SyncObj__raftElectionDeadline = (
+                _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
+
+    def _safe_caught_up(self) -> bool:
+        """This member follows a leader and has applied up to that leader's commit index."""
         leader_commit = self._SyncObj__leaderCommitIndex
+        return (self._SyncObj__raftLeader is not None and leader_commit is not None
+                and self._SyncObj__raftLastApplied >= leader_commit)
+
+    def _safe_finish_rejoin(self) -> bool:
+        """If this rejoining member has caught up with a leader, let it take part again and
+        return True. Asked at the start of a tick and again after its apply (before the poll
+        raises the leader's commit index again: under steady writes the start of a tick always
+        found the member one poll behind)."""
+        if not self._safe_rejoining() or not self._safe_caught_up():
+            return False
         leader = self._SyncObj__raftLeader
-        if (leader is not None and leader_commit is not None
-                and self._SyncObj__raftLastApplied >= leader_commit):
-            if self._SyncObj__votedForNodeId is None:
-                # Its vote in this term may have gone with its data: count it as given to the
-                # leader it caught up with, so that no other candidate gets it in this term.
-                self._SyncObj__setCurrentTerm(self._SyncObj__raftCurrentTerm, leader.id)
-            self._SyncObj__raftLog.finish_rejoin()
-            logger.info("rejoined: caught up with the leader at index %d; voting again",
-                        leader_commit)
-            return
-        self._SyncObj__raftElectionDeadline = (
-            _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
+        if self._SyncObj__votedForNodeId is None:
+            # Its vote in this term may have gone with its data: count it as given to the
+            # leader it caught up with, so that no other candidate gets it in this term.
+            self._SyncObj__setCurrentTerm(self._SyncObj__raftCurrentTerm, leader.id)
+        self._SyncObj__raftLog.finish_rejoin()
+        logger.info("rejoined: caught up with the leader at index %d; voting again",
+                    self._SyncObj__leaderCommitIndex)
+        return True
 
     # -- leader side ------------------------------------------------------------------------
     def _safe_on_next_node_idx(self, node: Node, message: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ uvicorn, which then logs a traceback for an ordinary stop and answers 500 if not
 :class:`CutOffAtStop`, the outermost middleware, answers such a request 503 with the JSON error
 body instead (a retry goes to another member; a write keeps its request id) and logs one line.
 uvicorn cancels a request's task only then (a client that goes away does not cancel it), so the
-cancellation ends the request here rather than being passed on.
+cancellation ends the request here rather than being passed on. (A request cut off in the middle
+of its answer is closed unfinished: uvicorn logs that too.)
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class CutOffAtStop:
         try:
             await self.app(scope, receive, send_noting)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling() == 0:
+                raise  # not this request's task cancelled: a future someone else cancelled
+            task.uncancel()
             self.cut_off += 1
             log.warning("%s %s cut off: the member stopped before it was answered",
                         scope.get("method"), scope.get("path"))

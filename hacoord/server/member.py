@@ -51,6 +51,9 @@ GIL_SWITCH_INTERVAL = 0.001
 #: one gives its memory back to the system); see :func:`keep_big_buffers_mapped`.
 MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+#: Seconds a stopping member gives idle connections, once closed, before it drops them (well
+#: within uvicorn's grace of ``timeout_graceful_shutdown`` = 1 s after its own 0.1 s).
+IDLE_CLOSE_WAIT = 0.3
 
 
 class MemberServer(uvicorn.Server):
@@ -74,18 +77,21 @@ class MemberServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
-        """uvicorn's shutdown, after dropping idle connections at once: closing one over TLS
-        sends ``close_notify`` and waits for the client's, which an idle keep-alive client does
-        not send until it next uses the connection, so uvicorn waited out its whole grace for
-        them. A request in progress, and an answer still being written out, are left to
-        finish, as uvicorn does."""
+        """uvicorn's shutdown, with idle connections dropped soon after it closed them: closing
+        one over TLS sends ``close_notify`` and waits for the client's, which an idle
+        keep-alive client does not send until it next uses the connection, so uvicorn waited
+        out its whole grace for them. They get :data:`IDLE_CLOSE_WAIT` to write out what they
+        hold (the end of an answer to a slow reader); a request in progress is left to finish,
+        as uvicorn does."""
+        asyncio.get_running_loop().call_later(IDLE_CLOSE_WAIT, self._drop_idle)
+        await super().shutdown(sockets)
+
+    def _drop_idle(self) -> None:
         for connection in list(self.server_state.connections):
             cycle = getattr(connection, "cycle", None)
             transport = getattr(connection, "transport", None)
-            if (transport is not None and (cycle is None or cycle.response_complete)
-                    and not transport.is_closing() and not transport.get_write_buffer_size()):
-                transport.abort()  # nothing of an answer is still buffered here
-        await super().shutdown(sockets)
+            if transport is not None and (cycle is None or cycle.response_complete):
+                transport.abort()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit and sig == signal.SIGINT:

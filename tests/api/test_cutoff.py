@@ -48,6 +48,7 @@ def test_a_request_cut_off_unanswered_gets_503_and_ends_quietly(
     with caplog.at_level(logging.WARNING, logger="hacoord.server.cutoff"):
         middleware, sent, task = asyncio.run(run_and_cut_off(never_answers))
     assert task.done() and not task.cancelled() and task.exception() is None
+    assert task.cancelling() == 0  # the cancellation is ended, not left pending
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 503
     body = json.loads(sent[1]["body"])
     assert body["code"] == "unavailable" and "stopped" in body["message"]
@@ -59,3 +60,26 @@ def test_a_request_cut_off_mid_answer_sends_nothing_more() -> None:
     _, sent, task = asyncio.run(run_and_cut_off(answers_half))
     assert task.done() and not task.cancelled()
     assert [m["type"] for m in sent] == ["http.response.start"]
+
+
+def test_a_cancelled_future_inside_a_request_is_not_taken_for_the_stop() -> None:
+    """A CancelledError from a future that something else cancelled (not the request's task)
+    is the app's own affair: it goes on up, as before."""
+    async def awaits_a_cancelled_future(scope: Scope, receive: Receive, send: Send) -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    async def scenario() -> BaseException | None:
+        middleware = CutOffAtStop(awaits_a_cancelled_future)  # type: ignore[arg-type]
+
+        async def send(message: Message) -> None:
+            raise AssertionError(f"nothing is sent: {message}")
+
+        try:
+            await middleware(SCOPE, lambda: None, send)  # type: ignore[arg-type]
+        except asyncio.CancelledError as exc:
+            return exc
+        return None
+
+    assert isinstance(asyncio.run(scenario()), asyncio.CancelledError)

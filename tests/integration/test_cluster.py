@@ -313,3 +313,32 @@ def test_a_member_whose_data_was_wiped_votes_for_nobody_until_it_has_caught_up(
     for member_id in cluster.members:
         assert {"before", *acked} <= node_ids(cluster.members[member_id]), member_id
     wait_for(f"{f} voting again", lambda: not cluster.status(f)["member"]["rejoining"])
+
+
+def test_a_new_member_that_starts_last_is_not_taken_for_one_that_lost_its_data(
+        tmp_path: Path) -> None:
+    """A new cluster is named once every member is connected, so the member that starts last
+    follows the leader while the name arrives: it is told the name again, and that is not news
+    of a past it may have lost (it would otherwise vote for nobody until caught up)."""
+    cluster = LocalCluster(tmp_path, 3)
+    try:
+        cluster.start("m1")
+        cluster.start("m2")
+        leader = cluster.leader(among=["m1", "m2"])
+        assert cluster.status("m1")["cluster_id"] is None  # not named while m3 is away
+        # Enough to catch up on that m3 is still at it when the name comes.
+        with cluster.client(timeout=10.0, deadline=30.0,
+                            endpoints=[cluster.members[leader].url]) as client:
+            for batch in range(4):
+                client.node_add_batch([{"id": f"n{batch}-{k}", "address": "127.0.0.1:9000"}
+                                       for k in range(1000)])
+            for k in range(200):
+                client.node_add(f"single{k}", address="127.0.0.1:9001")
+        cluster.start("m3")
+        named = wait_for("m3 to apply the cluster's name", lambda: cluster.status("m3")["cluster_id"])
+        assert named == cluster.status("m1")["cluster_id"]
+        assert not cluster.status("m3")["member"]["rejoining"]
+        assert "which already exists" not in cluster.members["m3"].log_path.read_text()
+    finally:
+        cluster.stop_all()
+    assert "Traceback" not in cluster.logs()
