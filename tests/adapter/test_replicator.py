@@ -20,7 +20,12 @@ from hacoord.core import ClusterState, apply
 from hacoord.core import commands as c
 from hacoord.replication import engine
 from hacoord.replication import raft as raft_module
-from hacoord.replication.base import MemberInfo, NotLeaderError, OutcomeUnknownError
+from hacoord.replication.base import (
+    MemberInfo,
+    NotAppliedError,
+    NotLeaderError,
+    OutcomeUnknownError,
+)
 from hacoord.replication.driver import SNAPSHOT_FILE
 from hacoord.replication.journal import HacoordJournal
 from hacoord.replication.raft import FatalReplicationError, RaftReplicator, RaftTuning, _Waiter
@@ -472,6 +477,31 @@ def test_what_the_reopen_must_find_is_what_was_on_disk_at_the_last_failure(tmp_p
     third = _Engine(_journal(tmp_path / "third", [1, 1, 1, 1, 1, 2], 2))
     assert not rep._holds_less(third)  # type: ignore[arg-type]
     assert rep.fatal is None
+
+
+def test_a_read_confirmed_after_a_stop_answered_the_waiting_is_not_left_to_wait(
+        tmp_path: Path) -> None:
+    """A read whose index is confirmed after the stopping member answered what waited (and
+    which this member has not applied yet) is refused at once: nothing would answer it later,
+    and it would wait its whole timeout past the HTTP server's grace."""
+    asked: list = []
+    rep = replicator(tmp_path)
+    rep._driver = SimpleNamespace(obj=SimpleNamespace(  # type: ignore[assignment]
+        read_index=asked.append, raftLastApplied=5,
+        _getLeader=lambda: SimpleNamespace(address="127.0.0.1:1")))
+
+    async def scenario() -> None:
+        rep._loop = asyncio.get_running_loop()
+        rep._tick_scheduled = True  # no engine to tick here
+        read = asyncio.ensure_future(rep.read_index(timeout=30))
+        await until(lambda: asked, "the read to ask")
+        asked[0](10, None)  # confirmed, at an index not applied yet; before the read resumes,
+        rep._stopping = True  # the stop's answer to what waits (begin_stop's, 0.5 s in) runs
+        rep._answer_waiting()
+        with pytest.raises(NotAppliedError, match="cannot wait"):
+            await asyncio.wait_for(read, timeout=5)
+
+    asyncio.run(scenario())
 
 
 def test_a_reopen_that_cannot_look_for_the_journal_tries_again(

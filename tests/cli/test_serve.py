@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -229,3 +231,14 @@ def test_any_accepted_election_timeouts_make_a_working_raft_configuration(
                    "--election-timeout-min", low, "--election-timeout-max", high)
     assert result.exit_code == 0, result.output
     SyncObjConf(**build_replicator(captured[0]).tuning.conf_kwargs()).validate()
+
+
+def test_a_fatal_condition_stops_the_member_as_a_signal_does() -> None:
+    """A member that cannot go on (replication fatal) stops serving, and first answers its long
+    polls and waiting requests as on SIGTERM: left waiting, uvicorn's grace cut them off."""
+    events: list[str] = []
+    replicator = SimpleNamespace(fatal="the journal is gone",
+                                 begin_stop=lambda: events.append("begin_stop"))
+    server = SimpleNamespace(should_exit=False)
+    asyncio.run(member_module._watch_fatal(replicator, server))  # type: ignore[arg-type]
+    assert events == ["begin_stop"] and server.should_exit
