@@ -497,12 +497,13 @@ class HacoordJournal:
             replace_atomically(self.path, MAGIC + b"".join(records), self.durable, self.fault)
         except StorageError as exc:
             if exc.renamed:  # the path names the new file, synced; the descriptor the old one
-                self.durable_end = offset
+                self._describe_renamed(keep, offsets, offset)
                 self.failed = exc
             raise
         try:
             fd = open_private(self.path, os.O_RDWR)
         except OSError as exc:
+            self._describe_renamed(keep, offsets, offset)
             raise self._fail("reopen", exc) from None
         os.close(self._fd)
         self._fd = fd
@@ -510,6 +511,13 @@ class HacoordJournal:
         self._torn_from = None  # a new file: whatever was torn in the old one is gone
         self.durable_end = offset
         self.dirty = False
+
+    def _describe_renamed(self, keep: list[Entry], offsets: list[int], end: int) -> None:
+        """The rewrite failed after its new file, synced, took the path: what this journal says
+        it holds (entries, durable end) is that file's, so that what the member remembers of
+        its disk after the failure matches what a reopen will find there."""
+        self._entries, self._offsets, self._end = list(keep), offsets, end
+        self.durable_end = end
 
     def __getitem__(self, item: int | slice) -> Any:
         return self._entries[item]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hacoord.replication import journal as journal_module
 from hacoord.replication.journal import MAGIC, HacoordJournal, cut_to_durable, encode_record
 from hacoord.replication.storage import StorageCorrupt, StorageError
 
@@ -422,3 +423,30 @@ def test_without_fsync_what_was_written_counts_as_on_disk(tmp_path: Path) -> Non
     journal.sync_soon()
     fill(journal, 4, 2)
     assert journal.durable_end == journal.end and journal.durable_index() == 5
+
+
+def test_a_rewrite_that_fails_after_its_rename_describes_the_new_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot install replaces the journal; if reopening the new file fails (EMFILE) the
+    journal fails, and what it says it holds must be that new file's: the member checks its
+    reopened data against it (an older log it still described would look like data lost)."""
+    path = tmp_path / "raft.journal"
+    journal = HacoordJournal(path)
+    fill(journal, 1, 10)
+    journal.sync()
+    real_open = journal_module.open_private
+
+    def no_descriptors(target, flags, *args):  # type: ignore[no-untyped-def]
+        if Path(target) == path and not flags & os.O_CREAT:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(target, flags, *args)
+
+    monkeypatch.setattr(journal_module, "open_private", no_descriptors)
+    with pytest.raises(StorageError, match="reopen"):
+        journal.replace([(b"snap", 7, 2), (b"cmd8", 8, 2)])
+    monkeypatch.undo()
+    assert journal.failed is not None
+    assert (journal.durable_index(), journal.term_of(8), len(journal)) == (8, 2, 2)
+    journal.abandon()
+    again = HacoordJournal(path)
+    assert again[-1][1:] == (8, 2)
