@@ -198,8 +198,7 @@ class HacoordSyncObj(ReadIndexSyncObj):
                 or (not first and self._SyncObj__raftLeader is not None)):
             return
         self.started_empty = False
-        journal.begin_rejoin()
-        journal.set_fresh(False)  # the rejoin mark takes over
+        journal.begin_rejoin()  # the rejoin mark takes over from the new-member one
         log.warning("this member started with an empty data directory, but peer %s belongs to "
                     "cluster %s, which already exists: it votes for nobody until it has caught "
                     "up with a leader (its data may have been lost)", peer, cluster_id[:64])

@@ -507,15 +507,14 @@ class HacoordJournal:
             raise self._fail("reopen", exc) from None
         os.close(self._fd)
         self._fd = fd
-        self._entries, self._offsets, self._end = list(keep), offsets, offset
+        self._describe_renamed(keep, offsets, offset)
         self._torn_from = None  # a new file: whatever was torn in the old one is gone
-        self.durable_end = offset
         self.dirty = False
 
     def _describe_renamed(self, keep: list[Entry], offsets: list[int], end: int) -> None:
-        """The rewrite failed after its new file, synced, took the path: what this journal says
-        it holds (entries, durable end) is that file's, so that what the member remembers of
-        its disk after the failure matches what a reopen will find there."""
+        """What this journal says it holds (entries, durable end) is the new file's, synced,
+        once it took the path: also when the rewrite failed after that, so that what the member
+        remembers of its disk after the failure matches what a reopen will find there."""
         self._entries, self._offsets, self._end = list(keep), offsets, end
         self.durable_end = end
 
@@ -653,15 +652,21 @@ class HacoordJournal:
 
     def begin_rejoin(self) -> None:
         """Mark this member rejoining (durably, now: the mark must outlive a crash before the
-        member catches up): it votes for nobody until it has caught up with a leader."""
+        member catches up): it votes for nobody until it has caught up with a leader. The mark
+        takes over from :attr:`fresh` (one write)."""
         if not self.rejoining:
             self._meta["rejoining"] = True
+            self._meta.pop("fresh", None)
             self._store_meta()
 
-    def finish_rejoin(self) -> None:
-        """The member caught up with a leader after a rejoin: it may vote again (durably)."""
+    def finish_rejoin(self, voted_for: str | None = None) -> None:
+        """The member caught up with a leader after a rejoin: it may vote again (durably).
+        ``voted_for``, if given, is recorded as its vote in the current term in the same
+        write."""
         if self.rejoining:
             self._meta.pop("rejoining", None)
+            if voted_for is not None:
+                self._meta["voted_for"] = voted_for
             self._store_meta()
 
     def onOneSecondTimer(self) -> None:  # noqa: N802

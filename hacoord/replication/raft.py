@@ -171,7 +171,7 @@ class RaftReplicator:
         self._stopping = False
         #: A stop began :data:`ANSWER_AT_STOP` seconds ago: requests still waiting were answered,
         #: and those that come now are not waited on.
-        self.waiting_answered = False
+        self._done_waiting = False
         #: What this member had on disk at its last storage failure: its reopened data must
         #: hold at least that much (it may have acknowledged all of it).
         self._had_on_disk = OnDisk(0, 0, 0)
@@ -268,10 +268,10 @@ class RaftReplicator:
 
     def begin_stop(self) -> None:
         """Shutdown has begun: this member no longer stands for election (a slow shutdown must
-        not depose the leader it is about to leave), and long polls, writes and reads waiting
-        here are answered now, before the HTTP server's short grace runs out and cuts them
-        off. A waiting write's outcome is unknown (it may yet commit): the client retries it
-        with the same request id elsewhere."""
+        not depose the leader it is about to leave); long polls are answered now, and writes
+        and reads still waiting here :data:`ANSWER_AT_STOP` seconds later, before the HTTP
+        server's short grace runs out and cuts them off. A waiting write's outcome is unknown
+        (it may yet commit): the client retries it with the same request id elsewhere."""
         if self._stopping:
             return
         self._stopping = True
@@ -286,7 +286,7 @@ class RaftReplicator:
     def _answer_waiting(self) -> None:
         """Answer what still waits once a stop has begun: most writes commit, and most reads
         are confirmed, in the moments this leaves them."""
-        self.waiting_answered = True
+        self._done_waiting = True
         self._fail_all(OutcomeUnknownError(
             f"{STOPPING} before the write's outcome was known; retry with the same request id "
             "at another member"))
@@ -294,7 +294,7 @@ class RaftReplicator:
 
     @property
     def done_waiting(self) -> bool:
-        return self.waiting_answered
+        return self._done_waiting
 
     async def stop(self) -> None:
         self.begin_stop()
@@ -616,7 +616,7 @@ class RaftReplicator:
             return Rejected("request_id_reused", f"request id {rid!r} is in use by another "
                             "request; use a new id for a new request", self.state.revision)
         if waiter is None:
-            if self.waiting_answered:  # nothing would answer it before the API stops
+            if self._done_waiting:  # nothing would answer it before the API stops
                 raise NotAppliedError(f"{STOPPING}; retry at another member")
             if len(self._waiting) >= self.tuning.max_pending:
                 raise NotAppliedError("too many commands in flight; retry later")
@@ -643,7 +643,7 @@ class RaftReplicator:
         known), or :class:`NotAppliedError` when none was confirmed in ``timeout`` seconds."""
         if self.fatal:
             raise FatalReplicationError(self.fatal)
-        if self.waiting_answered:
+        if self._done_waiting:
             raise NotAppliedError(f"{STOPPING}; read at another member")
         driver = self._driver
         if driver is None or self.leader_id() is None:
@@ -670,7 +670,7 @@ class RaftReplicator:
             index = await asyncio.wait_for(confirmed, timeout)
             if index is None or driver.obj.raftLastApplied >= index:
                 return index
-            if self.waiting_answered or self._driver is not driver:
+            if self._done_waiting or self._driver is not driver:
                 raise NotAppliedError(f"{self.member_id} cannot wait to apply up to the read "
                                       "index now (stopping, or out of Raft); read at another member")
             reached: asyncio.Future[int] = self._loop.create_future()

@@ -298,12 +298,12 @@ class SafeSyncObj(PreVoteSyncObj):
         found the member one poll behind)."""
         if not self._safe_rejoining() or not self._safe_caught_up():
             return False
-        leader = self._SyncObj__raftLeader
+        vote = None
         if self._SyncObj__votedForNodeId is None:
             # Its vote in this term may have gone with its data: count it as given to the
             # leader it caught up with, so that no other candidate gets it in this term.
-            self._SyncObj__setCurrentTerm(self._SyncObj__raftCurrentTerm, leader.id)
-        self._SyncObj__raftLog.finish_rejoin()
+            vote = self._SyncObj__votedForNodeId = self._SyncObj__raftLeader.id
+        self._SyncObj__raftLog.finish_rejoin(vote)  # one write: the vote, the mark cleared
         logger.info("rejoined: caught up with the leader at index %d; voting again",
                     self._SyncObj__leaderCommitIndex)
         return True

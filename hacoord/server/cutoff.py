@@ -14,16 +14,18 @@ of its answer is closed unfinished: uvicorn logs that too.)
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hacoord.server.errors import error_body
 
 log = logging.getLogger(__name__)
 
-CUT_OFF = {"code": "unavailable",
-           "message": "the member stopped before this request was answered; retry at another "
-                      "member (a write with the same request id)"}
+CUT_OFF = ("the member stopped before this request was answered; retry at another member (a "
+           "write with the same request id)")
 
 
 class CutOffAtStop:
@@ -58,16 +60,11 @@ class CutOffAtStop:
             log.warning("%s %s cut off: the member stopped before it was answered",
                         scope.get("method"), scope.get("path"))
             if not started:
-                await self._answer(send)
+                await self._answer(scope, receive, send)
 
     @staticmethod
-    async def _answer(send: Send) -> None:
-        body = json.dumps(CUT_OFF).encode()
-        try:
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode()),
-                                    (b"retry-after", b"1")]})
-            await send({"type": "http.response.body", "body": body})
-        except (OSError, RuntimeError):  # the connection is gone: nobody to tell
-            pass
+    async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
+        answer = JSONResponse(error_body("unavailable", CUT_OFF), status_code=503,
+                              headers={"Retry-After": "1"})
+        with contextlib.suppress(OSError, RuntimeError):  # the connection is gone: no one to tell
+            await answer(scope, receive, send)

@@ -9,9 +9,9 @@ or to write a false ``via`` into the audit. So the follower also sends ``x-hacoo
 an HMAC-SHA256, under a key derived from the cluster secret every member holds, of the member,
 the client, the method, the path and the request id (seen again only on that same request, whose
 retries the request id makes one write; a follower gives a forward that has none an id of its
-own). Where a header comes twice, the first counts, as for the handlers. The leader believes the claims only
-when the seal matches; otherwise the request is the sender's own, counted and audited as coming
-from the connection's address.
+own). Where a header comes twice, the first counts, as for the handlers. The leader believes the
+claims only when the seal matches; otherwise the request is the sender's own, counted and audited
+as coming from the connection's address.
 
 A member started without a cluster secret (the insecure, loopback-only mode) has no key: it
 believes the claims as they come, as every member did before seals.
