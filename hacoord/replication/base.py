@@ -33,6 +33,11 @@ class NotAppliedError(ReplicationError):
     queue was full). Retrying with the same request id is safe."""
 
 
+class MembershipRefused(ReplicationError):
+    """A membership change that cannot be made: it clashes with the membership, or would leave
+    the cluster without a majority of reachable members. Nothing changed."""
+
+
 class OutcomeUnknownError(ReplicationError):
     """No answer in time: the command may or may not be applied. Retrying with the same request
     id is safe (the state machine de-duplicates it)."""

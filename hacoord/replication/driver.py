@@ -43,6 +43,7 @@ from pysyncobj.poller import Poller
 
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
+from hacoord.replication.base import MemberInfo
 from hacoord.replication.engine import HacoordSyncObj
 from hacoord.replication.peer import GuardedTransport
 from hacoord.replication.snapshot_store import SnapshotWriter
@@ -140,7 +141,8 @@ class RaftDriver:
                  fault: FaultHook | None = None, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None, syncer: JournalSyncer | None = None,
                  meta_writer: JournalSyncer | None = None, sync_wait: float = 0.0,
-                 snapshot_decoder: JournalSyncer | None = None) -> None:
+                 snapshot_decoder: JournalSyncer | None = None,
+                 members: tuple[MemberInfo, ...] | None = None) -> None:
         self.tuning = tuning
         self.clock = clock
         self._on_failed = on_failed
@@ -165,9 +167,12 @@ class RaftDriver:
             send_budget=tuning.send_budget, apply_budget=tuning.apply_budget,
             compaction_replay=tuning.log_compaction_replay, rng=rng,
             nodeClass=node_class,
-            transportClass=transport_class)
+            transportClass=transport_class,
+            members=members if members is not None else tuple(
+                MemberInfo(a, a, "") for a in [self_address, *other_addresses]))
         self.journal = self.obj.journal
-        self._alone = not other_addresses
+        #: A membership change waiting for the next tick: (members, done).
+        self._config_change: tuple[tuple[MemberInfo, ...], Callable[[str | None], None]] | None = None
         self.queue: deque[tuple[str, bytes]] = deque()
         self.batches: dict[int, _Batch] = {}
         self._batch_ids = itertools.count(1)
@@ -187,10 +192,27 @@ class RaftDriver:
         self.queue.clear()
         return dropped
 
+    def change_members(self, members: tuple[MemberInfo, ...],
+                       done: Callable[[str | None], None]) -> None:
+        """Propose ``members`` as the new membership at the next tick (leader only; one member
+        added or removed). ``done(None)`` once it is committed and applied here, else
+        ``done(why not)``; a change still waiting is answered as replaced."""
+        if self._config_change is not None:
+            self._config_change[1]("another membership change was asked for meanwhile")
+        self._config_change = (members, done)
+
+    def _propose_members(self) -> None:
+        change, self._config_change = self._config_change, None
+        if change is not None:
+            refusal = self.obj.propose_config(*change)
+            if refusal is not None:
+                change[1](refusal)
+
     @property
     def wants_tick(self) -> bool:
-        """True when queued commands could be proposed now."""
-        return bool(self.queue) and len(self.batches) < self.tuning.max_in_flight
+        """True when queued commands (or a membership change) could be proposed now."""
+        return (bool(self.queue) and len(self.batches) < self.tuning.max_in_flight
+                or self._config_change is not None)
 
     def _propose(self) -> None:
         """Move queued commands into the log, a batch at a time, within the in-flight bound."""
@@ -234,6 +256,7 @@ class RaftDriver:
         """One tick in production order; True if another should follow at once (events were
         handled, or queued commands can be proposed). Raises ``StorageError`` (fail stop)."""
         started, ran = time.perf_counter(), time.thread_time()
+        self._propose_members()
         self._propose()
         self._sync()
         self.obj.doTick(0.0)
@@ -252,7 +275,7 @@ class RaftDriver:
     def _sync(self) -> None:
         if self.journal is None:
             return
-        if self._alone:
+        if not self.obj._SyncObj__otherNodes:  # alone: no other member's copy can count
             self.journal.sync()
         else:
             self.obj.sync_progress()

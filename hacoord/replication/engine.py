@@ -44,11 +44,12 @@ from pysyncobj.poller import Poller
 from pysyncobj.transport import TCPTransport
 
 from hacoord.core.model import ClusterState
+from hacoord.replication.base import MemberInfo
 from hacoord.replication.durability import DurableMatchIndex, PendingAcks, commit_cap
 from hacoord.replication.gcpolicy import collector_paused
 from hacoord.replication.journal import HacoordJournal
+from hacoord.replication.membership import MembershipSyncObj
 from hacoord.replication.poller import EpollPoller
-from hacoord.replication.readindex import ReadIndexSyncObj
 from hacoord.replication.safepickle import check_entry
 from hacoord.replication.safepickle import install as _decode_log_safely
 from hacoord.replication.snapshot import NewerSnapshot, SnapshotError, SnapshotHeader, read_snapshot
@@ -77,8 +78,8 @@ def unreadable(path: Any, exc: Exception) -> StorageCorrupt:
     return StorageCorrupt(path, f"unreadable snapshot: {exc}")
 
 
-class HacoordSyncObj(ReadIndexSyncObj):
-    """A ReadIndexSyncObj over hacoord's poller, journal and snapshot store (module docstring).
+class HacoordSyncObj(MembershipSyncObj):
+    """A MembershipSyncObj over hacoord's poller, journal and snapshot store (module docstring).
 
     ``conf.journalFile`` and ``conf.fullDumpFile`` must be set. ``durable`` fdatasyncs the
     journal and snapshots; ``snapshot_writer``, ``poller``, ``fault`` and ``rng`` are seams for
@@ -104,7 +105,7 @@ class HacoordSyncObj(ReadIndexSyncObj):
                  apply_budget: float = 0.01, compaction_replay: float | None = None,
                  early_election_step: float = 0.05,
                  rng: random.Random | None = None, nodeClass: type[Node] = TCPNode,
-                 transportClass: Any = TCPTransport) -> None:
+                 transportClass: Any = TCPTransport, members: tuple[MemberInfo, ...] = ()) -> None:
         if conf.journalFile is None or conf.fullDumpFile is None:
             raise ValueError("hacoord needs a journal and a dump file (journalFile, fullDumpFile)")
         nothing = not any(Path(p).exists() for p in (
@@ -115,7 +116,8 @@ class HacoordSyncObj(ReadIndexSyncObj):
         self.on_early_election: Callable[[float], None] | None = None
         self.state_machine = state_machine
         self.snapshots = SnapshotStore(conf.fullDumpFile, lambda: state_machine.state,
-                                       snapshot_writer, durable, fault)
+                                       snapshot_writer, durable, fault,
+                                       members_at=lambda index: self.config_at(index))
         self.journal: HacoordJournal | None = None
         self._sent_up_to = 0
         self.send_budget = send_budget
@@ -156,7 +158,8 @@ class HacoordSyncObj(ReadIndexSyncObj):
         _syncobj_module.Serializer = lambda *_args: self.snapshots
         try:
             super().__init__(selfNode, otherNodes, conf=conf, consumers=[state_machine],
-                             nodeClass=nodeClass, transportClass=transportClass)
+                             nodeClass=nodeClass, transportClass=transportClass,
+                             members=members)
         except BaseException:
             if self.journal is not None:
                 self.journal.abandon()
@@ -167,11 +170,14 @@ class HacoordSyncObj(ReadIndexSyncObj):
         try:
             self._check_files()
             self.journal.cut_torn_tail()  # only now: a refusal above leaves the file as found
+            header = self.snapshots.header
+            if header is not None:  # the dump's membership, before anything ticks
+                self._config_rescan(header.index, header.members)
         except BaseException:
             self.abandon()
             raise
-        if self._SyncObj__otherNodes:
-            self._SyncObj__raftMatchIndex = DurableMatchIndex(self._SyncObj__raftMatchIndex)
+        # Always, even alone: a one-member cluster may be joined by others.
+        self._SyncObj__raftMatchIndex = DurableMatchIndex(self._SyncObj__raftMatchIndex)
         if nothing:
             self.journal.set_fresh(True)  # kept across restarts until it has caught up
         #: Started with no data at all (now or in a start it has not caught up since): a new
@@ -360,6 +366,7 @@ class HacoordSyncObj(ReadIndexSyncObj):
         else:
             log.replace([header.prev, header.last])
         self.state_machine.restore(state, prepared)
+        self._config_rescan(header.index, header.members)
         self._applied_at_snapshot = self.state_machine.apply_seconds
         self._SyncObj__raftLastApplied = header.index
         # A snapshot holds applied, hence committed, entries only.

@@ -41,7 +41,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from hacoord.core.commands import Command, encode
 from hacoord.core.model import ClusterState
@@ -49,6 +49,7 @@ from hacoord.core.results import Outcome, Rejected
 from hacoord.replication.applying import apply_logged
 from hacoord.replication.base import (
     MemberInfo,
+    MembershipRefused,
     NotAppliedError,
     NotLeaderError,
     OutcomeUnknownError,
@@ -59,6 +60,7 @@ from hacoord.replication.driver import FAIL_NAMES, JOURNAL_FILE, RaftDriver, Raf
 from hacoord.replication.feed import ChangeFeed, Routing, routing_shadow
 from hacoord.replication.invariants import InvariantWatch
 from hacoord.replication.journal import cut_to_durable
+from hacoord.replication.memberset import Config, ConfigError, changed, majority
 from hacoord.replication.rejoin import member_lock
 from hacoord.replication.safepickle import UnsafeLogEntry
 from hacoord.replication.snapshot_store import SnapshotWriter
@@ -132,7 +134,13 @@ class RaftReplicator:
         if member_id not in members:
             raise ValueError(f"member {member_id!r} is not among the configured members")
         self.member_id = member_id
-        self.members = members
+        #: The membership from the start flags: in force until the log or a snapshot names
+        #: another (:mod:`hacoord.replication.membership`).
+        self._configured = dict(members)
+        #: The membership in force on this member (the latest in its log).
+        self.members = dict(members)
+        #: Set once this member is not in a committed membership: it takes no part any more.
+        self.removed = False
         self.data_dir = Path(data_dir)
         self.tuning = tuning or RaftTuning()
         self._secret = secret
@@ -218,7 +226,7 @@ class RaftReplicator:
         except OSError as exc:
             raise FatalReplicationError(f"cannot lock {self.data_dir}: {exc.strerror}") from None
         try:
-            _check_port_free(self.members[self.member_id].raft_address)
+            _check_port_free(self._configured[self.member_id].raft_address)
             self._open()
         except (StorageCorrupt, StorageError, FatalReplicationError) as exc:
             os.close(self._lock)
@@ -241,8 +249,8 @@ class RaftReplicator:
 
     def _open(self) -> None:
         """Build an engine from the files on disk and start watching its sockets."""
-        me = self.members[self.member_id]
-        others = [m.raft_address for m in self.members.values() if m.id != self.member_id]
+        me = self._configured[self.member_id]
+        others = [m.raft_address for m in self._configured.values() if m.id != self.member_id]
         writer = self._snapshot_writer() if self._snapshot_writer is not None else None
         driver = RaftDriver(
             me.raft_address, others, self.data_dir, self._secret, self.tuning,
@@ -252,8 +260,11 @@ class RaftReplicator:
             snapshot_writer=writer, fault=self._fault,
             syncer=ThreadSyncer(on_done=self._wake_from_thread),
             meta_writer=ThreadSyncer(name="journal-meta"), sync_wait=SYNC_WAIT,
-            snapshot_decoder=ThreadSyncer(on_done=self._wake_from_thread, name="snapshot-decode"))
+            snapshot_decoder=ThreadSyncer(on_done=self._wake_from_thread, name="snapshot-decode"),
+            members=tuple(self._configured.values()))
         self._driver = driver
+        driver.obj.on_config = self._on_config
+        self._on_config(driver.obj.config)
         self._loaded = False
         self._must_reach = max(self._must_reach, driver.start_commit_index)
         loop = self._loop
@@ -551,6 +562,8 @@ class RaftReplicator:
             if self.consecutive_tick_failures in (1, 10, 100) or self.consecutive_tick_failures % 1000 == 0:
                 log.exception("raft tick failed (%d in a row)", self.consecutive_tick_failures)
         self._note_leader()
+        if self._driver is not None:
+            self._note_removed(self._driver)
         if self._reads and self._driver is not None:
             self._release_reads(self._driver.obj.raftLastApplied)
         if not self._loaded and self._driver is not None:
@@ -558,6 +571,78 @@ class RaftReplicator:
         if again:
             # Acks handled at the end of this tick move the commit index only in the next one.
             self._schedule_tick()
+
+    def _on_config(self, members: Config) -> None:
+        """The membership in force changed (on the ticking thread)."""
+        self.members = {m.id: m for m in members}
+        self._by_raft_address.update({m.raft_address: m.id for m in members})
+
+    def _note_removed(self, driver: RaftDriver) -> None:
+        if driver.obj.removed and driver.obj.config_committed and not self.removed:
+            self.removed = True
+            log.warning("this member was removed from the cluster (members now: %s): it takes "
+                        "no part any more; stop it, and delete its data directory before "
+                        "using the host for another member", ", ".join(sorted(self.members)))
+
+    async def change_members(self, add: MemberInfo | None = None, remove: str | None = None,
+                             timeout: float = 10.0) -> bool:
+        """On the leader: add the member ``add`` or remove the member ``remove`` (one of the
+        two). Returns False when that was already so, True once the change is committed.
+        Raises :class:`NotLeaderError` (also after handing leadership over when asked to
+        remove this member: the next leader removes it), :class:`MembershipRefused`,
+        :class:`NotAppliedError` (not committed; nothing changed) or
+        :class:`OutcomeUnknownError`."""
+        driver = self._driver
+        if self.fatal:
+            raise FatalReplicationError(self.fatal)
+        if driver is None or not self.is_leader():
+            raise NotLeaderError(self.leader_id())
+        obj = driver.obj
+        try:
+            new = changed(obj.config, add, remove)
+        except ConfigError as exc:
+            raise MembershipRefused(str(exc)) from None
+        if new is None:
+            return False
+        if remove == self.member_id:
+            handed = obj.hand_over()
+            self._schedule_tick()
+            raise NotLeaderError(None) if handed else MembershipRefused(
+                "this member leads and no follower holds its whole log to take over; retry "
+                "shortly")
+        self._check_reachable(obj, new, add)
+        assert self._loop is not None
+        future: asyncio.Future[str | None] = self._loop.create_future()
+
+        def done(error: str | None) -> None:
+            if not future.done():
+                future.set_result(error)
+
+        driver.change_members(new, done)
+        self._schedule_tick()
+        try:
+            error = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise OutcomeUnknownError(f"the membership change was not committed within "
+                                      f"{timeout:.1f}s; ask for it again") from None
+        if error is not None:
+            raise NotAppliedError(error)
+        log.info("membership change committed: members now %s", ", ".join(sorted(self.members)))
+        return True
+
+    def _check_reachable(self, obj: Any, new: Config, add: MemberInfo | None) -> None:
+        """Refuse a change after which the members this leader reaches are no majority: writes
+        would stop until the unreachable (or the new, still empty) members answer."""
+        connected = {node.id for node in obj._SyncObj__connectedNodes}
+        reached = [m.id for m in new if m.id == self.member_id or m.raft_address in connected]
+        need = majority(len(new))
+        if len(reached) < need:
+            unreachable = sorted(m.id for m in new if m.id not in reached
+                                 and (add is None or m.id != add.id))
+            raise MembershipRefused(
+                f"after this change {need} of {len(new)} members must answer, and this leader "
+                f"reaches {len(reached)}" + (f" (not {', '.join(unreachable)})" if unreachable
+                                            else "") + ": remove an unreachable member first")
 
     def _note_leader(self) -> None:
         leader = self.leader_id()
@@ -751,7 +836,8 @@ class RaftReplicator:
             }
         loaded = self.loaded
         listening = bool(getattr(transport, "listening", True))
-        ready = (self.fatal is None and loaded and listening and leader is not None
+        ready = (self.fatal is None and not self.removed and loaded and listening
+                 and leader is not None
                  and raw["has_quorum"] and self.consecutive_tick_failures < 3
                  and raw["last_applied"] >= leader_commit)
         snapshots = obj.snapshots

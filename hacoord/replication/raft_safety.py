@@ -49,8 +49,8 @@ election.
 
   The other effects of the library's branch are kept: election deadline (unless a leadership
   transfer is pending), leader tracking and ``onLeaderChanged``, term update, switch to
-  follower, membership changes (``dynamicMembershipChange``), leader-commit bookkeeping and
-  persisting the commit index in the journal's meta.
+  follower, membership changes (through hooks: :mod:`hacoord.replication.membership`),
+  leader-commit bookkeeping and persisting the commit index in the journal's meta.
 
 * Acks (``next_node_idx``) carry the sender's current term.  On the leader an ack from another
   term is ignored; a success ack only raises ``matchIndex`` and never moves ``nextIndex``
@@ -184,8 +184,12 @@ class SafeSyncObj(PreVoteSyncObj):
     * ``consecutive_tick_failures`` - ticks that raised since the last good one (non-zero means
       the tick loop is failing: report the member as not ready);
     * ``last_tick_error`` - ``"ExcType: message"`` of the last failed tick, or ``None``;
-    * ``refused_truncations`` - conflicting entries at or below the commit index refused.
+    * ``refused_truncations`` - conflicting entries at or below the commit index refused;
+    * ``removed`` - this member is not in its own latest membership: it neither stands for
+      election nor votes (set by :class:`~hacoord.replication.membership.MembershipSyncObj`).
     """
+
+    removed = False
 
     def __init__(self, selfNode: Node | str | None, otherNodes: Any,
                  conf: _syncobj.SyncObjConf | None = None, consumers: Any = None,
@@ -265,8 +269,11 @@ class SafeSyncObj(PreVoteSyncObj):
             self._safe_on_append_entries(node, message)
         elif kind == "next_node_idx":
             self._safe_on_next_node_idx(node, message)
-        elif kind in ("request_vote", PRE_VOTE) and self._safe_rejoining():
-            return  # no vote until caught up with a leader (see "Rejoin")
+        elif kind in ("request_vote", PRE_VOTE) and (self._safe_rejoining()
+                                                       or self.removed):
+            return  # no vote until caught up with a leader (see "Rejoin"), nor once removed
+        elif kind == "response_vote" and node not in self._SyncObj__otherNodes:
+            return  # a vote counts only from a member of this member's membership
         else:
             super()._SyncObj__onMessageReceived(node, message)
 
@@ -277,7 +284,7 @@ class SafeSyncObj(PreVoteSyncObj):
     def _safe_check_rejoin(self) -> None:
         """While rejoining (or standing down): never stand for election; once a rejoining
         member has caught up with a leader, it takes part again."""
-        if self.standing_down and not self._isLeader():
+        if (self.standing_down or self.removed) and not self._isLeader():
             self._SyncObj__raftElectionDeadline = (
                 _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
             return
@@ -462,13 +469,9 @@ class SafeSyncObj(PreVoteSyncObj):
             append_from = pos
             break
 
-        dynamic = self.conf.dynamicMembershipChange
         for entry in entries[append_from:]:
             self._SyncObj__raftLog.add(*entry)
-            if dynamic:
-                request = self._SyncObj__parseChangeClusterRequest(entry[0])
-                if request is not None:
-                    self._SyncObj__doChangeCluster(request)
+        self._safe_entries_added(entries[append_from:])
 
         covered = prev_idx + len(entries)
         self._safe_send_ack(node, next_idx=covered + 1, success=True)
@@ -489,12 +492,14 @@ class SafeSyncObj(PreVoteSyncObj):
 
     def _safe_truncate_from(self, idx: int) -> None:
         """Delete uncommitted entries from ``idx`` on, undoing membership changes they made."""
-        if self.conf.dynamicMembershipChange:
-            for entry in reversed(self._SyncObj__getEntries(idx)):
-                request = self._SyncObj__parseChangeClusterRequest(entry[0])
-                if request is not None:
-                    self._SyncObj__doChangeCluster(request, reverse=True)
         self._SyncObj__deleteEntriesFrom(idx)
+        self._safe_entries_removed(idx)
+
+    def _safe_entries_added(self, entries: Any) -> None:
+        """Hook: a follower appended ``entries`` (index order) from the leader."""
+
+    def _safe_entries_removed(self, idx: int) -> None:
+        """Hook: a follower deleted its entries from ``idx`` on (a conflict with the leader)."""
 
     def _safe_install_snapshot(self, node: Node, serialized: Any) -> int | None:
         """Take one snapshot chunk; once complete, have it decoded. Return what

@@ -20,6 +20,8 @@ from typing import Any
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj.syncobj import _COMMAND_TYPE
 
+from hacoord.replication.memberset import CONFIG_TYPE, ConfigError, decode_config
+
 #: The only globals a log entry may name (module, name).
 ALLOWED = frozenset({
     ("_codecs", "encode"),          # bytes, as protocol 2 writes them
@@ -50,6 +52,12 @@ def check_entry(command: bytes) -> str | None:
     if not command:
         return "an empty command"
     if command[0] == _COMMAND_TYPE.NO_OP:
+        return None
+    if command[0] == CONFIG_TYPE:
+        try:
+            decode_config(command)
+        except ConfigError as exc:
+            return str(exc)
         return None
     if command[0] not in (_COMMAND_TYPE.REGULAR, _COMMAND_TYPE.MEMBERSHIP, _COMMAND_TYPE.VERSION):
         return f"an unknown command type {command[0]}"

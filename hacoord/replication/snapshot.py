@@ -11,8 +11,10 @@ snapshot is versioned, compressed, never unpickled, and refused when damaged. La
 
 The digest covers the header too, so the index and term a snapshot claims to cover are checked
 with its content. The Raft part is the last two applied log entries (``last`` and ``prev``) and
-the member set, exactly what the library hands over. Files of format 1 (plain JSON, no
-checksum) written by earlier releases are still read, with a warning that nothing verified them
+the member set, exactly what the library hands over, and the membership in force at ``last``
+(``members``: id, Raft address and API URL of each; absent from snapshots of earlier
+releases). Files of format 1 (plain JSON, no checksum) written by earlier releases are still
+read, with a warning that nothing verified them
 (refusing them would leave a cluster upgraded from such a release with no member able to start);
 the next compaction rewrites them in format 2.
 """
@@ -30,6 +32,8 @@ from typing import Any
 from hacoord.core.codec import canonical_json, loads_state
 from hacoord.core.framing import FrameError, frame, unframe
 from hacoord.core.model import ClusterState, NewerSchema
+from hacoord.replication.base import MemberInfo
+from hacoord.replication.memberset import ConfigError, config_from_rows, config_rows
 
 MAGIC = b"HACOORD-SNAPSHOT-2\n"
 SNAPSHOT_VERSION = 2
@@ -56,6 +60,8 @@ class SnapshotHeader:
     last: Entry
     prev: Entry
     cluster: tuple[str, ...]
+    #: The membership in force at ``last`` (None: written before snapshots carried it).
+    members: tuple[MemberInfo, ...] | None = None
 
     @property
     def index(self) -> int:
@@ -78,17 +84,21 @@ def _entry_in(data: Any) -> Entry:
     return base64.b64decode(data[0]), data[1], data[2]
 
 
-def encode_snapshot(state: ClusterState, raft_data: tuple[Any, ...]) -> bytes:
-    """The file's bytes for ``state`` and PySyncObj's ``raft_data`` (last, prev, cluster)."""
+def encode_snapshot(state: ClusterState, raft_data: tuple[Any, ...],
+                    members: tuple[MemberInfo, ...] | None = None) -> bytes:
+    """The file's bytes for ``state`` and PySyncObj's ``raft_data`` (last, prev, cluster), with
+    the membership in force at the last entry."""
     last, prev, cluster = raft_data
     body = zlib.compress(canonical_json(state.to_dict()), COMPRESSION_LEVEL)
-    header = {
+    header: dict[str, Any] = {
         "version": SNAPSHOT_VERSION,
         "codec": "zlib",
         "last": _entry_out(last),
         "prev": _entry_out(prev),
         "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
     }
+    if members:
+        header["members"] = config_rows(members)
     return frame(MAGIC, header, body)
 
 
@@ -105,8 +115,14 @@ def _split(raw: bytes) -> tuple[SnapshotHeader, bytes]:
     cluster = header.get("cluster", [])
     if not isinstance(cluster, list) or not all(isinstance(c, str) for c in cluster):
         raise SnapshotError("malformed member list")
+    members = None
+    if "members" in header:
+        try:
+            members = config_from_rows(header["members"])
+        except ConfigError as exc:
+            raise SnapshotError(str(exc)) from None
     return (SnapshotHeader(_entry_in(header.get("last")), _entry_in(header.get("prev")),
-                           tuple(cluster)), body)
+                           tuple(cluster), members), body)
 
 
 def _decode_state(body: bytes) -> ClusterState:

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, Protocol
 from pysyncobj.config import SERIALIZER_STATE
 
 from hacoord.core.model import ClusterState
+from hacoord.replication.base import MemberInfo
 from hacoord.replication.forking import become_child
 from hacoord.replication.snapshot import (
     SnapshotError,
@@ -172,8 +173,11 @@ class SnapshotStore:
 
     def __init__(self, path: str | Path, state: Callable[[], ClusterState],
                  writer: SnapshotWriter | None = None, durable: bool = True,
-                 fault: FaultHook | None = None, chunk_size: int = CHUNK_SIZE) -> None:
+                 fault: FaultHook | None = None, chunk_size: int = CHUNK_SIZE,
+                 members_at: Callable[[int], tuple[MemberInfo, ...]] = lambda _index: ()) -> None:
         self.path = Path(path)
+        #: The membership in force at a log index (written into each dump's header).
+        self._members_at = members_at
         self.received_path = self.path.with_name(self.path.name + ".received")
         self.incoming_path = self.path.with_name(self.path.name + ".incoming")
         self._state = state
@@ -216,11 +220,13 @@ class SnapshotStore:
         _, last, prev, cluster = data
         raft_data = (tuple(last), tuple(prev), list(cluster))
         state = self._state()
+        members = self._members_at(raft_data[0][1]) or None
         header = SnapshotHeader(raft_data[0], raft_data[1],
-                                tuple(sorted(getattr(n, "address", str(n)) for n in cluster)))
+                                tuple(sorted(getattr(n, "address", str(n)) for n in cluster)),
+                                members)
         try:
             with STEPS.timed("fork for snapshot"):
-                self.writer.start(lambda: encode_snapshot(state, raft_data), self._persist)
+                self.writer.start(lambda: encode_snapshot(state, raft_data, members), self._persist)
         except OSError as exc:  # no process or pipe to be had (out of descriptors, memory)
             self.write_failures += 1
             self.last_error = str(exc)

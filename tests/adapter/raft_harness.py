@@ -121,7 +121,11 @@ class Network:
                 self.transports[peer].peer_connected(name)
 
     def linked(self, a: str, b: str) -> bool:
-        return a in self.transports and b in self.transports and frozenset((a, b)) not in self.cut
+        """a and b are up, not cut apart, and each has the other among its members (a member
+        refuses a connection from an address outside its membership)."""
+        ta, tb = self.transports.get(a), self.transports.get(b)
+        return (ta is not None and tb is not None and frozenset((a, b)) not in self.cut
+                and b in ta.peers and a in tb.peers)
 
     # -- faults -----------------------------------------------------------------------------
     def cut_link(self, a: str, b: str) -> None:
@@ -202,10 +206,27 @@ class InMemoryTransport(Transport):
         self._onNodeConnected(self.peers[name])
 
     def peer_disconnected(self, name: str) -> None:
-        self._onNodeDisconnected(self.peers[name])
+        if name in self.peers:
+            self._onNodeDisconnected(self.peers[name])
 
     def receive(self, src: str, message: dict[str, Any]) -> None:
-        self._onMessageReceived(self.peers[src], message)
+        if src in self.peers:
+            self._onMessageReceived(self.peers[src], message)
+
+    def addNode(self, node: Node) -> None:  # noqa: N802 (the library's name)
+        """A membership change added ``node``: connected once both know each other."""
+        self.peers[node.id] = node
+        if self.network.linked(self.name, node.id):
+            self.peer_connected(node.id)
+            self.network.transports[node.id].peer_connected(self.name)
+
+    def dropNode(self, node: Node) -> None:  # noqa: N802 (the library's name)
+        """A membership change removed ``node``: the connection closes, in-flight is lost."""
+        if self.network.linked(self.name, node.id):
+            self.network.queues.pop((self.name, node.id), None)
+            self.network.queues.pop((node.id, self.name), None)
+            self.network.transports[node.id].peer_disconnected(self.name)
+        self.peers.pop(node.id, None)
 
     def send(self, node: Node, message: Any) -> bool:
         return self.network.send(self.name, node.id, message)
