@@ -1,5 +1,5 @@
-"""``hacoord member``: the coordinator's members (``list``, through the API) and operations on a
-member's own files (``rejoin``, ``secret``, ``certs``).
+"""``hacoord member``: the coordinator's members (``list``, ``add``, ``remove``, through the API)
+and operations on a member's own files (``rejoin``, ``secret``, ``certs``).
 
 ``hacoord member rejoin --data-dir DIR`` is the documented way out when a member refuses to
 start from damaged files (see :mod:`hacoord.replication.rejoin`): the member's journal and
@@ -10,12 +10,16 @@ in elections until it has.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hacoord.cli.common import CliError, json_option
 from hacoord.cli.common import cli_state as _state
 from hacoord.cli.output import table
+
+if TYPE_CHECKING:  # the client is loaded only by the commands that call the API
+    from hacoord.client import MembershipChange
 
 
 @click.group()
@@ -35,6 +39,45 @@ def member_list() -> None:
         return
     click.echo(table(["ID", "API", "RAFT", "LEADER"], [
         [m.id, m.api_url, m.raft_address, "*" if m.leader else ""] for m in members]))
+
+
+def _show_change(result: MembershipChange, done: str, already: str) -> None:
+    state = _state()
+    if state.out.as_json:
+        state.out.document(result.to_dict())
+        return
+    click.echo(done if result.changed else already)
+    click.echo(table(["ID", "API", "RAFT", "LEADER"], [
+        [m.id, m.api_url, m.raft_address, "*" if m.leader else ""] for m in result.members]))
+
+
+@member.command("add")
+@click.argument("member_id", metavar="ID")
+@click.option("--raft", "raft_address", required=True, metavar="HOST:PORT",
+              help="The new member's Raft peer address.")
+@click.option("--api", "api_url", required=True, metavar="URL",
+              help="The URL clients and members reach the new member's API at.")
+@json_option
+def member_add(member_id: str, raft_address: str, api_url: str) -> None:
+    """Add the coordinator member ID (admin token). Start it first, with an empty data
+    directory and the current members as its peers; it catches up from the leader once added.
+    Refused while the members the leader reaches, without the new one, would be no majority of
+    the new membership: remove a dead member first."""
+    result = _state().client().member_add(member_id, raft_address, api_url)
+    _show_change(result, f"added {member_id}; it catches up from the leader now",
+                 f"{member_id} already is a member")
+
+
+@member.command("remove")
+@click.argument("member_id", metavar="ID")
+@json_option
+def member_remove(member_id: str) -> None:
+    """Remove the coordinator member ID (admin token); the leader hands over first when it is
+    the one. Stop the removed member afterwards, and delete its data directory before the host
+    serves another member."""
+    result = _state().client().member_remove(member_id)
+    _show_change(result, f"removed {member_id}; stop its process now",
+                 f"{member_id} is not a member")
 
 
 @member.command("rejoin")

@@ -120,6 +120,8 @@ class AsyncClient(ClientBase):
     token_revoke = async_method(ops.token_revoke)
     audit = async_method(ops.audit)
     member_list = async_method(ops.member_list)
+    member_add = async_method(ops.member_add)
+    member_remove = async_method(ops.member_remove)
     whoami = async_method(ops.whoami)
     backup = async_method(ops.backup)
 

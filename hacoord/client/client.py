@@ -155,6 +155,8 @@ class Client(ClientBase):
     token_revoke = sync_method(ops.token_revoke)
     audit = sync_method(ops.audit)
     member_list = sync_method(ops.member_list)
+    member_add = sync_method(ops.member_add)
+    member_remove = sync_method(ops.member_remove)
     whoami = sync_method(ops.whoami)
     backup = sync_method(ops.backup)
 

@@ -346,6 +346,20 @@ class MemberInfo(_Model):
 
 
 @dataclass(frozen=True)
+class MembershipChange(_Model):
+    """The answer to adding or removing a coordinator member: whether the membership changed
+    (False: it already was as asked) and the members now."""
+
+    changed: bool
+    members: tuple[MemberInfo, ...]
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> MembershipChange:
+        return cls(changed=bool(data["changed"]),
+                   members=tuple(MemberInfo.from_api(m) for m in data["members"]))
+
+
+@dataclass(frozen=True)
 class TokenInfo(_Model):
     """An API token as the cluster shows it (never its secret). ``node`` is the node a ``node``
     token speaks for; ``expires_at`` is seconds since the epoch (None: never)."""

@@ -15,6 +15,7 @@ from hacoord.client.models import (
     AuditEntry,
     Heartbeat,
     MemberInfo,
+    MembershipChange,
     NewToken,
     NodeInfo,
     NodeSession,
@@ -379,6 +380,21 @@ def member_list() -> Op[list[MemberInfo]]:
     others."""
     return Op(read("/v1/members", False), lambda data: [MemberInfo.from_api(m)
                                                          for m in data["members"]])
+
+
+def member_add(member_id: str, raft_address: str, api_url: str) -> Op[MembershipChange]:
+    """Add a coordinator member (admin). Start it first, with an empty data directory and the
+    current members as its peers; it catches up once added. Answered once the change is
+    committed; asking again for a member already added answers ``changed=False``."""
+    body = {"id": member_id, "raft_address": raft_address, "api_url": api_url}
+    return Op(Call("POST", "/v1/members", body=body, to_leader=True), MembershipChange.from_api)
+
+
+def member_remove(member_id: str) -> Op[MembershipChange]:
+    """Remove a coordinator member (admin); the leader hands over first when it is the one.
+    Answered once the change is committed; ``changed=False`` if it was no member."""
+    return Op(Call("DELETE", f"/v1/members/{segment(member_id)}", to_leader=True),
+              MembershipChange.from_api)
 
 
 def whoami() -> Op[TokenInfo]:

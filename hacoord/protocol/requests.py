@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from hacoord.protocol.formats import ADDRESS, ID, MAX_CAPACITY, MIN_CAPACITY
+from hacoord.protocol.formats import ADDRESS, API_URL, ID, MAX_CAPACITY, MIN_CAPACITY
 
 MAX_TAGS = 64          # tags or metrics per node
 MAX_TAG_VALUE = 256    # characters of a tag value
@@ -164,6 +164,17 @@ class RebalanceSettings(_Body):
                                             description="seconds")
     maintenance: bool | None = Field(None, description="true freezes rebalancing (reason needed)")
     reason: str = Field("", max_length=256)
+
+
+class MemberAdd(_Body):
+    """Add a coordinator member: start it first, with the current members as its peers and an
+    empty data directory; it catches up from the leader once added."""
+
+    id: str = Field(pattern=ID, description="the new member's id")
+    raft_address: str = Field(min_length=3, max_length=260, pattern=ADDRESS,
+                              description="host:port of its Raft peer port")
+    api_url: str = Field(min_length=10, max_length=300, pattern=API_URL,
+                         description="the URL clients and members reach its API at")
 
 
 #: The longest a token may live (ten years, in seconds).

@@ -142,6 +142,11 @@ class MemberList(Revisioned):
     members: list[MemberInfo]
 
 
+class MembershipChanged(MemberList):
+    changed: bool = Field(description="false when the membership already was as asked (a "
+                                      "retried request)")
+
+
 class UnhealthyPartition(Answer):
     resource: str
     partition: int

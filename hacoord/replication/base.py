@@ -134,6 +134,12 @@ class Replicator(Protocol):
         """Replicate ``command`` and return its outcome once applied here. Leader only; raises
         :class:`NotLeaderError`, :class:`NotAppliedError` or :class:`OutcomeUnknownError`."""
 
+    async def change_members(self, add: MemberInfo | None = None, remove: str | None = None,
+                             timeout: float = 10.0) -> bool:
+        """On the leader: add the member ``add`` or remove the member ``remove``; False when
+        that was already so, True once committed. Raises :class:`NotLeaderError`,
+        :class:`MembershipRefused`, :class:`NotAppliedError` or :class:`OutcomeUnknownError`."""
+
     async def read_index(self, timeout: float) -> int | None:
         """A linearizable read point without a log write: once it returns, the local state
         holds every write acknowledged before the call. None: not available yet (the caller

@@ -26,25 +26,25 @@ def _plain(text: Any) -> bool:
     return isinstance(text, str) and len(text) <= MAX_URL and text.isprintable() and " " not in text
 
 
-class ConfigError(ValueError):
+class MembershipError(ValueError):
     """A configuration that cannot be a member set (ids or addresses repeated, malformed)."""
 
 
 def check_config(members: Sequence[MemberInfo]) -> None:
-    """Raise :class:`ConfigError` unless ``members`` is a well-formed member set."""
+    """Raise :class:`MembershipError` unless ``members`` is a well-formed member set."""
     if not 1 <= len(members) <= MAX_MEMBERS:
-        raise ConfigError(f"a cluster has 1 to {MAX_MEMBERS} members, not {len(members)}")
+        raise MembershipError(f"a cluster has 1 to {MAX_MEMBERS} members, not {len(members)}")
     for m in members:
         if not valid_id(m.id):
-            raise ConfigError(f"malformed member id {m.id[:80]!r}")
+            raise MembershipError(f"malformed member id {m.id[:80]!r}")
         if not _plain(m.raft_address) or not m.raft_address:
-            raise ConfigError(f"member {m.id}: malformed Raft address {m.raft_address[:80]!r}")
+            raise MembershipError(f"member {m.id}: malformed Raft address {m.raft_address[:80]!r}")
         if not _plain(m.api_url):
-            raise ConfigError(f"member {m.id}: malformed API URL {m.api_url[:80]!r}")
+            raise MembershipError(f"member {m.id}: malformed API URL {m.api_url[:80]!r}")
     for key in ("id", "raft_address", "api_url"):
         values = [getattr(m, key) for m in members if key != "api_url" or m.api_url]
         if len(set(values)) != len(values):
-            raise ConfigError(f"two members have the same {key.replace('_', ' ')}")
+            raise MembershipError(f"two members have the same {key.replace('_', ' ')}")
 
 
 def encode_config(members: Sequence[MemberInfo]) -> bytes:
@@ -55,7 +55,7 @@ def encode_config(members: Sequence[MemberInfo]) -> bytes:
 
 def decode_config(command: bytes) -> Config | None:
     """The configuration a log entry sets, or None if it is another kind of entry. Raises
-    :class:`ConfigError` for a configuration entry that is malformed."""
+    :class:`MembershipError` for a configuration entry that is malformed."""
     if not command or command[0] != CONFIG_TYPE:
         return None
     try:
@@ -64,9 +64,9 @@ def decode_config(command: bytes) -> Config | None:
                         if isinstance(row, list) and len(row) == 3
                         and all(isinstance(v, str) for v in row))
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"unreadable membership entry ({exc})") from None
+        raise MembershipError(f"unreadable membership entry ({exc})") from None
     if len(members) != len(rows):
-        raise ConfigError("malformed member in a membership entry")
+        raise MembershipError("malformed member in a membership entry")
     check_config(members)
     return members
 
@@ -77,35 +77,35 @@ def config_rows(members: Iterable[MemberInfo]) -> list[list[str]]:
 
 
 def config_from_rows(rows: Any) -> Config:
-    """The inverse of :func:`config_rows`; raises :class:`ConfigError`."""
+    """The inverse of :func:`config_rows`; raises :class:`MembershipError`."""
     if not isinstance(rows, list):
-        raise ConfigError("malformed member list")
+        raise MembershipError("malformed member list")
     return decode_config(bytes([CONFIG_TYPE]) + json.dumps({"members": rows}).encode()) or ()
 
 
 def changed(current: Config, add: MemberInfo | None = None, remove: str | None = None) -> Config | None:
     """``current`` with ``add`` added or the member ``remove`` removed; None when that is
-    already so (a retried change). Raises :class:`ConfigError` when the change clashes with the
+    already so (a retried change). Raises :class:`MembershipError` when the change clashes with the
     membership (the id or an address in use by another member, the last member removed)."""
     ids = {m.id: m for m in current}
     if add is not None:
         if ids.get(add.id) == add:
             return None
         if add.id in ids:
-            raise ConfigError(f"{add.id} is already a member, with other addresses; remove it "
+            raise MembershipError(f"{add.id} is already a member, with other addresses; remove it "
                               "first to change them")
         for m in current:
             if m.raft_address == add.raft_address or (add.api_url and m.api_url == add.api_url):
-                raise ConfigError(f"member {m.id} already uses that address")
+                raise MembershipError(f"member {m.id} already uses that address")
         new = (*current, add)
     elif remove is not None:
         if remove not in ids:
             return None
         if len(current) == 1:
-            raise ConfigError(f"{remove} is the only member: a cluster needs one")
+            raise MembershipError(f"{remove} is the only member: a cluster needs one")
         new = tuple(m for m in current if m.id != remove)
     else:
-        raise ConfigError("nothing to change")
+        raise MembershipError("nothing to change")
     check_config(new)
     return new
 

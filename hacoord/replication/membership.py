@@ -39,7 +39,13 @@ from pysyncobj import FAIL_REASON
 from pysyncobj import syncobj as _syncobj
 
 from hacoord.replication.base import MemberInfo
-from hacoord.replication.memberset import Config, check_config, decode_config, encode_config
+from hacoord.replication.memberset import (
+    Config,
+    MembershipError,
+    check_config,
+    decode_config,
+    encode_config,
+)
 from hacoord.replication.readindex import ReadIndexSyncObj
 
 log = logging.getLogger(__name__)
@@ -207,7 +213,10 @@ class MembershipSyncObj(ReadIndexSyncObj):
         new = {m.id for m in members}
         if len(old ^ new) != 1 or not ({m for m in members if m.id in old} <= set(self.config)):
             return "a change adds or removes exactly one member"
-        check_config(members)
+        try:
+            check_config(members)
+        except MembershipError as exc:
+            return str(exc)
         idx = self._SyncObj__getCurrentLogIndex() + 1
         term = self._SyncObj__raftCurrentTerm
         self._SyncObj__raftLog.add(encode_config(members), idx, term)

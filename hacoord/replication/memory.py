@@ -13,9 +13,10 @@ from hacoord.core.commands import Command
 from hacoord.core.model import ClusterState
 from hacoord.core.results import Outcome
 from hacoord.replication.applying import apply_logged
-from hacoord.replication.base import MemberInfo, NotLeaderError, RaftStatus
+from hacoord.replication.base import MemberInfo, MembershipRefused, NotLeaderError, RaftStatus
 from hacoord.replication.feed import ChangeFeed
 from hacoord.replication.invariants import InvariantWatch
+from hacoord.replication.memberset import MembershipError, changed
 
 
 class MemoryReplicator:
@@ -77,6 +78,24 @@ class MemoryReplicator:
             self.feed.record(outcome.events)
             self.invariants.observe(self._state, outcome)
         return outcome
+
+    async def change_members(self, add: MemberInfo | None = None, remove: str | None = None,
+                             timeout: float = 10.0) -> bool:
+        """The membership as a list held here (no Raft group to change); the leader refuses to
+        remove itself as the real one does, handing over."""
+        if not self.is_leader():
+            raise NotLeaderError(self._leader)
+        try:
+            new = changed(tuple(self.members.values()), add, remove)
+        except MembershipError as exc:
+            raise MembershipRefused(str(exc)) from None
+        if new is None:
+            return False
+        if remove == self.member_id:
+            raise NotLeaderError(None)
+        self.members = {m.id: m for m in new}
+        self._index += 1
+        return True
 
     async def read_index(self, timeout: float) -> int | None:
         """Everything is applied at once: the read point is now."""

@@ -70,8 +70,9 @@ LISTEN_BACKLOG = 128
 CLUSTER_MESSAGE = "hacoord_cluster"  # first message on a connection: the sender's cluster id
 #: What this release understands beyond the library's messages, named in CLUSTER_MESSAGE so that
 #: a member of a newer release knows what an older peer ignores (``pre_vote``:
-#: hacoord.replication.prevote; ``read_index``: hacoord.replication.readindex).
-FEATURES = ("pre_vote", "read_index")
+#: hacoord.replication.prevote; ``read_index``: hacoord.replication.readindex; ``membership``:
+#: hacoord.replication.membership, configuration entries in the log).
+FEATURES = ("pre_vote", "read_index", "membership")
 MAX_FEATURES = 32
 RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 

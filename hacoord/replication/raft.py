@@ -60,7 +60,7 @@ from hacoord.replication.driver import FAIL_NAMES, JOURNAL_FILE, RaftDriver, Raf
 from hacoord.replication.feed import ChangeFeed, Routing, routing_shadow
 from hacoord.replication.invariants import InvariantWatch
 from hacoord.replication.journal import cut_to_durable
-from hacoord.replication.memberset import Config, ConfigError, changed, majority
+from hacoord.replication.memberset import Config, MembershipError, changed, majority
 from hacoord.replication.rejoin import member_lock
 from hacoord.replication.safepickle import UnsafeLogEntry
 from hacoord.replication.snapshot_store import SnapshotWriter
@@ -343,27 +343,41 @@ class RaftReplicator:
         driver = self._driver
         if driver is None or self._loop is None or self.fatal or not driver.obj._isLeader():
             return
+        successor = await self._transfer(driver, hold=False)
+        if successor is not None:
+            log.info("handed leadership over to %s before stopping", successor or "(not named yet)")
+        elif driver.obj._isLeader():
+            log.info("stopping while still leading: no follower took over in %.1fs", HAND_OVER_WAIT)
+
+    async def _transfer(self, driver: RaftDriver, hold: bool) -> str | None:
+        """Ask a follower holding this leader's whole log to take over, and wait (at most
+        ``HAND_OVER_WAIT``) until it did. ``hold``: propose nothing new meanwhile, so that a
+        follower can catch up under a steady write load (queued writes wait, and are answered
+        retryable once this member is deposed). Returns the successor's id ("" when deposed
+        with none named yet), or None if this member still leads."""
+        assert self._loop is not None
         asked = False
         deadline = self._loop.time() + HAND_OVER_WAIT
-        while self._driver is driver and self._loop.time() < deadline:
-            if not driver.obj._isLeader():
-                # Deposed by the successor's vote request; its first append names it.
-                successor = self.leader_id()
-                if successor is not None and successor != self.member_id:
-                    log.info("handed leadership over to %s before stopping", successor)
-                    return
+        driver.holding = hold
+        try:
+            while self._driver is driver and self._loop.time() < deadline:
+                if not driver.obj._isLeader():
+                    # Deposed by the successor's vote request; its first append names it.
+                    successor = self.leader_id()
+                    if successor is not None and successor != self.member_id:
+                        return successor
+                    await asyncio.sleep(HAND_OVER_POLL)
+                    continue
+                if not driver.obj.connected_peers():
+                    return None  # nobody to hand over to (the others are stopping too)
+                if not asked:
+                    asked = driver.obj.hand_over()
+                    self._schedule_tick()
                 await asyncio.sleep(HAND_OVER_POLL)
-                continue
-            if not driver.obj.connected_peers():
-                return  # nobody to hand over to (the others are stopping too)
-            if not asked:
-                asked = driver.obj.hand_over()
-            await asyncio.sleep(HAND_OVER_POLL)
-        if driver.obj._isLeader():
-            log.info("stopping while still leading: no follower %s in %.1fs",
-                     "took over" if asked else "held the whole log", HAND_OVER_WAIT)
-        else:
-            log.info("handed leadership over before stopping (no successor named yet)")
+        finally:
+            driver.holding = False
+            self._schedule_tick()
+        return None if driver.obj._isLeader() else ""
 
     def _unwatch(self, driver: RaftDriver) -> None:
         if self._loop is not None:
@@ -600,17 +614,17 @@ class RaftReplicator:
         obj = driver.obj
         try:
             new = changed(obj.config, add, remove)
-        except ConfigError as exc:
+        except MembershipError as exc:
             raise MembershipRefused(str(exc)) from None
         if new is None:
             return False
         if remove == self.member_id:
-            handed = obj.hand_over()
-            self._schedule_tick()
-            raise NotLeaderError(None) if handed else MembershipRefused(
-                "this member leads and no follower holds its whole log to take over; retry "
-                "shortly")
-        self._check_reachable(obj, new, add)
+            successor = await self._transfer(driver, hold=True)
+            if successor is None:
+                raise MembershipRefused(f"this member leads, and no follower caught up to take "
+                                        f"over within {HAND_OVER_WAIT:.0f} s; retry")
+            raise NotLeaderError(successor or None)
+        self._check_change(obj, new, add)
         assert self._loop is not None
         future: asyncio.Future[str | None] = self._loop.create_future()
 
@@ -630,10 +644,17 @@ class RaftReplicator:
         log.info("membership change committed: members now %s", ", ".join(sorted(self.members)))
         return True
 
-    def _check_reachable(self, obj: Any, new: Config, add: MemberInfo | None) -> None:
-        """Refuse a change after which the members this leader reaches are no majority: writes
-        would stop until the unreachable (or the new, still empty) members answer."""
+    def _check_change(self, obj: Any, new: Config, add: MemberInfo | None) -> None:
+        """Refuse a change while a member runs a release without membership changes, or one
+        after which the members this leader reaches are no majority: writes would stop until
+        the unreachable (or the new, still empty) members answer."""
         connected = {node.id for node in obj._SyncObj__connectedNodes}
+        supports = getattr(obj.transport, "supports", None)
+        older = sorted(m.id for m in new if m.raft_address in connected and supports is not None
+                       and not supports(obj._SyncObj__nodeClass(m.raft_address), "membership"))
+        if older:
+            raise MembershipRefused(f"{', '.join(older)} run(s) a release without membership "
+                                    "changes: finish the upgrade first")
         reached = [m.id for m in new if m.id == self.member_id or m.raft_address in connected]
         need = majority(len(new))
         if len(reached) < need:

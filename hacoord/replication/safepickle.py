@@ -20,7 +20,7 @@ from typing import Any
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj.syncobj import _COMMAND_TYPE
 
-from hacoord.replication.memberset import CONFIG_TYPE, ConfigError, decode_config
+from hacoord.replication.memberset import CONFIG_TYPE, MembershipError, decode_config
 
 #: The only globals a log entry may name (module, name).
 ALLOWED = frozenset({
@@ -56,7 +56,7 @@ def check_entry(command: bytes) -> str | None:
     if command[0] == CONFIG_TYPE:
         try:
             decode_config(command)
-        except ConfigError as exc:
+        except MembershipError as exc:
             return str(exc)
         return None
     if command[0] not in (_COMMAND_TYPE.REGULAR, _COMMAND_TYPE.MEMBERSHIP, _COMMAND_TYPE.VERSION):

@@ -33,7 +33,7 @@ from hacoord.core.codec import canonical_json, loads_state
 from hacoord.core.framing import FrameError, frame, unframe
 from hacoord.core.model import ClusterState, NewerSchema
 from hacoord.replication.base import MemberInfo
-from hacoord.replication.memberset import ConfigError, config_from_rows, config_rows
+from hacoord.replication.memberset import MembershipError, config_from_rows, config_rows
 
 MAGIC = b"HACOORD-SNAPSHOT-2\n"
 SNAPSHOT_VERSION = 2
@@ -119,7 +119,7 @@ def _split(raw: bytes) -> tuple[SnapshotHeader, bytes]:
     if "members" in header:
         try:
             members = config_from_rows(header["members"])
-        except ConfigError as exc:
+        except MembershipError as exc:
             raise SnapshotError(str(exc)) from None
     return (SnapshotHeader(_entry_in(header.get("last")), _entry_in(header.get("prev")),
                            tuple(cluster), members), body)

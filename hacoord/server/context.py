@@ -110,8 +110,9 @@ class ApiContext:
         self.forward_transport = forward_transport
         self.forward_tls = forward_tls
         #: The members as this one knows them, on every answer a handler writes (not on the
-        #: health probes or refusals, which need no token).
-        self.members_header = members_value({m.id: m.api_url for m in replicator.members.values()})
+        #: health probes or refusals, which need no token); worked out again when the
+        #: membership changes.
+        self._members_header: tuple[object, str] = (None, "")
         self.heavy = HeavyReads()
         self.health = HealthCache(replicator, self.heavy)
         #: Long polls open now.
@@ -203,7 +204,11 @@ class ApiContext:
             raise ErrorReply("no_leader", "no leader is elected right now; retry shortly")
         client = await self.members_client()
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
-        target = replicator.members[leader].api_url.rstrip("/") + raw_path.decode("ascii", "replace")
+        known = replicator.members.get(leader)
+        if known is None:  # a leader outside the membership this member has (a change under way)
+            raise ErrorReply("no_leader", f"leader {leader} is not among this member's members "
+                             "yet; retry shortly", leader=leader)
+        target = known.api_url.rstrip("/") + raw_path.decode("ascii", "replace")
         if request.url.query:
             target += "?" + request.url.query
         for_client = request.client.host if request.client else "unknown"
@@ -231,7 +236,7 @@ class ApiContext:
             request.method, target, headers=headers, content=body))
         try:
             answer = await self._unless_leader_changes(forward, leader)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ErrorReply("unavailable", f"leader {leader} unreachable: {type(exc).__name__}",
                              leader=leader) from None
         # The cluster id is added by this member's own middleware (the same id: one cluster).
@@ -298,7 +303,7 @@ class ApiContext:
         try:
             answer = await client.get(api_url.rstrip("/") + "/readyz", timeout=1.0)
             return int(answer.json()["member"]["revision"])
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError):
             return -1
 
     # --- reads --------------------------------------------------------------------------------
@@ -354,3 +359,13 @@ class ApiContext:
     def _headers(self, revision: int) -> dict[str, str]:
         """The headers of every answer a handler writes."""
         return {REVISION_HEADER: str(revision), MEMBERS_HEADER: self.members_header}
+
+    @property
+    def members_header(self) -> str:
+        """The members header's value for the membership in force now."""
+        members = self.replicator.members
+        seen, value = self._members_header
+        if seen is not members:
+            value = members_value({m.id: m.api_url for m in members.values()})
+            self._members_header = (members, value)
+        return value

@@ -21,6 +21,8 @@ from hacoord.core.apply import MAX_PARTITIONS, over_cluster_limits
 from hacoord.core.results import Applied, Outcome, Rejected
 from hacoord.placement import replacements_for
 from hacoord.replication.base import (
+    MemberInfo,
+    MembershipRefused,
     NotAppliedError,
     NotLeaderError,
     OutcomeUnknownError,
@@ -106,6 +108,23 @@ class Coordinator:
             raise ErrorReply("not_leader", str(exc), leader=exc.leader_id) from None
         except NotAppliedError as exc:
             raise ErrorReply("unavailable", str(exc)) from None
+        except OutcomeUnknownError as exc:
+            raise ErrorReply("timeout", str(exc)) from None
+
+    async def change_members(self, add: MemberInfo | None = None,
+                             remove: str | None = None) -> bool:
+        """Add or remove one coordinator member (on the leader); False when that was already
+        so. Raises ErrorReply unless the change is committed."""
+        try:
+            return await self.replicator.change_members(add=add, remove=remove,
+                                                        timeout=max(self.submit_timeout, 10.0))
+        except NotLeaderError as exc:
+            raise ErrorReply("not_leader", "this member leads no more (it handed over, to be "
+                             "removed by the next leader); retry", leader=exc.leader_id) from None
+        except MembershipRefused as exc:
+            raise ErrorReply("precondition_failed", str(exc)) from None
+        except NotAppliedError as exc:
+            raise ErrorReply("unavailable", f"{exc}; nothing changed, retry") from None
         except OutcomeUnknownError as exc:
             raise ErrorReply("timeout", str(exc)) from None
 

@@ -18,7 +18,7 @@ from starlette.routing import Match
 from hacoord.core.model import ID_PATTERN
 from hacoord.core.results import Rejected
 from hacoord.protocol import ErrorCode
-from hacoord.protocol.formats import ADDRESS
+from hacoord.protocol.formats import ADDRESS, API_URL
 from hacoord.server.offload import OffloadError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
 PATTERN_WORDS = {
     ID_PATTERN.pattern: "an id: a letter or digit, then up to 62 letters, digits, '.', '_' or '-'",
     ADDRESS: "host:port, with a port in 1..65535",
+    API_URL: "an http:// or https:// URL: a host, an optional port and path",
 }
 
 

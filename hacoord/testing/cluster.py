@@ -142,15 +142,36 @@ class LocalCluster:
         self.client_cert: tuple[Path, Path] | None = \
             issue(ensure_ca(root), root / "testing-kit", "testing-kit", ["localhost"]) if tls else None
         ports = free_ports(2 * size)
-        self.members = {f"m{k}": Member(f"m{k}", ports[2 * (k - 1)], ports[2 * k - 1], root,
-                                        self.token,
-                                        # Not in the member's data directory, which a
-                                        # storage fault may replace with a small disk.
-                                        member_tls(root, f"m{k}", "127.0.0.1",
-                                                   root / "tls" / f"m{k}") if tls else None,
-                                        self.verify)
+        self._tls = tls
+        self.members = {f"m{k}": self._member(f"m{k}", ports[2 * (k - 1)], ports[2 * k - 1])
                         for k in range(1, size + 1)}
+        #: Members removed from the cluster (kept for their logs).
+        self.retired: dict[str, Member] = {}
         self.extra_args = extra_args
+
+    def _member(self, member_id: str, api_port: int, raft_port: int) -> Member:
+        root = self.root
+        # The certificate is not in the member's data directory, which a storage fault may
+        # replace with a small disk.
+        tls = member_tls(root, member_id, "127.0.0.1", root / "tls" / member_id) if self._tls else None
+        return Member(member_id, api_port, raft_port, root, self.token, tls, self.verify)
+
+    def add_member(self, member_id: str) -> Member:
+        """A new member on free ports (not started, not yet in the cluster's membership: ask
+        for that with ``member_add``); it is started with every member of :attr:`members` as
+        its peers."""
+        assert member_id not in self.members
+        api_port, raft_port = free_ports(2)
+        member = self.members[member_id] = self._member(member_id, api_port, raft_port)
+        return member
+
+    def retire(self, member_id: str) -> Member:
+        """Forget a member removed from the cluster (its process must have stopped): others
+        started from now on are not told about it."""
+        member = self.members.pop(member_id)
+        assert not member.alive(), f"{member_id} still runs"
+        self.retired[member_id] = member
+        return member
 
     @property
     def endpoints(self) -> list[str]:
@@ -285,7 +306,8 @@ class LocalCluster:
     def logs(self) -> str:
         """The last 4,000 characters of each member's log."""
         return "\n".join(f"--- {m.id}\n{m.log_path.read_text(errors='replace')[-4000:]}"
-                         for m in self.members.values() if m.log_path.exists())
+                         for m in [*self.members.values(), *self.retired.values()]
+                         if m.log_path.exists())
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hacoord.replication.base import MemberInfo
-from hacoord.replication.memberset import ConfigError, decode_config, encode_config
+from hacoord.replication.memberset import MembershipError, decode_config, encode_config
 from hacoord.replication.safepickle import check_entry
 from tests.adapter.raft_harness import controlled_time
 from tests.adapter.sim import SIM_TUNING, SimCluster
@@ -187,6 +187,6 @@ def test_configuration_entries_are_checked_like_every_logged_command() -> None:
     assert decode_config(b"\x00abc") is None
     twice = encode_config((members[0], MemberInfo("m1", "10.0.0.3:7301", "")))
     assert "same id" in (check_entry(twice) or "")
-    with pytest.raises(ConfigError):
+    with pytest.raises(MembershipError):
         decode_config(b"\x10{not json")
     assert check_entry(b"\x10[]") is not None

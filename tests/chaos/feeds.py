@@ -67,6 +67,7 @@ class FeedSampler:
     def _pull(self, http: httpx.Client, member_id: str, url: str) -> bool:
         """One page of ``member_id``'s feed; True if there may be more."""
         params: dict[str, Any] = {"timeout": 0, "limit": self.page}
+        self.last.setdefault(member_id, 0)  # a member added during the run
         if self.last[member_id] is not None:
             params["since"] = self.last[member_id]
         try:

@@ -11,6 +11,14 @@ Process faults use signals (SIGKILL, SIGSTOP/SIGCONT) and restarts. Network faul
 * ``slow_links``: every link delayed (a uniform draw per frame, order kept) and lossy (a lost
   frame comes one retransmission timeout late, as over TCP).
 
+Membership changes under the load (admin calls, as an operator makes them):
+
+* ``replace_member``: a follower SIGKILLed, removed, and replaced by a new member (a new id, new
+  ports, an empty data directory) that is added once started and must catch up;
+* ``remove_leader``: the leader removed (it hands over first), then stopped.
+
+Afterwards every member must report the expected membership.
+
 Heavy input (``large_create``): a resource of ``LARGE_PARTITIONS`` partitions x RF 3 created
 under the load, which must neither depose the leader nor change its term; with
 ``large_create_kill_leader`` the leader is SIGKILLed half-way through the creation's slices and
@@ -38,13 +46,14 @@ NETWORK_FAULTS = ("isolate_leader", "isolate_minority", "one_way_loss", "slow_li
 PROCESS_FAULTS = ("kill_leader", "kill_random", "restart_leader_fast", "kill_all", "pause_leader",
                   "pause_follower", "lagging_member", "rolling_restart")
 HEAVY_FAULTS = ("large_create", "large_create_kill_leader")
-FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS, *HEAVY_FAULTS, "none")
+MEMBERSHIP_FAULTS = ("replace_member", "remove_leader")
+FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS, *HEAVY_FAULTS, *MEMBERSHIP_FAULTS, "none")
 #: The large resource: 40 slices of 500 partitions.
 LARGE = "chaos-large"
 LARGE_PARTITIONS = 20_000
 #: Faults after which the leader must have changed (partitions check that the majority elected
 #: a leader of its own while they lasted).
-DEPOSING = ("kill_leader", "pause_leader", "large_create_kill_leader")
+DEPOSING = ("kill_leader", "pause_leader", "large_create_kill_leader", "remove_leader")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ class Nemesis:
         self.stats_after: dict[str, dict[str, int]] = {}
         self.term_before: int | None = None
         self.created: list[str] = []  # what the large create's request answered
+        self.expected_members: list[str] = []  # after a membership change
+        self.replaced_in: float | None = None  # remove, add, new member ready (seconds)
 
     def inject(self, fault: str) -> None:
         cluster = self.cluster
@@ -106,6 +117,8 @@ class Nemesis:
             self._inject_network(fault, leader, followers)
         elif fault in HEAVY_FAULTS:
             self._inject_large_create(leader, kill=fault == "large_create_kill_leader")
+        elif fault in MEMBERSHIP_FAULTS:
+            self._change_members(fault, leader, followers)
         elif fault != "none":
             raise ValueError(f"unknown fault {fault!r}")
         self.history.note(f"inject {fault} on {self.victims or 'nobody'} (leader was {leader})")
@@ -122,6 +135,42 @@ class Nemesis:
             wait_for(f"{member_id} ready again", lambda m=member: m.get("/readyz")["ready"],
                      timeout=30.0)
             self.history.note(f"rolling restart: {member_id} ready")
+
+    def _change_members(self, fault: str, leader: str, followers: list[str]) -> None:
+        cluster = self.cluster
+        with cluster.client(timeout=3.0, deadline=30.0) as admin:
+            if fault == "remove_leader":
+                self.victims = [leader]
+                answer = admin.member_remove(leader)
+                self.history.note(f"removed the leader {leader}: changed={answer.changed}")
+                cluster.kill(leader, signal.SIGTERM)
+                cluster.retire(leader)
+                self.expected_members = sorted(cluster.members)
+                return
+            dead = self.rng.choice(followers)
+            self.victims = [dead]
+            cluster.kill(dead, signal.SIGKILL)
+            started = time.monotonic()
+            admin.member_remove(dead)
+            cluster.retire(dead)
+            new_id = f"m{len(cluster.members) + len(cluster.retired) + 1}"
+            new = cluster.add_member(new_id)
+            cluster.start(new_id)
+            answer = admin.member_add(new_id, f"127.0.0.1:{new.raft_port}", new.url)
+            self.history.note(f"replaced {dead} by {new_id}: changed={answer.changed}")
+            wait_for(f"{new_id} ready", lambda: new.get("/readyz")["ready"], timeout=60.0)
+            self.replaced_in = time.monotonic() - started
+            self.expected_members = sorted(cluster.members)
+
+    def _membership_problems(self, fault: str) -> list[str]:
+        problems = []
+        for member_id in self.cluster.live():
+            listed = sorted(m["id"] for m in
+                            self.cluster.members[member_id].get("/v1/members")["members"])
+            if listed != self.expected_members:
+                problems.append(f"{fault}: {member_id} lists members {listed}, expected "
+                                f"{self.expected_members}")
+        return problems
 
     def _inject_network(self, fault: str, leader: str, followers: list[str]) -> None:
         network = self.network
@@ -218,6 +267,8 @@ class Nemesis:
             self.stats_after = self.network.stats()
             self.network.heal()
         for member_id in self.victims:
+            if fault in MEMBERSHIP_FAULTS:
+                break  # the victims left the cluster for good
             if fault in ("pause_leader", "pause_follower"):
                 self._signal(member_id, signal.SIGCONT)
             elif fault in (*PROCESS_FAULTS, *HEAVY_FAULTS) \
@@ -233,6 +284,8 @@ class Nemesis:
             return [f"{fault}: the leader did not change ({self.leader})"]
         if fault in HEAVY_FAULTS:
             return self._large_resource_problems(fault, leader_after)
+        if fault in MEMBERSHIP_FAULTS:
+            return self._membership_problems(fault)
         if self.cut_off and self.elected in (None, *self.cut_off):
             return [f"{fault}: the majority elected no leader of its own while {self.cut_off} "
                     f"were cut off"]

@@ -92,6 +92,8 @@ class Outcome:
     #: Seconds from the fault's start to the first sighting of a leader of a newer term (the
     #: leader watcher polls every 0.1 s); None if none was seen before the heal.
     failover: float | None = None
+    #: Seconds to replace a member: removed, its successor added, started and ready.
+    replaced_in: float | None = None
 
 
 READS = ("read", "routing")
@@ -226,6 +228,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
             nemesis.inject(scenario.fault)
             nemesis.hold(scenario.fault, scenario.hold)
             nemesis.heal(scenario.fault)
+            outcome.replaced_in = nemesis.replaced_in
             outcome.worst_write_gap = worst_write_gap(history, injected, time.monotonic())
         healed = time.monotonic()
         term_at_heal = _term_as_of(leaders, healed)
@@ -275,7 +278,7 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         cluster.stop_all()
         if disk is not None:
             disk.unmount()
-    for member in cluster.members.values():  # whole logs: cluster.logs() keeps the tails
+    for member in [*cluster.members.values(), *cluster.retired.values()]:  # whole logs
         quoted = first_traceback(member.log_path)
         if quoted is not None:
             outcome.problems.append(f"a member logged a traceback: {member.id}\n{quoted}")

@@ -4,7 +4,8 @@ Faults (tests.chaos.nemesis): SIGKILL of the leader, of a random member, of ever
 leader restarted during the election; a rolling restart, and a rolling upgrade from the previous
 release (tests.chaos.release); SIGSTOP of the leader or a follower; a member down long
 enough to need a snapshot; overload without a fault; a resource of 20,000 partitions created
-under the load (with and without the leader killed half-way); and, through a userspace proxy on every Raft
+under the load (with and without the leader killed half-way); a dead follower replaced by a
+new member, and the leader removed from the membership; and, through a userspace proxy on every Raft
 link (tests.chaos.network, no root needed), the leader isolated, a minority with the leader cut
 off, one-way loss between the leader and a follower, and slow lossy links everywhere.
 
@@ -79,6 +80,11 @@ SCENARIOS = [
     Scenario("fencing-one-way-loss", "one_way_loss", seed=24, workload="fencing"),
     # Data nodes joining and draining away (two-phase moves by the leader's rebalancer).
     Scenario("membership-kill-leader", "kill_leader", seed=25, workload="membership", hold=8.0),
+    # Coordinator membership changed under the load: a dead follower replaced by a new member
+    # (remove, then add), and the leader removed (it hands over first).
+    Scenario("replace-member", "replace_member", seed=39, hold=2.0),
+    Scenario("registers-remove-leader-5", "remove_leader", seed=40, size=5, hold=2.0,
+             workload="register"),
     # Heavy input: a resource of 20,000 partitions created under the load (the leader keeps its
     # term), and the same with the leader killed half-way (its successor finishes the creation).
     Scenario("large-create", "large_create", seed=30, hold=8.0),
@@ -105,6 +111,8 @@ def test_scenario_keeps_every_promise(scenario: Scenario, tmp_path: Path) -> Non
         f", worst write gap {outcome.worst_write_gap:.3f}s"
     if outcome.failover is not None:
         gap += f", new leader seen after {outcome.failover:.2f}s"
+    if outcome.replaced_in is not None:
+        gap += f", member replaced in {outcome.replaced_in:.2f}s"
     print(f"{scenario.name}: {outcome.stats}, recovery {outcome.recovery:.3f}s{gap}, leader "
           f"{outcome.leader_before} -> {outcome.leader_after}, elections "
           f"{outcome.elections_in_fault} in the fault, {outcome.elections_after_heal} after the heal")

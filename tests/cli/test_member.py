@@ -141,3 +141,29 @@ def test_rejoin_of_a_directory_holding_only_the_vote_record_keeps_the_vote(tmp_p
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "raft.journal.meta").read_text()) == {
         "term": 9, "voted_for": "m3", "rejoining": True}
+
+
+def test_member_add_and_remove_change_the_membership_and_say_so() -> None:
+    with InProcessCluster(3, leader="m3") as cluster:
+        run = runner_for(cluster)
+        added = run("member", "add", "m4", "--raft", "127.0.0.1:7504", "--api", "http://m4.test")
+        assert added.exit_code == 0, added.output
+        assert added.output.splitlines()[0] == "added m4; it catches up from the leader now"
+        assert ["m4", "http://m4.test", "127.0.0.1:7504"] in [
+            line.split() for line in added.output.splitlines()]
+        again = run("member", "add", "m4", "--raft", "127.0.0.1:7504", "--api", "http://m4.test",
+                    "--json")
+        assert again.exit_code == 0, again.output
+        document = json.loads(again.output)
+        assert document["changed"] is False and len(document["members"]) == 4
+        clash = run("member", "add", "m5", "--raft", "127.0.0.1:7504", "--api", "http://m5.test")
+        assert clash.exit_code == 2 and "m4 already uses that address" in clash.output
+        assert clash.output.count("\n") == 1
+        bad = run("member", "add", "m5", "--raft", "127.0.0.1:7505", "--api", "m5.test")
+        assert bad.exit_code == 2 and "api_url" in bad.output and bad.output.count("\n") == 1
+        removed = run("member", "remove", "m4")
+        assert removed.exit_code == 0, removed.output
+        assert removed.output.splitlines()[0] == "removed m4; stop its process now"
+        assert "m4" not in removed.output.split("\n", 1)[1]
+        gone = run("member", "remove", "m4")
+        assert gone.exit_code == 0 and gone.output.startswith("m4 is not a member")

@@ -34,6 +34,8 @@ EXPECTED: dict[tuple[str, str], set[str | None]] = {
     ("GET", "/metrics"): READ,
     ("GET", "/v1/status"): READ,
     ("GET", "/v1/members"): ROUTE,
+    ("POST", "/v1/members"): ADMIN,
+    ("DELETE", "/v1/members/{member_id}"): ADMIN,
     ("GET", "/v1/requests/{request_id}"): ROUTE,
     ("GET", "/v1/nodes"): ROUTE,
     ("GET", "/v1/nodes/{node_id}"): ROUTE,
@@ -71,9 +73,12 @@ EXPECTED: dict[tuple[str, str], set[str | None]] = {
 #: Routes outside the API proper (FastAPI's documentation): open, and only these.
 DOCUMENTATION = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
-PATH_VALUES = {"node_id": "n1", "name": "orders", "partition": "0", "request_id": "r1"}
+PATH_VALUES = {"node_id": "n1", "name": "orders", "partition": "0", "request_id": "r1",
+               "member_id": "m9"}
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/nodes"): {"id": "n1", "address": "10.0.0.1:1"},
+    ("POST", "/v1/members"): {"id": "m9", "raft_address": "127.0.0.1:7399",
+                              "api_url": "https://127.0.0.1:7499"},
     ("POST", "/v1/batch/nodes"): {"nodes": [{"id": "n7", "address": "10.0.0.7:1"}]},
     ("PATCH", "/v1/nodes/{node_id}"): {"capacity": 2.0},
     ("POST", "/v1/nodes/{node_id}/heartbeat"): {"epoch": 1},

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import ignored_auth
 
 from hacoord.core.codec import digest
@@ -59,6 +60,10 @@ def revisions(cluster: InProcessCluster) -> dict[str, int]:
 def test_every_route_answers_as_documented(case: schemathesis.Case,
                                            cluster: InProcessCluster) -> None:
     member = next(TARGETS)
+    with_token = bool(case.headers) and "Authorization" in case.headers
+    if with_token:  # made up by the fuzzer: a real token goes instead (and schemathesis, told
+        # so, no longer counts the header among what makes the case invalid)
+        case.headers["Authorization"] = f"Bearer {cluster.admin_token}"
     kwargs = case.as_transport_kwargs(base_url=cluster.url(member))
     if case.path == "/v1/watch":  # a long poll: the fuzzer must not wait on it
         kwargs.setdefault("params", {})["timeout"] = 0
@@ -67,10 +72,14 @@ def test_every_route_answers_as_documented(case: schemathesis.Case,
         # At most 3 nodes a batch: thousands of made-up nodes would make every later route's
         # answer (a rebalance plan over them, say) cost minutes. Large batches: test_batch.py.
         body["nodes"] = body["nodes"][:3]
+    if case.path.startswith("/v1/resources") and isinstance(body, dict) \
+            and type(body.get("partitions")) is int and 64 < body["partitions"] <= 100_000:
+        # Likewise at most 64 partitions a resource (values out of range still go as they
+        # are): 57,821 x 6 replicas made a later rebalance plan take 8 s, and twenty resources
+        # of 1,000 made one take minutes. Large resources: tests/unit/test_resource_slices.py,
+        # the chaos suite's large-create and bench.scale.
+        body["partitions"] = 64
     headers = dict(kwargs.get("headers") or {})
-    with_token = "Authorization" in headers
-    if with_token:  # made up by the fuzzer: a real token goes instead
-        headers["Authorization"] = f"Bearer {cluster.admin_token}"
     # A request without a token is refused before any handler runs (checked below, with the
     # revisions), and a read writes nothing; the states' digests (costly once the fuzzer has made
     # large resources) are compared around the writes that get in.
@@ -86,7 +95,10 @@ def test_every_route_answers_as_documented(case: schemathesis.Case,
         "not_leader", "no_leader", "unavailable", "timeout", "stale_term"), response.text
     # Whether a token is enforced is the role x route matrix's job (tests/security/test_auth.py):
     # this check would resend the request through the network, which the members are not on.
-    case.validate_response(response, excluded_checks=[ignored_auth])
+    # A retryable 503/504 (asserted above to be one: the leader busy past a follower's wait,
+    # say, on a slow machine) is an answer the API documents, not a server error.
+    excluded = [ignored_auth] + ([not_a_server_error] if response.status_code >= 500 else [])
+    case.validate_response(response, excluded_checks=excluded)
     if not with_token and case.path not in ("/livez", "/readyz"):
         assert response.status_code >= 400, response.text  # 401 (or 404, 400 for a bad path)
     if response.status_code >= 400:
