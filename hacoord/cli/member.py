@@ -61,8 +61,8 @@ def _show_change(result: MembershipChange, done: str, already: str) -> None:
 def member_add(member_id: str, raft_address: str, api_url: str) -> None:
     """Add the coordinator member ID (admin token). Start it first, with an empty data
     directory and the current members as its peers; it catches up from the leader once added.
-    Refused while the members the leader reaches, without the new one, would be no majority of
-    the new membership: remove a dead member first."""
+    Refused if it does not answer on its Raft port, or while the members the leader reaches
+    would be no majority of the new membership: remove a dead member first."""
     result = _state().client().member_add(member_id, raft_address, api_url)
     _show_change(result, f"added {member_id}; it catches up from the leader now",
                  f"{member_id} already is a member")

@@ -45,11 +45,15 @@ class OutcomeUnknownError(ReplicationError):
 
 @dataclass(frozen=True)
 class MemberInfo:
-    """One coordinator member as configured: its id, Raft address and API URL."""
+    """One coordinator member as configured: its id, Raft address and API URL. ``added``: it
+    joined through a membership change, so its addresses are the ones every member uses (a
+    member of the first membership may be known to each member by an address of its own, as
+    each was started with; see :mod:`hacoord.replication.membership`)."""
 
     id: str
     raft_address: str
     api_url: str
+    added: bool = False
 
 
 @dataclass

@@ -49,7 +49,7 @@ def check_config(members: Sequence[MemberInfo]) -> None:
 
 def encode_config(members: Sequence[MemberInfo]) -> bytes:
     """The log entry that makes ``members`` (in this order) the group's configuration."""
-    body = {"members": [[m.id, m.raft_address, m.api_url] for m in members]}
+    body = {"members": config_rows(members)}
     return bytes([CONFIG_TYPE]) + json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -60,9 +60,10 @@ def decode_config(command: bytes) -> Config | None:
         return None
     try:
         rows = json.loads(bytes(command[1:]))["members"]
-        members = tuple(MemberInfo(*row) for row in rows
-                        if isinstance(row, list) and len(row) == 3
-                        and all(isinstance(v, str) for v in row))
+        members = tuple(MemberInfo(*row[:3], added=len(row) == 4) for row in rows
+                        if isinstance(row, list) and len(row) in (3, 4)
+                        and all(isinstance(v, str) for v in row[:3])
+                        and (len(row) == 3 or row[3] == 1))
     except (ValueError, KeyError, TypeError) as exc:
         raise MembershipError(f"unreadable membership entry ({exc})") from None
     if len(members) != len(rows):
@@ -71,9 +72,10 @@ def decode_config(command: bytes) -> Config | None:
     return members
 
 
-def config_rows(members: Iterable[MemberInfo]) -> list[list[str]]:
-    """``members`` as JSON rows (snapshot headers)."""
-    return [[m.id, m.raft_address, m.api_url] for m in members]
+def config_rows(members: Iterable[MemberInfo]) -> list[list[str | int]]:
+    """``members`` as JSON rows: id, Raft address, API URL, and 1 for a member that was
+    added (log entries, snapshot headers)."""
+    return [[m.id, m.raft_address, m.api_url, *([1] if m.added else [])] for m in members]
 
 
 def config_from_rows(rows: Any) -> Config:
@@ -89,7 +91,10 @@ def changed(current: Config, add: MemberInfo | None = None, remove: str | None =
     membership (the id or an address in use by another member, the last member removed)."""
     ids = {m.id: m for m in current}
     if add is not None:
-        if ids.get(add.id) == add:
+        add = MemberInfo(add.id, add.raft_address, add.api_url, added=True)
+        same = ids.get(add.id)
+        if same is not None and (same.raft_address, same.api_url) == (add.raft_address,
+                                                                      add.api_url):
             return None
         if add.id in ids:
             raise MembershipError(f"{add.id} is already a member, with other addresses; remove it "

@@ -22,9 +22,20 @@ carry one node, not the whole configuration, are re-applied at start only from a
 restarted member took its start flags plus the dump's member set, ignoring changes in its
 journal), and their nodes carry no member id or API URL.
 
-A member that is no longer in its own latest configuration is *removed*: it stands for no
-election and votes for nobody (the leader no longer sends to it, so it would otherwise time
-out and stand). Its operator stops it.
+Members may know each other by different Raft addresses (a proxy, a NAT, a name only some
+resolve): an entry holds the addresses its leader used, and each member reaches a member of the
+first membership by the address its own start flags give, a member added later by the address
+it was added with (:meth:`MembershipSyncObj.local`). A member recognises itself by its id.
+
+A member that is not in its own latest configuration is *removed*: it stands for no election.
+A removed member is not told (the leader stops sending to it as the change is appended): its
+operator stops it. A new member catching up may pass through memberships without itself (a
+snapshot taken before its addition); the log it then receives adds it.
+
+The transport keeps every member of every membership seen (and of the start flags): a member
+replaying older memberships must still hear the leader of a newer one, and a change that a
+conflicting leader undoes must not leave a member deaf to that leader. Only votes from members
+of the member's own latest membership count.
 
 Threads: the member's ticking thread (its event loop).
 """
@@ -54,7 +65,9 @@ class MembershipSyncObj(ReadIndexSyncObj):
     """A ReadIndexSyncObj whose member set follows configuration entries (module docstring).
 
     ``members`` is the configuration from the member's start flags: it holds until the log or a
-    snapshot names another. :meth:`propose_config` (leader) appends a change.
+    snapshot names another, and it says by which address this member reaches each member of
+    the first configuration (see :meth:`local`). :meth:`propose_config` (leader) appends a
+    change.
     """
 
     def __init__(self, *args: Any, members: Sequence[MemberInfo] = (), **kwargs: Any) -> None:
@@ -62,30 +75,46 @@ class MembershipSyncObj(ReadIndexSyncObj):
         self._config_base: Config = tuple(members)
         #: Configuration entries in the log, oldest first: (index, configuration).
         self._config_log: list[tuple[int, Config]] = []
+        #: The Raft address by which this member's start flags name each member.
+        self._flags = {m.id: m.raft_address for m in members}
+        self._me: str | None = None
         self.removed = False
-        #: The members the transport keeps connections with: the voters and, while a change
-        #: is uncommitted, the members it may yet revert to (a leader outside the latest
-        #: configuration must still be heard, or a member could never learn that its
-        #: uncommitted change was undone).
+        #: The members the transport knows (it refuses connections from any other address):
+        #: every member of every membership this member has seen, and its start flags. Never
+        #: fewer: a member catching up replays older memberships, and must still hear the
+        #: leader of a newer one (Raft's members take messages from outside their membership).
         self._reachable: set[Any] = set()
-        #: The commit index when the reachable set was last worked out.
-        self._config_settled = 0
-        #: Called with the configuration whenever this member's changes (the replicator's view).
+        #: Called with the configuration (local addresses) whenever this member's changes.
         self.on_config: Callable[[Config], None] | None = None
         super().__init__(*args, **kwargs)
+        me = self.selfNode.id if self.selfNode is not None else None
+        self._me = next((m.id for m in members if m.raft_address == me), None)
         transport = self._SyncObj__transport
         for message in ("add", "remove"):  # the library's own, unauthenticated beyond the secret
             transport.setOnUtilityMessageCallback(message, None)
         self._reachable = set(self._SyncObj__otherNodes)
         self._config_rescan(0)
-        self.addOnTickCallback(self._config_settle)
 
     # --- what is in force -------------------------------------------------------------------
 
     @property
     def config(self) -> Config:
-        """The configuration in force here: the latest in the log."""
+        """The configuration in force here: the latest in the log (as the log holds it)."""
         return self._config_log[-1][1] if self._config_log else self._config_base
+
+    @property
+    def local_config(self) -> Config:
+        """:attr:`config` with each member's Raft address as this member reaches it."""
+        return tuple(self.local(m) for m in self.config)
+
+    def local(self, member: MemberInfo) -> MemberInfo:
+        """``member`` with the Raft address this member reaches it by: a member of the first
+        membership by the address its own start flags give (members may know each other by
+        different addresses: a proxy, a NAT, a name), one added later by the address it was
+        added with."""
+        address = member.raft_address if member.added else self._flags.get(member.id,
+                                                                            member.raft_address)
+        return MemberInfo(member.id, address, member.api_url, member.added)
 
     @property
     def config_index(self) -> int:
@@ -119,7 +148,13 @@ class MembershipSyncObj(ReadIndexSyncObj):
         self._config_use()
 
     def _config_note(self, command: bytes, idx: int) -> bool:
-        members = decode_config(command) if command[:1] == b"\x10" else None
+        if command[:1] != b"\x10":
+            return False
+        try:
+            members = decode_config(command)
+        except MembershipError as exc:  # only a member of a newer release could write it
+            log.critical("ignoring membership entry %d: %s", idx, exc)
+            return False
         if members is None:
             return False
         while self._config_log and self._config_log[-1][0] >= idx:
@@ -137,44 +172,35 @@ class MembershipSyncObj(ReadIndexSyncObj):
                 self._config_log.pop()
             self._config_use()
 
-    def _config_settle(self) -> None:
-        """Each tick: once the commit index passed a change, stop reaching members it left."""
-        commit = self._SyncObj__raftCommitIndex
-        if self._config_log and self._config_settled < self._config_log[-1][0] <= commit:
-            self._config_use()
-
     def _nodes(self, members: Config) -> set[Any]:
-        me = self.selfNode.id if self.selfNode is not None else None
         node_class = self._SyncObj__nodeClass
-        return {node_class(m.raft_address) for m in members if m.raft_address != me}
+        return {node_class(self.local(m).raft_address) for m in members if m.id != self._me
+                and self.local(m).raft_address != getattr(self.selfNode, "id", None)}
+
+    def reach(self, members: Config) -> None:
+        """Let the transport connect with ``members`` (it never forgets one; see
+        ``_reachable``)."""
+        transport = self._SyncObj__transport
+        for node in self._nodes(members) - self._reachable:
+            transport.addNode(node)
+            self._reachable.add(node)
 
     def _config_use(self) -> None:
         """Make the library's voters and the transport's members the configuration's."""
         members = self.config
         if not members:
             return
-        me = self.selfNode.id if self.selfNode is not None else None
         voters = self._nodes(members)
-        commit = self._SyncObj__raftCommitIndex
-        self._config_settled = commit
-        reachable = voters | self._nodes(self.config_at(commit))
-        for idx, pending in self._config_log:
-            if idx > commit:
-                reachable |= self._nodes(pending)
-        self.removed = me is not None and all(m.raft_address != me for m in members)
+        self.reach(members)
+        self.removed = self._me is not None and all(m.id != self._me for m in members)
         current = self._SyncObj__otherNodes
         if voters != current:
-            log.info("members now %s%s", ", ".join(f"{m.id} ({m.raft_address})" for m in members),
-                     " (this member is no longer one)" if self.removed else "")
+            log.info("members now %s%s", ", ".join(f"{m.id} ({m.raft_address})"
+                                                   for m in self.local_config),
+                     " (this member is not among them)" if self.removed else "")
             self._config_voters(voters, current)
-        transport = self._SyncObj__transport
-        for node in reachable - self._reachable:
-            transport.addNode(node)
-        for node in self._reachable - reachable:
-            transport.dropNode(node)
-        self._reachable = reachable
         if self.on_config is not None:
-            self.on_config(members)
+            self.on_config(self.local_config)
 
     def _config_voters(self, voters: set[Any], current: set[Any]) -> None:
         """The library's member set and its per-follower tables, as voters ``voters``."""
@@ -182,6 +208,7 @@ class MembershipSyncObj(ReadIndexSyncObj):
         for node in current - voters:
             next_index.pop(node, None)
             match_index.pop(node, None)
+            self._SyncObj__serializer.cancelTransmisstion(node)  # a snapshot it was being sent
         now, last = _syncobj.monotonicTime(), self._SyncObj__getCurrentLogIndex()
         for node in voters - current:
             next_index[node] = last + 1

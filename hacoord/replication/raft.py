@@ -87,6 +87,9 @@ STOPPING = "this member is stopping"  # why a request waiting at a stopping memb
 ANSWER_AT_STOP = 0.5
 HAND_OVER_WAIT = 1.0  # seconds a stopping leader waits for a follower to take over
 HAND_OVER_POLL = 0.01
+REACH_WAIT = 2.0  # seconds a leader waits to connect to a member it is asked to add
+REMOVAL_HAND_OVER_WAIT = 3.0  # seconds a leader asked to remove itself waits for a successor
+HAND_OVER_RETRY = 0.4  # seconds before a leader handing over asks a follower again
 #: How long a tick may wait for a journal sync (an fdatasync here is 0.2 ms typical, 1-3 ms at
 #: p99) before leaving it to the worker thread: acknowledgements of a fast disk leave at once,
 #: and a slow disk holds the loop no longer than this.
@@ -139,7 +142,7 @@ class RaftReplicator:
         self._configured = dict(members)
         #: The membership in force on this member (the latest in its log).
         self.members = dict(members)
-        #: Set once this member is not in a committed membership: it takes no part any more.
+        #: This member is not in the committed membership it caught up to: it takes no part.
         self.removed = False
         self.data_dir = Path(data_dir)
         self.tuning = tuning or RaftTuning()
@@ -349,15 +352,18 @@ class RaftReplicator:
         elif driver.obj._isLeader():
             log.info("stopping while still leading: no follower took over in %.1fs", HAND_OVER_WAIT)
 
-    async def _transfer(self, driver: RaftDriver, hold: bool) -> str | None:
+    async def _transfer(self, driver: RaftDriver, hold: bool,
+                        wait: float = HAND_OVER_WAIT) -> str | None:
         """Ask a follower holding this leader's whole log to take over, and wait (at most
-        ``HAND_OVER_WAIT``) until it did. ``hold``: propose nothing new meanwhile, so that a
+        ``wait`` seconds) until it did, asking again every ``HAND_OVER_RETRY`` (the one asked
+        may have lost its election). ``hold``: propose nothing new meanwhile, so that a
         follower can catch up under a steady write load (queued writes wait, and are answered
         retryable once this member is deposed). Returns the successor's id ("" when deposed
         with none named yet), or None if this member still leads."""
         assert self._loop is not None
         asked = False
-        deadline = self._loop.time() + HAND_OVER_WAIT
+        deadline = self._loop.time() + wait
+        ask_again = 0.0
         driver.holding = hold
         try:
             while self._driver is driver and self._loop.time() < deadline:
@@ -370,8 +376,11 @@ class RaftReplicator:
                     continue
                 if not driver.obj.connected_peers():
                     return None  # nobody to hand over to (the others are stopping too)
-                if not asked:
+                # Holding, wait until what was proposed is committed: an entry appended after
+                # the ask would make the others refuse the successor's vote (it would lack it).
+                if (not asked or self._loop.time() >= ask_again) and not (hold and driver.batches):
                     asked = driver.obj.hand_over()
+                    ask_again = self._loop.time() + HAND_OVER_RETRY
                     self._schedule_tick()
                 await asyncio.sleep(HAND_OVER_POLL)
         finally:
@@ -592,11 +601,16 @@ class RaftReplicator:
         self._by_raft_address.update({m.raft_address: m.id for m in members})
 
     def _note_removed(self, driver: RaftDriver) -> None:
-        if driver.obj.removed and driver.obj.config_committed and not self.removed:
-            self.removed = True
+        """Judge whether this member is out of the membership for good: a committed membership
+        without it, and nothing newer from the leader to apply (a new member's first snapshot
+        may predate its addition, which follows in the log)."""
+        obj = driver.obj
+        removed = obj.removed and obj.config_committed and obj._safe_caught_up()
+        if removed and not self.removed:
             log.warning("this member was removed from the cluster (members now: %s): it takes "
                         "no part any more; stop it, and delete its data directory before "
                         "using the host for another member", ", ".join(sorted(self.members)))
+        self.removed = removed
 
     async def change_members(self, add: MemberInfo | None = None, remove: str | None = None,
                              timeout: float = 10.0) -> bool:
@@ -619,12 +633,14 @@ class RaftReplicator:
         if new is None:
             return False
         if remove == self.member_id:
-            successor = await self._transfer(driver, hold=True)
+            successor = await self._transfer(driver, hold=True, wait=REMOVAL_HAND_OVER_WAIT)
             if successor is None:
-                raise MembershipRefused(f"this member leads, and no follower caught up to take "
-                                        f"over within {HAND_OVER_WAIT:.0f} s; retry")
+                raise NotAppliedError(f"this member leads, and no follower took over within "
+                                      f"{REMOVAL_HAND_OVER_WAIT:.0f} s")
             raise NotLeaderError(successor or None)
-        self._check_change(obj, new, add)
+        if add is not None:
+            await self._reach_new(obj, add)
+        self._check_change(obj, new)
         assert self._loop is not None
         future: asyncio.Future[str | None] = self._loop.create_future()
 
@@ -644,11 +660,30 @@ class RaftReplicator:
         log.info("membership change committed: members now %s", ", ".join(sorted(self.members)))
         return True
 
-    def _check_change(self, obj: Any, new: Config, add: MemberInfo | None) -> None:
+    async def _reach_new(self, obj: Any, add: MemberInfo) -> None:
+        """Connect to the member about to be added (at most ``REACH_WAIT`` seconds): a member
+        that does not answer on its Raft port (not started, a wrong address, another secret)
+        is not added, since it would count toward the quorum at once."""
+        obj.reach((add,))
+        node = obj._SyncObj__nodeClass(add.raft_address)
+        named = getattr(obj.transport, "cluster_aware", None)  # it said what it understands
+        assert self._loop is not None
+        deadline = self._loop.time() + REACH_WAIT
+        while node not in obj._SyncObj__connectedNodes or (named is not None
+                                                          and node not in named):
+            if self._loop.time() >= deadline or self._driver is None:
+                raise MembershipRefused(
+                    f"{add.id} does not answer at {add.raft_address} (its Raft address): start "
+                    "it first, with the cluster's secret and the current members as its peers")
+            self._schedule_tick()
+            await asyncio.sleep(HAND_OVER_POLL)
+
+    def _check_change(self, obj: Any, new: Config) -> None:
         """Refuse a change while a member runs a release without membership changes, or one
-        after which the members this leader reaches are no majority: writes would stop until
-        the unreachable (or the new, still empty) members answer."""
+        after which the members this leader reaches (a member being added among them, once
+        connected) are no majority: writes would stop until the unreachable ones answer."""
         connected = {node.id for node in obj._SyncObj__connectedNodes}
+        new = tuple(obj.local(m) for m in new)
         supports = getattr(obj.transport, "supports", None)
         older = sorted(m.id for m in new if m.raft_address in connected and supports is not None
                        and not supports(obj._SyncObj__nodeClass(m.raft_address), "membership"))
@@ -658,8 +693,7 @@ class RaftReplicator:
         reached = [m.id for m in new if m.id == self.member_id or m.raft_address in connected]
         need = majority(len(new))
         if len(reached) < need:
-            unreachable = sorted(m.id for m in new if m.id not in reached
-                                 and (add is None or m.id != add.id))
+            unreachable = sorted(m.id for m in new if m.id not in reached)
             raise MembershipRefused(
                 f"after this change {need} of {len(new)} members must answer, and this leader "
                 f"reaches {len(reached)}" + (f" (not {', '.join(unreachable)})" if unreachable

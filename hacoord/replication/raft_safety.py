@@ -185,8 +185,8 @@ class SafeSyncObj(PreVoteSyncObj):
       the tick loop is failing: report the member as not ready);
     * ``last_tick_error`` - ``"ExcType: message"`` of the last failed tick, or ``None``;
     * ``refused_truncations`` - conflicting entries at or below the commit index refused;
-    * ``removed`` - this member is not in its own latest membership: it neither stands for
-      election nor votes (set by :class:`~hacoord.replication.membership.MembershipSyncObj`).
+    * ``removed`` - this member is not in its own latest membership: it stands for no
+      election (set by :class:`~hacoord.replication.membership.MembershipSyncObj`).
     """
 
     removed = False
@@ -269,9 +269,8 @@ class SafeSyncObj(PreVoteSyncObj):
             self._safe_on_append_entries(node, message)
         elif kind == "next_node_idx":
             self._safe_on_next_node_idx(node, message)
-        elif kind in ("request_vote", PRE_VOTE) and (self._safe_rejoining()
-                                                       or self.removed):
-            return  # no vote until caught up with a leader (see "Rejoin"), nor once removed
+        elif kind in ("request_vote", PRE_VOTE) and self._safe_rejoining():
+            return  # no vote until caught up with a leader (see "Rejoin")
         elif kind == "response_vote" and node not in self._SyncObj__otherNodes:
             return  # a vote counts only from a member of this member's membership
         else:

@@ -138,7 +138,7 @@ class Nemesis:
 
     def _change_members(self, fault: str, leader: str, followers: list[str]) -> None:
         cluster = self.cluster
-        with cluster.client(timeout=3.0, deadline=30.0) as admin:
+        with cluster.client(timeout=5.0, deadline=30.0) as admin:
             if fault == "remove_leader":
                 self.victims = [leader]
                 answer = admin.member_remove(leader)

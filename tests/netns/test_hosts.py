@@ -1,7 +1,8 @@
 """A cluster on real (virtual) hosts: every member in a network namespace of its own, behind a
 bridge, started exactly as ``deploy/systemd`` starts it, and a client host that writes while the
-test kills the leader, cuts the leader's host off the network, restarts every member in turn, and
-takes a backup it restores into a new cluster on three more hosts.
+test kills the leader, cuts the leader's host off the network, replaces a dead member by a new
+one on another host (``m4``), restarts every member in turn, and takes a backup it restores into
+a new cluster on three more hosts.
 
 Layout (all made by the test, as root, and removed after; nothing is set up in the root
 namespace)::
@@ -60,7 +61,7 @@ SOURCE = ("m1", "m2", "m3")
 RESTORED = ("r1", "r2", "r3")
 CLIENT = "client"
 #: Each host's last address byte.
-HOST_NUMBERS = {"m1": 1, "m2": 2, "m3": 3, "r1": 11, "r2": 12, "r3": 13, CLIENT: 100}
+HOST_NUMBERS = {"m1": 1, "m2": 2, "m3": 3, "m4": 4, "r1": 11, "r2": 12, "r3": 13, CLIENT: 100}
 
 
 # --- hosts -------------------------------------------------------------------------------------
@@ -245,16 +246,28 @@ class Cluster:
     def __init__(self, lab: Lab, root: Path, hosts: tuple[str, ...], creds: Credentials) -> None:
         self.lab = lab
         self.creds = creds
-        template = environment_template()
+        self.root = root
         ids = [f"m{k}" for k in range(1, len(hosts) + 1)]
-        addresses = {member_id: lab.address(host) for member_id, host in zip(ids, hosts, strict=True)}
+        self.addresses = {member_id: lab.address(host)
+                          for member_id, host in zip(ids, hosts, strict=True)}
         self.members: dict[str, Member] = {}
+        #: Members removed from the cluster (kept for their logs).
+        self.retired: dict[str, Member] = {}
         for member_id, host in zip(ids, hosts, strict=True):
-            roles = [member_id, *(other for other in ids if other != member_id)]
-            env = member_env(template, roles, addresses, root / member_id / "etc",
-                             root / member_id / "data")
-            self.install(env, member_id, addresses[member_id])
-            self.members[member_id] = Member(member_id, host, env, root / f"{member_id}.log")
+            self.add(member_id, host)
+
+    def add(self, member_id: str, host: str) -> Member:
+        """Install ``member_id`` on ``host``, with every member so far as its peers (the
+        template's three roles: so at most two others)."""
+        self.addresses[member_id] = self.lab.address(host)
+        roles = [member_id, *(other for other in self.addresses if other != member_id
+                              and other not in self.retired)][:3]
+        root = self.root
+        env = member_env(environment_template(), roles, self.addresses, root / member_id / "etc",
+                         root / member_id / "data")
+        self.install(env, member_id, self.addresses[member_id])
+        member = self.members[member_id] = Member(member_id, host, env, root / f"{member_id}.log")
+        return member
 
     def install(self, env: dict[str, str], member_id: str, address: str) -> None:
         """The files ``env`` names, for real."""
@@ -289,7 +302,8 @@ class Cluster:
     def logs(self) -> str:
         """Every member's log."""
         return "\n".join(f"--- {m.id} ({m.host})\n{m.log.read_text(errors='replace')}"
-                         for m in self.members.values() if m.log.exists())
+                         for m in [*self.members.values(), *self.retired.values()]
+                         if m.log.exists())
 
 
 # --- the client host ---------------------------------------------------------------------------
@@ -395,6 +409,28 @@ def cut_off_the_leader(cluster: Cluster, client: ClientHost) -> str:
     return f"{leader}'s link down, {successor} took over; {leader} back and ready"
 
 
+def replace_a_member(cluster: Cluster, client: ClientHost, new_id: str, host: str) -> str:
+    """A follower's host dies for good (SIGKILL); the operator removes it from the membership,
+    installs ``new_id`` on ``host`` (a new address, the current members as its peers), starts
+    it, adds it, and waits until it is ready (caught up)."""
+    leader = client.tool("leader", cluster.endpoints())
+    dead = next(m for m in cluster.members if m != leader)
+    cluster.stop(dead, signal.SIGKILL)
+    removed = client.hacoord(cluster.endpoints(), "member", "remove", dead)
+    assert removed["changed"] and dead not in {m["id"] for m in removed["members"]}, removed
+    cluster.retired[dead] = cluster.members.pop(dead)
+    del cluster.addresses[dead]
+    member = cluster.add(new_id, host)
+    cluster.start(new_id)
+    added = client.hacoord(cluster.endpoints(), "member", "add", new_id,
+                           "--raft", member.env["HACOORD_RAFT_ADDRESS"], "--api", member.url)
+    assert added["changed"] and new_id in {m["id"] for m in added["members"]}, added
+    client.tool("ready", cluster.endpoints(new_id))
+    listed = client.hacoord(cluster.endpoints(new_id), "member", "list")
+    assert sorted(m["id"] for m in listed) == sorted(cluster.members), listed
+    return f"{dead} killed and removed, {new_id} on {cluster.lab.address(host)} added and ready"
+
+
 def rolling_restart(cluster: Cluster, client: ClientHost) -> str:
     """Each member in turn: SIGTERM, wait for its exit (status 0), start it, wait until ready."""
     exits = []
@@ -469,11 +505,14 @@ def test_writes_survive_failover_rolling_restart_and_a_restore_across_hosts(lab:
     note = cut_off_the_leader(source, client)
     steps.append(measure(client, "c. leader's host cut off", start, note))
     start = time.monotonic()
+    note = replace_a_member(source, client, "m4", "m4")
+    steps.append(measure(client, "d. member replaced", start, note))
+    start = time.monotonic()
     note = rolling_restart(source, client)
-    steps.append(measure(client, "d. rolling restart", start, note))
+    steps.append(measure(client, "e. rolling restart", start, note))
     start = time.monotonic()
     backup_began, note = backup_and_restore(source, copy, client, tmp_path / "backup.hcb")
-    steps.append(measure(client, "e. backup, restore elsewhere", start, note))
+    steps.append(measure(client, "f. backup, restore elsewhere", start, note))
     report = client.stop_writes()
 
     print_table(steps, report, time.monotonic() - began)

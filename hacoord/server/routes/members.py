@@ -45,10 +45,11 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         """Add a coordinator member. Start it first, with an empty data directory and the
         current members as its peers: once added it catches up from the leader (a snapshot,
         then the log). It counts toward the quorum from the moment the change is in the
-        leader's log, so the leader refuses unless the members it reaches, without the new
-        one, are a majority of the new membership (remove an unreachable member first). One
-        change at a time; answered once the change is committed. Asking again for a member
-        already added answers ``changed: false``."""
+        leader's log, so the leader first connects to it (refused if it does not answer on its
+        Raft port within 2 s), and refuses unless the members it reaches are a majority of the
+        new membership (remove an unreachable member first). One change at a time; answered
+        once the change is committed. Asking again for a member already added answers
+        ``changed: false``."""
         added = MemberInfo(body.id, body.raft_address, body.api_url)
         changed = await coordinator.change_members(add=added)
         return ctx.reply({**members_body(), "changed": changed}, 201 if changed else 200)
