@@ -171,8 +171,8 @@ class RaftDriver:
             members=members if members is not None else tuple(
                 MemberInfo(a, a, "") for a in [self_address, *other_addresses]))
         self.journal = self.obj.journal
-        #: Propose nothing (a leader handing over: followers catch up meanwhile).
-        self.holding = False
+        #: Propose nothing while above 0 (a leader handing over: followers catch up meanwhile).
+        self.holding = 0
         #: A membership change waiting for the next tick: (members, done).
         self._config_change: tuple[tuple[MemberInfo, ...], Callable[[str | None], None]] | None = None
         self.queue: deque[tuple[str, bytes]] = deque()
@@ -214,12 +214,12 @@ class RaftDriver:
     def wants_tick(self) -> bool:
         """True when queued commands (or a membership change) could be proposed now."""
         return (bool(self.queue) and len(self.batches) < self.tuning.max_in_flight
-                and not self.holding or self._config_change is not None)
+                and self.holding <= 0 or self._config_change is not None)
 
     def _propose(self) -> None:
         """Move queued commands into the log, a batch at a time, within the in-flight bound."""
         obj = self.obj
-        if not self.queue or not obj._isLeader() or self.holding:
+        if not self.queue or not obj._isLeader() or self.holding > 0:
             return
         while self.queue and len(self.batches) < self.tuning.max_in_flight:
             rids, raws, size = [], [], 0

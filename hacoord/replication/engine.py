@@ -400,8 +400,8 @@ class HacoordSyncObj(MembershipSyncObj):
             self.on_early_election(delay)
 
     def connected_peers(self) -> int:
-        """How many other members this one has a connection with."""
-        return len(self._SyncObj__connectedNodes)
+        """How many other voting members this one has a connection with."""
+        return len(self._SyncObj__connectedNodes & self._SyncObj__otherNodes)
 
     def hand_over(self) -> bool:
         """On the leader: ask the most caught-up connected follower, if it holds this member's

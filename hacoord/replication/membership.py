@@ -34,8 +34,10 @@ snapshot taken before its addition); the log it then receives adds it.
 
 The transport keeps every member of every membership seen (and of the start flags): a member
 replaying older memberships must still hear the leader of a newer one, and a change that a
-conflicting leader undoes must not leave a member deaf to that leader. Only votes from members
-of the member's own latest membership count.
+conflicting leader undoes must not leave a member deaf to that leader. A peer that proves it
+knows the cluster's secret from an address no membership here names (a member added while this
+one was down) is taken in too. Only votes from members of the member's own latest membership
+count.
 
 Threads: the member's ticking thread (its event loop).
 """
@@ -49,6 +51,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 from pysyncobj import syncobj as _syncobj
 
+from hacoord.core.model import valid_address
 from hacoord.replication.base import MemberInfo
 from hacoord.replication.memberset import (
     Config,
@@ -60,6 +63,8 @@ from hacoord.replication.memberset import (
 from hacoord.replication.readindex import ReadIndexSyncObj
 
 log = logging.getLogger(__name__)
+#: Peers taken in from addresses no membership named (see ``accept_peer``), at most.
+MAX_STRANGERS = 64
 
 class MembershipSyncObj(ReadIndexSyncObj):
     """A ReadIndexSyncObj whose member set follows configuration entries (module docstring).
@@ -84,6 +89,7 @@ class MembershipSyncObj(ReadIndexSyncObj):
         #: fewer: a member catching up replays older memberships, and must still hear the
         #: leader of a newer one (Raft's members take messages from outside their membership).
         self._reachable: set[Any] = set()
+        self._strangers = 0
         #: Called with the configuration (local addresses) whenever this member's changes.
         self.on_config: Callable[[Config], None] | None = None
         super().__init__(*args, **kwargs)
@@ -139,6 +145,7 @@ class MembershipSyncObj(ReadIndexSyncObj):
         snapshot replaced what came before; ``base``: the snapshot's configuration)."""
         if base:
             self._config_base = base
+        self.reach(self._config_base)
         self._config_log = []
         raft_log = self._SyncObj__raftLog
         if len(raft_log):
@@ -160,6 +167,7 @@ class MembershipSyncObj(ReadIndexSyncObj):
         while self._config_log and self._config_log[-1][0] >= idx:
             self._config_log.pop()
         self._config_log.append((idx, members))
+        self.reach(members)
         return True
 
     def _safe_entries_added(self, entries: Sequence[tuple[bytes, int, int]]) -> None:
@@ -184,6 +192,20 @@ class MembershipSyncObj(ReadIndexSyncObj):
         for node in self._nodes(members) - self._reachable:
             transport.addNode(node)
             self._reachable.add(node)
+
+    def accept_peer(self, address: str) -> bool:
+        """The transport's question about a peer that authenticated (it knows the cluster's
+        secret) from an address no membership seen here names: a member added while this one
+        was away, or one this member's log has not reached yet, possibly the leader. Taken in
+        (at most ``MAX_STRANGERS`` such addresses), so that this member hears it."""
+        if self._strangers >= MAX_STRANGERS or not valid_address(address):
+            return False
+        node = self._SyncObj__nodeClass(address)
+        if node not in self._reachable:
+            self._strangers += 1
+            self._SyncObj__transport.addNode(node)
+            self._reachable.add(node)
+        return True
 
     def _config_use(self) -> None:
         """Make the library's voters and the transport's members the configuration's."""

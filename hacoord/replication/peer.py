@@ -436,6 +436,18 @@ class GuardedTransport(TCPTransport):
         self.features.pop(node, None)
         super()._onNodeDisconnected(node)
 
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802
+        """The library refuses a peer whose address (its first message after the key
+        exchange, which proves it knows the secret) is not among the members it was given:
+        the engine may take it in (a member added while this one was away)."""
+        if (isinstance(message, str) and message not in self._nodeAddrToNode
+                and message != "readonly" and 0 < len(message) <= 300
+                and (self._syncObj.encryptor is None or conn.sendRandKey)):
+            accept = getattr(self._syncObj, "accept_peer", None)
+            if accept is not None:
+                accept(message)
+        super()._onIncomingMessageReceived(conn, message)
+
     def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802
         if len(self._unknownConnections) >= self.max_unauthenticated:
             self._count("too_many_unauthenticated")

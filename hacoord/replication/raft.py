@@ -37,6 +37,7 @@ import dataclasses
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ HAND_OVER_POLL = 0.01
 REACH_WAIT = 2.0  # seconds a leader waits to connect to a member it is asked to add
 REMOVAL_HAND_OVER_WAIT = 3.0  # seconds a leader asked to remove itself waits for a successor
 HAND_OVER_RETRY = 0.4  # seconds before a leader handing over asks a follower again
+REMOVED_AFTER = 2.0  # seconds out of a committed membership before a member calls itself removed
 #: How long a tick may wait for a journal sync (an fdatasync here is 0.2 ms typical, 1-3 ms at
 #: p99) before leaving it to the worker thread: acknowledgements of a fast disk leave at once,
 #: and a slow disk holds the loop no longer than this.
@@ -144,6 +146,7 @@ class RaftReplicator:
         self.members = dict(members)
         #: This member is not in the committed membership it caught up to: it takes no part.
         self.removed = False
+        self._removed_since: float | None = None
         self.data_dir = Path(data_dir)
         self.tuning = tuning or RaftTuning()
         self._secret = secret
@@ -267,7 +270,7 @@ class RaftReplicator:
             members=tuple(self._configured.values()))
         self._driver = driver
         driver.obj.on_config = self._on_config
-        self._on_config(driver.obj.config)
+        self._on_config(driver.obj.local_config)
         self._loaded = False
         self._must_reach = max(self._must_reach, driver.start_commit_index)
         loop = self._loop
@@ -364,7 +367,7 @@ class RaftReplicator:
         asked = False
         deadline = self._loop.time() + wait
         ask_again = 0.0
-        driver.holding = hold
+        driver.holding += hold
         try:
             while self._driver is driver and self._loop.time() < deadline:
                 if not driver.obj._isLeader():
@@ -384,7 +387,7 @@ class RaftReplicator:
                     self._schedule_tick()
                 await asyncio.sleep(HAND_OVER_POLL)
         finally:
-            driver.holding = False
+            driver.holding -= hold
             self._schedule_tick()
         return None if driver.obj._isLeader() else ""
 
@@ -602,10 +605,15 @@ class RaftReplicator:
 
     def _note_removed(self, driver: RaftDriver) -> None:
         """Judge whether this member is out of the membership for good: a committed membership
-        without it, and nothing newer from the leader to apply (a new member's first snapshot
-        may predate its addition, which follows in the log)."""
+        without it, caught up with the leader, for ``REMOVED_AFTER`` seconds (a new member's
+        first snapshot may predate its addition, which follows in the log)."""
         obj = driver.obj
-        removed = obj.removed and obj.config_committed and obj._safe_caught_up()
+        now = time.monotonic()
+        if not (obj.removed and obj.config_committed and obj._safe_caught_up()):
+            self._removed_since = None
+        elif self._removed_since is None:
+            self._removed_since = now
+        removed = self._removed_since is not None and now - self._removed_since >= REMOVED_AFTER
         if removed and not self.removed:
             log.warning("this member was removed from the cluster (members now: %s): it takes "
                         "no part any more; stop it, and delete its data directory before "
@@ -626,6 +634,8 @@ class RaftReplicator:
         if driver is None or not self.is_leader():
             raise NotLeaderError(self.leader_id())
         obj = driver.obj
+        if add is not None:  # its addresses hold for every member
+            add = MemberInfo(add.id, add.raft_address, add.api_url, added=True)
         try:
             new = changed(obj.config, add, remove)
         except MembershipError as exc:
@@ -684,6 +694,10 @@ class RaftReplicator:
         connected) are no majority: writes would stop until the unreachable ones answer."""
         connected = {node.id for node in obj._SyncObj__connectedNodes}
         new = tuple(obj.local(m) for m in new)
+        addresses = [m.raft_address for m in new]
+        twice = sorted({a for a in addresses if addresses.count(a) > 1})
+        if twice:  # one node for two members: this leader would count one ack for both
+            raise MembershipRefused(f"this leader reaches two members at {twice[0]}")
         supports = getattr(obj.transport, "supports", None)
         older = sorted(m.id for m in new if m.raft_address in connected and supports is not None
                        and not supports(obj._SyncObj__nodeClass(m.raft_address), "membership"))

@@ -232,3 +232,19 @@ def test_configuration_entries_are_checked_like_every_logged_command() -> None:
     with pytest.raises(MembershipError):
         decode_config(b"\x10{not json")
     assert check_entry(b"\x10[]") is not None
+
+
+def test_a_peer_from_an_address_no_membership_names_is_taken_in_within_a_bound(
+        cluster: SimCluster) -> None:
+    """A member added while this one was away may connect (or lead) before this member's log
+    names it: the transport takes in a peer that proved it knows the secret, up to a bound,
+    and never from a malformed address."""
+    obj = cluster.members["n0"].obj
+    transport = cluster.members["n0"].poller.transport
+    assert obj.accept_peer("10.0.0.9:7500")
+    assert "10.0.0.9:7500" in transport.peers
+    assert not obj.accept_peer("not an address")
+    for k in range(200):
+        obj.accept_peer(f"10.0.1.{k}:7500")
+    strangers = [p for p in transport.peers if p.startswith("10.0.")]
+    assert len(strangers) == 64
