@@ -39,7 +39,9 @@ def install(app: FastAPI, ctx: ApiContext) -> None:
         return ctx.reply(members_body())
 
     @app.post("/v1/members", dependencies=[needs(P.ADMIN)], tags=["members"], status_code=201,
-              response_model=r.MembershipChanged)
+              response_model=r.MembershipChanged,
+              responses={200: {"model": r.MembershipChanged,
+                               "description": "already a member: nothing changed"}})
     @leading
     async def add_member(body: MemberAdd, request: Request) -> Response:
         """Add a coordinator member. Start it first, with an empty data directory and the
