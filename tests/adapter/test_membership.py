@@ -16,22 +16,15 @@ import pytest
 from hacoord.replication.base import MemberInfo
 from hacoord.replication.memberset import MembershipError, decode_config, encode_config
 from hacoord.replication.safepickle import check_entry
-from tests.adapter.raft_harness import controlled_time
-from tests.adapter.sim import SIM_TUNING, SimCluster
+from tests.adapter.sim import SIM_TUNING, SimCluster, led_cluster
 
 TUNING = dataclasses.replace(SIM_TUNING, log_compaction_min_entries=10**6)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[SimCluster]:
-    with controlled_time(seed=11) as clock:
-        made = SimCluster(tmp_path, clock, seed=11, tuning=TUNING)
-        try:
-            assert made.run_until(lambda: made.leader() is not None, rounds=100)
-            made.step(rounds=5)
-            yield made
-        finally:
-            made.destroy()
+    with led_cluster(tmp_path, seed=11, tuning=TUNING) as made:
+        yield made
 
 
 def info(name: str) -> MemberInfo:
