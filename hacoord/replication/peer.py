@@ -31,6 +31,15 @@ A member that started with an empty data directory and hears a peer name a clust
 caught up to is told so (``heard_of_existing_cluster``): it may have lost its data, and waits for
 a leader before it votes.
 
+Idle links are kept alive. PySyncObj drops a connection on which it has read nothing for its
+``connectionTimeout``, and only notices at the next send or read on it, which it then loses. Two
+followers exchange nothing while a leader is healthy, so the first message one sent the other
+after a second of quiet (a vote request, a pre-vote) was lost: a successor asked to take over
+(``timeout_now``) reached only the outgoing leader, and in a 5-member cluster lost its election.
+:class:`GuardedTransport` sends ``{"type": "hacoord_keepalive"}`` on every connection it has
+sent nothing on for ``KEEPALIVE_SHARE`` of the connection timeout; the receiver's read is all it
+is for (a release without it ignores a message of an unknown type).
+
 Every refusal is counted in :attr:`GuardedTransport.refused` (exported as metrics) and logged at
 most once a second per reason.
 
@@ -68,6 +77,10 @@ ACCEPT_BACKOFF = (0.05, 2.0)  # pause after a failing accept: first, longest
 ACCEPTS_PER_PASS = 32        # connections accepted per readiness event of the listener
 LISTEN_BACKLOG = 128
 CLUSTER_MESSAGE = "hacoord_cluster"  # first message on a connection: the sender's cluster id
+KEEPALIVE_MESSAGE = "hacoord_keepalive"  # sent on a connection otherwise quiet (see above)
+#: A connection this member sent nothing on for this share of the connection timeout gets a
+#: keepalive: the peer hears from it at least three times before it would drop the connection.
+KEEPALIVE_SHARE = 0.25
 #: What this release understands beyond the library's messages, named in CLUSTER_MESSAGE so that
 #: a member of a newer release knows what an older peer ignores (``pre_vote``:
 #: hacoord.replication.prevote; ``read_index``: hacoord.replication.readindex; ``membership``:
@@ -314,6 +327,9 @@ class GuardedTransport(TCPTransport):
         #: release that named none).
         self.features: dict[Any, frozenset[str]] = {}
         self._own_id_seen = ""
+        #: When this member last sent to each peer (monotonic clock).
+        self._last_sent: dict[Any, float] = {}
+        self._next_keepalive = 0.0
         super().__init__(syncObj, selfNode, otherNodes)
 
     # --- what we count ---------------------------------------------------------------------
@@ -388,7 +404,26 @@ class GuardedTransport(TCPTransport):
         """True if the connected peer ``node`` said it understands ``feature``."""
         return feature in self.features.get(node, ())
 
+    def send(self, node: Any, message: Any) -> bool:
+        """As the library's; notes when this member last sent to ``node``."""
+        self._last_sent[node] = monotonic_time()
+        return bool(super().send(node, message))
+
+    def _keep_alive(self) -> None:
+        """Send a keepalive on each connection this member has been quiet on for a while."""
+        now = monotonic_time()
+        if now < self._next_keepalive:
+            return
+        quiet = self._syncObj.conf.connectionTimeout * KEEPALIVE_SHARE
+        self._next_keepalive = now + quiet / 4
+        for node, conn in list(self._connections.items()):
+            if (conn.state == CONNECTION_STATE.CONNECTED
+                    and now - self._last_sent.get(node, float("-inf")) >= quiet):
+                self.send(node, {"type": KEEPALIVE_MESSAGE})
+
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 (library's name)
+        if isinstance(message, dict) and message.get("type") == KEEPALIVE_MESSAGE:
+            return  # reading it was the point
         if isinstance(message, dict) and message.get("type") == CLUSTER_MESSAGE:
             first = node not in self.cluster_aware
             theirs = message.get("cluster_id")
@@ -434,6 +469,7 @@ class GuardedTransport(TCPTransport):
     def _onNodeDisconnected(self, node: Any) -> None:  # noqa: N802 (library's name)
         self.cluster_aware.pop(node, None)
         self.features.pop(node, None)
+        self._last_sent.pop(node, None)
         super()._onNodeDisconnected(node)
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:  # noqa: N802
@@ -458,6 +494,7 @@ class GuardedTransport(TCPTransport):
     def _onTick(self) -> None:  # noqa: N802
         super()._onTick()
         self._check_named_peers()
+        self._keep_alive()
         server = self._server
         if isinstance(server, GuardedServer):
             server.resume_if_due()

@@ -51,6 +51,8 @@ FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS, *HEAVY_FAULTS, *MEMBERSHIP_FAULTS, "
 #: The large resource: 40 slices of 500 partitions.
 LARGE = "chaos-large"
 LARGE_PARTITIONS = 20_000
+#: Faults in which the leader hands over (Raft's TimeoutNow): one election, won at once.
+HANDED_OVER = ("remove_leader",)
 #: Faults after which the leader must have changed (partitions check that the majority elected
 #: a leader of its own while they lasted).
 DEPOSING = ("kill_leader", "pause_leader", "large_create_kill_leader", "remove_leader")

@@ -31,7 +31,7 @@ from tests.chaos.feeds import FeedSampler
 from tests.chaos.fenced import FencingWorkload
 from tests.chaos.history import History
 from tests.chaos.membership import MembershipWorkload
-from tests.chaos.nemesis import NETWORK_FAULTS, LinkFault, Nemesis
+from tests.chaos.nemesis import HANDED_OVER, NETWORK_FAULTS, LinkFault, Nemesis
 from tests.chaos.network import ProxiedCluster
 from tests.chaos.release import previous_release
 from tests.chaos.resolve import resolve
@@ -245,6 +245,9 @@ def run(scenario: Scenario, root: Path) -> Outcome:
         if outcome.elections_after_heal is not None and outcome.elections_after_heal > 1:
             outcome.problems.append(f"{outcome.elections_after_heal} elections after the heal "
                                     f"(term {term_at_heal} -> {term_after}): at most one")
+        if scenario.fault in HANDED_OVER and outcome.elections_in_fault not in (None, 1):
+            outcome.problems.append(f"{outcome.elections_in_fault} elections while the leader "
+                                    "handed over: one (its successor stands once, and wins)")
         watch_stop.set()
         for thread in watchers:
             thread.join(timeout=10)
