@@ -37,8 +37,9 @@ followers exchange nothing while a leader is healthy, so the first message one s
 after a second of quiet (a vote request, a pre-vote) was lost: a successor asked to take over
 (``timeout_now``) reached only the outgoing leader, and in a 5-member cluster lost its election.
 :class:`GuardedTransport` sends ``{"type": "hacoord_keepalive"}`` on every connection it has
-sent nothing on for ``KEEPALIVE_SHARE`` of the connection timeout; the receiver's read is all it
-is for (a release without it ignores a message of an unknown type).
+sent nothing on for ``KEEPALIVE_SHARE`` of the connection timeout, to peers that named the
+``keepalive`` feature; the receiver's read is all it is for. Nothing (a keepalive, a vote
+request) is sent on a connection whose key exchange is unfinished: the peer would drop it.
 
 Every refusal is counted in :attr:`GuardedTransport.refused` (exported as metrics) and logged at
 most once a second per reason.
@@ -85,7 +86,7 @@ KEEPALIVE_SHARE = 0.25
 #: a member of a newer release knows what an older peer ignores (``pre_vote``:
 #: hacoord.replication.prevote; ``read_index``: hacoord.replication.readindex; ``membership``:
 #: hacoord.replication.membership, configuration entries in the log).
-FEATURES = ("pre_vote", "read_index", "membership")
+FEATURES = ("pre_vote", "read_index", "membership", "keepalive")
 MAX_FEATURES = 32
 RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -405,19 +406,28 @@ class GuardedTransport(TCPTransport):
         return feature in self.features.get(node, ())
 
     def send(self, node: Any, message: Any) -> bool:
-        """As the library's; notes when this member last sent to ``node``."""
+        """As the library's, but never on a connection this member opened whose key exchange
+        is unfinished: the library calls it connected once it sent its own key, and a message
+        sent before the peer's key came back lacks the key the peer expects, so the peer drops
+        the connection (``undecodable``). Such a message is lost as one to a peer not connected
+        is. Notes when this member last sent to ``node``."""
+        conn = self._connections.get(node)
+        if conn is not None and conn.encryptor is not None and not conn.sendRandKey:
+            return False
         self._last_sent[node] = monotonic_time()
         return bool(super().send(node, message))
 
     def _keep_alive(self) -> None:
-        """Send a keepalive on each connection this member has been quiet on for a while."""
+        """Send a keepalive on each connection this member has been quiet on for a while, to
+        peers that said they know keepalives (one on an older release sends none back, and the
+        link would drop at this member's own next send: leave such a link as it was)."""
         now = monotonic_time()
         if now < self._next_keepalive:
             return
         quiet = self._syncObj.conf.connectionTimeout * KEEPALIVE_SHARE
         self._next_keepalive = now + quiet / 4
         for node, conn in list(self._connections.items()):
-            if (conn.state == CONNECTION_STATE.CONNECTED
+            if (conn.state == CONNECTION_STATE.CONNECTED and self.supports(node, "keepalive")
                     and now - self._last_sent.get(node, float("-inf")) >= quiet):
                 self.send(node, {"type": KEEPALIVE_MESSAGE})
 

@@ -116,6 +116,10 @@ def test_a_leader_stopping_cleanly_hands_over_in_one_election(tmp_path: Path, si
         # TimeoutNow: the successor stood once, with the whole log, and won that term.
         assert cluster.status(successor)["member"]["term"] == term + 1
         assert written.revision > 20
+        # No member sent on a link before its key exchange ended (the peer drops such a link).
+        dropped = [m.id for m in cluster.members.values()
+                   if "dropped a connection (undecodable)" in m.log_path.read_text()]
+        assert dropped == []
 
 
 #: Slow elections (a leader cut off steps down after twice the longest), so that nothing but
