@@ -313,6 +313,12 @@ class GuardedServer(TcpServer):
 _THROTTLE = _Throttled()
 
 
+def _key_pending(conn: TcpConnection) -> bool:
+    """True for a connection this member opened whose peer has not sent its key yet (the
+    library calls it connected once this member's key is out)."""
+    return conn.encryptor is not None and not conn.sendRandKey
+
+
 class GuardedTransport(TCPTransport):
     """PySyncObj's TCP transport over :class:`GuardedServer` and :class:`GuardedConnection`."""
 
@@ -412,7 +418,10 @@ class GuardedTransport(TCPTransport):
         the connection (``undecodable``). Such a message is lost as one to a peer not connected
         is. Notes when this member last sent to ``node``."""
         conn = self._connections.get(node)
-        if conn is not None and conn.encryptor is not None and not conn.sendRandKey:
+        if conn is not None and _key_pending(conn):
+            # As the library's send would: a key reply overdue by the connection timeout (the
+            # peer died or was cut off mid-exchange) drops the connection, to be made again.
+            conn._TcpConnection__processConnectionTimeout()
             return False
         self._last_sent[node] = monotonic_time()
         return bool(super().send(node, message))
@@ -427,7 +436,11 @@ class GuardedTransport(TCPTransport):
         quiet = self._syncObj.conf.connectionTimeout * KEEPALIVE_SHARE
         self._next_keepalive = now + quiet / 4
         for node, conn in list(self._connections.items()):
-            if (conn.state == CONNECTION_STATE.CONNECTED and self.supports(node, "keepalive")
+            if conn.state != CONNECTION_STATE.CONNECTED:
+                continue
+            if _key_pending(conn):  # nothing else may come to check it (see send)
+                conn._TcpConnection__processConnectionTimeout()
+            elif (self.supports(node, "keepalive")
                     and now - self._last_sent.get(node, float("-inf")) >= quiet):
                 self.send(node, {"type": KEEPALIVE_MESSAGE})
 
