@@ -33,6 +33,11 @@ from hacoord.server.certs import MemberTls, ensure_ca, issue, member_tls
 
 T = TypeVar("T")
 
+#: Member flags that keep the leader from judging data nodes' liveness within a test (an hour
+#: before suspect): nodes registered without heartbeats would otherwise be judged suspect after
+#: 3 s, a write of the leader's own that a test counting revisions must not see.
+NO_LIVENESS_JUDGEMENTS = ("--suspect-after", "3600", "--down-after", "7200")
+
 
 def free_ports(count: int) -> list[int]:
     """Ports the kernel says are free right now (bound together so they are distinct)."""

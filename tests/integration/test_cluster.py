@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from hacoord.client import HacoordError
-from hacoord.testing.cluster import LocalCluster, Member, wait_for
+from hacoord.testing.cluster import NO_LIVENESS_JUDGEMENTS, LocalCluster, Member, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def test_write_through_follower_is_read_on_every_member(make_cluster) -> None:
 
 
 def test_leader_sigkill_loses_no_acknowledged_write(make_cluster) -> None:
-    cluster = make_cluster(3)
+    cluster = make_cluster(3, *NO_LIVENESS_JUDGEMENTS)  # the test counts revisions
     cluster.leader()
     client = cluster.client(timeout=2.0, deadline=20.0)
     acked: list[str] = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hacoord.client import Client, HacoordError
-from hacoord.testing.cluster import LocalCluster, running_cluster, wait_for
+from hacoord.testing.cluster import NO_LIVENESS_JUDGEMENTS, LocalCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +58,10 @@ class Writer:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    # Frequent snapshots: a new member's first one then predates its addition.
-    with running_cluster(tmp_path / "c", extra_args=("--log-compaction-min-entries", "50")) as made:
+    # Frequent snapshots: a new member's first one then predates its addition. No liveness
+    # judgements: the test counts revisions.
+    args = ("--log-compaction-min-entries", "50", *NO_LIVENESS_JUDGEMENTS)
+    with running_cluster(tmp_path / "c", extra_args=args) as made:
         made.leader()
         yield made
 
