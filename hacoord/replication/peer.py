@@ -85,7 +85,8 @@ KEEPALIVE_SHARE = 0.25
 #: What this release understands beyond the library's messages, named in CLUSTER_MESSAGE so that
 #: a member of a newer release knows what an older peer ignores (``pre_vote``:
 #: hacoord.replication.prevote; ``read_index``: hacoord.replication.readindex; ``membership``:
-#: hacoord.replication.membership, configuration entries in the log).
+#: hacoord.replication.membership, configuration entries in the log; ``keepalive``: it sends
+#: keepalives on quiet links, see above).
 FEATURES = ("pre_vote", "read_index", "membership", "keepalive")
 MAX_FEATURES = 32
 RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
