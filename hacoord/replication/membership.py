@@ -182,8 +182,9 @@ class MembershipSyncObj(ReadIndexSyncObj):
 
     def _nodes(self, members: Config) -> set[Any]:
         node_class = self._SyncObj__nodeClass
-        return {node_class(self.local(m).raft_address) for m in members if m.id != self._me
-                and self.local(m).raft_address != getattr(self.selfNode, "id", None)}
+        me = getattr(self.selfNode, "id", None)
+        addresses = (self.local(m).raft_address for m in members if m.id != self._me)
+        return {node_class(address) for address in addresses if address != me}
 
     def reach(self, members: Config) -> None:
         """Let the transport connect with ``members`` (it never forgets one; see

@@ -634,14 +634,14 @@ class RaftReplicator:
         if driver is None or not self.is_leader():
             raise NotLeaderError(self.leader_id())
         obj = driver.obj
-        if add is not None:  # its addresses hold for every member
-            add = MemberInfo(add.id, add.raft_address, add.api_url, added=True)
         try:
             new = changed(obj.config, add, remove)
         except MembershipError as exc:
             raise MembershipRefused(str(exc)) from None
         if new is None:
             return False
+        if add is not None:  # as the membership holds it: added, its addresses hold for all
+            add = next(m for m in new if m.id == add.id)
         if remove == self.member_id:
             successor = await self._transfer(driver, hold=True, wait=REMOVAL_HAND_OVER_WAIT)
             if successor is None:
