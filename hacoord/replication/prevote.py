@@ -30,7 +30,16 @@ A member says yes (``pre_vote_response`` with ``granted``) only if all of these 
 * it is not rejoining (a rejoining member does not vote at all, see raft_safety).
 
 A member that says yes puts its own election deadline off by a fresh timeout, as a real vote
-does: the asker is about to stand, and standing too would split the vote.
+does: the asker is about to stand, and standing too would split the vote. For the same reason
+it drops a pre-vote of its own that is under way or won: two members that asked at the same
+moment and said yes to each other then both ask again after a fresh, random timeout, instead
+of both standing and splitting the vote (which costs a term).
+
+A member connected to nobody holds no election (as in 0.3.17), and draws its deadline again
+whenever it passes. The library leaves it in the past, so members whose links came up together
+(a cluster started, or restarted after all its members died, on a machine slow enough that
+start-up outlasts the election timeout) all stood at their first connected tick, and the vote
+split: a chaos run's kill-all took two terms to elect a leader.
 
 A refusal carries the refuser's term; a pre-candidate behind it adopts that term (as a follower,
 without a vote) so that its next pre-vote asks for a term the others can grant (etcd does the
@@ -120,10 +129,15 @@ class PreVoteSyncObj(_syncobj.SyncObj):
         """Before the library's tick: if an election is due and not yet backed by a majority,
         hold a pre-vote instead (pushing the library's deadline back); if it is backed, let the
         library hold it."""
+        now = _syncobj.monotonicTime()
         if (self._SyncObj__raftState == _syncobj._RAFT_STATE.LEADER
                 or self.selfNode is None
-                or self._SyncObj__raftElectionDeadline >= _syncobj.monotonicTime()
-                or not self._SyncObj__connectedToAnyone()):
+                or self._SyncObj__raftElectionDeadline >= now):
+            return
+        if not self._SyncObj__connectedToAnyone():
+            # Draw the deadline again: kept in the past, it would fall due at the first tick
+            # with a connection, on every member whose links came up together.
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
             return
         voters = self._SyncObj__otherNodes
         won, self._pv_won = self._pv_won, None
@@ -134,8 +148,7 @@ class PreVoteSyncObj(_syncobj.SyncObj):
         self._pv_term = self.raftCurrentTerm + 1
         self._pv_grants = set()
         self.pre_votes_started += 1
-        self._SyncObj__raftElectionDeadline = (
-            _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
         message = {
             "type": PRE_VOTE,
             "term": self._pv_term,
@@ -186,10 +199,13 @@ class PreVoteSyncObj(_syncobj.SyncObj):
                        self._SyncObj__getCurrentLogIndex()))
         if granted:
             self.pre_votes_granted += 1
-            # The asker is about to stand: standing too would split the vote (as a real vote
-            # does, a yes puts this member's own deadline off by a fresh election timeout).
+            # The asker is about to stand: standing too would split the vote. As a real vote
+            # does, a yes puts this member's own deadline off by a fresh election timeout, and
+            # it drops a pre-vote of its own under way or won (two members that asked at once
+            # and said yes to each other both wait a fresh, random time and ask again).
             self._SyncObj__raftElectionDeadline = (
                 _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
+            self._pv_term = self._pv_won = None
         else:
             self.pre_votes_refused += 1
         # A yes names the term asked for; a no names this member's own term.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hacoord.replication.prevote import PreVoteSyncObj
+from tests.adapter.raft_harness import controlled_time
 from tests.adapter.sim import SimCluster, led_cluster
 
 
@@ -183,13 +184,16 @@ def test_a_pre_candidate_behind_in_term_catches_up_from_a_refusal(cluster: SimCl
 
 def test_a_yes_puts_the_members_own_candidacy_off(cluster: SimCluster) -> None:
     """Granting a pre-vote defers this member's own election by a fresh timeout (as a real vote
-    does): the asker is about to stand, and standing too would split the vote."""
+    does) and drops its own pre-vote, even one it won: the asker is about to stand, and
+    standing too would split the vote."""
     leader = cluster.leader()
     assert leader is not None
     asker, member = (n for n in cluster.names if n != leader)
     obj = cluster.members[member].obj
     obj._pv_leader_heard = float("-inf")  # its lease on the leader ran out
     obj._SyncObj__raftElectionDeadline = cluster.clock.now  # due now
+    term = obj.raftCurrentTerm
+    obj._pv_term, obj._pv_won = term + 1, term + 1  # its own pre-vote for the same term won
     granted = obj.pre_votes_granted
     obj._pre_vote_on_request(cluster.members[asker].obj.selfNode, {
         "type": "pre_vote", "term": obj.raftCurrentTerm + 1,
@@ -197,3 +201,35 @@ def test_a_yes_puts_the_members_own_candidacy_off(cluster: SimCluster) -> None:
         "last_log_term": obj._SyncObj__getCurrentLogTerm()})
     assert obj.pre_votes_granted == granted + 1
     assert obj._SyncObj__raftElectionDeadline >= cluster.clock.now + obj.conf.raftMinTimeout
+    assert obj._pv_term is None and obj._pv_won is None, "it would stand as well"
+
+
+@pytest.mark.parametrize("down", [0, 1], ids=["all-meet", "two-meet"])
+@pytest.mark.parametrize("seed", range(6))
+def test_members_that_meet_after_their_deadlines_hold_one_election(
+        tmp_path: Path, seed: int, down: int) -> None:
+    """A cluster started (or restarted after all its members died) whose links come up only
+    after every member's election deadline passed, as on a loaded machine where start-up takes
+    longer than an election timeout: the members do not all stand at the first tick they are
+    connected (which split the vote: term 1 -> 3 in a chaos run's kill-all). The first term
+    elects the leader."""
+    with controlled_time(seed=seed) as clock:
+        cluster = SimCluster(tmp_path, clock, seed=seed)
+        try:
+            pairs = [(a, b) for a in cluster.names for b in cluster.names if a < b]
+            for a, b in pairs:
+                cluster.network.cut_link(a, b)
+            for name in cluster.names[:down]:
+                cluster.crash(name)
+            cluster.step(rounds=30)  # 3.3 s apart: past every deadline (1-2 s)
+            assert set(terms(cluster).values()) == {0}
+            late = [n for n in cluster.alive
+                    if cluster.members[n].obj._SyncObj__raftElectionDeadline <= clock.now]
+            assert not late, f"{late} kept a deadline in the past, to fall due when connected"
+            for a, b in pairs:
+                cluster.network.heal_link(a, b)
+            assert cluster.run_until(lambda: cluster.leader() is not None, rounds=100)
+            assert set(terms(cluster).values()) == {1}, \
+                f"{max(terms(cluster).values())} terms to the first leader"
+        finally:
+            cluster.destroy()
