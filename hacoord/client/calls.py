@@ -126,7 +126,8 @@ class Call:
     attempt_timeout: float | None = None
     #: Seconds the call may take beyond the client's deadline: a long poll's hold.
     extra_time: float = 0.0
-    started: float = field(default_factory=time.monotonic)
+    #: When the call began (time.monotonic, looked up at each call so that a test can set it).
+    started: float = field(default_factory=lambda: time.monotonic())
     attempts: int = 0
     redirects: int = 0
     redirected: bool = False

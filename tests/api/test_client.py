@@ -247,14 +247,33 @@ def test_caller_chosen_request_id_is_sent() -> None:
     assert script.request_ids() == {"my-id"}
 
 
-def test_gives_up_with_unavailable_error_at_the_deadline() -> None:
+class FakeTime:
+    """``time.monotonic`` and ``time.sleep`` for the client and tenacity: only sleeping moves
+    the clock, so what a call spends is its backoff, counted exactly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_gives_up_with_unavailable_error_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(time, "sleep", clock.sleep)
     script = Script(a=lambda r: error(503, "no_leader", "no leader is elected"), b=refuse)
     client = script.client([A, B], deadline=0.3, timeout=5.0)
-    started = time.monotonic()
+    started = clock.now
     with pytest.raises(UnavailableError) as caught:
         client.node_add("n1", "10.0.0.1:9000")
-    elapsed = time.monotonic() - started
-    assert elapsed < 0.3 + 0.2
+    # It retried with backoff while the deadline allowed and gave up before overrunning it.
+    assert clock.slept and clock.now - started < 0.3, clock.slept
     assert caught.value.attempts == len(script.requests) >= 2
     assert isinstance(caught.value.cause, httpx.ConnectError | ServiceUnavailable)
     assert len(script.request_ids()) == 1
