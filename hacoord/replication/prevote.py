@@ -31,9 +31,12 @@ A member says yes (``pre_vote_response`` with ``granted``) only if all of these 
 
 A member that says yes puts its own election deadline off by a fresh timeout, as a real vote
 does: the asker is about to stand, and standing too would split the vote. For the same reason
-it drops a pre-vote of its own that is under way or won: two members that asked at the same
-moment and said yes to each other then both ask again after a fresh, random timeout, instead
-of both standing and splitting the vote (which costs a term).
+it drops a pre-vote of its own for that term, under way or won, unless it goes first: of two
+members that ask at once with equally up-to-date logs, the one with the lower id keeps its
+pre-vote and stands (the order in which the survivors of a leader whose connections closed
+hold their early elections, see the engine); the other waits. Were both to stand, they would
+split the vote (in a 3-member cluster that costs a term); were both to wait, nobody would stand
+for a whole election timeout.
 
 A member connected to nobody holds no election (as in 0.3.17), and draws its deadline again
 whenever it passes. The library leaves it in the past, so members whose links came up together
@@ -199,19 +202,29 @@ class PreVoteSyncObj(_syncobj.SyncObj):
                        self._SyncObj__getCurrentLogIndex()))
         if granted:
             self.pre_votes_granted += 1
-            # The asker is about to stand: standing too would split the vote. As a real vote
-            # does, a yes puts this member's own deadline off by a fresh election timeout, and
-            # it drops a pre-vote of its own under way or won (two members that asked at once
-            # and said yes to each other both wait a fresh, random time and ask again).
-            self._SyncObj__raftElectionDeadline = (
-                _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
-            self._pv_term = self._pv_won = None
+            if not self._pre_vote_goes_first(node, term, (last_term, last_index)):
+                # The asker is about to stand: standing too would split the vote. As a real
+                # vote does, a yes puts this member's own deadline off by a fresh election
+                # timeout, and drops its own pre-vote for that term, under way or won.
+                self._SyncObj__raftElectionDeadline = (
+                    _syncobj.monotonicTime() + self._SyncObj__generateRaftTimeout())
+                self._pv_term = self._pv_won = None
         else:
             self.pre_votes_refused += 1
         # A yes names the term asked for; a no names this member's own term.
         self._SyncObj__transport.send(node, {
             "type": PRE_VOTE_RESPONSE, "granted": granted,
             "term": term if granted else self.raftCurrentTerm})
+
+    def _pre_vote_goes_first(self, asker: Node, term: int, log: tuple[int, int]) -> bool:
+        """Of two members asking for ``term`` at once, with logs as up to date as each other's,
+        the one with the lower id keeps its pre-vote (the order of the early elections after a
+        leader's connection closed): were both to drop theirs, nobody would stand for a whole
+        election timeout. True if this member is asking for ``term`` and goes first."""
+        if term not in (self._pv_term, self._pv_won) or self.selfNode is None:
+            return False
+        mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
+        return log == mine and bool(self.selfNode.id < asker.id)
 
     def _pre_vote_knows_leader(self) -> bool:
         """Leader stickiness: this member leads, or heard from a leader it is still connected

@@ -15,7 +15,7 @@ import pytest
 
 from hacoord.replication.prevote import PreVoteSyncObj
 from tests.adapter.raft_harness import controlled_time
-from tests.adapter.sim import SimCluster, led_cluster
+from tests.adapter.sim import SIM_TUNING, SimCluster, led_cluster
 
 
 @pytest.fixture
@@ -182,26 +182,60 @@ def test_a_pre_candidate_behind_in_term_catches_up_from_a_refusal(cluster: SimCl
     assert obj._pv_won is None and obj._pv_grants == set()
 
 
-def test_a_yes_puts_the_members_own_candidacy_off(cluster: SimCluster) -> None:
-    """Granting a pre-vote defers this member's own election by a fresh timeout (as a real vote
-    does) and drops its own pre-vote, even one it won: the asker is about to stand, and
-    standing too would split the vote."""
-    leader = cluster.leader()
-    assert leader is not None
-    asker, member = (n for n in cluster.names if n != leader)
+def ask(cluster: SimCluster, asker: str, member: str) -> None:
+    """``member`` hears ``asker``'s pre-vote for the next term, with a log like its own."""
     obj = cluster.members[member].obj
-    obj._pv_leader_heard = float("-inf")  # its lease on the leader ran out
-    obj._SyncObj__raftElectionDeadline = cluster.clock.now  # due now
-    term = obj.raftCurrentTerm
-    obj._pv_term, obj._pv_won = term + 1, term + 1  # its own pre-vote for the same term won
-    granted = obj.pre_votes_granted
     obj._pre_vote_on_request(cluster.members[asker].obj.selfNode, {
         "type": "pre_vote", "term": obj.raftCurrentTerm + 1,
         "last_log_index": obj._SyncObj__getCurrentLogIndex(),
         "last_log_term": obj._SyncObj__getCurrentLogTerm()})
+
+
+@pytest.mark.parametrize("own", ["none", "under-way", "won"])
+def test_a_yes_puts_the_members_own_candidacy_off(cluster: SimCluster, own: str) -> None:
+    """Granting a pre-vote defers this member's own election by a fresh timeout (as a real vote
+    does) and drops its own pre-vote for that term, even one it won, when the asker goes first
+    (here: the lower id): the asker is about to stand, and standing too would split the
+    vote."""
+    leader = cluster.leader()
+    assert leader is not None
+    asker, member = sorted(n for n in cluster.names if n != leader)
+    obj = cluster.members[member].obj
+    obj._pv_leader_heard = float("-inf")  # its lease on the leader ran out
+    obj._SyncObj__raftElectionDeadline = cluster.clock.now  # due now
+    term = obj.raftCurrentTerm
+    obj._pv_term = term + 1 if own == "under-way" else None
+    obj._pv_won = term + 1 if own == "won" else None
+    granted = obj.pre_votes_granted
+    ask(cluster, asker, member)
     assert obj.pre_votes_granted == granted + 1
     assert obj._SyncObj__raftElectionDeadline >= cluster.clock.now + obj.conf.raftMinTimeout
     assert obj._pv_term is None and obj._pv_won is None, "it would stand as well"
+
+
+@pytest.mark.parametrize("own", ["under-way", "won"])
+def test_of_two_members_asking_at_once_the_first_keeps_its_pre_vote(
+        cluster: SimCluster, own: str) -> None:
+    """Two members with equally up-to-date logs ask for the same term at once and say yes to
+    each other: the one with the lower id (the order of the early elections) keeps its pre-vote
+    and its deadline; the other drops its own. Exactly one stands."""
+    leader = cluster.leader()
+    assert leader is not None
+    first, second = sorted(n for n in cluster.names if n != leader)
+    objs = {n: cluster.members[n].obj for n in (first, second)}
+    term = objs[first].raftCurrentTerm
+    for obj in objs.values():
+        obj._pv_leader_heard = float("-inf")
+        obj._pv_term = term + 1 if own == "under-way" else None
+        obj._pv_won = term + 1 if own == "won" else None
+    due = objs[first]._SyncObj__raftElectionDeadline = 0 if own == "won" else cluster.clock.now + 0.5
+    ask(cluster, second, first)
+    ask(cluster, first, second)
+    assert objs[first].pre_votes_granted and objs[second].pre_votes_granted
+    assert (objs[first]._pv_term, objs[first]._pv_won) == (
+        (term + 1, None) if own == "under-way" else (None, term + 1))
+    assert objs[first]._SyncObj__raftElectionDeadline == due, "the first one was put off"
+    assert objs[second]._pv_term is None and objs[second]._pv_won is None
 
 
 @pytest.mark.parametrize("down", [0, 1], ids=["all-meet", "two-meet"])
@@ -233,3 +267,30 @@ def test_members_that_meet_after_their_deadlines_hold_one_election(
                 f"{max(terms(cluster).values())} terms to the first leader"
         finally:
             cluster.destroy()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_five_members_replace_a_crashed_leader_in_one_early_election(
+        tmp_path: Path, seed: int) -> None:
+    """The survivors of a leader whose connections closed stand in a staggered order (by id,
+    ``early_election_step`` apart), and ticks come late (30 ms steps of simulated time): when
+    two of them ask at once and say yes to each other, the one that goes first in that order
+    keeps its pre-vote. (Were both to drop theirs, nobody would stand for a whole election
+    timeout.)"""
+    with led_cluster(tmp_path, seed=seed, size=5) as cluster:
+        leader = cluster.leader()
+        assert leader is not None
+        term = terms(cluster)[leader]
+        others = [n for n in cluster.names if n != leader]
+        for other in others:  # its last heartbeats, read before its connections close
+            cluster.network.hold(leader, other)
+        cluster.step(0.03)
+        crashed = cluster.clock.now
+        for other in others:  # its connections close as its process dies
+            cluster.network.cut_link(leader, other)
+        cluster.crash(leader)
+        assert cluster.run_until(lambda: cluster.leader() is not None, rounds=400, dt=0.03)
+        took = cluster.clock.now - crashed
+        assert set(terms(cluster).values()) == {term + 1}
+        # Simulated time: the early election, long before an election timeout (1-2 s).
+        assert took < SIM_TUNING.election_timeout_min, f"a new leader after {took:.2f} s"
