@@ -139,8 +139,10 @@ class PreVoteSyncObj(_syncobj.SyncObj):
             return
         if not self._SyncObj__connectedToAnyone():
             # Draw the deadline again: kept in the past, it would fall due at the first tick
-            # with a connection, on every member whose links came up together.
+            # with a connection, on every member whose links came up together. A pre-vote won
+            # before the links went down is stale by then: the member asks again.
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+            self._pv_term = self._pv_won = None
             return
         voters = self._SyncObj__otherNodes
         won, self._pv_won = self._pv_won, None

@@ -255,7 +255,10 @@ def test_members_that_meet_after_their_deadlines_hold_one_election(
                 cluster.network.cut_link(a, b)
             for name in cluster.names[:down]:
                 cluster.crash(name)
+            stale = cluster.members[cluster.alive[-1]].obj
+            stale._pv_won = 1  # a pre-vote won just before its links went down
             cluster.step(rounds=30)  # 3.3 s apart: past every deadline (1-2 s)
+            assert stale._pv_won is None, "a stale pre-vote would let it stand unasked"
             assert set(terms(cluster).values()) == {0}
             late = [n for n in cluster.alive
                     if cluster.members[n].obj._SyncObj__raftElectionDeadline <= clock.now]
