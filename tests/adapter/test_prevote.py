@@ -182,12 +182,13 @@ def test_a_pre_candidate_behind_in_term_catches_up_from_a_refusal(cluster: SimCl
     assert obj._pv_won is None and obj._pv_grants == set()
 
 
-def ask(cluster: SimCluster, asker: str, member: str) -> None:
-    """``member`` hears ``asker``'s pre-vote for the next term, with a log like its own."""
+def ask(cluster: SimCluster, asker: str, member: str, ahead: int = 0) -> None:
+    """``member`` hears ``asker``'s pre-vote for the next term, with a log like its own (or
+    ``ahead`` entries longer)."""
     obj = cluster.members[member].obj
     obj._pre_vote_on_request(cluster.members[asker].obj.selfNode, {
         "type": "pre_vote", "term": obj.raftCurrentTerm + 1,
-        "last_log_index": obj._SyncObj__getCurrentLogIndex(),
+        "last_log_index": obj._SyncObj__getCurrentLogIndex() + ahead,
         "last_log_term": obj._SyncObj__getCurrentLogTerm()})
 
 
@@ -236,6 +237,23 @@ def test_of_two_members_asking_at_once_the_first_keeps_its_pre_vote(
         (term + 1, None) if own == "under-way" else (None, term + 1))
     assert objs[first]._SyncObj__raftElectionDeadline == due, "the first one was put off"
     assert objs[second]._pv_term is None and objs[second]._pv_won is None
+    assert objs[second]._SyncObj__raftElectionDeadline >= (
+        cluster.clock.now + objs[second].conf.raftMinTimeout), "the second one was not put off"
+
+
+def test_a_member_asking_at_once_with_a_longer_log_goes_first(cluster: SimCluster) -> None:
+    """The lower id goes first only between logs as up to date as each other's: a member
+    that hears a pre-vote from a member with a longer log says yes and drops its own."""
+    leader = cluster.leader()
+    assert leader is not None
+    first, second = sorted(n for n in cluster.names if n != leader)
+    obj = cluster.members[first].obj
+    term = obj.raftCurrentTerm
+    obj._pv_leader_heard = float("-inf")
+    obj._pv_term = term + 1
+    ask(cluster, second, first, ahead=1)
+    assert obj.pre_votes_granted
+    assert obj._pv_term is None, "it kept its pre-vote against a better log"
 
 
 @pytest.mark.parametrize("down", [0, 1], ids=["all-meet", "two-meet"])
