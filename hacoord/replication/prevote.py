@@ -197,14 +197,14 @@ class PreVoteSyncObj(_syncobj.SyncObj):
         last_index, last_term = message.get("last_log_index"), message.get("last_log_term")
         if not all(isinstance(v, int) for v in (term, last_index, last_term)):
             return
+        asking = (last_term, last_index)
+        mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
         granted = (term > self.raftCurrentTerm
                    and not self._pre_vote_knows_leader()
-                   and (last_term, last_index) >= (
-                       self._SyncObj__getCurrentLogTerm(),
-                       self._SyncObj__getCurrentLogIndex()))
+                   and asking >= mine)
         if granted:
             self.pre_votes_granted += 1
-            if not self._pre_vote_goes_first(node, term, (last_term, last_index)):
+            if not (asking == mine and self._pre_vote_goes_first(node, term)):
                 # The asker is about to stand: standing too would split the vote. As a real
                 # vote does, a yes puts this member's own deadline off by a fresh election
                 # timeout, and drops its own pre-vote for that term, under way or won.
@@ -218,15 +218,15 @@ class PreVoteSyncObj(_syncobj.SyncObj):
             "type": PRE_VOTE_RESPONSE, "granted": granted,
             "term": term if granted else self.raftCurrentTerm})
 
-    def _pre_vote_goes_first(self, asker: Node, term: int, log: tuple[int, int]) -> bool:
-        """Of two members asking for ``term`` at once, with logs as up to date as each other's,
-        the one with the lower id keeps its pre-vote (the order of the early elections after a
-        leader's connection closed): were both to drop theirs, nobody would stand for a whole
-        election timeout. True if this member is asking for ``term`` and goes first."""
+    def _pre_vote_goes_first(self, asker: Node, term: int) -> bool:
+        """Of two members asking for ``term`` at once, with logs as up to date as each other's
+        (the caller's check), the one with the lower id keeps its pre-vote (the order of the
+        early elections after a leader's connection closed): were both to drop theirs, nobody
+        would stand for a whole election timeout. True if this member is asking for ``term``
+        and goes first."""
         if term not in (self._pv_term, self._pv_won) or self.selfNode is None:
             return False
-        mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
-        return log == mine and bool(self.selfNode.id < asker.id)
+        return bool(self.selfNode.id < asker.id)
 
     def _pre_vote_knows_leader(self) -> bool:
         """Leader stickiness: this member leads, or heard from a leader it is still connected
