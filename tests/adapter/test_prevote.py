@@ -182,6 +182,16 @@ def test_a_pre_candidate_behind_in_term_catches_up_from_a_refusal(cluster: SimCl
     assert obj._pv_won is None and obj._pv_grants == set()
 
 
+def two_followers(cluster: SimCluster) -> tuple[str, str]:
+    """The led cluster's followers, the lower id first; their leases on the leader run out."""
+    leader = cluster.leader()
+    assert leader is not None
+    first, second = sorted(n for n in cluster.names if n != leader)
+    for name in (first, second):
+        cluster.members[name].obj._pv_leader_heard = float("-inf")
+    return first, second
+
+
 def ask(cluster: SimCluster, asker: str, member: str, ahead: int = 0) -> None:
     """``member`` hears ``asker``'s pre-vote for the next term, with a log like its own (or
     ``ahead`` entries longer)."""
@@ -198,11 +208,8 @@ def test_a_yes_puts_the_members_own_candidacy_off(cluster: SimCluster, own: str)
     does) and drops its own pre-vote for that term, even one it won, when the asker goes first
     (here: the lower id): the asker is about to stand, and standing too would split the
     vote."""
-    leader = cluster.leader()
-    assert leader is not None
-    asker, member = sorted(n for n in cluster.names if n != leader)
+    asker, member = two_followers(cluster)
     obj = cluster.members[member].obj
-    obj._pv_leader_heard = float("-inf")  # its lease on the leader ran out
     obj._SyncObj__raftElectionDeadline = cluster.clock.now  # due now
     term = obj.raftCurrentTerm
     obj._pv_term = term + 1 if own == "under-way" else None
@@ -220,13 +227,10 @@ def test_of_two_members_asking_at_once_the_first_keeps_its_pre_vote(
     """Two members with equally up-to-date logs ask for the same term at once and say yes to
     each other: the one with the lower id (the order of the early elections) keeps its pre-vote
     and its deadline; the other drops its own. Exactly one stands."""
-    leader = cluster.leader()
-    assert leader is not None
-    first, second = sorted(n for n in cluster.names if n != leader)
+    first, second = two_followers(cluster)
     objs = {n: cluster.members[n].obj for n in (first, second)}
     term = objs[first].raftCurrentTerm
     for obj in objs.values():
-        obj._pv_leader_heard = float("-inf")
         obj._pv_term = term + 1 if own == "under-way" else None
         obj._pv_won = term + 1 if own == "won" else None
     due = objs[first]._SyncObj__raftElectionDeadline = 0 if own == "won" else cluster.clock.now + 0.5
@@ -244,12 +248,9 @@ def test_of_two_members_asking_at_once_the_first_keeps_its_pre_vote(
 def test_a_member_asking_at_once_with_a_longer_log_goes_first(cluster: SimCluster) -> None:
     """The lower id goes first only between logs as up to date as each other's: a member
     that hears a pre-vote from a member with a longer log says yes and drops its own."""
-    leader = cluster.leader()
-    assert leader is not None
-    first, second = sorted(n for n in cluster.names if n != leader)
+    first, second = two_followers(cluster)
     obj = cluster.members[first].obj
     term = obj.raftCurrentTerm
-    obj._pv_leader_heard = float("-inf")
     obj._pv_term = term + 1
     ask(cluster, second, first, ahead=1)
     assert obj.pre_votes_granted
